@@ -1,0 +1,33 @@
+# Two commands do everything on a fresh machine (Python 3.11, no GPU):
+#   make repro  — set up .venv, run the whole pipeline (dvc repro), print where the results are
+#   make test   — set up .venv, run the test suite
+# The install runs only when pyproject.toml or the constraints changed, so a second call is instant.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# CPU path: pin the CPU torch wheel; the gpu extra brings the torch vLLM pins instead.
+PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -c constraints-cpu.txt
+
+.PHONY: repro test install clean-venv
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml constraints-cpu.txt
+	$(PIP_INSTALL) -q -e '.[dev]'
+	@touch $@
+	@echo "installed into $(VENV)"
+
+repro: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/tracemill summary
+
+test: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

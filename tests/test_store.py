@@ -1,0 +1,131 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tracemill import records, store
+from tracemill.errors import SchemaError, TracemillError
+
+
+def rejected_rows(n: int, shard: int) -> list[dict]:
+    return [
+        {
+            "rejected_id": records.content_id(shard, i),
+            "stage": "t",
+            "table": "problems",
+            "reason": "r",
+            "detail": None,
+            "source": None,
+            "raw": "x" * 50,
+            "metadata": None,
+        }
+        for i in range(n)
+    ]
+
+
+def test_write_parquet_sorts_by_key_and_keeps_schema(tmp_path):
+    rows = rejected_rows(100, 0)
+    path = tmp_path / "part-00000.parquet"
+    store.write_parquet("rejected", rows, path)
+    table = pq.read_table(path)
+    ids = table.column("rejected_id").to_pylist()
+    assert ids == sorted(ids)
+    assert table.schema.metadata[b"tracemill.table"] == b"rejected"
+    assert pq.ParquetFile(path).metadata.row_group(0).column(0).statistics is not None
+
+
+def test_write_rejects_wrong_rows_and_leaves_nothing(tmp_path):
+    with pytest.raises(SchemaError):
+        store.write_parquet("rejected", [{"rejected_id": "x"}], tmp_path / "part-00000.parquet")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stage_output_skips_finished_shards(tmp_path):
+    out = store.StageOutput(tmp_path / "s", ["rejected"], "fp1")
+    assert out.pending(range(3)) == [0, 1, 2]
+    out.write_shard(0, {"rejected": rejected_rows(3, 0)})
+    again = store.StageOutput(tmp_path / "s", ["rejected"], "fp1")
+    assert again.pending(range(3)) == [1, 2]
+    with pytest.raises(TracemillError, match="shard 1 is not complete"):
+        again.finalize(range(3))
+
+
+def test_changed_fingerprint_starts_afresh(tmp_path):
+    store.StageOutput(tmp_path / "s", ["rejected"], "fp1").write_shard(0, {"rejected": rejected_rows(3, 0)})
+    out = store.StageOutput(tmp_path / "s", ["rejected"], "fp2")
+    assert out.pending([0]) == [0]
+    assert not list((tmp_path / "s" / "rejected").glob("part-*"))
+
+
+def test_finalize_drops_parts_outside_the_plan(tmp_path):
+    out = store.StageOutput(tmp_path / "s", ["rejected"], "fp")
+    for shard in range(3):
+        out.write_shard(shard, {"rejected": rejected_rows(2, shard)})
+    assert out.finalize([0, 1]) == {"rejected": 4}
+    assert store.read(tmp_path / "s", "rejected").num_rows == 4
+
+
+def test_read_missing_stage_dir_says_which_stage_to_run(tmp_path):
+    with pytest.raises(TracemillError, match="run the stage"):
+        store.read(tmp_path / "nope", "problems")
+
+
+def test_quarantine_records_reason_and_raw():
+    q = store.Quarantine("problems")
+    q.reject("no_answer", {"question": "q"}, table="problems", detail="empty", source="gsm8k")
+    q.reject("bad_json", "{oops", table="problems", source="gsm8k")
+    rows = q.take()
+    assert q.counts == {"no_answer": 1, "bad_json": 1}
+    assert rows[0]["raw"] == '{"question": "q"}' and rows[1]["raw"] == "{oops"
+    records.validate("rejected", rows)
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from tracemill import records, store
+    root, shards, rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    out = store.StageOutput(root, ["rejected"], "fp")
+    for shard in out.pending(range(shards)):
+        data = [{"rejected_id": records.content_id(shard, i), "stage": "t", "table": "problems", "reason": "r",
+                 "detail": None, "source": None, "raw": "x" * 200, "metadata": None} for i in range(rows)]
+        out.write_shard(shard, {"rejected": data})
+    print(out.finalize(range(shards))["rejected"])
+    """
+)
+
+
+def _writer(root: Path, shards: int, rows: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(root), str(shards), str(rows)], stdout=subprocess.PIPE, text=True)
+
+
+def test_write_killed_half_way_leaves_no_partial_part_and_rerun_completes(tmp_path):
+    root = tmp_path / "stage"
+    shards, rows = 4, 60_000
+    proc = _writer(root, shards, rows)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # kill while shard 1 is being written: after shard 0's marker
+        if (root / "_shards" / "00000.done").exists():
+            break
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for part in (root / "rejected").glob("part-*.parquet"):
+        pq.read_table(part)  # every visible part is a whole Parquet file
+    finished = sorted(p.name for p in (root / "_shards").glob("*.done"))
+    assert finished and len(finished) < shards, finished
+
+    rerun = _writer(root, shards, rows)
+    out, _ = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0
+    assert int(out.strip()) == shards * rows
+    table = store.read(root, "rejected")
+    assert table.num_rows == shards * rows
+    assert len(set(table.column("rejected_id").to_pylist())) == shards * rows
+    assert not list((root / "rejected").glob(".part-*"))

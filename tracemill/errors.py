@@ -1,0 +1,13 @@
+"""One error type the CLI and every stage turn into a single clear line and a non-zero exit."""
+
+
+class TracemillError(Exception):
+    """A problem the user can fix: the message names the thing and the fix."""
+
+
+class ParamsError(TracemillError):
+    """A params.yaml value is missing, unknown or out of range."""
+
+
+class SchemaError(TracemillError):
+    """A table write does not match its declared schema."""

@@ -1,0 +1,135 @@
+"""params.yaml loading: each section becomes a frozen dataclass, checked before any work.
+
+A section class is a frozen dataclass whose fields carry the paper's defaults. `parse_section`
+rejects unknown keys, wrong types and values outside a field's `choices` metadata with a message
+that names the key and what is allowed, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from tracemill.errors import ParamsError
+
+T = TypeVar("T")
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+def load(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"params file '{path}' not found — run from the repository root or pass --params")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"params file '{path}' is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ParamsError(f"params file '{path}' must be a mapping of sections")
+    return data
+
+
+def choices(*allowed: Any, **kwargs: Any) -> Any:
+    """A dataclass field restricted to `allowed` values: `backend: str = choices("a", "b", default="a")`."""
+    return dataclasses.field(metadata={"choices": allowed}, **kwargs)
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if origin in (list, tuple):
+        args = typing.get_args(hint)
+        inner = args[0] if args else Any
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, inner) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, dict)
+    return isinstance(value, hint)
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return parse_section(hint, value, where)
+    origin = typing.get_origin(hint)
+    if origin in (list, tuple):
+        args = typing.get_args(hint)
+        inner = args[0] if args else Any
+        items = [_convert(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if hint is float and isinstance(value, int):
+        return float(value)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            if dataclasses.is_dataclass(arg) and isinstance(value, dict):
+                return parse_section(arg, value, where)
+    return value
+
+
+def parse_section(cls: type[T], raw: dict[str, Any] | None, section: str) -> T:
+    """Build the frozen dataclass `cls` from the mapping at `section` in params.yaml."""
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params '{section}' must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ParamsError(
+            f"params '{section}.{unknown[0]}' is not a known key; allowed: {', '.join(sorted(fields))}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, field in fields.items():
+        key = f"{section}.{name}"
+        if name not in raw:
+            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+                raise ParamsError(f"params '{key}' is required")
+            continue
+        value = raw[name]
+        hint = hints[name]
+        if not _type_ok(value, hint):
+            raise ParamsError(f"params '{key}' = {value!r} must be of type {_hint_name(hint)}")
+        allowed = field.metadata.get("choices")
+        if allowed and value not in allowed:
+            raise ParamsError(f"params '{key}' = {value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}")
+        kwargs[name] = _convert(value, hint, key)
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if callable(check):
+        check()
+    return obj
+
+
+def section(cls: type[T], params: dict[str, Any], name: str) -> T:
+    return parse_section(cls, params.get(name), name)
+
+
+def _hint_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def positive(value: float, key: str) -> None:
+    if value <= 0:
+        raise ParamsError(f"params '{key}' = {value!r} must be > 0")
+
+
+def in_range(value: float, lo: float, hi: float, key: str) -> None:
+    if not lo <= value <= hi:
+        raise ParamsError(f"params '{key}' = {value!r} must be between {lo} and {hi}")
