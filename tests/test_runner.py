@@ -42,3 +42,10 @@ def test_merge_refuses_outputs_made_with_other_params(tmp_path):
 def test_worker_index_out_of_range_is_a_params_error():
     with pytest.raises(ParamsError, match=r"run.worker_index' = 2 must be in \[0, run.workers=2\)"):
         parse_section(runner.RunParams, {"workers": 2, "worker_index": 2}, "run")
+
+
+def test_ray_runner_writes_the_same_tables_as_the_local_runner(tmp_path):
+    pytest.importorskip("ray")
+    assert run(tmp_path / "local") == {"rejected": 40}
+    assert run(tmp_path / "ray", runner="ray") == {"rejected": 40}
+    assert store.read(tmp_path / "ray", "rejected").to_pylist() == store.read(tmp_path / "local", "rejected").to_pylist()
