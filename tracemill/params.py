@@ -109,12 +109,27 @@ def parse_section(cls: type[T], raw: dict[str, Any] | None, section: str) -> T:
         allowed = field.metadata.get("choices")
         if allowed and value not in allowed:
             raise ParamsError(f"params '{key}' = {value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}")
+        if isinstance(value, dict) and dataclasses.is_dataclass(hint) and field.default_factory is not dataclasses.MISSING:
+            # a partial override of a nested section keeps the section's own defaults for the rest
+            value = {**_shallow(field.default_factory()), **value}
         kwargs[name] = _convert(value, hint, key)
     obj = cls(**kwargs)
     check = getattr(obj, "check", None)
     if callable(check):
         check()
     return obj
+
+
+def _shallow(obj: Any) -> dict[str, Any]:
+    return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return _shallow(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def section(cls: type[T], params: dict[str, Any], name: str) -> T:
