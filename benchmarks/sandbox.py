@@ -1,0 +1,81 @@
+"""Sandbox throughput: short stateful sessions that use sympy, ours versus a fresh interpreter per cell.
+
+    python benchmarks/sandbox.py [--sessions 1000] [--baseline-cells 20]
+
+Ours: `tracemill.sandbox` local backend with every isolation layer this machine allows, sessions
+run through `run_many` (pool_size from params). Baseline, in the same run: the naive way, a fresh
+`python -c` subprocess per cell (state carried by re-running the earlier cells, as a stateless
+runner must); timed on `--baseline-cells` cells and scaled to the same session count.
+Goal: >= 100x faster and >= 300 sessions/s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+from tracemill.sandbox import SandboxParams, open_sandbox
+
+# Short cells of the kind a tool-integrated trace writes: exact arithmetic with sympy.
+SHORT = (
+    ["import sympy\nprice = sympy.Rational(3, 4) * 48 + sympy.Rational(1, 6) * 12", "print(price, sympy.sqrt(8))"],
+    "38 2*sqrt(2)\n",
+)
+# --heavy: symbolic solving and expansion in every session.
+HEAVY = (
+    ["import sympy\nx = sympy.symbols('x')\nroots = sympy.solve(x**2 - 5*x + 6, x)", "print(sum(roots), sympy.expand((x + 1)**3))"],
+    "5 x**3 + 3*x**2 + 3*x + 1\n",
+)
+CELLS, EXPECTED = SHORT
+
+
+def ours(n: int, pool: int) -> tuple[float, list[str]]:
+    with open_sandbox(SandboxParams(pool_size=pool)) as sb:
+        sb.run_many([CELLS] * 8)  # the zygote is started and warm
+        start = time.perf_counter()
+        results = sb.run_many([CELLS] * n)
+        elapsed = time.perf_counter() - start
+        bad = sum(r[1].stdout != EXPECTED for r in results)
+        if bad:
+            raise SystemExit(f"{bad} sessions gave a wrong answer")
+        return elapsed, sb.active_layers
+
+
+def naive(cells: int) -> float:
+    """Seconds per session for the naive runner: cell k re-runs cells 1..k in a fresh interpreter."""
+    start = time.perf_counter()
+    sessions = max(1, cells // len(CELLS))
+    for _ in range(sessions):
+        for k in range(1, len(CELLS) + 1):
+            out = subprocess.run([sys.executable, "-c", "\n".join(CELLS[:k])], capture_output=True, text=True, timeout=60)
+            if k == len(CELLS) and out.stdout != EXPECTED:
+                raise SystemExit(f"baseline gave {out.stdout!r}")
+    return (time.perf_counter() - start) / sessions
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sessions", type=int, default=1000)
+    ap.add_argument("--baseline-cells", type=int, default=20)
+    ap.add_argument("--pool", type=int, default=SandboxParams().pool_size)
+    ap.add_argument("--heavy", action="store_true", help="sympy.solve + expand in every session")
+    args = ap.parse_args()
+    global CELLS, EXPECTED
+    CELLS, EXPECTED = HEAVY if args.heavy else SHORT
+    print(f"workload: {'heavy' if args.heavy else 'short'} sessions of {len(CELLS)} sympy cells")
+    elapsed, layers = ours(args.sessions, args.pool)
+    per_naive = naive(args.baseline_cells)
+    rate = args.sessions / elapsed
+    naive_total = per_naive * args.sessions
+    print(f"active isolation layers: {', '.join(layers)}")
+    print(f"ours:     {args.sessions} sessions x {len(CELLS)} cells in {elapsed:.2f} s = {rate:.0f} sessions/s (pool {args.pool})")
+    print(f"baseline: python -c per cell, {per_naive * 1000:.0f} ms/session, {naive_total:.0f} s for {args.sessions} sessions"
+          f" (timed on {max(1, args.baseline_cells // len(CELLS))} sessions, scaled)")
+    print(f"ratio: {naive_total / elapsed:.0f}x faster   goals: >= 100x {'ok' if naive_total / elapsed >= 100 else 'MISSED'},"
+          f" >= 300 sessions/s {'ok' if rate >= 300 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The sandbox contract, run against every available backend (local always; e2b with E2B_API_KEY)."""
+
+import os
+
+import pytest
+
+from tracemill.params import parse_section
+from tracemill.sandbox import SandboxError, SandboxParams, open_sandbox
+
+BACKENDS = ["local"] + (["e2b"] if os.environ.get("E2B_API_KEY") else [])
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def sandbox(request):
+    params = parse_section(SandboxParams, {"backend": request.param, "timeout_s": 2.0, "max_output_bytes": 1000}, "sandbox")
+    with open_sandbox(params) as sb:
+        yield sb
+
+
+def test_output_and_state_persist_across_cells(sandbox):
+    with sandbox.session() as s:
+        assert s.run("x = 6\nprint('set')").stdout == "set\n"
+        s.run("y = x * 7")
+        r = s.run("print(x, y)")
+        assert r.status == "ok" and r.stdout == "6 42\n" and r.ok
+
+
+def test_state_never_leaks_between_sessions(sandbox):
+    with sandbox.session() as a, sandbox.session() as b:
+        a.run("secret = 1")
+        r = b.run("print(secret)")
+        assert r.status == "error" and "NameError" in r.stderr
+
+
+def test_traceback_is_reported_and_the_session_survives(sandbox):
+    with sandbox.session() as s:
+        r = s.run("def f():\n    return 1 / 0\nf()")
+        assert r.status == "error" and "ZeroDivisionError" in r.stderr and "<cell>" in r.stderr
+        assert s.run("print('still here')").stdout == "still here\n"
+
+
+def test_timeout_is_classified_and_bounded(sandbox):
+    with sandbox.session() as s:
+        r = s.run("while True:\n    pass")
+        assert r.status == "timeout" and r.wall_s < 5
+
+
+def test_output_is_truncated_with_a_marker(sandbox):
+    with sandbox.session() as s:
+        r = s.run("print('x' * 5000)")
+        assert r.status == "output_truncated" and r.ok
+        assert r.stdout.startswith("x" * 1000) and "truncated" in r.stdout and len(r.stdout) < 1200
+
+
+def test_sympy_and_numpy_are_ready(sandbox):
+    with sandbox.session() as s:
+        r = s.run("import sympy, numpy\nx = sympy.symbols('x')\nprint(sympy.solve(x**2 - 4, x), int(numpy.arange(5).sum()))")
+        assert r.stdout == "[-2, 2]\n10\n" or r.stdout == "[-2, 2] 10\n"
+
+
+def test_run_many_runs_sessions_in_parallel(sandbox):
+    results = sandbox.run_many([["a = %d" % i, "print(a * 2)"] for i in range(12)])
+    assert [r[1].stdout for r in results] == [f"{2 * i}\n" for i in range(12)]
+
+
+def test_fork_snapshots_state_without_sharing_it(sandbox):
+    if "e2b-microvm" in sandbox.active_layers:
+        pytest.skip("remote kernels cannot fork")
+    with sandbox.session() as s:
+        s.run("steps = [1]")
+        with s.fork() as f:
+            f.run("steps.append(2)")
+            assert f.run("print(steps)").stdout == "[1, 2]\n"
+        assert s.run("print(steps)").stdout == "[1]\n"
+
+
+def test_e2b_without_key_is_one_clear_error(monkeypatch):
+    monkeypatch.delenv("E2B_API_KEY", raising=False)
+    with pytest.raises(SandboxError, match="E2B_API_KEY is not set"):
+        with open_sandbox(SandboxParams(backend="e2b")):
+            pass

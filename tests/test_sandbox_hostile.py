@@ -1,0 +1,134 @@
+"""Hostile code: each snippet must leave the host unharmed and be classified right."""
+
+import os
+import socket
+import threading
+
+import pytest
+
+from tracemill.sandbox import SandboxParams, open_sandbox
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with open_sandbox(SandboxParams(timeout_s=2.0, memory_mb=256, max_processes=8, max_output_bytes=2000)) as sb:
+        yield sb
+
+
+def run(sandbox, code):
+    with sandbox.session() as s:
+        return s.run(code), s.run("print('alive')")
+
+
+def test_layers_are_reported(sandbox):
+    for layer in ("tempdir", "env-scrub", "rlimits", "process-group"):
+        assert layer in sandbox.active_layers
+
+
+def test_fork_bomb_is_contained(sandbox):
+    r, _ = run(sandbox, "import os\nwhile True:\n    os.fork()")
+    assert r.status in ("error", "timeout", "killed")
+    assert len(os.listdir("/proc")) < 5000  # the host still has room
+
+
+def test_memory_bomb_is_classified_memory(sandbox):
+    r, after = run(sandbox, "x = bytearray(2 * 1024 ** 3)")
+    assert r.status == "memory" and after.stdout == "alive\n"
+
+
+def test_infinite_print_flood_times_out_with_bounded_output(sandbox):
+    r, _ = run(sandbox, "while True:\n    print('flood' * 100)")
+    assert r.status == "timeout"
+
+
+def test_socket_to_a_local_listener_never_connects(sandbox):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(3)
+    port = server.getsockname()[1]
+    got = []
+    threading.Thread(target=lambda: got.append(_accept(server)), daemon=True).start()
+    r, _ = run(sandbox, f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\ns.sendall(b'leak')")
+    assert r.status == "error"
+    server.close()
+    assert got in ([], [None])
+
+
+def _accept(server):
+    try:
+        conn, _ = server.accept()
+        return conn.recv(10)
+    except OSError:
+        return None
+
+
+def test_no_writes_or_reads_outside_the_temp_dir(sandbox, tmp_path):
+    target = tmp_path / "victim.txt"
+    r, _ = run(sandbox, f"open({str(target)!r}, 'w').write('pwned')")
+    assert r.status == "error" and not target.exists()
+    r, _ = run(sandbox, "print(open('/etc/passwd').read())")
+    assert r.status == "error" and "root:" not in r.stdout
+    r, _ = run(sandbox, "import os\nprint(os.listdir(os.path.expanduser('~/.ssh')))")
+    assert r.status == "error" or r.stdout.strip() == "[]"
+
+
+def test_temp_dir_is_private_and_removed(sandbox):
+    with sandbox.session() as s:
+        r = s.run("import os\nopen('scratch.txt', 'w').write('ok')\nprint(os.getcwd())")
+        assert r.status == "ok"
+        workdir = r.stdout.strip()
+        assert os.path.exists(os.path.join(workdir, "scratch.txt"))
+    for _ in range(100):
+        if not os.path.exists(workdir):
+            break
+        threading.Event().wait(0.02)
+    assert not os.path.exists(workdir)
+
+
+def test_secret_environment_is_scrubbed(sandbox, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    with open_sandbox(SandboxParams(timeout_s=2.0)) as fresh:
+        with fresh.session() as s:
+            r = s.run("import os\nprint(sorted(os.environ))\nprint(os.environ.get('HF_TOKEN'))")
+    assert "hf_secret" not in r.stdout and "None" in r.stdout
+
+
+def test_killing_the_parent_fails(sandbox):
+    zygote = sandbox._zygote.pid
+    r, after = run(sandbox, "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
+    assert r.status in ("error", "ok")
+    assert after.stdout == "alive\n"
+    os.kill(zygote, 0)  # still running
+    r, _ = run(sandbox, f"import os, signal\nos.kill({os.getpid()}, signal.SIGKILL)")
+    assert r.status == "error" and ("PermissionError" in r.stderr or "ProcessLookupError" in r.stderr)
+
+
+def test_reading_stdin_gets_nothing(sandbox):
+    r, _ = run(sandbox, "import sys\nprint(repr(sys.stdin.read()))\nimport os\nprint(os.read(0, 10))")
+    assert r.status == "ok" and r.stdout == "''\nb''\n"
+
+
+def test_segfault_is_classified_killed_and_the_sandbox_goes_on(sandbox):
+    r, after = run(sandbox, "import ctypes\nctypes.string_at(0)")
+    assert r.status == "killed" and after.status == "killed"
+    with sandbox.session() as s:
+        assert s.run("print(1)").stdout == "1\n"
+
+
+def test_ignoring_signals_does_not_outlive_the_limit(sandbox):
+    r, _ = run(sandbox, "import signal, time\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)")
+    assert r.status == "timeout" and r.wall_s < 5
+
+
+def test_sys_exit_mid_cell_is_an_error_and_state_survives(sandbox):
+    with sandbox.session() as s:
+        s.run("kept = 3")
+        r = s.run("import sys\nprint('before')\nsys.exit(4)\nprint('after')")
+        assert r.status == "error" and r.stdout == "before\n" and "SystemExit: 4" in r.stderr
+        assert s.run("print(kept)").stdout == "3\n"
+
+
+def test_huge_power_times_out(sandbox):
+    r, _ = run(sandbox, "x = 10**10**8")
+    assert r.status in ("timeout", "memory")

@@ -1,0 +1,99 @@
+"""The sandbox protocol: sessions that run model-written cells with state, limits and containment."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tracemill.errors import TracemillError
+from tracemill.params import choices, positive
+
+STATUSES = ("ok", "error", "timeout", "memory", "output_truncated", "killed")
+
+
+class SandboxError(TracemillError):
+    """The sandbox cannot start or cannot give the isolation params ask for."""
+
+
+@dataclass(frozen=True)
+class SandboxParams:
+    backend: str = choices("local", "e2b", default="local")
+    timeout_s: float = 5.0  # wall time per cell
+    memory_mb: int = 512  # address space a session may add on top of the preloaded libraries
+    max_processes: int = 16  # processes (and threads) one session may run at once
+    max_output_bytes: int = 8_192  # stdout kept per cell; the rest is cut with a marker
+    truncation_marker: str = "\n[... output truncated by the sandbox ...]"
+    max_open_files: int = 64
+    max_file_bytes: int = 16 * 1024 * 1024
+    pool_size: int = 4  # sessions run at once by run_many (they wait on I/O, so more than the cores)
+    spares: int = 4  # isolated session processes kept ready, so opening a session is one message
+    strict: bool = False  # refuse to run when an isolation layer is unavailable
+    preload: list[str] = field(default_factory=lambda: ["math", "fractions", "itertools", "collections", "functools", "decimal", "statistics", "re", "random", "numpy", "sympy"])
+    # run once in the zygote before any fork: sympy and numpy build caches and import submodules on
+    # first use, and children inherit the warm state instead of paying for it in every session
+    warmup: str = (
+        "import sympy as _s\n_x = _s.symbols('x')\n_s.expand((_x + 1) ** 2); _s.simplify((_x**2 - 1) / (_x - 1))\n"
+        "_s.solve(_x**2 - 4, _x); _s.Rational(1, 3) + _s.sqrt(2); _s.factorint(360); _s.nsimplify(0.5)\n"
+        "import numpy as _n\n_n.linalg.solve(_n.eye(2), _n.ones(2)); _n.arange(6).reshape(2, 3).sum()\n"
+        "del _s, _x, _n"
+    )
+    echo_last_expression: bool = True  # a cell ending in an expression prints its value, as a notebook does
+    uid_base: int = 200_000  # per-session uids when running as root with a world-readable Python
+    uid_range: int = 50_000
+    e2b_template: str | None = None
+
+    def check(self) -> None:
+        for key in ("timeout_s", "memory_mb", "max_processes", "max_output_bytes", "max_open_files", "max_file_bytes", "pool_size"):
+            positive(getattr(self, key), f"sandbox.{key}")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    status: str
+    stdout: str
+    stderr: str
+    wall_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("ok", "output_truncated")
+
+
+class Session(Protocol):
+    def run(self, code: str) -> RunResult: ...
+
+    def fork(self) -> "Session": ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "Session": ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class Sandbox(Protocol):
+    active_layers: list[str]
+
+    def session(self) -> Session: ...
+
+    def run_many(self, jobs: Sequence[Sequence[str]]) -> list[list[RunResult]]: ...
+
+    def close(self) -> None: ...
+
+
+@contextmanager
+def open_sandbox(params: SandboxParams) -> Iterator[Sandbox]:
+    if params.backend == "e2b":
+        from tracemill.sandbox.e2b import E2BSandbox
+
+        sandbox: Sandbox = E2BSandbox(params)
+    else:
+        from tracemill.sandbox.local import LocalSandbox
+
+        sandbox = LocalSandbox(params)
+    try:
+        yield sandbox
+    finally:
+        sandbox.close()

@@ -1,0 +1,234 @@
+"""The `local` sandbox: a pre-started zygote forks an isolated child per session (see zygote.py).
+
+This side owns the zygote, hands each session a Unix socket, enforces the wall-time limit (a cell
+past it is killed with its whole process group and cgroup), and removes every temp dir and
+cgroup on close.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tracemill.sandbox import wire
+from tracemill.sandbox.base import RunResult, SandboxError, SandboxParams
+
+START_TIMEOUT_S = 120.0  # importing sympy and numpy on a busy machine
+KILL_GRACE_S = 1.0  # time for the reply of a cell that ends right at the limit
+
+EXPECTED_LAYERS = ("tempdir", "env-scrub", "stdin-closed", "rlimits", "process-group", "netns", "landlock", "process-limit")
+_warned: set[str] = set()
+
+
+def _read_paths() -> list[str]:
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"]}
+    paths.update(p for p in sys.path if p and os.path.isdir(p))
+    paths.update(("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib", "/usr/share/zoneinfo"))
+    return sorted(p for p in paths if os.path.exists(p))
+
+
+class LocalSession:
+    def __init__(self, sandbox: "LocalSandbox", sock: socket.socket, pid: int, workdir: str) -> None:
+        self.sandbox, self.sock, self.pid, self.workdir = sandbox, sock, pid, workdir
+        self.dead: str | None = None
+
+    def run(self, code: str) -> RunResult:
+        if self.dead:
+            return RunResult("killed", "", f"the session ended earlier ({self.dead}); its state is gone", 0.0)
+        start = time.perf_counter()
+        limit = self.sandbox.params.timeout_s
+        try:
+            wire.send(self.sock, {"op": "run", "code": code})
+            self.sock.settimeout(limit + KILL_GRACE_S)
+            reply, _ = wire.recv(self.sock)
+            self.sock.settimeout(None)
+        except (socket.timeout, TimeoutError):
+            self._kill("timeout")
+            return RunResult("timeout", "", f"the cell ran past the {limit:g} s limit and was killed", time.perf_counter() - start)
+        except (EOFError, OSError):
+            self._kill("killed")
+            return RunResult("killed", "", "the session process died (a crash, a signal or a memory kill)", time.perf_counter() - start)
+        return RunResult(reply["status"], reply["stdout"], reply["stderr"], reply["wall_s"])
+
+    def fork(self) -> "LocalSession":
+        """A new session that starts from a snapshot of this one's state (variables, imports, files)."""
+        if self.dead:
+            raise SandboxError(f"cannot fork a session that ended ({self.dead})")
+        mine, theirs = socket.socketpair()
+        wire.send(self.sock, {"op": "fork"}, fds=[theirs.fileno()])
+        theirs.close()
+        wire.recv(self.sock)
+        hello, _ = wire.recv(mine)
+        child = LocalSession(self.sandbox, mine, hello["pid"], hello["workdir"])
+        self.sandbox._track(child)
+        return child
+
+    def _kill(self, why: str) -> None:
+        self.dead = why
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        self.sandbox._kill_cgroup(self.pid)
+
+    def close(self) -> None:
+        """Hang up; a live session removes its own files and process group (off this path). A dead
+        one cannot, so its directory is removed here."""
+        self.sock.close()
+        if self.dead:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self.dead = self.dead or "closed"
+        self.sandbox._untrack(self)
+
+    def __enter__(self) -> "LocalSession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalSandbox:
+    def __init__(self, params: SandboxParams) -> None:
+        self.params = params
+        self.root = tempfile.mkdtemp(prefix="tracemill-sandbox-")
+        os.chmod(self.root, 0o1733)  # sessions may create their dirs here, but not list each other's
+        self._lock = threading.Lock()
+        self._sessions: set[LocalSession] = set()
+        self._ctrl, child = socket.socketpair()
+        cfg = {
+            "ctrl_fd": child.fileno(),
+            "root": self.root,
+            "read_paths": _read_paths(),
+            "preload": params.preload,
+            "warmup": params.warmup,
+            "spares": params.spares,
+            "use_landlock": True,
+            "memory_mb": params.memory_mb,
+            "max_processes": params.max_processes,
+            "max_output_bytes": params.max_output_bytes,
+            "truncation_marker": params.truncation_marker,
+            "max_open_files": params.max_open_files,
+            "max_file_bytes": params.max_file_bytes,
+            "echo_last_expression": params.echo_last_expression,
+            "uid_base": params.uid_base,
+            "uid_range": params.uid_range,
+        }
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self._log = open(os.path.join(self.root, ".zygote.log"), "wb")
+        self._zygote = subprocess.Popen(
+            [sys.executable, "-m", "tracemill.sandbox.zygote", json.dumps(cfg)],
+            pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+        )
+        child.close()
+        self._ctrl.settimeout(START_TIMEOUT_S)
+        try:
+            hello, _ = wire.recv(self._ctrl)
+        except (EOFError, OSError, socket.timeout) as exc:
+            log = Path(self.root, ".zygote.log").read_text(errors="replace")[-2000:]
+            self.close()
+            raise SandboxError(f"the sandbox zygote did not start: {exc}\n{log}") from exc
+        self._ctrl.settimeout(None)
+        self.cgroup_root = hello.get("cgroup_root")
+        layers = hello["layers"]
+        layers["process-limit"] = bool(layers.get("cgroup-pids") or layers.get("uid-drop") or os.geteuid() != 0)
+        self.layers = layers
+        self.active_layers = [name for name, on in layers.items() if on]
+        self._report(layers)
+
+    def _report(self, layers: dict[str, bool]) -> None:
+        missing = [name for name in EXPECTED_LAYERS if not layers.get(name)]
+        if not missing:
+            return
+        message = (
+            f"sandbox: isolation layer(s) unavailable here: {', '.join(missing)}; still active: {', '.join(self.active_layers)}"
+        )
+        if self.params.strict:
+            self.close()
+            raise SandboxError(message + " — sandbox.strict is true, so nothing runs (set it false to go on)")
+        if message not in _warned:  # say it once per process, not once per stage shard
+            _warned.add(message)
+            print(message, file=sys.stderr)
+
+    def session(self) -> LocalSession:
+        mine, theirs = socket.socketpair()
+        with self._lock:
+            wire.send(self._ctrl, {"op": "fork"}, fds=[theirs.fileno()])
+        theirs.close()
+        mine.settimeout(START_TIMEOUT_S)
+        hello, _ = wire.recv(mine)
+        mine.settimeout(None)
+        session = LocalSession(self, mine, hello["pid"], hello["workdir"])
+        self._track(session)
+        return session
+
+    def run_many(self, jobs: Sequence[Sequence[str]]) -> list[list[RunResult]]:
+        def one(cells: Sequence[str]) -> list[RunResult]:
+            with self.session() as s:
+                return [s.run(c) for c in cells]
+
+        with ThreadPoolExecutor(self.params.pool_size) as pool:
+            return list(pool.map(one, jobs))
+
+    def _track(self, s: LocalSession) -> None:
+        with self._lock:
+            self._sessions.add(s)
+
+    def _untrack(self, s: LocalSession) -> None:
+        with self._lock:
+            self._sessions.discard(s)
+
+    def _kill_cgroup(self, pid: int) -> None:
+        if not self.cgroup_root:
+            return
+        procs = Path(self.cgroup_root, f"s-{pid}", "cgroup.procs")
+        try:
+            for line in procs.read_text().split():
+                os.kill(int(line), signal.SIGKILL)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for s in list(self._sessions):
+            s.close()
+        try:
+            self._ctrl.close()
+        except OSError:
+            pass
+        if getattr(self, "_zygote", None) is not None:
+            self._zygote.kill()
+            self._zygote.wait()
+        self._log.close() if getattr(self, "_log", None) else None
+        self._remove_cgroups()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _remove_cgroups(self) -> None:
+        root = getattr(self, "cgroup_root", None)
+        if not root or not os.path.isdir(root):
+            return
+        for _ in range(50):  # killed processes leave their cgroup a moment later
+            for entry in os.listdir(root):
+                path = os.path.join(root, entry)
+                if entry.startswith("s-") and os.path.isdir(path):
+                    self._kill_cgroup(int(entry[2:]))
+                    try:
+                        os.rmdir(path)
+                    except OSError:
+                        pass
+            try:
+                os.rmdir(root)
+                return
+            except OSError:
+                time.sleep(0.02)

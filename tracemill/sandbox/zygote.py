@@ -1,0 +1,420 @@
+"""The sandbox zygote: a pre-started process that has already imported the libraries model code
+uses (sympy, numpy, math, fractions) and forks one isolated child per session.
+
+Run as `python -m tracemill.sandbox.zygote CONFIG_JSON` by `tracemill.sandbox.local`; it serves
+fork requests on file descriptor 3. The zygote enters an empty network namespace once at start, so
+every session child inherits "no network" at no per-session cost.
+
+Layers applied in each session child, in order: its own process group (setsid), a private temp
+dir, a scrubbed environment, stdin from /dev/null, Landlock (reads only beneath the Python
+installation, writes only beneath the sandbox root, no TCP, no signals to processes outside the
+session), rlimits, and an unprivileged per-session uid when the zygote runs as root (so the
+process limit binds and host files keep their owner's protection).
+"""
+
+from __future__ import annotations
+
+import ast
+import collections
+import ctypes
+import gc
+import importlib
+import io
+import itertools
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from typing import Any
+
+from tracemill.sandbox import wire
+
+CLONE_NEWNET = 0x40000000
+PR_SET_NO_NEW_PRIVS = 38
+SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
+LANDLOCK_RULE_PATH_BENEATH = 1
+_FS_READ = (1 << 0) | (1 << 2) | (1 << 3)  # execute, read file, read dir
+_FS_ALL_V1 = (1 << 13) - 1
+_FS_REFER, _FS_TRUNCATE, _FS_IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15
+_NET_ALL = (1 << 0) | (1 << 1)  # bind and connect TCP
+_SCOPE_ALL = (1 << 0) | (1 << 1)  # abstract unix sockets, signals
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+
+
+class _PathBeneath(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+def landlock_abi() -> int:
+    abi = _libc.syscall(SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    return abi if abi > 0 else 0
+
+
+def _fs_mask(abi: int) -> int:
+    mask = _FS_ALL_V1
+    if abi >= 2:
+        mask |= _FS_REFER
+    if abi >= 3:
+        mask |= _FS_TRUNCATE
+    if abi >= 5:
+        mask |= _FS_IOCTL_DEV
+    return mask
+
+
+def apply_landlock(abi: int, read_paths: list[str], write_paths: list[str]) -> None:
+    fs_all = _fs_mask(abi)
+    attr = _RulesetAttr(fs_all, _NET_ALL if abi >= 4 else 0, _SCOPE_ALL if abi >= 6 else 0)
+    size = ctypes.sizeof(_RulesetAttr) if abi >= 6 else (16 if abi >= 4 else 8)
+    fd = _libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "landlock_create_ruleset")
+    try:
+        for paths, access in ((read_paths, _FS_READ), (write_paths, fs_all)):
+            for path in paths:
+                try:
+                    pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                except OSError:
+                    continue
+                rule = _PathBeneath(access if os.path.isdir(path) else access & ((1 << 0) | (1 << 1) | (1 << 2) | _FS_TRUNCATE), pfd)
+                res = _libc.syscall(SYS_LANDLOCK_ADD_RULE, fd, ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0))
+                os.close(pfd)
+                if res < 0:
+                    raise OSError(ctypes.get_errno(), f"landlock_add_rule {path}")
+        if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(no_new_privs)")
+        if _libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, fd, ctypes.c_uint32(0)) != 0:
+            raise OSError(ctypes.get_errno(), "landlock_restrict_self")
+    finally:
+        os.close(fd)
+
+
+# ---- the session child ---------------------------------------------------------------------------
+
+
+class BoundedWriter(io.TextIOBase):
+    """sys.stdout/stderr of a cell: keeps the first `limit` characters, counts the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[str] = []
+        self.size = 0
+        self.truncated = False
+
+    def write(self, s: str) -> int:
+        room = self.limit - self.size
+        if room > 0:
+            self.parts.append(s[:room])
+        if len(s) > room:
+            self.truncated = True
+        self.size += len(s)
+        return len(s)
+
+    def getvalue(self) -> str:
+        return "".join(self.parts)
+
+
+def _run_cell(code: str, env: dict[str, Any], cfg: dict[str, Any], fd_out: str) -> dict[str, Any]:
+    out, err = BoundedWriter(cfg["max_output_bytes"]), BoundedWriter(cfg["max_output_bytes"])
+    sys.stdout, sys.stderr = out, err
+    status = "ok"
+    start = time.perf_counter()
+    try:
+        tree = ast.parse(code, "<cell>", "exec")
+        last = tree.body.pop() if cfg["echo_last_expression"] and tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        exec(compile(tree, "<cell>", "exec"), env)
+        if last is not None:
+            value = eval(compile(ast.Expression(last.value), "<cell>", "eval"), env)
+            if value is not None:
+                print(repr(value))
+    except MemoryError:
+        status = "memory"
+        err.write("MemoryError: the cell exceeded the sandbox memory limit\n")
+    except SystemExit as exc:
+        status = "error"
+        err.write(f"SystemExit: {exc.code}\n")
+    except BaseException:  # model code may raise anything; the session must survive it
+        status = "error"
+        err.write(_short_traceback())
+    finally:
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    wall = time.perf_counter() - start
+    stdout = out.getvalue() + _drain(fd_out, cfg["max_output_bytes"])
+    truncated = out.truncated or err.truncated or len(stdout) > cfg["max_output_bytes"]
+    if truncated and status == "ok":
+        status = "output_truncated"
+    marker = cfg["truncation_marker"] if truncated else ""
+    return {"status": status, "stdout": stdout[: cfg["max_output_bytes"]] + marker, "stderr": err.getvalue(), "wall_s": wall}
+
+
+def _short_traceback() -> str:
+    etype, value, tb = sys.exc_info()
+    frames = [f for f in traceback.extract_tb(tb) if f.filename == "<cell>"]
+    lines = ["Traceback (most recent call last):\n"] + traceback.format_list(frames) + traceback.format_exception_only(etype, value)
+    return "".join(lines)
+
+
+def _drain(path: str, limit: int) -> str:
+    """Output written straight to file descriptors 1 and 2 (os.system, C code) during the cell."""
+    try:
+        with open(path, "r+", errors="replace") as fh:
+            data = fh.read(limit + 1)
+            fh.truncate(0)
+        return data
+    except OSError:
+        return ""
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def drop_capabilities() -> None:
+    """Keep uid 0 (so root-owned files stay readable by owner rights) but hold no capability:
+    no CAP_KILL, CAP_SYS_ADMIN, CAP_NET_*, CAP_DAC_OVERRIDE, CAP_SYS_RESOURCE."""
+    for cap in range(64):
+        _libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP; errors past the last capability are expected
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    if _libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
+def join_cgroup(cfg: dict[str, Any]) -> None:
+    """A pids cgroup of its own bounds every process the session starts, even as root."""
+    path = os.path.join(cfg["cgroup_root"], f"s-{os.getpid()}")
+    os.mkdir(path)
+    with open(os.path.join(path, "pids.max"), "w") as fh:
+        fh.write(str(cfg["max_processes"]))
+    with open(os.path.join(path, "cgroup.procs"), "w") as fh:
+        fh.write(str(os.getpid()))
+
+
+def _user_processes() -> int:
+    uid = os.getuid()
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                count += os.stat(f"/proc/{entry}").st_uid == uid
+            except OSError:
+                continue
+    return count
+
+
+def _isolate(cfg: dict[str, Any], workdir: str, uid: int | None) -> None:
+    if cfg["layers"].get("cgroup-pids"):
+        join_cgroup(cfg)
+    os.chdir(workdir)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdin = io.StringIO("")
+    out = os.open(os.path.join(workdir, ".fd-output"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if uid is not None:
+        os.fchown(out, uid, uid)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(out)
+    os.environ.clear()
+    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"})
+    # RLIMIT_NPROC counts every process of the real uid: a per-session uid starts at zero, a shared
+    # one (a non-root user) already has its own processes, and uid 0 is never limited by it (the
+    # pids cgroup is). Counted before Landlock hides /proc.
+    if uid is not None or os.getuid() == 0:
+        nproc = cfg["max_processes"]
+    else:
+        nproc = _user_processes() + cfg["max_processes"]
+    if cfg["landlock_abi"]:
+        apply_landlock(cfg["landlock_abi"], cfg["read_paths"], [cfg["root"], os.devnull])
+    mem = cfg["base_vm_bytes"] + cfg["memory_mb"] * 1024 * 1024
+    for limit, value in (
+        (resource.RLIMIT_AS, mem),
+        (resource.RLIMIT_NPROC, nproc),
+        (resource.RLIMIT_NOFILE, cfg["max_open_files"]),
+        (resource.RLIMIT_FSIZE, cfg["max_file_bytes"]),
+        (resource.RLIMIT_CORE, 0),
+    ):
+        resource.setrlimit(limit, (value, value))
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    elif os.geteuid() == 0 and cfg["layers"].get("caps-drop"):
+        drop_capabilities()
+
+
+def _new_workdir(cfg: dict[str, Any], uid: int | None, copy_from: str | None = None) -> str:
+    workdir = tempfile.mkdtemp(prefix="s-", dir=cfg["root"])
+    if copy_from:
+        shutil.copytree(copy_from, workdir, dirs_exist_ok=True)
+    if uid is not None:
+        os.chown(workdir, uid, uid)
+    return workdir
+
+
+def serve_session(sock: socket.socket, cfg: dict[str, Any], env: dict[str, Any], workdir: str) -> None:
+    fd_out = os.path.join(workdir, ".fd-output")
+    while True:
+        try:
+            msg, fds = wire.recv(sock, with_fds=True)
+        except (EOFError, OSError):
+            _end_session(workdir)
+        if msg["op"] == "run":
+            wire.send(sock, _run_cell(msg["code"], env, cfg, fd_out))
+        elif msg["op"] == "fork":
+            child_sock = socket.socket(fileno=fds[0])
+            pid = os.fork()
+            if pid == 0:
+                sock.close()
+                os.setsid()
+                new_dir = _new_workdir(cfg, None, copy_from=workdir)
+                os.chdir(new_dir)
+                wire.send(child_sock, {"pid": os.getpid(), "workdir": new_dir})
+                serve_session(child_sock, cfg, env, new_dir)
+            child_sock.close()
+            wire.send(sock, {"pid": pid})
+        else:
+            _end_session(workdir)
+
+
+def _end_session(workdir: str) -> None:
+    """The parent hung up: remove this session's files, then end its whole process group."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        os.killpg(0, signal.SIGKILL)
+    finally:
+        os._exit(0)
+
+
+def spare_main(link: socket.socket, cfg: dict[str, Any], uid: int | None) -> None:
+    """A session child made ahead of demand: isolated first, then it waits for its parent's socket."""
+    os.setsid()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    workdir = _new_workdir(cfg, uid)
+    _isolate(cfg, workdir, uid)
+    try:
+        _, fds = wire.recv(link, with_fds=True)
+    except (EOFError, OSError):
+        _end_session(workdir)
+    link.close()
+    sock = socket.socket(fileno=fds[0])
+    wire.send(sock, {"pid": os.getpid(), "workdir": workdir})
+    env: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
+    serve_session(sock, cfg, env, workdir)
+
+
+# ---- the zygote ----------------------------------------------------------------------------------
+
+
+def _world_readable(path: str) -> bool:
+    """Can an unprivileged uid reach `path` (every ancestor searchable by others)?"""
+    path = os.path.abspath(path)
+    while True:
+        if not os.stat(path).st_mode & 0o001:
+            return False
+        parent = os.path.dirname(path)
+        if parent == path:
+            return True
+        path = parent
+
+
+def _cgroup_root() -> str | None:
+    base = "/sys/fs/cgroup/pids"
+    if not os.path.isdir(base):
+        return None
+    root = os.path.join(base, f"tracemill-{os.getpid()}")
+    try:
+        os.mkdir(root)
+    except OSError:
+        return None
+    return root
+
+
+def _layers(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Enter the network namespace and probe the other layers; report what holds."""
+    layers = {"tempdir": True, "env-scrub": True, "stdin-closed": True, "rlimits": True, "process-group": True}
+    layers["netns"] = _libc.unshare(CLONE_NEWNET) == 0
+    layers["landlock"] = cfg["landlock_abi"] > 0
+    root = os.geteuid() == 0
+    layers["uid-drop"] = root and all(_world_readable(p) for p in cfg["read_paths"] if os.path.exists(p))
+    layers["caps-drop"] = root and not layers["uid-drop"]
+    cfg["cgroup_root"] = _cgroup_root() if root else None
+    layers["cgroup-pids"] = cfg["cgroup_root"] is not None
+    return layers
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    ctrl = socket.socket(fileno=cfg["ctrl_fd"])
+    for name in cfg["preload"]:
+        importlib.import_module(name)
+    if cfg.get("warmup"):
+        exec(compile(cfg["warmup"], "<warmup>", "exec"), {})
+    # Move everything imported so far out of the collector's reach: a child's GC pass would touch
+    # (and so copy) every page of the inherited heap.
+    gc.collect()
+    gc.freeze()
+    cfg["landlock_abi"] = landlock_abi() if cfg["use_landlock"] else 0
+    layers = _layers(cfg)
+    cfg["layers"] = layers
+    cfg["base_vm_bytes"] = _vm_bytes()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # session children are reaped by the kernel
+    spares: collections.deque[socket.socket] = collections.deque()
+    counter = itertools.count(1)
+
+    def spawn() -> None:
+        link, theirs = socket.socketpair()
+        uid = cfg["uid_base"] + next(counter) % cfg["uid_range"] if layers["uid-drop"] else None
+        pid = os.fork()
+        if pid == 0:
+            ctrl.close()
+            link.close()
+            for other in spares:  # links to the other spares are not this child's to hold
+                other.close()
+            spare_main(theirs, cfg, uid)
+            os._exit(0)
+        theirs.close()
+        spares.append(link)
+
+    for _ in range(cfg["spares"]):
+        spawn()
+    wire.send(ctrl, {"ready": True, "layers": layers, "cgroup_root": cfg["cgroup_root"]})
+    while True:
+        try:
+            msg, fds = wire.recv(ctrl, with_fds=True)
+        except (EOFError, OSError):
+            return
+        if msg.get("op") != "fork" or not fds:
+            return
+        if not spares:
+            spawn()
+        link = spares.popleft()
+        wire.send(link, {"op": "adopt"}, fds=[fds[0]])
+        link.close()
+        os.close(fds[0])
+        spawn()  # refill while the parent talks to the session
+
+
+def _vm_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+if __name__ == "__main__":
+    main()
