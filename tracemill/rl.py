@@ -1,0 +1,152 @@
+"""Satori's self-improvement stage: RL from restart-and-explore states with TRL's GRPO trainer.
+
+Each RAE state becomes a prompt (the problem as ChatML plus the state's prefix steps; a failed
+state ends with <|reflect|>). The reward is the shared grader's verdict (the same function that
+labels traces and scores evaluation) plus Satori's reflection bonus — a restart from a failed
+state that ends correct earns it, a restart from a correct state that ends wrong loses it — and a
+format penalty for a response without a final boxed answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tracemill.errors import ParamsError
+from tracemill.formats import FormatParams, last_boxed, render_prompt
+
+# grade(problem_row, response_text) -> correct?
+GradeFn = Callable[[dict[str, Any], str], bool]
+
+
+@dataclass(frozen=True)
+class RewardParams:
+    correct: float = 1.0  # rule-based reward for a correct final answer
+    wrong: float = -1.0
+    reflection_bonus: float = 0.5  # Satori: recovering from a failed restart state (and its mirror penalty)
+    format_penalty: float = -0.5  # no \boxed{} final answer
+
+
+@dataclass(frozen=True)
+class RLParams:
+    learning_rate: float = 1e-6  # Satori PPO actor lr 2e-7..1e-6; embedded runs override
+    max_steps: int = 20
+    per_device_train_batch_size: int = 8
+    num_generations: int = 4  # GRPO group size per state
+    max_completion_length: int = 128
+    temperature: float = 0.6
+    top_p: float = 0.95
+    beta: float = 0.0  # KL coefficient to the reference policy
+    max_states: int = 256
+    eval_fraction: float = 0.1
+    seed: int = 0
+    reward: RewardParams = field(default_factory=RewardParams)
+    deepspeed: str | None = None  # a ZeRO config path on GPU
+
+    def check(self) -> None:
+        if self.per_device_train_batch_size % self.num_generations:
+            raise ParamsError(
+                f"params 'rl.per_device_train_batch_size' = {self.per_device_train_batch_size} must be a multiple of "
+                f"'rl.num_generations' = {self.num_generations} (GRPO groups complete per batch)"
+            )
+
+
+def state_prompt(state: dict[str, Any], problem: dict[str, Any], tokenizer: Any, fmt: FormatParams) -> str:
+    return render_prompt(problem["question"], tokenizer, fmt, style="steps") + "".join(state["prefix_steps"])
+
+
+def dataset_rows(states: Sequence[dict[str, Any]], problems: dict[str, dict[str, Any]], tokenizer: Any, fmt: FormatParams) -> list[dict[str, Any]]:
+    rows = []
+    for s in states:
+        problem = problems.get(s["problem_id"])
+        if problem is None or problem["domain"] != "math":
+            continue
+        rows.append({"prompt": state_prompt(s, problem, tokenizer, fmt), "problem_id": s["problem_id"], "outcome": s["outcome"]})
+    return rows
+
+
+def make_reward(problems: dict[str, dict[str, Any]], grade: GradeFn, rp: RewardParams, fmt: FormatParams, log: list[float]) -> Callable[..., list[float]]:
+    def satori_reward(prompts: list[str], completions: list[str], problem_id: list[str], outcome: list[str], **_: Any) -> list[float]:
+        rewards = []
+        for completion, pid, start in zip(completions, problem_id, outcome):
+            ok = grade(problems[pid], completion)
+            r = rp.correct if ok else rp.wrong
+            if start == "failed" and ok:
+                r += rp.reflection_bonus
+            elif start == "correct" and not ok:
+                r -= rp.reflection_bonus
+            if last_boxed(completion, fmt) is None:
+                r += rp.format_penalty
+            rewards.append(r)
+        log.extend(rewards)
+        return rewards
+
+    return satori_reward
+
+
+def train_rl(
+    model_path: str | Path,
+    states: Sequence[dict[str, Any]],
+    problems: dict[str, dict[str, Any]],
+    grade: GradeFn,
+    out_dir: str | Path,
+    params: RLParams,
+    fmt: FormatParams,
+) -> dict[str, Any]:
+    """GRPO from RAE states; saves the policy to out_dir and returns the reward curve per step."""
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    rows = dataset_rows(states[: params.max_states], problems, tokenizer, fmt)
+    if not rows:
+        raise ParamsError("rl: no math restart states to train on — check the rae_states stage output")
+    curve: list[dict[str, float]] = []
+
+    class RewardCurve(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 — transformers' signature
+            if logs and "reward" in logs:
+                curve.append({"step": state.global_step, "reward": float(logs["reward"]), "reward_std": float(logs.get("reward_std", 0.0))})
+
+    config = GRPOConfig(
+        output_dir=str(Path(out_dir) / "checkpoints"),
+        learning_rate=params.learning_rate,
+        max_steps=params.max_steps,
+        per_device_train_batch_size=params.per_device_train_batch_size,
+        num_generations=params.num_generations,
+        max_completion_length=params.max_completion_length,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        beta=params.beta,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=params.seed,
+        use_cpu=not _cuda(),
+        deepspeed=params.deepspeed,
+        disable_tqdm=False,
+    )
+    rewards: list[float] = []
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=make_reward(problems, grade, params.reward, fmt, rewards),
+        args=config,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=[RewardCurve()],
+    )
+    trainer.train()
+    trainer.save_model(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    return {"states": len(rows), "steps": params.max_steps, "curve": curve, "reward_first": curve[0]["reward"] if curve else None,
+            "reward_last": curve[-1]["reward"] if curve else None}
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -1,0 +1,264 @@
+"""Satori's data from rStar-style search trees: COAT traces and restart-and-explore (RAE) states.
+
+A search tree already holds what Chain-of-Action-Thought needs: a correct path (`plain`: steps
+joined by <|continue|>), a wrong step beside a right sibling (`reflect`: the wrong step,
+<|reflect|>, a check that finds the error, the right step and its continuation), and a failed
+branch beside a successful one (`explore`: the failed branch, <|explore|>, the alternative). Every
+COAT row records the node ids it was built from, so it can be traced back to the tree.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tracemill import records
+from tracemill.errors import ParamsError
+from tracemill.formats import FormatParams, Step, code_block, output_block
+from tracemill.tiny import META_ACTIONS
+
+CONTINUE, REFLECT, EXPLORE = META_ACTIONS
+COAT_KINDS = ("plain", "reflect", "explore")
+
+
+def _default_templates() -> list[str]:
+    return [
+        "Let me check this step. It gives {wrong}, but recomputing it gives {right}, so the step is wrong.",
+        "Wait, this step looks off: {wrong} does not agree with a direct check, which gives {right}. Let me fix it.",
+    ]
+
+
+@dataclass(frozen=True)
+class CoatParams:
+    max_total: int = 10_000  # Satori: about 10K demonstrations for format tuning
+    max_per_problem: int = 6
+    mix: dict = field(default_factory=lambda: {"plain": 0.4, "reflect": 0.3, "explore": 0.3})
+    reflect_templates: list[str] = field(default_factory=_default_templates)
+    wrong_q_max: float = 0.0  # a step is wrong when its Q is at most this (or its subtree only fails)
+
+    def check(self) -> None:
+        unknown = set(self.mix) - set(COAT_KINDS)
+        if unknown:
+            raise ParamsError(f"params 'coat.mix.{sorted(unknown)[0]}' is not a COAT kind; allowed: {', '.join(COAT_KINDS)}")
+        if any(v < 0 for v in self.mix.values()) or not sum(self.mix.values()):
+            raise ParamsError("params 'coat.mix' needs non-negative shares that do not all vanish")
+        if not self.reflect_templates:
+            raise ParamsError("params 'coat.reflect_templates' must not be empty")
+
+
+@dataclass(frozen=True)
+class RaeParams:
+    include_failed: bool = True  # Satori restarts from failed trajectories too, ending with <|reflect|>
+    states_per_trajectory: int = 3  # intermediate restart points taken from one trajectory
+    max_total: int = 10_000
+
+
+def step_body(node: dict[str, Any], fmt: FormatParams) -> str:
+    """A node as text inside a COAT trace: its sentence, code and output, without a step delimiter."""
+    body = node["step_text"].rstrip() + "\n"
+    if node.get("code"):
+        body += code_block(node["code"], fmt)
+    if node.get("exec_output") is not None and node.get("code"):
+        body += output_block(node["exec_output"], fmt)
+    return body
+
+
+def join(bodies: Sequence[str], actions: Sequence[str]) -> str:
+    """Interleave meta-actions and step bodies: actions[i] opens bodies[i]."""
+    return "".join(f"{a}{b}" for a, b in zip(actions, bodies))
+
+
+_SPLIT = re.compile("(" + "|".join(re.escape(t) for t in META_ACTIONS) + ")")
+
+
+def parse(text: str) -> list[tuple[str, str]]:
+    """A COAT text back into (meta-action, step body) pairs."""
+    parts = _SPLIT.split(text)
+    return [(parts[i], parts[i + 1]) for i in range(1, len(parts) - 1, 2)]
+
+
+class Tree:
+    """Index over one tree's node rows."""
+
+    def __init__(self, nodes: Sequence[dict[str, Any]]) -> None:
+        self.nodes = {n["node_id"]: n for n in nodes}
+        self.children: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
+        for n in sorted(nodes, key=lambda n: n["node_id"]):
+            self.children[n["parent_id"]].append(n)
+        self.problem_id = nodes[0]["problem_id"]
+
+    def path(self, node_id: str) -> list[dict[str, Any]]:
+        """Root-exclusive path of steps ending at node_id (the root holds no step)."""
+        out = []
+        node = self.nodes.get(node_id)
+        while node is not None and node["parent_id"] is not None:
+            out.append(node)
+            node = self.nodes.get(node["parent_id"])
+        return out[::-1]
+
+    def correct_leaf_below(self, node: dict[str, Any]) -> dict[str, Any] | None:
+        """The best (highest Q) correct terminal in node's subtree, following highest-Q children."""
+        if node["terminal"]:
+            return node if node["correct"] else None
+        for child in sorted(self.children[node["node_id"]], key=lambda c: (-c["q"], c["node_id"])):
+            if child["exec_ok"]:
+                leaf = self.correct_leaf_below(child)
+                if leaf is not None:
+                    return leaf
+        return None
+
+    def failed_leaf_below(self, node: dict[str, Any]) -> dict[str, Any] | None:
+        if node["terminal"]:
+            return None if node["correct"] else node
+        for child in sorted(self.children[node["node_id"]], key=lambda c: (c["q"], c["node_id"])):
+            if child["exec_ok"]:
+                leaf = self.failed_leaf_below(child)
+                if leaf is not None:
+                    return leaf
+        return None
+
+
+def _coat_row(tree: Tree, kind: str, text: str, correct: bool, node_ids: list[str], meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "coat_id": records.content_id("coat", tree.problem_id, kind, node_ids),
+        "problem_id": tree.problem_id,
+        "kind": kind,
+        "text": text,
+        "correct": correct,
+        "source_node_ids": node_ids,
+        "metadata": records.to_json(meta),
+    }
+
+
+def plain_traces(tree: Tree, trajectories: Sequence[dict[str, Any]], fmt: FormatParams) -> list[dict[str, Any]]:
+    out = []
+    for traj in sorted(trajectories, key=lambda t: (-t["avg_q"], t["trajectory_id"])):
+        if not traj["correct"]:
+            continue
+        steps = [tree.nodes[i] for i in traj["node_ids"] if tree.nodes[i]["parent_id"] is not None]
+        text = join([step_body(n, fmt) for n in steps], [CONTINUE] * len(steps))
+        out.append(_coat_row(tree, "plain", text, True, [n["node_id"] for n in steps], {"trajectory_id": traj["trajectory_id"]}))
+    return out
+
+
+def _summary(node: dict[str, Any]) -> str:
+    out = (node.get("exec_output") or "").strip().splitlines()
+    return out[-1] if out else (node.get("answer") or node["step_text"].strip()[:80])
+
+
+def reflect_traces(tree: Tree, cp: CoatParams, fmt: FormatParams) -> list[dict[str, Any]]:
+    """A wrong step, <|reflect|>, a check naming the error, then the right sibling and its path."""
+    out = []
+    for parent_id, kids in sorted(tree.children.items(), key=lambda kv: str(kv[0])):
+        runnable = [k for k in kids if k["exec_ok"]]
+        wrong = [k for k in runnable if k["q"] <= cp.wrong_q_max and tree.correct_leaf_below(k) is None]
+        right = [(k, leaf) for k in runnable if (leaf := tree.correct_leaf_below(k)) is not None]
+        if not wrong or not right:
+            continue
+        bad = min(wrong, key=lambda k: (k["q"], k["node_id"]))
+        good, leaf = max(right, key=lambda kl: (kl[0]["q"], kl[0]["node_id"]))
+        prefix = tree.path(parent_id) if parent_id is not None else []
+        fix = tree.path(leaf["node_id"])[len(prefix) :]
+        template = cp.reflect_templates[int(records.content_id(bad["node_id"], length=8), 16) % len(cp.reflect_templates)]
+        check = template.format(wrong=_summary(bad), right=_summary(good)).strip() + "\n"
+        bodies = [step_body(n, fmt) for n in prefix] + [step_body(bad, fmt), check] + [step_body(n, fmt) for n in fix]
+        actions = [CONTINUE] * (len(prefix) + 1) + [REFLECT] + [CONTINUE] * len(fix)
+        ids = [n["node_id"] for n in prefix] + [bad["node_id"]] + [n["node_id"] for n in fix]
+        out.append(_coat_row(tree, "reflect", join(bodies, actions), True, ids, {"wrong_node_id": bad["node_id"], "fixed_node_id": good["node_id"]}))
+    return out
+
+
+def explore_traces(tree: Tree, fmt: FormatParams) -> list[dict[str, Any]]:
+    """A whole failed branch to a wrong answer, <|explore|>, then a sibling branch that succeeds."""
+    out = []
+    for parent_id, kids in sorted(tree.children.items(), key=lambda kv: str(kv[0])):
+        runnable = [k for k in kids if k["exec_ok"]]
+        failed = [(k, leaf) for k in runnable if tree.correct_leaf_below(k) is None and (leaf := tree.failed_leaf_below(k)) is not None]
+        success = [(k, leaf) for k in runnable if (leaf := tree.correct_leaf_below(k)) is not None]
+        if not failed or not success:
+            continue
+        _, bad_leaf = min(failed, key=lambda kl: (kl[0]["q"], kl[0]["node_id"]))
+        _, good_leaf = max(success, key=lambda kl: (kl[0]["q"], kl[0]["node_id"]))
+        prefix = tree.path(parent_id) if parent_id is not None else []
+        branch = tree.path(bad_leaf["node_id"])[len(prefix) :]
+        alt = tree.path(good_leaf["node_id"])[len(prefix) :]
+        bodies = [step_body(n, fmt) for n in prefix + branch + alt]
+        actions = [CONTINUE] * (len(prefix) + len(branch)) + [EXPLORE] + [CONTINUE] * (len(alt) - 1)
+        ids = [n["node_id"] for n in prefix + branch + alt]
+        out.append(_coat_row(tree, "explore", join(bodies, actions), True, ids, {"failed_leaf_id": bad_leaf["node_id"], "success_leaf_id": good_leaf["node_id"]}))
+    return out
+
+
+def build_coat(nodes: Sequence[dict[str, Any]], trajectories: Sequence[dict[str, Any]], cp: CoatParams, fmt: FormatParams) -> list[dict[str, Any]]:
+    """COAT rows for every tree, at most max_per_problem each, the kinds drawn in `mix` proportions."""
+    by_tree: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for n in nodes:
+        by_tree[n["tree_id"]].append(n)
+    trajs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for t in trajectories:
+        trajs[t["tree_id"]].append(t)
+    pools: dict[str, list[dict[str, Any]]] = {k: [] for k in COAT_KINDS}
+    for tree_id in sorted(by_tree):
+        tree = Tree(by_tree[tree_id])
+        per_kind = {
+            "plain": plain_traces(tree, trajs[tree_id], fmt),
+            "reflect": reflect_traces(tree, cp, fmt),
+            "explore": explore_traces(tree, fmt),
+        }
+        share = {k: max(1, round(cp.max_per_problem * cp.mix.get(k, 0))) if cp.mix.get(k, 0) else 0 for k in COAT_KINDS}
+        for kind, rows in per_kind.items():
+            pools[kind].extend(rows[: share[kind]])
+    total = sum(cp.mix.values())
+    out = []
+    for kind in COAT_KINDS:
+        quota = int(cp.max_total * cp.mix.get(kind, 0) / total)
+        out.extend(pools[kind][:quota])
+    return out
+
+
+def build_rae_states(nodes: Sequence[dict[str, Any]], trajectories: Sequence[dict[str, Any]], rp: RaeParams, fmt: FormatParams) -> list[dict[str, Any]]:
+    """Restart states from intermediate steps of correct and failed trajectories. A failed
+    trajectory's states keep its wrong steps and end with <|reflect|>, so RL learns to recover."""
+    index = {n["node_id"]: n for n in nodes}
+    out: list[dict[str, Any]] = []
+    for traj in sorted(trajectories, key=lambda t: t["trajectory_id"]):
+        if not traj["correct"] and not rp.include_failed:
+            continue
+        steps = [index[i] for i in traj["node_ids"] if index[i]["parent_id"] is not None]
+        if not steps:
+            continue
+        cut_points = _evenly(len(steps), rp.states_per_trajectory, traj["correct"])
+        for cut in cut_points:
+            prefix = [step_body(n, fmt) for n in steps[:cut]]
+            if not traj["correct"]:
+                prefix = prefix + [REFLECT]
+            node = steps[cut - 1] if cut else index[traj["node_ids"][0]]
+            out.append(
+                {
+                    "state_id": records.content_id("rae", traj["trajectory_id"], cut),
+                    "problem_id": traj["problem_id"],
+                    "prefix_steps": prefix,
+                    "node_id": node["node_id"],
+                    "q": float(node["q"]),
+                    "outcome": "correct" if traj["correct"] else "failed",
+                    "ends_with_reflect": not traj["correct"],
+                    "metadata": records.to_json({"trajectory_id": traj["trajectory_id"], "depth": cut}),
+                }
+            )
+    return out[: rp.max_total]
+
+
+def _evenly(length: int, count: int, correct: bool) -> list[int]:
+    """Cut points: for a correct trajectory, intermediate prefixes (0..length-1 steps) spread evenly;
+    for a failed one, the whole wrong trajectory plus earlier prefixes."""
+    candidates = list(range(length)) if correct else list(range(1, length + 1))
+    if len(candidates) <= count:
+        return candidates
+    step = len(candidates) / count
+    picks = sorted({candidates[int(i * step)] for i in range(count)})
+    if not correct and candidates[-1] not in picks:
+        picks[-1] = candidates[-1]
+    return picks
