@@ -40,8 +40,8 @@ class GradingParams:
 class Verdict:
     """One grading decision and who made it.
 
-    `reason`: equal | not_equal | no_answer | too_long | timeout | verifier_crashed | no_reference
-    (math); passed | tests_failed | no_code | no_reference (code).
+    `reason`: equal | not_equal | no_answer | too_long | timeout | verifier_error | no_reference
+    (math); passed | tests_failed | timeout | no_code | no_reference (code).
     """
 
     correct: bool

@@ -8,7 +8,7 @@ from collections import deque
 _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BOX_BARE = re.compile(r"\\boxed\s+([^\s{$][^\s$]*)")  # `\boxed 5`
 _GSM8K = re.compile(r"####\s*([^\n]*)")
-_ANSWER_IS = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*", re.IGNORECASE)
+_ANSWER_IS = re.compile(r"(?:final answer|the answer)\s*(?:is\s*:?|:)\s*", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _CODE_FENCE = "```python"
 _BRACE = re.compile(r"\\[{}]|[{}]")

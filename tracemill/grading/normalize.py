@@ -57,11 +57,14 @@ def normalize(answer: str) -> Answer:
     s = _SQRT_PAREN.sub(r"\\sqrt{\1}", s)
     s = s.strip().rstrip(".").strip()
     s = _strip_units(s)
-    s = _VAR_PREFIX.sub("", s)
     if _THOUSANDS.match(s):
         s = s.replace(",", "")
     s = _NUMBER_WORDS.sub(r"\1", s)
-    return Answer(" ".join(s.split()), percent > 0)
+    s = " ".join(s.split())
+    # `x = 3` is the number 3; `y = 2x + 3` stays an equation for math-verify to compare as one.
+    if (value := _VAR_PREFIX.sub("", s)) != s and as_number(value) is not None:
+        s = value
+    return Answer(s, percent > 0)
 
 
 def _unwrap_math(s: str) -> str:
@@ -148,17 +151,14 @@ def _closing(s: str, start: int) -> int:
 
 def _top_level_comma(s: str) -> bool:
     depth = 0
-    for i, c in enumerate(s):
+    for c in s:
         if c in "([{":
             depth += 1
         elif c in ")]}":
             depth -= 1
-        elif c == "," and depth == 0 and not (s[i - 1 : i].isdigit() and _THOUSANDS_AT.match(s, i)):
+        elif c == "," and depth == 0:
             return True
     return False
-
-
-_THOUSANDS_AT = re.compile(r",\d{3}(?!\d)")
 
 
 def compare_plain(gold: Answer, pred: Answer) -> bool | None:
@@ -171,7 +171,7 @@ def compare_plain(gold: Answer, pred: Answer) -> bool | None:
         return _numbers_equal(g_num, gold.percent, p_num, pred.percent)
     g_words, p_words = text_of(gold.text), text_of(pred.text)
     if g_words is not None or p_words is not None:
-        return g_words == (p_words if p_words is not None else _plain_words(pred.text))
+        return (g_words or _plain_words(gold.text)) == (p_words or _plain_words(pred.text))
     if {shape(gold.text), shape(pred.text)} in ({"set", "tuple"}, {"list", "tuple"}):
         return False  # an unordered answer never equals an ordered pair or an interval
     return None

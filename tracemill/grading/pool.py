@@ -1,136 +1,108 @@
-"""math-verify in worker processes with a hard per-item timeout.
+"""A pool of math-verify worker processes with a hard deadline per item.
 
-math-verify's own timeouts use SIGALRM, which works only on a main thread and cannot stop every
-hostile parse. Here each worker is a subprocess (`python -m tracemill.grading.pool`) running
-math-verify on its main thread, one JSON line in, one out; the parent gives each item a deadline
-and kills a worker that passes it (the item is `timeout`, a new worker takes its place), so one
-bad answer never stalls a stage. Plain subprocesses, not multiprocessing: nothing of the calling
-program is re-imported in a worker.
+math-verify times out with SIGALRM, which works only on a main thread and cannot interrupt
+C code; some inputs hang it for good. Each worker takes one item at a time; an item past its
+deadline gets `timeout` and its worker is killed and replaced, so no input can stall a stage.
+Workers are plain `python -m tracemill.grading.worker` processes: unlike multiprocessing's
+spawn/forkserver they never re-run the caller's `__main__`, so any script can grade.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import resource
-import selectors
+import socket
 import subprocess
 import sys
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+
+OUTCOMES = ("equal", "not_equal", "timeout", "verifier_error")
 
 
+@dataclass
 class _Worker:
-    def __init__(self, memory_mb: int, float_rounding: int, timeout_s: float) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tracemill.grading.pool", str(memory_mb), str(float_rounding), str(timeout_s)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
-        )
-        self.buffer = b""
-
-    def send(self, gold: str, pred: str) -> bool:
-        try:
-            self.proc.stdin.write((json.dumps([gold, pred]) + "\n").encode())
-            return True
-        except OSError:
-            return False
-
-    def read_line(self) -> str | None:
-        """The reply if a whole line has arrived; '' when the worker died; None when incomplete."""
-        chunk = os.read(self.proc.stdout.fileno(), 65536)
-        if not chunk:
-            return ""
-        self.buffer += chunk
-        if b"\n" not in self.buffer:
-            return None
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        return json.loads(line)
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            stream.close()
+    process: subprocess.Popen
+    conn: Connection
 
 
 class VerifyPool:
-    def __init__(self, workers: int, timeout_s: float, memory_mb: int, float_rounding: int) -> None:
-        self.args = (memory_mb, float_rounding, timeout_s)
-        self.timeout_s = timeout_s
-        self._workers = [_Worker(*self.args) for _ in range(workers)]
+    """`run([(gold, pred, float_rounding), ...])` -> one of OUTCOMES per item, in order."""
 
-    def verify_many(self, pairs: Sequence[tuple[str, str]]) -> list[str]:
-        """A reason per pair: equal | not_equal | unparsed | timeout | verifier_crashed."""
-        out: list[str] = ["verifier_crashed"] * len(pairs)
-        todo = deque(range(len(pairs)))
-        busy: dict[int, tuple[int, float]] = {}  # worker slot -> (item, deadline)
-        sel = selectors.DefaultSelector()
-        try:
-            while todo or busy:
-                for slot, worker in enumerate(self._workers):
-                    if slot not in busy and todo:
-                        item = todo.popleft()
-                        if not worker.send(*pairs[item]):
-                            self._replace(slot)
-                            todo.appendleft(item)
-                            continue
-                        busy[slot] = (item, time.monotonic() + self.timeout_s)
-                        sel.register(worker.proc.stdout, selectors.EVENT_READ, slot)
-                if not busy:
-                    continue
-                nearest = min(deadline for _, deadline in busy.values())
-                for key, _ in sel.select(timeout=max(0.0, nearest - time.monotonic())):
-                    slot = key.data
-                    reply = self._workers[slot].read_line()
-                    if reply is None:
-                        continue
-                    item, _ = busy.pop(slot)
-                    sel.unregister(key.fileobj)
-                    if reply == "":
-                        self._replace(slot)  # died: memory limit or a crash
-                    else:
-                        out[item] = reply
-                now = time.monotonic()
-                for slot, (item, deadline) in list(busy.items()):
-                    if now >= deadline:
-                        out[item] = "timeout"
-                        busy.pop(slot)
-                        sel.unregister(self._workers[slot].proc.stdout)
-                        self._replace(slot)
-        finally:
-            sel.close()
-        return out
+    def __init__(self, workers: int, timeout_s: float, memory_mb: int) -> None:
+        self._slots: list[_Worker | None] = [None] * workers
+        self._timeout_s = timeout_s
+        self._memory_mb = memory_mb
 
-    def _replace(self, slot: int) -> None:
-        self._workers[slot].kill()
-        self._workers[slot] = _Worker(*self.args)
+    def run(self, tasks: Sequence[tuple[str, str, int]]) -> list[str]:
+        results: list[str] = ["verifier_error"] * len(tasks)
+        queue = deque(range(len(tasks)))
+        inflight: dict[int, tuple[int, float]] = {}  # slot -> (task index, deadline)
+        while queue or inflight:
+            for slot in range(len(self._slots)):
+                if slot not in inflight and queue:
+                    task = queue.popleft()
+                    self._send(slot, tasks[task])
+                    inflight[slot] = (task, time.monotonic() + self._timeout_s)
+            by_conn = {self._live(slot).conn: slot for slot in inflight}
+            wait_s = max(0.0, min(deadline for _, deadline in inflight.values()) - time.monotonic())
+            for conn in wait(list(by_conn), timeout=wait_s):
+                slot = by_conn[conn]
+                task, _ = inflight.pop(slot)
+                results[task] = self._receive(slot)
+            now = time.monotonic()
+            for slot, (task, deadline) in list(inflight.items()):
+                if now >= deadline:
+                    results[task] = "timeout"
+                    del inflight[slot]
+                    self._kill(slot)
+        return results
 
     def close(self) -> None:
-        for worker in self._workers:
-            worker.kill()
+        for slot in range(len(self._slots)):
+            self._kill(slot)
 
+    def _start(self, slot: int) -> _Worker:
+        ours, theirs = socket.socketpair()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tracemill.grading.worker", str(theirs.fileno()), str(self._memory_mb)],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        worker = self._slots[slot] = _Worker(process, Connection(ours.detach()))
+        return worker
 
-def _serve(memory_mb: int, float_rounding: int, timeout_s: float) -> None:
-    limit = memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    from math_verify import parse, verify
+    def _live(self, slot: int) -> _Worker:
+        """The worker of a slot with an item in flight (dead or not: a dead one reads as EOF)."""
+        worker = self._slots[slot]
+        assert worker is not None, "an item in flight always has its worker"
+        return worker
 
-    seconds = max(1, int(timeout_s))
-    for line in sys.stdin:
-        gold, pred = json.loads(line)
+    def _send(self, slot: int, task: tuple[str, str, int]) -> None:
+        worker = self._slots[slot]
+        if worker is None or worker.process.poll() is not None:
+            self._kill(slot)
+            worker = self._start(slot)
+        worker.conn.send(task)
+
+    def _receive(self, slot: int) -> str:
         try:
-            g = parse(f"${gold}$", parsing_timeout=seconds)
-            p = parse(f"${pred}$", parsing_timeout=seconds)
-            if not g or not p:
-                reason = "unparsed"
-            else:
-                reason = "equal" if verify(g, p, float_rounding=float_rounding, timeout_seconds=seconds) else "not_equal"
-        except Exception:  # math-verify raises many types on hostile input; MemoryError included
-            reason = "verifier_crashed"
-        sys.stdout.write(json.dumps(reason) + "\n")
-        sys.stdout.flush()
+            outcome = self._live(slot).conn.recv()
+        except (EOFError, OSError):  # killed by the memory cap or a crash in native code
+            self._kill(slot)
+            return "verifier_error"
+        return "verifier_error" if outcome == "error" else outcome
 
-
-if __name__ == "__main__":
-    _serve(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]))
+    def _kill(self, slot: int) -> None:
+        worker = self._slots[slot]
+        if worker is None:
+            return
+        worker.conn.close()  # an idle worker sees EOF and exits; a busy one is killed
+        try:
+            worker.process.wait(timeout=0.05)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+        self._slots[slot] = None

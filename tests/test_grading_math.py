@@ -1,0 +1,273 @@
+"""Math grading: extraction, normalisation, equivalence (with math-verify's known false positives
+as regressions), hostile inputs, and the params section."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tracemill.errors import ParamsError
+from tracemill.grading import GradingParams, Verdict, extract_answer, get_grader, grade_many
+from tracemill.grading.normalize import as_number, normalize, shape
+from tracemill.params import parse_section
+
+TIMEOUT_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def grader():
+    with get_grader(GradingParams(timeout_s=TIMEOUT_S)) as g:
+        yield g
+
+
+def math(answer: str) -> dict:
+    return {"problem_id": "p", "domain": "math", "answer": answer}
+
+
+# --- extraction ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (r"first \boxed{2}, finally \boxed{\frac{1}{2}}.", r"\frac{1}{2}"),
+        (r"\boxed{\left( 3, \frac{\pi}{2} \right)}", r"\left( 3, \frac{\pi}{2} \right)"),
+        (r"the set is \boxed{\{1, 2\}}", r"\{1, 2\}"),
+        (r"\fbox{42}", "42"),
+        (r"so \boxed 7 it is", "7"),
+        (r"ok \boxed{3} then a truncated \boxed{4", "3"),
+        ("Janet makes 9 * 2 = 18 dollars.\n#### 18", "18"),
+        ("#### 1,450,000", "1,450,000"),
+        ("The answer is $\\frac{3}{4}$. I hope it is correct.", r"\frac{3}{4}"),
+        ("Final Answer: The final answer is 3.5. Done", "3.5"),
+        ("the answer is: 12 apples\nmore text", "12 apples"),
+    ],
+)
+def test_extract_answer_finds_the_stated_answer(text: str, expected: str) -> None:
+    assert extract_answer(text, fallback_last_number=False) == expected
+
+
+def test_extract_answer_without_an_answer_returns_none_unless_fallback_is_on() -> None:
+    text = "We computed 3 + 4 = 7, then doubled it to 14, so about 14 sheep"
+    assert extract_answer(text, fallback_last_number=False) is None
+    assert extract_answer(text, fallback_last_number=True) == "14"
+    assert extract_answer("no numbers at all", fallback_last_number=True) is None
+
+
+def test_extract_answer_on_hostile_text_is_fast() -> None:
+    start = time.monotonic()
+    assert extract_answer("\\boxed" + "{" * 10_000_000, fallback_last_number=True) is None
+    assert extract_answer("\\boxed{" * 500_000, fallback_last_number=False) is None
+    assert time.monotonic() - start < 3
+
+
+# --- normalisation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        (r"$\dfrac{3}{4}$", r"\frac{3}{4}"),
+        (r"\$1,234.50", "1234.50"),
+        (r"90^\circ", "90"),
+        (r"5\text{ cm}^2", "5"),
+        ("18 dollars per day", "18"),
+        ("x = 3", "3"),
+        ("y = 2x+3", "y = 2x+3"),
+        (r"32,\!348", "32348"),
+        (r"4\sqrt(2)", r"4\sqrt{2}"),
+        (r"\text{Evelyn}", r"\text{Evelyn}"),
+    ],
+)
+def test_normalize_removes_surface_forms(raw: str, expected: str) -> None:
+    assert normalize(raw).text == expected
+
+
+def test_normalize_marks_percentages() -> None:
+    assert normalize(r"28\%") == normalize("28 percent") == normalize("28%")
+    assert normalize(r"28\%").percent and not normalize("28").percent
+
+
+@pytest.mark.parametrize("text", ["1e999999999", "9" * 80, r"10^{10^{10}}"])
+def test_as_number_refuses_what_it_cannot_read_cheaply(text: str) -> None:
+    assert as_number(text) is None
+
+
+def test_shape_tells_sets_lists_and_ordered_pairs_apart() -> None:
+    assert [shape(s) for s in (r"\{1,2\}", "1, 2", "(1,2)", "[0,1)", r"(-\infty,2)\cup(3,4)", "7")] == [
+        "set", "list", "tuple", "tuple", "scalar", "scalar",
+    ]  # fmt: skip
+
+
+# --- equivalence --------------------------------------------------------------------------------
+
+# (gold, prediction, correct). Drawn from math-verify's test suite and its issue tracker
+# (huggingface/Math-Verify issues #14, #41, #60 and its tests), plus near misses. Rows marked FP
+# were false positives of math-verify 0.9.0 `verify(parse(gold), parse(pred))`.
+EQUIVALENCE = [
+    # fractions and decimals
+    (r"\frac{1}{2}", "0.5", True),
+    (r"\frac{1}{2}", "1/2", True),
+    (r"-\frac{1}{2}", r"\frac{-1}{2}", True),
+    (r"\frac{9}{4}", r"2\frac{1}{4}", True),
+    (r"\dfrac{3}{4}", r"\tfrac34", True),
+    ("1.25", r"\frac{5}{4}", True),
+    (r"\frac{1}{3}", "0.33", False),
+    (r"\frac{1}{3}", "0.333333", False),  # exact answers are compared exactly, not rounded
+    ("2", "2.0001", False),
+    ("2", "2.0000001", False),
+    ("1.23456789", "1.23456788", False),  # FP: rounded to 6 places
+    ("5", "5.0", True),
+    # LaTeX variants and surface forms
+    (r"\left( 3, \frac{\pi}{2} \right)", r"(3, \pi/2)", True),
+    (r"\left( 3, \frac{\pi}{2} \right)", r"(3, \frac{\pi}{3})", False),
+    ("x=5", "5", True),
+    ("3", "x = 3", True),
+    (r"2x+4y-3=0", r"y = -\frac{1}{2}x + \frac{3}{4}", True),
+    (r"3x-y+13=0", r"3x+4y+14=0", False),  # FP when parsed without math delimiters (#60)
+    (r"\text{Evelyn}", "Evelyn", True),
+    (r"\text{Evelyn}", r"\text{Evelny}", False),  # FP risk: letters of a word multiply commutatively
+    (r"\text{(C)}", "C", True),
+    (r"\text{(A)}", r"\text{(B)}", False),
+    (r"6 - 5i", "6-5i", True),
+    (r"1+2i", "1-2i", False),
+    ("52_8", "52_8", True),
+    # intervals
+    ("[-2,7]", "[-2, 7)", False),
+    (r"(-\infty,-2)\cup(3,\infty)", r"(-\infty,-2)\cup(3,\infty)", True),
+    (r"(-\infty,-2)\cup(3,\infty)", r"(-\infty,-2]\cup(3,\infty)", False),
+    # sets, tuples and multiple answers
+    ("1,-2", "-2, 1", True),
+    (r"\{1,2\}", r"\{2,1\}", True),
+    ("3, 5, 7", r"7, 5, \text{ and } 3", True),
+    ("(1,2)", "(2,1)", False),
+    ("(1,2)", r"\{1,2\}", False),  # FP: an open interval / ordered pair read as a set
+    ("(1,2)", "1,2", False),  # FP: same, with the braces left out
+    (r"\{1,2\}", r"\{1,2,3\}", False),
+    ("3, 4", "3", False),
+    (r"\pm 2021", "2021", False),
+    ("(6,31,-1)", "(6, 31, -1)", True),
+    # matrices
+    (r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}", r"\begin{bmatrix} 1 & 2 \\ 3 & 4 \end{bmatrix}", True),
+    (r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}", r"\begin{pmatrix} 1 & 3 \\ 2 & 4 \end{pmatrix}", False),
+    (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\begin{pmatrix} 1 \\ 3 \end{pmatrix}", False),
+    # units, currency, degrees, thousands separators
+    ("18", r"\$18", True),
+    ("18", r"18 \text{ dollars}", True),
+    ("18", "18 dollars", True),
+    ("5", r"5\text{ cm}^2", True),
+    (r"90^\circ", "90", True),
+    ("1000", "1,000", True),
+    ("1450000", r"1,450,000", True),
+    (r"14{,}916", "14916", True),
+    ("1,000", "1", False),
+    # percentages
+    (r"28\%", "28", True),
+    (r"28\%", "0.28", True),
+    ("0.28", r"28\%", True),
+    ("0.28", "28", False),
+    ("10", "0.1", False),
+    # scientific notation
+    ("1500", "1.5e3", True),  # FN of math-verify: `e` read as Euler's number
+    (r"1.5\times10^{3}", "1500", True),
+    (r"1.5 \times 10^{-3}", "0.0015", True),
+    ("1500", "1.5e4", False),
+    # roots
+    (r"\sqrt{8}", r"2\sqrt{2}", True),
+    (r"\frac{\sqrt{3}}{3}", r"\frac{1}{\sqrt{3}}", True),
+    (r"3\sqrt{13}", r"\sqrt{117}", True),
+    (r"\sqrt{8}", r"2\sqrt{3}", False),
+    ("4", r"4\sqrt(2)", False),  # FP (#41): `\sqrt(2)` dropped by the parser
+    # expressions
+    ("x^2+7x+10", "(x+2)(x+5)", True),
+    ("x^2+7x+10", "(x+2)(x+6)", False),
+    ("p - q", "-q + p", True),
+    # near misses among exact constants
+    (r"\frac{1}{2^{99}}", r"\frac{1}{2^{98}}", False),  # FP (#14): tiny values compared absolutely
+    (r"\frac{1}{2004!}", r"\frac{1}{2006!}", False),  # FP (#14)
+    (r"\pi", "3.14", False),
+    ("-2", "2", False),
+    (r"\sqrt{2}", "1.41", False),
+    (r"28\%", "0.27", False),
+    ("[0,1)", "(0,1)", False),
+    (r"\text{Evelyn}", "Eve", False),
+    ("2.5e-3", "0.0025", True),
+    ("x^2+2x+1", "(x+1)^2", True),
+]
+
+
+@pytest.mark.parametrize("gold,pred,correct", EQUIVALENCE)
+def test_math_verify_grader_decides_equivalence(grader, gold: str, pred: str, correct: bool) -> None:
+    v = grader.grade(math(gold), f"So the result is \\boxed{{{pred}}}.")
+    assert v.correct is correct, v
+    assert v.reason == ("equal" if correct else "not_equal")
+    assert (v.grader, v.predicted) == ("math-verify", pred)
+    assert "math-verify-0." in v.grader_version
+
+
+def test_gsm8k_gold_and_answer_formats(grader) -> None:
+    gold = "She makes 9 * 2 = $<<9*2=18>>18 every day.\n#### 18"
+    verdicts = grader.grade_many(
+        [(math(gold), "#### 18"), (math(gold), "The answer is $18."), (math(gold), "#### 19"), (math(gold), "no idea")]
+    )
+    assert [(v.correct, v.reason) for v in verdicts] == [
+        (True, "equal"), (True, "equal"), (False, "not_equal"), (False, "no_answer"),
+    ]  # fmt: skip
+
+
+def test_exact_grader_uses_no_symbolic_engine() -> None:
+    items = [(math("1000"), r"\boxed{1,000}"), (math(r"\sqrt{8}"), r"\boxed{2\sqrt{2}}"), (math("3"), r"\boxed{4}")]
+    verdicts = grade_many(GradingParams(math="exact"), items)
+    assert [v.correct for v in verdicts] == [True, False, False]
+    assert {v.grader for v in verdicts} == {"exact"}
+
+
+def test_problem_without_answer_is_no_reference(grader) -> None:
+    v = grader.grade(math(""), r"\boxed{3}")
+    assert (v.correct, v.reason) == (False, "no_reference")
+
+
+# --- hostile input ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "response,reasons",
+    [
+        (r"\boxed{10^{10^{10}}}", {"timeout", "not_equal", "verifier_error"}),
+        (r"\boxed{\dfrac{5^{\left(5^{\left(5^{\left(5^5\right)}\right)} - 4\right)} - 5}{16}}", {"timeout", "not_equal", "verifier_error"}),
+        ("\\boxed{" + "{" * 400 + "5" + "}" * 400 + "}", {"timeout", "not_equal", "verifier_error"}),
+        ("x" * 10_000_000 + r" \boxed{7}", {"not_equal"}),
+        ("7" * 10_000_000, {"no_answer"}),
+        ("\\boxed{" + "1" * 5000 + "}", {"too_long"}),
+        ("\\boxed{" + "x^" * 400 + "2}", {"timeout", "not_equal", "verifier_error"}),
+    ],
+)
+def test_hostile_answers_return_within_the_timeout(grader, response: str, reasons: set[str]) -> None:
+    start = time.monotonic()
+    v = grader.grade(math("5"), response)
+    assert time.monotonic() - start < TIMEOUT_S + 2
+    assert not v.correct and v.reason in reasons
+
+
+def test_a_timeout_does_not_poison_the_rest_of_the_batch(grader) -> None:
+    items = [(math("5"), r"\boxed{10^{10^{10}}}"), (math(r"\sqrt{8}"), r"\boxed{2\sqrt{2}}")] * 2
+    verdicts = grader.grade_many(items)
+    assert [v.reason for v in verdicts] == ["timeout", "equal", "timeout", "equal"]
+
+
+# --- params -------------------------------------------------------------------------------------
+
+
+def test_params_reject_unknown_graders_and_bad_values() -> None:
+    assert parse_section(GradingParams, {"math": "exact", "timeout_s": 2}, "grading").timeout_s == 2.0
+    with pytest.raises(ParamsError, match="grading.math"):
+        parse_section(GradingParams, {"math": "sympy"}, "grading")
+    with pytest.raises(ParamsError, match="grading.workers"):
+        parse_section(GradingParams, {"workers": 0}, "grading")
+
+
+def test_verdict_is_frozen() -> None:
+    v = Verdict(True, "equal", "exact", "1")
+    with pytest.raises(AttributeError):
+        v.correct = False  # type: ignore[misc]
