@@ -18,11 +18,12 @@ METRICS = "metrics/problems.json"
 
 
 def main() -> None:
-    cfg = P.section(ProblemsParams, P.load(stage.params_path()), "problems")
+    params = P.load(stage.params_path())
+    cfg = P.section(ProblemsParams, params, "problems")
     quarantine = store.Quarantine("problems")
-    rows, reports = build_problems(cfg, quarantine)
+    rows, reports = build_problems(cfg, quarantine, params.get("synthetic"))
     inputs = [s.path for s in cfg.sources if s.path]
-    out = store.StageOutput(OUT, ["problems", "rejected"], stage.fingerprint(cfg, inputs))
+    out = store.StageOutput(OUT, ["problems", "rejected"], stage.fingerprint([cfg, params.get("synthetic")], inputs))
     out.write_shard(0, {"problems": rows, "rejected": quarantine.take()})
     counts = out.finalize([0])
     rejected_by_reason: dict[str, int] = {}

@@ -101,6 +101,37 @@ def summary(
     console.print(f"tables: tracemill sql    metrics: dvc metrics show ({metrics}/)    plots: dvc plots show (plots/)")
 
 
+@app.command()
+def publish(
+    repo_id: Annotated[Optional[str], typer.Option(help="also push to this Hub dataset repo, ORG/NAME (needs HF_TOKEN)")] = None,
+    private: Annotated[bool, typer.Option("--private", help="create the repo private (an existing repo keeps its visibility)")] = False,
+    revision: Annotated[Optional[str], typer.Option(help="branch to push to, created when missing (default: main)")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="which publish.datasets entry (needed when params list several)")] = None,
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+) -> None:
+    """Build publish/<dataset>/ (Parquet per config + dataset card), check it loads with datasets, push with --repo-id."""
+    from tracemill import params as P
+    from tracemill import publish as pub
+
+    token = None
+    if repo_id is not None:  # a missing token or bad repo id fails before minutes of building
+        pub.check_repo_id(repo_id)
+        token = pub.hf_token()
+    raw = P.load(params)
+    cfg = P.section(pub.PublishParams, raw, "publish")
+    report = pub.build(cfg, cfg.dataset(dataset), Path("."), raw)
+    for config, rows in report.rows.items():
+        typer.echo(f"config '{config}': {rows} rows")
+    for config, why in report.skipped.items():
+        typer.echo(f"skipped config '{config}': {why}")
+    typer.echo(f"built {report.folder} (license: {report.license})")
+    if repo_id is None:
+        return
+    result = pub.push(report.folder, repo_id, token=token, private=private, revision=revision)
+    state = f"new commit {result.commit}" if result.changed else f"unchanged, no new commit (head {result.commit})"
+    typer.echo(f"pushed to {result.url}: {state}")
+
+
 def _render_text(arrow, format: Format) -> str:
     import io
 

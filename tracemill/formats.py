@@ -45,8 +45,8 @@ class FormatParams:
     output_end: str = "```"
     step_delimiter: str = "<end_of_step>"
     # Stop at the output block's start: the model has closed its code, the sandbox writes the output.
-    tool_stop: list[str] = ("```output",)  # type: ignore[assignment]
-    hint_markers: list[str] = ("Wait", "Alternatively")  # type: ignore[assignment]
+    tool_stop: tuple[str, ...] = ("```output",)
+    hint_markers: tuple[str, ...] = ("Wait", "Alternatively")
     boxed: str = "\\boxed"
 
     def check(self) -> None:

@@ -137,10 +137,16 @@ def read_hf_disk(source: SourceParams) -> Iterator[dict[str, Any] | RowError]:
 
 
 def read_synthetic(source: SourceParams) -> Iterator[dict[str, Any] | RowError]:
+    """The synthetic generator with the top-level `synthetic` params (as the bootstrap stage uses
+    them, so both see the same eval split); the source's `options` override single keys."""
     from tracemill import synthetic
 
-    cfg = parse_section(synthetic.SyntheticParams, source.options, f"problems.sources[{source.name}].options")
+    options = {**SYNTHETIC_DEFAULTS.get("params", {}), **source.options}
+    cfg = parse_section(synthetic.SyntheticParams, options, f"problems.sources[{source.name}].options")
     yield from synthetic.synthetic_problems(cfg)
+
+
+SYNTHETIC_DEFAULTS: dict[str, dict[str, Any]] = {}
 
 
 READERS: dict[str, Callable[[SourceParams], Iterator[dict[str, Any] | RowError]]] = {
@@ -307,8 +313,12 @@ class SourceReport:
     rejected: Counter = field(default_factory=Counter)
 
 
-def build_problems(cfg: ProblemsParams, quarantine: Quarantine) -> tuple[list[dict[str, Any]], dict[str, SourceReport]]:
-    """Every configured source, normalised and deduplicated; malformed rows go to `quarantine`."""
+def build_problems(
+    cfg: ProblemsParams, quarantine: Quarantine, synthetic: dict[str, Any] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, SourceReport]]:
+    """Every configured source, normalised and deduplicated; malformed rows go to `quarantine`.
+    `synthetic` is the top-level `synthetic` params section used by sources of kind synthetic."""
+    SYNTHETIC_DEFAULTS["params"] = dict(synthetic or {})
     rows: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
     reports: dict[str, SourceReport] = {}

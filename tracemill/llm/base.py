@@ -7,7 +7,16 @@ the tokens of `append`. A backend that keeps state (a KV cache, a server-side pr
 reuses the predecessor's computation and reports how many prompt tokens it did not recompute as
 `cached_prompt_tokens`.
 
-Returned text never includes the stop string that ended it; `stop_reason` says which one.
+Returned text never includes the stop string that ended it; `stop_reason` says which one (the
+string may straddle tokens: the cut is exact on the text). `finish_reason` is stop | eos (end of
+turn; the end token is not in the text) | length. `generated_tokens` counts every sampled token,
+the ones a stop cut away included. On the transformers backend n samples share one prefill (the
+first pays for the prompt, the others report it cached); vllm and servers report what their
+prefix cache reused. Sample j of a request with seed s draws from seed `s * 1_000_003 + j`, so a
+seeded request gives the same samples run to run, however it was batched.
+
+The `openai` backend is text-level: a continuation sends its whole text (predecessor's text plus
+`append`), the server tokenizes it and its own prefix cache decides what is reused.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ class LLMParams:
     dtype: str = choices("auto", "float32", "bfloat16", "float16", default="auto")
     device: str = "auto"  # transformers: cpu | cuda | auto
     max_batch: int = 64  # sequences decoded together (transformers)
+    kv_cache_tokens: int = 1 << 20  # transformers: KV of finished traces kept for continuations (LRU)
     threads: int = 0  # torch CPU threads; 0 keeps torch's choice
     # vllm
     tensor_parallel_size: int = 1

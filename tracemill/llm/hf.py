@@ -64,7 +64,8 @@ class TransformersBackend:
         if self.tokenizer.eos_token_id is not None:
             self.eos_ids.add(self.tokenizer.eos_token_id)
         self.max_len = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
-        self._live: dict[int, _Seq] = {}
+        self._live: dict[int, _Seq] = {}  # insertion order is recency of use, for eviction
+        self._kv_tokens = 0
         self._ids = itertools.count()
 
     # ---- public protocol ----------------------------------------------------------------------
@@ -79,8 +80,11 @@ class TransformersBackend:
             rows: list[_Row] = []
             owners: list[int] = []
             for index, request in enumerate(requests):
-                for sample in range(request.n):
-                    rows.append(self._prefill(request, sample))
+                first = self._prefill(request)
+                rows.append(first)
+                owners.append(index)
+                for sample in range(1, request.n):
+                    rows.append(self._sibling(first, sample))
                     owners.append(index)
             for start in range(0, len(rows), self.params.max_batch):
                 self._decode(rows[start : start + self.params.max_batch])
@@ -91,7 +95,9 @@ class TransformersBackend:
 
     def release(self, completions: Sequence[Any]) -> None:
         for c in completions:
-            self._live.pop(c.handle if isinstance(c, Completion) else c, None)
+            seq = self._live.pop(c.handle if isinstance(c, Completion) else c, None)
+            if seq is not None:
+                self._kv_tokens -= seq.kv_len
 
     def live_sequences(self) -> int:
         return len(self._live)
@@ -102,9 +108,10 @@ class TransformersBackend:
         if request.prompt is not None:
             return self.encode(request.prompt), None, 0
         handle = request.continues.handle if isinstance(request.continues, Completion) else request.continues
-        seq = self._live.get(handle)
+        seq = self._live.pop(handle, None)
         if seq is None:
             raise TracemillError(f"generation handle {handle!r} is unknown or was released — a continuation needs a live predecessor")
+        self._live[handle] = seq  # most recently used
         ids = seq.ids + self.encode(seq.tail + request.append)
         if not self.reuse_cache or not seq.kv:
             return ids, None, 0
@@ -114,7 +121,7 @@ class TransformersBackend:
         kv = [(k[:, :, :kv_len], v[:, :, :kv_len]) for k, v in seq.kv]
         return ids, kv, kv_len
 
-    def _prefill(self, request: Request, sample: int) -> _Row:
+    def _prefill(self, request: Request) -> _Row:
         import torch
         from transformers import DynamicCache
 
@@ -126,9 +133,19 @@ class TransformersBackend:
         cache = DynamicCache(ddp_cache_data=kv) if kv else DynamicCache()
         out = self.model(input_ids=new, position_ids=positions, past_key_values=cache, use_cache=True)
         layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-        generator = torch.Generator(device="cpu").manual_seed(int(request.seed) * 1_000_003 + sample)
+        generator = self._generator(request, 0)
         room = max(0, self.max_len - len(ids))
         return _Row(request, ids, cached, layers, out.logits[0, -1].float(), generator, min(request.max_tokens, room), [], [])
+
+    def _sibling(self, first: _Row, sample: int) -> _Row:
+        """Sample `sample` of a request shares the first sample's prefill: its prompt is all cached."""
+        generator = self._generator(first.request, sample)
+        return _Row(first.request, first.seq_prefix, len(first.seq_prefix), first.kv, first.logits, generator, first.max_new, [], [])
+
+    def _generator(self, request: Request, sample: int) -> Any:
+        import torch
+
+        return torch.Generator(device="cpu").manual_seed(int(request.seed) * 1_000_003 + sample)
 
     # ---- batched decode -----------------------------------------------------------------------
 
@@ -243,10 +260,23 @@ class TransformersBackend:
         """Keep the finished row's cache (its valid span, cut to the tokens it keeps) for continuations."""
         seq = self._live[row.done.handle]
         keep = min(len(seq.ids), fed)
+        # copies, not views: a view would pin the whole batch tensor of this step in memory
         seq.kv = [
-            (layer.keys[batch_index : batch_index + 1, :, pad : pad + keep], layer.values[batch_index : batch_index + 1, :, pad : pad + keep])
+            (layer.keys[batch_index : batch_index + 1, :, pad : pad + keep].clone(), layer.values[batch_index : batch_index + 1, :, pad : pad + keep].clone())
             for layer in cache.layers
         ]
+        self._kv_tokens += keep
+        self._evict()
+
+    def _evict(self) -> None:
+        """Drop the KV of the least recently used traces past `kv_cache_tokens`; their ids stay, so
+        continuing one still works and recomputes its prefix."""
+        for seq in self._live.values():
+            if self._kv_tokens <= self.params.kv_cache_tokens:
+                return
+            if seq.kv:
+                self._kv_tokens -= seq.kv_len
+                seq.kv = None
 
     def _text(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False) if ids else ""

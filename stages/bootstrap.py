@@ -1,0 +1,75 @@
+"""python -m stages.bootstrap — train the embedded tiny policy from a synthetic corpus.
+
+Inputs: params `synthetic`, `bootstrap`, `format` (the corpus is drawn from the synthetic train
+split the problems stage also writes; the eval split is never trained on).
+Outputs: models/bootstrap/ (a Hugging Face model folder), metrics/bootstrap.json (greedy pass@1
+without and with tools, per level), plots/bootstrap_loss.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tracemill import params as P
+from tracemill import stage, store
+from tracemill.bootstrap import BootstrapParams, corpus, evaluate_policy, train
+from tracemill.formats import FormatParams
+from tracemill.grading import GradingParams, get_grader
+from tracemill.llm import LLMParams
+from tracemill.policy import BOOTSTRAP_DIR
+from tracemill.sandbox import SandboxParams, open_sandbox
+from tracemill.synthetic import SyntheticParams, synthetic_problems
+
+METRICS = Path("metrics/bootstrap.json")
+PLOT = Path("plots/bootstrap_loss.csv")
+
+
+def _progress_lines(bp: BootstrapParams) -> Callable[[int, float], None]:
+    """Plain log lines, not a live bar: `dvc repro` pipes the output, where a bar never redraws."""
+    start = time.perf_counter()
+
+    def report(step: int, loss: float) -> None:
+        if step % bp.log_every and step != bp.max_steps:
+            return
+        elapsed = time.perf_counter() - start
+        left = elapsed / step * (bp.max_steps - step)
+        print(f"bootstrap train: step {step}/{bp.max_steps} loss {loss:.3f} {elapsed:.0f}s elapsed, ~{left:.0f}s left", flush=True)
+
+    return report
+
+
+def main() -> None:
+    params = P.load(stage.params_path())
+    syn = P.section(SyntheticParams, params, "synthetic")
+    bp = P.section(BootstrapParams, params, "bootstrap")
+    fmt = P.section(FormatParams, params, "format")
+    llm = P.section(LLMParams, params, "llm")
+    problems = synthetic_problems(syn)
+    pairs = corpus(problems, fmt, bp)
+    partial = BOOTSTRAP_DIR.with_name(BOOTSTRAP_DIR.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    result = train(pairs, partial, bp, progress=_progress_lines(bp))
+    shutil.rmtree(BOOTSTRAP_DIR, ignore_errors=True)
+    os.replace(partial, BOOTSTRAP_DIR)  # a killed run never leaves a half-written model
+    with open_sandbox(P.section(SandboxParams, params, "sandbox")) as sandbox, get_grader(P.section(GradingParams, params, "grading"), sandbox) as grader:
+        evaluation = evaluate_policy(BOOTSTRAP_DIR, problems, fmt, bp, sandbox, grader, llm)
+    size = sum(f.stat().st_size for f in BOOTSTRAP_DIR.iterdir())
+    store.write_json(METRICS, {**evaluation, "parameters": result["parameters"], "corpus_examples": result["examples"],
+                               "train_seconds": result["train_seconds"], "train_tokens_per_s": result["tokens_per_s"],
+                               "final_loss": result["curve"][-1]["loss"], "model_bytes": size})
+    PLOT.parent.mkdir(parents=True, exist_ok=True)
+    with open(PLOT, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["step", "loss"])
+        writer.writeheader()
+        writer.writerows(result["curve"])
+    print(f"bootstrap: pass@1 no tools {evaluation['no_tools']['pass@1']:.3f}, with tools {evaluation['tools']['pass@1']:.3f}, "
+          f"{size / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    stage.run(main)

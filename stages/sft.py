@@ -1,0 +1,61 @@
+"""python -m stages.sft NAME — supervised fine-tuning with hint and tool-output tokens masked.
+
+NAME picks the params set `train.NAME` and the data:
+  sft_start0: data/d_seed/d_seed  -> models/start0  (START-0, from the base policy)
+  sft_start:  data/d_start/d_start -> models/start  (START, from the base policy)
+Outputs: the model folder, data/NAME/sft (the examples, queryable), metrics/NAME.json.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from tracemill import params as P
+from tracemill import records, stage, store
+from tracemill.errors import TracemillError
+from tracemill.formats import FormatParams
+from tracemill.policy import resolve_policy
+
+JOBS = {
+    "sft_start0": ("data/d_seed", "d_seed", Path("models/start0")),
+    "sft_start": ("data/d_start", "d_start", Path("models/start")),
+}
+
+
+def sft_rows(traces: list[dict], problems: dict[str, dict], source: str) -> list[dict]:
+    """`sft` rows from selected traces: the question as prompt, the generated segments with their loss flags."""
+    rows = []
+    for t in traces:
+        segments = [s for s in t["segments"] if s["kind"] != "prompt"]
+        rows.append({"example_id": records.content_id("sft", source, t["trace_id"]), "source": source, "problem_id": t["problem_id"],
+                     "prompt": problems[t["problem_id"]]["question"], "segments": segments, "metadata": None})
+    return rows
+
+
+def main() -> None:
+    if len(sys.argv) != 2 or sys.argv[1] not in JOBS:
+        raise TracemillError(f"usage: python -m stages.sft NAME with NAME one of {', '.join(JOBS)}")
+    name = sys.argv[1]
+    data_dir, table, out_dir = JOBS[name]
+    params = P.load(stage.params_path())
+    from tracemill.train import TrainParams, train_sft
+
+    sft_params = getattr(P.section(TrainParams, params, "train"), name)
+    base, _ = resolve_policy(params)
+    problems = {p["problem_id"]: p for p in store.read_rows("data/problems", "problems")}
+    rows = sft_rows(store.read_rows(data_dir, table), problems, table)
+    out = store.StageOutput(f"data/{name}", ["sft"], stage.fingerprint(sft_params, [data_dir]))
+    out.write_shard(0, {"sft": rows})
+    out.finalize([0])
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    metrics = train_sft(base, rows, partial, sft_params, resume=True, fmt=P.section(FormatParams, params, "format"))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    partial.rename(out_dir)
+    store.write_json(f"metrics/{name}.json", {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
+    print(f"{name}: {len(rows)} examples -> {out_dir}")
+
+
+if __name__ == "__main__":
+    stage.run(main)

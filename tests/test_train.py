@@ -1,0 +1,257 @@
+"""SFT with loss masks and the PPM, on tiny real Qwen2 models built by tracemill.tiny."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tracemill import params as params_mod
+from tracemill import tiny
+from tracemill.formats import render_prompt
+from tracemill.records import content_id, segment, validate
+from tracemill.train import IGNORE_INDEX, PPMParams, SFTParams, TrainError, TrainParams, build_labels
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = tiny.TinyConfig(vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+# Small enough to train in seconds, large enough for the loss to move.
+SFT = SFTParams(learning_rate=3e-3, batch_size=8, micro_batch_size=4, epochs=2.0, max_length=192,
+                warmup_ratio=0.0, heldout_fraction=0.15, save_steps=1000, logging_steps=1000)
+
+
+def sft_row(i: int, rng: random.Random) -> dict[str, Any]:
+    a, b = rng.randint(0, 60), rng.randint(0, 60)
+    segments = [
+        segment("model", f"{a} + {b} = {a + b}."),
+        segment("hint", " Wait, let me check with code."),
+        segment("code", f"\n```python\nprint({a} + {b})\n```"),
+        segment("output", f"\n```output\n{a + b}\n```\n"),
+        segment("model", f"So the answer is \\boxed{{{a + b}}}."),
+    ]
+    return {"example_id": content_id("sft", i), "source": "test", "problem_id": None,
+            "prompt": f"What is {a} plus {b}?", "segments": segments, "metadata": None}
+
+
+def pair_row(i: int, rng: random.Random) -> dict[str, Any]:
+    a, b = rng.randint(0, 60), rng.randint(0, 60)
+    good, bad = rng.choice([(" check: yes", " check: no"), (" looks right.", " looks wrong.")])
+    return {"pair_id": content_id("pair", i), "problem_id": content_id("p", i), "tree_id": content_id("t", i),
+            "round": 1, "prefix": f"What is {a} plus {b}? Step 1: add them.", "chosen": good, "rejected": bad,
+            "chosen_q": 1.0, "rejected_q": -1.0, "final_step": False, "metadata": None}
+
+
+@pytest.fixture(scope="session")
+def rows() -> list[dict[str, Any]]:
+    rng = random.Random(0)
+    out = [sft_row(i, rng) for i in range(96)]
+    validate("sft", out)  # the fixture rows are real `sft` rows
+    return out
+
+
+@pytest.fixture(scope="session")
+def pairs() -> list[dict[str, Any]]:
+    rng = random.Random(1)
+    out = [pair_row(i, rng) for i in range(96)]
+    validate("pairs", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def base_model(tmp_path_factory: pytest.TempPathFactory, rows: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> Path:
+    texts = [r["prompt"] + "".join(s["text"] for s in r["segments"]) for r in rows]
+    texts += [p["prefix"] + p["chosen"] + p["rejected"] for p in pairs]
+    tokenizer = tiny.make_tokenizer(texts, TINY.vocab_size)
+    return tiny.save(tiny.make_model(tokenizer, TINY), tokenizer, tmp_path_factory.mktemp("base"))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(base_model: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(base_model)
+
+
+def test_labels_train_on_model_and_code_text_only(tokenizer: Any, rows: list[dict[str, Any]]) -> None:
+    row = rows[0]
+    input_ids, labels = build_labels(tokenizer, row["prompt"], row["segments"])
+    assert len(input_ids) == len(labels)
+    trained = tokenizer.decode([t for t, lab in zip(input_ids, labels) if lab != IGNORE_INDEX])
+    expected = "".join(s["text"] for s in row["segments"] if s["loss"]) + tiny.IM_END + "\n"
+    assert trained == expected
+    assert all(lab in (IGNORE_INDEX, tok) for tok, lab in zip(input_ids, labels))
+    prompt_len = len(tokenizer(render_prompt(row["prompt"], tokenizer), add_special_tokens=False)["input_ids"])
+    assert set(labels[:prompt_len]) == {IGNORE_INDEX}
+
+
+def test_masked_tokens_change_neither_loss_nor_gradient(base_model: Path, tokenizer: Any,
+                                                        rows: list[dict[str, Any]], tmp_path: Path) -> None:
+    """The Trainer's loss over two accumulated micro-batches equals the mean over unmasked tokens only, and
+    its gradient equals that of a loss whose masked labels were set to arbitrary tokens and then excluded.
+    The reference passes an explicit attention mask, so the mask-free collator is checked too."""
+    from transformers import AutoModelForCausalLM
+
+    from tracemill.train.hf import BucketTrainer, causal_lm_collator, training_args
+
+    collate = causal_lm_collator(tokenizer.pad_token_id)
+    features = [dict(zip(("input_ids", "labels"), build_labels(tokenizer, r["prompt"], r["segments"]))) for r in rows[:6]]
+    micro = [collate(features[:3]), collate(features[3:])]
+    n_loss_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro)
+
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    trainer = BucketTrainer(model=model, args=training_args(SFT, tmp_path / "ckpt"), lengths=[], bucket_window=1)
+    model.zero_grad()
+    loss = sum(trainer.compute_loss(model, b, num_items_in_batch=n_loss_tokens) for b in micro)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    model.zero_grad()
+    gen = torch.Generator().manual_seed(0)
+    total = torch.zeros(())
+    for b, group in zip(micro, (features[:3], features[3:])):
+        lengths = torch.tensor([len(f["input_ids"]) for f in group])
+        assert lengths.min() < lengths.max()  # the micro-batch holds padding
+        real = (torch.arange(b["input_ids"].shape[1]) < lengths[:, None]).long()
+        logits = model(input_ids=b["input_ids"], attention_mask=real).logits[:, :-1]
+        target, keep = b["labels"][:, 1:], b["labels"][:, 1:] != IGNORE_INDEX
+        junk = torch.randint(0, logits.shape[-1], target.shape, generator=gen)
+        target = torch.where(keep, target, junk)  # masked labels set to anything
+        per_token = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+        total = total + (per_token * keep).sum()
+    reference = total / n_loss_tokens
+    reference.backward()
+
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, grads[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_sft_lowers_heldout_loss_and_saves_a_loadable_model(base_model: Path, rows: list[dict[str, Any]],
+                                                           tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from tracemill.train import train_sft
+
+    metrics = train_sft(base_model, rows, tmp_path / "sft", SFT)
+    assert metrics["heldout_examples"] > 0 and metrics["dropped_too_long"] == 0
+    assert metrics["heldout_loss"] < 0.8 * metrics["heldout_loss_initial"]
+    assert not (tmp_path / "sft" / "checkpoints").exists()
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "sft").config.model_type == "qwen2"
+
+
+RESUME = dataclasses.replace(SFT, epochs=2.0, save_steps=3, heldout_fraction=0.0)
+
+KILLED_RUN = """
+import json, sys, time
+from pathlib import Path
+from transformers import TrainerCallback
+from tracemill.train import SFTParams, train_sft
+
+model, rows_file, out_dir, params_json, marker = sys.argv[1:]
+
+class StallAfterFirstCheckpoint(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        Path(marker).write_text(str(state.global_step))
+        time.sleep(600)  # the test SIGKILLs the process here, mid-epoch
+
+train_sft(model, json.loads(Path(rows_file).read_text()), out_dir, SFTParams(**json.loads(params_json)),
+          callbacks=[StallAfterFirstCheckpoint()])
+"""
+
+
+def test_sft_killed_mid_epoch_resumes_from_its_checkpoint(base_model: Path, rows: list[dict[str, Any]],
+                                                           tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from tracemill.train import train_sft
+
+    rows_file, marker, out = tmp_path / "rows.json", tmp_path / "saved", tmp_path / "killed"
+    rows_file.write_text(json.dumps(rows))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, str(base_model), str(rows_file), str(out),
+         json.dumps(dataclasses.asdict(RESUME)), str(marker)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )
+    deadline = time.monotonic() + 90
+    while not marker.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "the training subprocess never wrote a checkpoint"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert int(marker.read_text()) == RESUME.save_steps
+    assert not (out / "model.safetensors").exists()
+
+    resumed = train_sft(base_model, rows, out, RESUME)
+    straight = train_sft(base_model, rows, tmp_path / "straight", RESUME)
+    steps_per_epoch = len(rows) // RESUME.batch_size
+    assert resumed["resumed_from_step"] == RESUME.save_steps < steps_per_epoch
+    assert resumed["global_step"] == straight["global_step"] == 2 * steps_per_epoch
+    weights, reference = load_file(out / "model.safetensors"), load_file(tmp_path / "straight" / "model.safetensors")
+    for name, tensor in reference.items():
+        torch.testing.assert_close(weights[name], tensor, msg=name)
+
+
+class Interrupted(Exception):
+    """Ends a run right after its first checkpoint, leaving the checkpoint behind as a crash would."""
+
+
+def test_resume_skips_checkpoints_of_a_different_run(base_model: Path, rows: list[dict[str, Any]], tmp_path: Path) -> None:
+    from transformers import TrainerCallback
+
+    from tracemill.train import train_sft
+
+    class InterruptAfterFirstCheckpoint(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_sft(base_model, rows[:48], tmp_path / "run", RESUME, callbacks=[InterruptAfterFirstCheckpoint()])
+    assert (tmp_path / "run" / "checkpoints" / f"checkpoint-{RESUME.save_steps}").is_dir()
+    other = train_sft(base_model, rows[:48], tmp_path / "run", dataclasses.replace(RESUME, learning_rate=1e-3))
+    assert other["resumed_from_step"] == 0
+
+
+def test_ppm_ranks_held_out_pairs_above_chance(base_model: Path, pairs: list[dict[str, Any]], tmp_path: Path) -> None:
+    from tracemill.train import load_ppm, train_ppm
+
+    params = PPMParams(learning_rate=3e-3, batch_size=8, micro_batch_size=8, epochs=2.0, max_length=128,
+                       warmup_ratio=0.0, heldout_fraction=0.25, save_steps=1000, logging_steps=1000)
+    metrics = train_ppm(base_model, pairs, tmp_path / "ppm", params)
+    assert metrics["heldout_pairs"] == 24
+    assert metrics["heldout_pairwise_accuracy"] >= 0.8
+    scorer = load_ppm(tmp_path / "ppm")
+    pair = pairs[0]
+    scores = scorer.score(pair["prefix"], [pair["chosen"], pair["rejected"], " something else"])
+    assert len(scores) == 3 and all(-1.0 <= s <= 1.0 for s in scores)
+    assert scores[0] > scores[1]
+    assert scorer.score(pair["prefix"], []) == []
+
+
+def test_missing_model_folder_names_the_path_and_the_fix(rows: list[dict[str, Any]], tmp_path: Path) -> None:
+    from tracemill.train import load_ppm, train_sft
+
+    with pytest.raises(TrainError, match=r"'.*nowhere' has no config.json — run 'dvc repro bootstrap'"):
+        train_sft(tmp_path / "nowhere", rows, tmp_path / "out", SFT)
+    with pytest.raises(TrainError, match="not a PPM folder"):
+        (tmp_path / "policy").mkdir()
+        (tmp_path / "policy" / "config.json").write_text("{}")
+        load_ppm(tmp_path / "policy")
+
+
+def test_params_yaml_train_section_parses_and_checks_ranges() -> None:
+    train = params_mod.section(TrainParams, params_mod.load(ROOT / "params.yaml"), "train")
+    assert isinstance(train.sft_start, SFTParams) and isinstance(train.ppm, PPMParams)
+    assert train.train_policy.prompt_style == "steps"
+    with pytest.raises(params_mod.ParamsError, match="train.ppm.batch_size"):
+        params_mod.parse_section(TrainParams, {"ppm": {"batch_size": 12, "micro_batch_size": 8}}, "train")

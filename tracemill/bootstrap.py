@@ -1,0 +1,216 @@
+"""The embedded policy: a tiny Qwen2 model trained from scratch on a synthetic corpus, so the whole
+graph runs with real signal on a laptop with no GPU and no download.
+
+The corpus renders each synthetic train problem in the formats the pipeline uses: START-style
+tool-integrated reasoning (text, a python block, its output block, a boxed answer; some demos
+first guess, say "Wait," and check with Python, some end with an "Alternatively," re-check) and
+rStar-style steps (one sentence and its code per step, ended by the step delimiter). Loss is on
+the response only. The model is meant to be imperfect: without running its code it must write
+the output block itself, which it often gets wrong on harder levels, so tools help.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tracemill import tiny
+from tracemill.formats import FormatParams, Step, boxed, code_block, output_block, render_prompt, render_steps
+
+
+@dataclass(frozen=True)
+class BootstrapParams:
+    vocab_size: int = 1024
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_hidden_layers: int = 2  # two layers learn to copy numbers far sooner than four in the CPU budget
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 1024
+    seq_len: int = 320  # longer demos are dropped from the corpus
+    batch_size: int = 16  # many small updates: copying emerges after ~700 of them
+    max_steps: int = 3000
+    learning_rate: float = 3e-3
+    warmup_steps: int = 40
+    weight_decay: float = 0.01
+    wait_fraction: float = 0.35  # TIR demos that guess, say "Wait," and check with Python
+    alternatively_fraction: float = 0.15  # TIR demos that end with an "Alternatively," re-check
+    steps_fraction: float = 0.5  # problems also rendered as rStar steps
+    max_grad_norm: float = 1.0
+    bucket_batches: int = 16  # batches drawn together and sorted by length, so padding stays small
+    eval_max_problems: int = 200
+    eval_max_tokens: int = 200  # per generation turn
+    eval_max_total_tokens: int = 400  # all turns of one trace together
+    eval_max_tool_calls: int = 6
+    threads: int = 2
+    seed: int = 0
+    log_every: int = 20
+
+    def tiny_config(self) -> tiny.TinyConfig:
+        return tiny.TinyConfig(
+            vocab_size=self.vocab_size, hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads, max_position_embeddings=self.max_position_embeddings, seed=self.seed,
+        )
+
+
+# ---- corpus --------------------------------------------------------------------------------------
+
+
+def _steps(problem: dict[str, Any]) -> list[dict[str, str]]:
+    return json.loads(problem["metadata"])["steps"]
+
+
+def _wrong(output: str, rng: random.Random) -> str:
+    try:
+        value = float(output)
+    except ValueError:
+        return output + "1"
+    delta = rng.choice((-2, -1, 1, 2, 10))
+    return str(int(value) + delta) if value.is_integer() else str(round(value + delta, 2))
+
+
+def tir_response(problem: dict[str, Any], fmt: FormatParams, rng: random.Random, bp: BootstrapParams) -> str:
+    steps = _steps(problem)
+    parts = []
+    for i, step in enumerate(steps):
+        parts.append(step["text"] + "\n")
+        if i == 0 and rng.random() < bp.wait_fraction:
+            parts.append(f"That gives {_wrong(step['output'], rng)}. Wait, let me check it with Python.\n")
+        parts.append(code_block(step["code"], fmt))
+        parts.append(output_block(step["output"], fmt))
+    if rng.random() < bp.alternatively_fraction:
+        last = steps[-1]
+        parts.append("Alternatively, let me verify the last step once more.\n")
+        parts.append(code_block(last["code"], fmt))
+        parts.append(output_block(last["output"], fmt))
+    parts.append(f"The answer is {boxed(problem['answer'], fmt)}.")
+    return "".join(parts)
+
+
+def steps_response(problem: dict[str, Any], fmt: FormatParams) -> str:
+    steps = [Step(s["text"], s["code"], s["output"]) for s in _steps(problem)]
+    steps.append(Step(f"The answer is {boxed(problem['answer'], fmt)}."))
+    return render_steps(steps, fmt)
+
+
+def corpus(problems: Sequence[dict[str, Any]], fmt: FormatParams, bp: BootstrapParams) -> list[tuple[str, str]]:
+    """(prompt, response) pairs from the train split's math problems."""
+    rng = random.Random(bp.seed)
+    out = []
+    for p in problems:
+        if p["split"] != "train" or p["domain"] != "math":
+            continue
+        out.append((render_prompt(p["question"], None, fmt, "tir"), tir_response(p, fmt, rng, bp) + tiny.IM_END))
+        if rng.random() < bp.steps_fraction:
+            out.append((render_prompt(p["question"], None, fmt, "steps"), steps_response(p, fmt) + tiny.IM_END))
+    return out
+
+
+# ---- training ------------------------------------------------------------------------------------
+
+
+def _encode(pairs: Sequence[tuple[str, str]], tokenizer: Any, seq_len: int) -> list[tuple[list[int], int]]:
+    out = []
+    for prompt, response in pairs:
+        p = tokenizer(prompt, add_special_tokens=False).input_ids
+        r = tokenizer(response, add_special_tokens=False).input_ids
+        if len(p) + len(r) <= seq_len:
+            out.append((p + r, len(p)))
+    return out
+
+
+def _batches(examples: list[tuple[list[int], int]], bp: BootstrapParams, rng: random.Random):
+    """Endless length-bucketed batches: shuffle, sort chunks by length, cut batches, shuffle those."""
+    while True:
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        chunk = bp.batch_size * bp.bucket_batches
+        batches = []
+        for start in range(0, len(order), chunk):
+            part = sorted(order[start : start + chunk], key=lambda i: len(examples[i][0]))
+            batches += [part[i : i + bp.batch_size] for i in range(0, len(part), bp.batch_size)]
+        rng.shuffle(batches)
+        yield from batches
+
+
+def train(pairs: Sequence[tuple[str, str]], out_dir: str | Path, bp: BootstrapParams, progress: Any = None) -> dict[str, Any]:
+    """Tokenizer + model from scratch; returns the loss curve. Deterministic given bp.seed."""
+    import torch
+
+    torch.manual_seed(bp.seed)
+    torch.set_num_threads(bp.threads)
+    tokenizer = tiny.make_tokenizer([p + r for p, r in pairs], bp.vocab_size)
+    model = tiny.make_model(tokenizer, bp.tiny_config())
+    examples = _encode(pairs, tokenizer, bp.seq_len)
+    opt = torch.optim.AdamW(model.parameters(), lr=bp.learning_rate, weight_decay=bp.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / bp.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / bp.max_steps))))
+    pad = tokenizer.pad_token_id
+    rng = random.Random(bp.seed)
+    curve, tokens, start = [], 0, time.perf_counter()
+    model.train()
+    batches = _batches(examples, bp, rng)
+    for step in range(1, bp.max_steps + 1):
+        batch = [examples[i] for i in next(batches)]
+        width = max(len(ids) for ids, _ in batch)
+        ids = torch.full((len(batch), width), pad)
+        labels = torch.full((len(batch), width), -100)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (seq, plen) in enumerate(batch):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            labels[row, plen : len(seq)] = torch.tensor(seq[plen:])
+            mask[row, : len(seq)] = 1
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), bp.max_grad_norm)
+        opt.step()
+        schedule.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += int(mask.sum())
+        if step % bp.log_every == 0 or step == 1:
+            curve.append({"step": step, "loss": round(loss.item(), 4)})
+        if progress is not None:
+            progress(step, loss.item())
+    model.eval()
+    tiny.save(model, tokenizer, out_dir)
+    seconds = time.perf_counter() - start
+    return {"curve": curve, "examples": len(examples), "train_seconds": round(seconds, 1), "tokens_per_s": round(tokens / seconds),
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+# ---- evaluation ----------------------------------------------------------------------------------
+
+
+def evaluate_policy(model_dir: str | Path, problems: Sequence[dict[str, Any]], fmt: FormatParams, bp: BootstrapParams,
+                    sandbox: Any, grader: Any, llm_params: Any) -> dict[str, Any]:
+    """Greedy pass@1 on the held-out split, without tools (the model writes its own output blocks)
+    and with tools (the sandbox runs each code block), overall and per difficulty level."""
+    from tracemill.llm import load_backend
+    from tracemill.tir import LoopLimits, Sampling, TraceJob, run_traces
+
+    chosen = sorted((p for p in problems if p["split"] == "eval" and p["domain"] == "math"), key=lambda p: p["problem_id"])
+    chosen = chosen[: bp.eval_max_problems]
+    backend = load_backend(llm_params, model_dir)
+    sampling = Sampling(temperature=0.0, max_tokens=bp.eval_max_tokens, seed=bp.seed)
+    results: dict[str, Any] = {}
+    for name, tools in (("no_tools", 0), ("tools", bp.eval_max_tool_calls)):
+        jobs = [TraceJob(key=p["problem_id"], prompt=render_prompt(p["question"], backend.tokenizer, fmt, "tir"), sampling=sampling,
+                         max_turn_tokens_total=bp.eval_max_total_tokens) for p in chosen]
+        traces = run_traces(backend, sandbox, jobs, fmt, LoopLimits(max_tool_calls=tools, max_marker_hints=0, max_stop_hints=0))
+        verdicts = grader.grade_many([(p, t.response) for p, t in zip(chosen, traces)])
+        by_level: dict[int, list[bool]] = defaultdict(list)
+        for p, v in zip(chosen, verdicts):
+            by_level[p["difficulty"]].append(v.correct)
+        results[name] = {
+            "pass@1": round(sum(v.correct for v in verdicts) / max(1, len(verdicts)), 4),
+            "per_level": {str(k): round(sum(v) / len(v), 4) for k, v in sorted(by_level.items())},
+        }
+    results["eval_problems"] = len(chosen)
+    return results

@@ -1,0 +1,166 @@
+"""Search trees into rows: `nodes`, `trajectories` (top-k correct by average Q selected for SFT) and
+step-level preference `pairs`, plus the round's metrics. Pure functions over `Tree`s.
+
+Pairs follow rStar-Math: among the visited runnable children of one node (so they share the prefix
+up to it), the `pairs_per_side` highest-Q steps that lead to a correct answer are paired with the
+`pairs_per_side` lowest-Q steps that never do. Final answers rarely share a prefix, so for the
+final step the rule is relaxed: the highest average-Q correct trajectories against the lowest
+average-Q wrong ones, each written out whole after the question. Every pair's chosen Q exceeds its
+rejected Q by at least the margin. A pair's text is `prefix + step`, as the PPM scores it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from itertools import product
+from typing import Any
+
+from tracemill import records
+from tracemill.formats import FormatParams, Step, render_step
+from tracemill.search.params import MCTSParams
+from tracemill.search.tree import Node, Tree
+
+
+def step_text(node: Node, fmt: FormatParams) -> str:
+    """A node as the policy reads it: its sentence, code and output block, then the step delimiter."""
+    return render_step(Step(node.step_text, node.code, node.exec_output if node.code is not None else None), fmt)
+
+
+def prefix_text(tree: Tree, node: Node, fmt: FormatParams) -> str:
+    """The prompt and every step from the root to `node` included: what the next step continues."""
+    return tree.prompt + "".join(step_text(n, fmt) for n in tree.path(node)[1:])
+
+
+def node_rows(tree: Tree) -> list[dict[str, Any]]:
+    rows = []
+    for n in tree.nodes.values():
+        meta = dict(n.meta)
+        if n.dead_end is not None:
+            meta["dead_end"] = n.dead_end
+        if n.node_id == tree.root_id:
+            meta["rollouts"] = tree.rollouts
+        rows.append({
+            "node_id": n.node_id, "tree_id": tree.tree_id, "parent_id": n.parent_id, "problem_id": tree.problem_id,
+            "round": tree.round, "depth": n.depth, "step_text": n.step_text, "code": n.code, "exec_ok": n.exec_ok,
+            "exec_output": n.exec_output, "terminal": n.terminal, "answer": n.answer, "correct": n.correct,
+            "visits": n.visits, "q": n.q, "ppm_score": n.ppm_score, "metadata": records.to_json(meta) if meta else None,
+        })
+    return rows
+
+
+def answered_leaves(tree: Tree) -> list[Node]:
+    """Terminal nodes whose code ran and that a rollout reached (their Q carries their outcome)."""
+    return [n for n in tree.nodes.values() if n.terminal and n.exec_ok and n.visits > 0]
+
+
+def avg_q(path: Sequence[Node]) -> float:
+    steps = path[1:]  # the root holds no step
+    return sum(n.q for n in steps) / len(steps)
+
+
+def trajectory_rows(tree: Tree, top_k: int) -> list[dict[str, Any]]:
+    """One row per answered leaf; the `top_k` correct ones with the highest average Q are selected."""
+    rows = []
+    for leaf in answered_leaves(tree):
+        path = tree.path(leaf)
+        ids = [n.node_id for n in path]
+        rows.append({
+            "trajectory_id": records.content_id(tree.tree_id, ids), "tree_id": tree.tree_id, "problem_id": tree.problem_id,
+            "round": tree.round, "node_ids": ids, "avg_q": avg_q(path), "correct": bool(leaf.correct), "selected": False,
+            "final_answer": leaf.answer, "metadata": None,
+        })
+    ranked = sorted((r for r in rows if r["correct"]), key=lambda r: (-r["avg_q"], r["trajectory_id"]))
+    for row in ranked[:top_k]:
+        row["selected"] = True
+    return rows
+
+
+def _outcomes_below(tree: Tree) -> dict[str, bool]:
+    """node_id -> whether a correct answered leaf lies in its subtree (itself included)."""
+    reaches: dict[str, bool] = {}
+    for node in sorted(tree.nodes.values(), key=lambda n: -n.depth):  # children before parents
+        reaches[node.node_id] = bool(node.terminal and node.exec_ok and node.visits and node.correct) or any(
+            reaches[c] for c in node.children
+        )
+    return reaches
+
+
+def _pair(tree: Tree, kind: str, prefix: str, chosen: tuple[str, float, str], rejected: tuple[str, float, str]) -> dict[str, Any]:
+    (c_text, c_q, c_id), (r_text, r_q, r_id) = chosen, rejected
+    return {
+        "pair_id": records.content_id(tree.tree_id, kind, c_id, r_id), "problem_id": tree.problem_id, "tree_id": tree.tree_id,
+        "round": tree.round, "prefix": prefix, "chosen": c_text, "rejected": r_text, "chosen_q": c_q, "rejected_q": r_q,
+        "final_step": kind == "final", "chosen_node_id": c_id, "rejected_node_id": r_id, "metadata": records.to_json({"kind": kind}),
+    }
+
+
+def sibling_pairs(tree: Tree, fmt: FormatParams, mp: MCTSParams) -> list[dict[str, Any]]:
+    reaches = _outcomes_below(tree)
+    out = []
+    for parent in tree.nodes.values():
+        visited = [c for c in tree.runnable_children(parent) if c.visits > 0]
+        good = sorted((c for c in visited if reaches[c.node_id]), key=lambda c: (-c.q, c.node_id))[: mp.pairs_per_side]
+        bad = sorted((c for c in visited if not reaches[c.node_id]), key=lambda c: (c.q, c.node_id))[: mp.pairs_per_side]
+        if not good or not bad:
+            continue
+        prefix = prefix_text(tree, parent, fmt)
+        for g, b in product(good, bad):
+            if g.q - b.q >= mp.pair_margin:
+                out.append(_pair(tree, "sibling", prefix, (step_text(g, fmt), g.q, g.node_id), (step_text(b, fmt), b.q, b.node_id)))
+    return out
+
+
+def final_pairs(tree: Tree, trajectories: Sequence[dict[str, Any]], fmt: FormatParams, mp: MCTSParams) -> list[dict[str, Any]]:
+    def whole(row: dict[str, Any]) -> tuple[str, float, str]:
+        steps = [tree.nodes[i] for i in row["node_ids"][1:]]
+        return "".join(step_text(n, fmt) for n in steps), row["avg_q"], row["node_ids"][-1]
+
+    right = sorted((t for t in trajectories if t["correct"]), key=lambda t: (-t["avg_q"], t["trajectory_id"]))[: mp.pairs_per_side]
+    wrong = sorted((t for t in trajectories if not t["correct"]), key=lambda t: (t["avg_q"], t["trajectory_id"]))[: mp.pairs_per_side]
+    return [
+        _pair(tree, "final", tree.prompt, whole(g), whole(b)) for g, b in product(right, wrong) if g["avg_q"] - b["avg_q"] >= mp.pair_margin
+    ]
+
+
+def extract(trees: Iterable[Tree], fmt: FormatParams, mp: MCTSParams) -> dict[str, list[dict[str, Any]]]:
+    """Every table of a set of trees, rows ready for `records.validate`."""
+    out: dict[str, list[dict[str, Any]]] = {"nodes": [], "trajectories": [], "pairs": []}
+    for tree in trees:
+        trajectories = trajectory_rows(tree, mp.top_k)
+        out["nodes"] += node_rows(tree)
+        out["trajectories"] += trajectories
+        out["pairs"] += sibling_pairs(tree, fmt, mp) + final_pairs(tree, trajectories, fmt, mp)
+    return out
+
+
+# ---- metrics ---------------------------------------------------------------------------------------
+
+
+def round_metrics(nodes: Sequence[dict[str, Any]], trajectories: Sequence[dict[str, Any]], pairs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What `dvc metrics show` reports for a round, computed from the written tables."""
+    trees = {n["tree_id"] for n in nodes}
+    solved = {t["tree_id"] for t in trajectories if t["correct"]}
+    steps = [n for n in nodes if n["parent_id"] is not None]
+    with_code = [n for n in steps if n["code"] is not None]
+    return {
+        "trees": len(trees),
+        "solve_rate": round(len(solved) / len(trees), 4) if trees else None,
+        "nodes": len(steps),
+        "nodes_per_tree": round(len(steps) / len(trees), 2) if trees else None,
+        "exec_ok_rate": round(sum(n["exec_ok"] for n in with_code) / len(with_code), 4) if with_code else None,
+        "terminal_nodes": sum(n["terminal"] for n in steps),
+        "trajectories": len(trajectories),
+        "correct_trajectories": sum(t["correct"] for t in trajectories),
+        "selected": sum(t["selected"] for t in trajectories),
+        "pairs": len(pairs),
+        "final_step_pairs": sum(p["final_step"] for p in pairs),
+    }
+
+
+def q_histogram(qs: Sequence[float], bins: int) -> list[dict[str, Any]]:
+    """Counts of Q in `bins` equal bins over [-1, 1], for `dvc plots show` (x: q, y: count)."""
+    counts = [0] * bins
+    width = 2.0 / bins
+    for q in qs:
+        counts[min(bins - 1, max(0, int((q + 1.0) / width)))] += 1
+    return [{"q": round(-1.0 + (i + 0.5) * width, 4), "count": c} for i, c in enumerate(counts)]

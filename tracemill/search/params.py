@@ -1,0 +1,54 @@
+"""The `mcts` section of params.yaml: rStar-Math's search, pair and selection knobs.
+
+Field defaults are the paper's values where it states them (16 rollouts, UCT constant 2, PPM from
+round 3, top-2 trajectories, 2 vs 2 sibling steps per pair, 4 rounds); params.yaml holds the
+embedded CPU run's smaller numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tracemill.errors import ParamsError
+from tracemill.params import choices, in_range, positive
+
+
+@dataclass(frozen=True)
+class MCTSParams:
+    rounds: int = 4  # rounds of self-evolution (policy r and PPM r come from round r's data)
+    rollouts: int = 16  # root-to-leaf rollouts per problem
+    children: int = 8  # candidate steps sampled per expansion
+    max_depth: int = 16  # steps on a path; a node this deep without an answer ends its rollout
+    uct_c: float = 2.0  # exploration constant of UCT
+    ppm_from_round: int = 3  # from this round on, the previous round's PPM initialises Q of new nodes
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_step_tokens: int = 256  # generated tokens per step; a step cut here is dropped
+    max_output_chars: int = 1_000  # sandbox output shown to the policy (its tail)
+    pair_margin: float = 0.5  # a pair's chosen Q must exceed its rejected Q by at least this
+    pairs_per_side: int = 2  # the k highest-Q and k lowest-Q siblings of a prefix are paired
+    top_k: int = 2  # correct trajectories per problem selected for SFT, by average Q
+    split: str = choices("train", "eval", "test", default="train")
+    domains: list[str] = field(default_factory=lambda: ["math"])
+    max_problems: int = 1_000_000
+    shards: int | None = None  # None: run.shards
+    policy_dir: str = "models/policy_r{round}"  # policy of round r; round 0 is policy.model / the bootstrap
+    ppm_dir: str = "models/ppm_r{round}"
+    q_hist_bins: int = 20  # bins of the Q histogram plot
+
+    def check(self) -> None:
+        for key in ("rounds", "rollouts", "children", "max_depth", "max_step_tokens", "max_output_chars",
+                    "pairs_per_side", "top_k", "q_hist_bins"):
+            positive(getattr(self, key), f"mcts.{key}")
+        in_range(self.temperature, 0.0, 2.0, "mcts.temperature")
+        in_range(self.top_p, 0.0, 1.0, "mcts.top_p")
+        if self.uct_c < 0 or self.pair_margin < 0:
+            raise ParamsError("params 'mcts.uct_c' and 'mcts.pair_margin' must be >= 0")
+        if self.shards is not None:
+            positive(self.shards, "mcts.shards")
+        for key in ("policy_dir", "ppm_dir"):
+            if "{round}" not in getattr(self, key):
+                raise ParamsError(f"params 'mcts.{key}' must contain '{{round}}', e.g. 'models/policy_r{{round}}'")
+
+    def uses_ppm(self, round_: int) -> bool:
+        return round_ >= self.ppm_from_round

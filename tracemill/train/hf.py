@@ -1,0 +1,175 @@
+"""The one adapter around transformers' Trainer: arguments from params, a seeded length-bucketed
+sampler, checkpoint resume guarded by a run fingerprint, and the final save.
+
+Everything version-sensitive in the Trainer API lives here, so a transformers upgrade touches one file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from tracemill.records import content_id
+from tracemill.train.common import TrainError
+from tracemill.train.labels import IGNORE_INDEX
+from tracemill.train.params import TrainerParams
+
+CHECKPOINTS = "checkpoints"
+RUN_FILE = "run.json"  # the fingerprint of the run whose checkpoints sit beside it
+
+
+class BucketSampler(torch.utils.data.Sampler[int]):
+    """A seeded shuffle, then each window of micro-batches sorted by length so a micro-batch pads little;
+    the micro-batches of a window are shuffled again so an optimizer step mixes lengths.
+
+    The order depends on (seed, epoch) only, so a run resumed mid-epoch sees the batches it would have seen.
+    """
+
+    def __init__(self, lengths: Sequence[int], micro_batch_size: int, window: int, seed: int) -> None:
+        self.lengths, self.micro, self.window, self.seed, self.epoch = list(lengths), micro_batch_size, window, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        gen = torch.Generator().manual_seed(int(content_id("bucket", self.seed, self.epoch), 16))
+        order = torch.randperm(len(self.lengths), generator=gen).tolist()
+        span = self.micro * self.window
+        out: list[int] = []
+        for start in range(0, len(order), span):
+            chunk = sorted(order[start:start + span], key=lambda i: -self.lengths[i])
+            groups = [chunk[i:i + self.micro] for i in range(0, len(chunk), self.micro)]
+            # A short last group must stay last, or the DataLoader's batches would straddle two groups.
+            full = [g for g in groups if len(g) == self.micro]
+            for k in torch.randperm(len(full), generator=gen).tolist():
+                out.extend(full[k])
+            out.extend(i for g in groups if len(g) < self.micro for i in g)
+        return iter(out)
+
+
+class BucketTrainer(Trainer):
+    """Trainer that draws micro-batches from a BucketSampler over precomputed lengths."""
+
+    def __init__(self, *args: Any, lengths: Sequence[int], bucket_window: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lengths, self._window = lengths, bucket_window
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler[int]:
+        return BucketSampler(self._lengths, self.args.per_device_train_batch_size, self._window, self.args.seed)
+
+
+def pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    """Right-pad to the longest row: the only padding a bucketed micro-batch pays."""
+    width = max(len(r) for r in rows)
+    return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def causal_lm_collator(pad_id: int) -> Callable[[list[Mapping[str, Any]]], dict[str, torch.Tensor]]:
+    """Right-padded micro-batches without an attention mask: under causal attention a real token only sees
+    earlier positions, which right padding never touches, and pad positions carry no label. Leaving the mask
+    out is exact for every real token and lets attention take its fused causal path (about 1.4x on the CPU)."""
+
+    def collate(features: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        return {
+            "input_ids": pad([f["input_ids"] for f in features], pad_id),
+            "labels": pad([f["labels"] for f in features], IGNORE_INDEX),
+        }
+
+    return collate
+
+
+def training_args(params: TrainerParams, checkpoints: Path) -> TrainingArguments:
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by the deepspeed / accelerate / torchrun launchers
+    per_step = params.micro_batch_size * world
+    if params.batch_size % per_step:
+        raise TrainError(
+            f"batch_size {params.batch_size} is not a multiple of micro_batch_size {params.micro_batch_size} x "
+            f"{world} processes — change train.*.batch_size or micro_batch_size in params.yaml"
+        )
+    return TrainingArguments(
+        output_dir=str(checkpoints),
+        per_device_train_batch_size=params.micro_batch_size,
+        per_device_eval_batch_size=params.micro_batch_size,
+        gradient_accumulation_steps=params.batch_size // per_step,
+        learning_rate=params.learning_rate,
+        num_train_epochs=params.epochs,
+        lr_scheduler_type=params.lr_scheduler,
+        warmup_steps=params.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=params.weight_decay,
+        max_grad_norm=params.max_grad_norm,
+        save_strategy="steps",
+        save_steps=params.save_steps,
+        save_total_limit=params.save_total_limit,
+        logging_steps=params.logging_steps,
+        seed=params.seed,
+        data_seed=params.seed,
+        use_cpu=params.device == "cpu",
+        bf16=params.bf16,
+        activation_checkpointing=params.gradient_checkpointing,
+        deepspeed=params.deepspeed,
+        report_to="none",
+        remove_unused_columns=False,  # features carry our own keys, not the model's forward arguments
+        dataloader_num_workers=0,
+        dataloader_pin_memory=params.device != "cpu",
+        eval_strategy="no",
+    )
+
+
+def fingerprint(model_path: Path, row_ids: Sequence[str], params: TrainerParams) -> str:
+    """What defines a run: checkpoints of another model, data or params must never be resumed."""
+    config = (model_path / "config.json").read_text(encoding="utf-8")
+    return content_id(str(model_path.resolve()), config, sorted(row_ids), dataclasses.asdict(params))
+
+
+def resume_point(trainer: Trainer, run_id: str, resume: bool) -> str | None:
+    """The checkpoint to resume from, after the main process clears checkpoints of a different run."""
+    checkpoints = Path(trainer.args.output_dir)
+    if trainer.is_world_process_zero():
+        run_file = checkpoints / RUN_FILE
+        same_run = run_file.is_file() and json.loads(run_file.read_text(encoding="utf-8")).get("run_id") == run_id
+        if checkpoints.exists() and not (resume and same_run):
+            shutil.rmtree(checkpoints)
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        run_file.write_text(json.dumps({"run_id": run_id}), encoding="utf-8")
+    trainer.accelerator.wait_for_everyone()
+    return get_last_checkpoint(str(checkpoints))
+
+
+def step_of(checkpoint: str | None) -> int:
+    return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
+
+
+def run(
+    trainer: Trainer,
+    tokenizer: PreTrainedTokenizerBase,
+    out_dir: Path,
+    run_id: str,
+    resume: bool,
+) -> dict[str, Any]:
+    """Train (from the last checkpoint of the same run when resuming), save an HF folder to out_dir,
+    then drop the checkpoints: the folder is complete and DVC should not version optimizer state."""
+    checkpoint = resume_point(trainer, run_id, resume)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(str(out_dir))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(out_dir))
+        shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
+    return {
+        "train_loss": float(result.training_loss),
+        "global_step": int(result.global_step),
+        "resumed_from_step": step_of(checkpoint),
+        "train_runtime_s": float(result.metrics["train_runtime"]),
+    }
+

@@ -1,0 +1,78 @@
+"""Supervised fine-tuning on `sft` rows: chat-template prompts, loss only on model and code text."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase, TrainerCallback
+
+from tracemill.formats import FormatParams
+from tracemill.train.common import model_dir, require_rows, split_heldout
+from tracemill.train.hf import CHECKPOINTS, BucketTrainer, causal_lm_collator, fingerprint, run, training_args
+from tracemill.train.labels import build_labels
+from tracemill.train.params import SFTParams
+
+
+def sft_features(
+    tokenizer: PreTrainedTokenizerBase, examples: Sequence[Mapping[str, Any]], params: SFTParams, fmt: FormatParams | None
+) -> tuple[list[dict[str, Any]], int]:
+    """(features, dropped): one feature per row that fits max_length; a cut trace would teach a wrong ending."""
+    features, dropped = [], 0
+    for row in examples:
+        input_ids, labels = build_labels(tokenizer, row["prompt"], row["segments"], style=params.prompt_style, fmt=fmt)
+        if len(input_ids) > params.max_length:
+            dropped += 1
+            continue
+        features.append({"example_id": row["example_id"], "input_ids": input_ids, "labels": labels})
+    return features, dropped
+
+
+def train_sft(
+    model_path: str | Path,
+    examples: Sequence[Mapping[str, Any]],
+    out_dir: str | Path,
+    params: SFTParams,
+    resume: bool = True,
+    callbacks: Sequence[TrainerCallback] = (),
+    fmt: FormatParams | None = None,
+) -> dict[str, Any]:
+    """Fine-tune the causal LM at model_path on `sft` rows; save an HF folder to out_dir and return metrics.
+
+    Checkpoints go to out_dir/checkpoints every save_steps optimizer steps; with resume, a killed run of
+    the same model, rows and params goes on from its last one. Held-out loss is measured before and after.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    params.validate("train")
+    path = model_dir(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    features, dropped = sft_features(tokenizer, examples, params, fmt)
+    require_rows(features, "sft", dropped, params.max_length)
+    ids = [f["example_id"] for f in features]
+    train, heldout = split_heldout(features, ids, params.heldout_fraction, params.seed)
+    out = Path(out_dir)
+    trainer = BucketTrainer(
+        model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
+        args=training_args(params, out / CHECKPOINTS),
+        train_dataset=train,
+        data_collator=causal_lm_collator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+        lengths=[len(f["input_ids"]) for f in train],
+        bucket_window=params.bucket_window,
+    )
+    initial = trainer.evaluate(heldout)["eval_loss"] if heldout else None
+    metrics = run(trainer, tokenizer, out, fingerprint(path, ids, params), resume)
+    tokens = sum(len(f["input_ids"]) for f in train)
+    return metrics | {
+        "examples": len(train),
+        "heldout_examples": len(heldout),
+        "dropped_too_long": dropped,
+        "tokens_per_epoch": tokens,
+        "loss_tokens_per_epoch": sum(sum(1 for x in f["labels"] if x >= 0) for f in train),
+        "heldout_loss_initial": initial,
+        "heldout_loss": trainer.evaluate(heldout)["eval_loss"] if heldout else None,
+    }
