@@ -83,6 +83,18 @@ class Sandbox(Protocol):
     def close(self) -> None: ...
 
 
+def run_sessions(sandbox: "Sandbox", jobs: Sequence[Sequence[str]], pool_size: int) -> list[list[RunResult]]:
+    """Each job's cells in a fresh session of its own; up to `pool_size` sessions at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(cells: Sequence[str]) -> list[RunResult]:
+        with sandbox.session() as s:
+            return [s.run(c) for c in cells]
+
+    with ThreadPoolExecutor(pool_size) as pool:
+        return list(pool.map(one, jobs))
+
+
 @contextmanager
 def open_sandbox(params: SandboxParams) -> Iterator[Sandbox]:
     if params.backend == "e2b":

@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
-from tracemill.sandbox.base import RunResult, SandboxError, SandboxParams
+from tracemill.sandbox.base import RunResult, SandboxError, SandboxParams, run_sessions
 
 
 class E2BSession:
@@ -70,12 +69,7 @@ class E2BSandbox:
         return E2BSession(self.params)
 
     def run_many(self, jobs: Sequence[Sequence[str]]) -> list[list[RunResult]]:
-        def one(cells: Sequence[str]) -> list[RunResult]:
-            with self.session() as s:
-                return [s.run(c) for c in cells]
-
-        with ThreadPoolExecutor(self.params.pool_size) as pool:
-            return list(pool.map(one, jobs))
+        return run_sessions(self, jobs, self.params.pool_size)
 
     def close(self) -> None:
         return None

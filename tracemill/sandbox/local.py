@@ -19,11 +19,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tracemill.sandbox import wire
-from tracemill.sandbox.base import RunResult, SandboxError, SandboxParams
+from tracemill.sandbox.base import RunResult, SandboxError, SandboxParams, run_sessions
 
 START_TIMEOUT_S = 120.0  # importing sympy and numpy on a busy machine
 KILL_GRACE_S = 1.0  # time for the reply of a cell that ends right at the limit
@@ -175,12 +174,7 @@ class LocalSandbox:
         return session
 
     def run_many(self, jobs: Sequence[Sequence[str]]) -> list[list[RunResult]]:
-        def one(cells: Sequence[str]) -> list[RunResult]:
-            with self.session() as s:
-                return [s.run(c) for c in cells]
-
-        with ThreadPoolExecutor(self.params.pool_size) as pool:
-            return list(pool.map(one, jobs))
+        return run_sessions(self, jobs, self.params.pool_size)
 
     def _track(self, s: LocalSession) -> None:
         with self._lock:
