@@ -74,6 +74,24 @@ def test_fork_snapshots_state_without_sharing_it(sandbox):
         assert s.run("print(steps)").stdout == "[1]\n"
 
 
+def test_closed_forks_free_their_slots_and_a_refused_fork_keeps_its_session(sandbox):
+    if "e2b-microvm" in sandbox.active_layers:
+        pytest.skip("remote kernels cannot fork")
+    limit = sandbox.params.max_processes
+    with sandbox.session() as s:
+        s.run("v = 1")
+        for _ in range(2 * limit):  # one fork per MCTS expansion, closed after use
+            with s.fork() as f:
+                assert f.run("print(v)").stdout == "1\n"
+        held = []
+        with pytest.raises(SandboxError, match="max_processes"):
+            for _ in range(limit + 1):
+                held.append(s.fork())
+        for f in held:
+            f.close()
+        assert s.run("print(v)").stdout == "1\n"
+
+
 def test_e2b_without_key_is_one_clear_error(monkeypatch):
     monkeypatch.delenv("E2B_API_KEY", raising=False)
     with pytest.raises(SandboxError, match="E2B_API_KEY is not set"):

@@ -66,10 +66,25 @@ class LocalSession:
         if self.dead:
             raise SandboxError(f"cannot fork a session that ended ({self.dead})")
         mine, theirs = socket.socketpair()
-        wire.send(self.sock, {"op": "fork"}, fds=[theirs.fileno()])
-        theirs.close()
-        wire.recv(self.sock)
+        try:
+            wire.send(self.sock, {"op": "fork"}, fds=[theirs.fileno()])
+            theirs.close()
+            self.sock.settimeout(START_TIMEOUT_S)
+            reply, _ = wire.recv(self.sock)
+            self.sock.settimeout(None)
+        except (EOFError, OSError) as exc:
+            mine.close()
+            self._kill("killed")
+            raise SandboxError(f"cannot fork the session: its process ended ({exc})") from exc
+        if reply.get("pid") is None:
+            mine.close()
+            raise SandboxError(
+                f"cannot fork the session: {reply.get('error')} — a session and its live forks share "
+                f"sandbox.max_processes ({self.sandbox.params.max_processes}); close forks or raise it"
+            )
+        mine.settimeout(START_TIMEOUT_S)
         hello, _ = wire.recv(mine)
+        mine.settimeout(None)
         child = LocalSession(self.sandbox, mine, hello["pid"], hello["workdir"])
         self.sandbox._track(child)
         return child

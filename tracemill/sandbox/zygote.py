@@ -270,6 +270,7 @@ def _new_workdir(cfg: dict[str, Any], uid: int | None, copy_from: str | None = N
 
 def serve_session(sock: socket.socket, cfg: dict[str, Any], env: dict[str, Any], workdir: str) -> None:
     fd_out = os.path.join(workdir, ".fd-output")
+    forks: set[int] = set()
     while True:
         try:
             msg, fds = wire.recv(sock, with_fds=True)
@@ -279,7 +280,13 @@ def serve_session(sock: socket.socket, cfg: dict[str, Any], env: dict[str, Any],
             wire.send(sock, _run_cell(msg["code"], env, cfg, fd_out))
         elif msg["op"] == "fork":
             child_sock = socket.socket(fileno=fds[0])
-            pid = os.fork()
+            _reap(forks)
+            try:
+                pid = os.fork()
+            except OSError as exc:  # the session's process limit: this session goes on, the fork does not
+                child_sock.close()
+                wire.send(sock, {"pid": None, "error": f"{type(exc).__name__}: {exc}"})
+                continue
             if pid == 0:
                 sock.close()
                 os.setsid()
@@ -288,9 +295,22 @@ def serve_session(sock: socket.socket, cfg: dict[str, Any], env: dict[str, Any],
                 wire.send(child_sock, {"pid": os.getpid(), "workdir": new_dir})
                 serve_session(child_sock, cfg, env, new_dir)
             child_sock.close()
+            forks.add(pid)
             wire.send(sock, {"pid": pid})
         else:
             _end_session(workdir)
+
+
+def _reap(forks: set[int]) -> None:
+    """Collect forks of this session that have ended: a zombie still holds a slot of the pids
+    cgroup and RLIMIT_NPROC, so unreaped forks would use up the session's process limit."""
+    for pid in list(forks):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            forks.discard(pid)
 
 
 def _end_session(workdir: str) -> None:
