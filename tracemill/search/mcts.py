@@ -272,3 +272,21 @@ def search(problems: Sequence[dict[str, Any]], rt: Any, mp: MCTSParams, round_: 
     """Search one tree per problem with a `tracemill.runtime.Runtime` (backend, sandbox, grader, formats)."""
     s = Search(rt.backend, rt.sandbox, rt.grader, rt.fmt, mp, seed, ppm)
     return s.run(problems, round_, show_progress), s.stats
+
+
+def shard_tables(problems: Sequence[dict[str, Any]], rt: Any, mp: MCTSParams, round_: int, seed: int, ppm: Any = None,
+                 show_progress: bool = True) -> dict[str, list[dict[str, Any]]]:
+    """The tables of one shard of a round: problems without a reference answer are quarantined (a
+    tree needs its terminals graded), the rest searched together."""
+    from tracemill.search.extract import extract
+    from tracemill.store import Quarantine
+
+    quarantine = Quarantine("mcts")
+    usable = []
+    for p in problems:
+        if p.get("answer"):
+            usable.append(p)
+        else:
+            quarantine.reject("no_reference_answer", {"problem_id": p["problem_id"]}, table="problems", source=p["source"])
+    trees = search(usable, rt, mp, round_, seed, ppm, show_progress)[0] if usable else []
+    return {**extract(trees, rt.fmt, mp), "rejected": quarantine.take()}

@@ -1,0 +1,90 @@
+"""python -m stages.mcts --round 1 — rStar-Math code-augmented MCTS, round r of self-evolution.
+
+Round r searches with policy r-1 (round 1: the base policy, `policy.model` or models/bootstrap;
+later rounds: `mcts.policy_dir`) and, from `mcts.ppm_from_round` on, PPM r-1 (`mcts.ppm_dir`).
+Inputs: data/problems (split `mcts.split`, domains `mcts.domains`), the models above, params `mcts`,
+`run`, `format`, `llm`, `sandbox`, `grading`, `seed`.
+Outputs: data/mcts/round=<r>/{nodes,trajectories,pairs,rejected} (sharded, resumable),
+metrics/mcts_round<r>.json, plots/mcts_q_round<r>.csv (Q histogram of visited steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from tracemill import params as P
+from tracemill import runner, stage, store
+from tracemill.errors import ParamsError, TracemillError
+from tracemill.policy import check_model_folder, resolve_policy
+from tracemill.runtime import open_runtime
+from tracemill.search import MCTSParams, q_histogram, round_metrics
+from tracemill.search.mcts import shard_tables
+from tracemill.start import GenParams, pick_problems
+
+TABLES = ["nodes", "trajectories", "pairs", "rejected"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.mcts", description="rStar-Math MCTS, one round")
+    parser.add_argument("--round", type=int, required=True, dest="round_")
+    round_ = parser.parse_args().round_
+    params = P.load(stage.params_path())
+    mp = P.section(MCTSParams, params, "mcts")
+    if not 1 <= round_ <= mp.rounds:
+        raise ParamsError(f"--round {round_} is outside 1..mcts.rounds ({mp.rounds})")
+    run = P.section(runner.RunParams, params, "run")
+    run = dataclasses.replace(run, shards=mp.shards) if mp.shards else run
+    model_path, model_name = _policy(params, mp, round_)
+    ppm_path = Path(mp.ppm_dir.format(round=round_ - 1)) if mp.uses_ppm(round_) else None
+    problems = pick_problems(store.read_rows("data/problems", "problems"),
+                             GenParams(split=mp.split, domains=mp.domains, max_problems=mp.max_problems))
+    seed = int(params.get("seed", 0))
+    inputs = [model_path, "data/problems", *([ppm_path] if ppm_path else [])]
+    out_dir = f"data/mcts/round={round_}"
+    out = store.StageOutput(out_dir, TABLES, stage.fingerprint([mp, round_, params.get("format"), seed, run.shards], inputs))
+    ppm = _load_ppm(ppm_path) if ppm_path else None
+    with open_runtime(params, model_path, model_name) as rt:
+        work = partial(_shard, rt=rt, mp=mp, round_=round_, seed=seed, ppm=ppm)
+        counts = runner.run_sharded(out, problems, "problem_id", work, run, f"mcts round {round_}")
+    if counts is None:
+        print(f"mcts: worker {run.worker_index} of {run.workers} done; merge the workers' outputs to finish")
+        return
+    nodes, trajectories, pairs = (store.read_rows(out_dir, t) for t in ("nodes", "trajectories", "pairs"))
+    metrics = {**round_metrics(nodes, trajectories, pairs), "round": round_, "problems": len(problems),
+               "rejected": counts["rejected"], "policy": model_name, "ppm": str(ppm_path) if ppm_path else None}
+    store.write_json(f"metrics/mcts_round{round_}.json", metrics)
+    visited = [n["q"] for n in nodes if n["parent_id"] is not None and n["visits"] > 0]
+    store.write_csv(f"plots/mcts_q_round{round_}.csv", q_histogram(visited, mp.q_hist_bins))
+    print(f"mcts round {round_}: {metrics['trees']} trees, solve rate {metrics['solve_rate']}, "
+          f"{metrics['nodes']} nodes, {metrics['selected']} selected trajectories, {metrics['pairs']} pairs")
+
+
+def _shard(shard: int, problems: list[dict[str, Any]], rt: Any, mp: MCTSParams, round_: int, seed: int, ppm: Any) -> dict[str, Any]:
+    """The runner's work function: one shard's problems, searched together."""
+    return shard_tables(problems, rt, mp, round_, seed, ppm)
+
+
+def _policy(params: dict[str, Any], mp: MCTSParams, round_: int) -> tuple[Path, str]:
+    """Round 1 searches with the base policy; round r with the policy trained on round r-1."""
+    if round_ == 1:
+        return resolve_policy(params)
+    path = Path(mp.policy_dir.format(round=round_ - 1))
+    if not path.is_dir():
+        raise TracemillError(f"policy of round {round_ - 1} '{path}' is missing — run round {round_ - 1}'s train_policy stage "
+                             "(dvc repro) or fix mcts.policy_dir in params.yaml")
+    check_model_folder(path, "mcts.policy_dir")
+    return path, path.name
+
+
+def _load_ppm(path: Path) -> Any:
+    from tracemill.train import load_ppm
+
+    return load_ppm(path)
+
+
+if __name__ == "__main__":
+    stage.run(main)
