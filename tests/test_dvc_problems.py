@@ -25,6 +25,6 @@ def test_bad_params_fail_with_one_line_and_nonzero_exit(repo_copy):
     out = run(["python", "-m", "stages.problems"], cwd=repo_copy)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        "error: params 'problems.sources[0].kind' = 'gsm9k' is not allowed; choose one of: "
+        "error: params 'problems.sources[1].kind' = 'gsm9k' is not allowed; choose one of: "
         "gsm8k, math500, humaneval, mbpp, jsonl, parquet, hf_disk, synthetic"
     ]
