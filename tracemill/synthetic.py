@@ -45,7 +45,7 @@ Step = dict[str, str]  # {"text", "code", "output"}
 
 
 def _num(level: int, rng: random.Random, low: int = 2) -> int:
-    return rng.randint(low, (9, 60, 400, 2000)[level - 1])
+    return rng.randint(low, (6, 60, 400, 2000)[level - 1])
 
 
 def _fmt(value: Fraction | int) -> str:
@@ -56,6 +56,9 @@ def _fmt(value: Fraction | int) -> str:
 def arithmetic(level: int, rng: random.Random) -> tuple[str, str, list[Step]]:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     a, b = _num(level, rng), _num(level, rng)
+    if level == 1:  # one small addition: a fact table a tiny model can learn to do without running code
+        q = f"{name} has {a} {item}. {name} gets {b} more. How many {item} does {name} have now?"
+        return q, str(a + b), [{"text": f"Add the {b} new {item} to the {a} {item}.", "code": f"total = {a} + {b}\nprint(total)", "output": str(a + b)}]
     c = rng.randint(1, a + b - 1)
     q = f"{name} has {a} {item}. {name} gets {b} more and then gives away {c}. How many {item} does {name} have now?"
     steps = [{"text": f"Add the {b} new {item} to the {a} {item}.", "code": f"total = {a} + {b}\nprint(total)", "output": str(a + b)},
@@ -74,6 +77,9 @@ def fractions_kind(level: int, rng: random.Random) -> tuple[str, str, list[Step]
     top = (4, 8, 12, 20)[level - 1]
     a, c = rng.randint(1, top), rng.randint(1, top)
     b, d = rng.randint(2, top + 1), rng.randint(2, top + 1)
+    if level == 1:  # one prime denominator, numerators that sum below it: no reduction to do
+        b = d = rng.choice((5, 7, 11))
+        a, c = rng.randint(1, b // 2), rng.randint(1, b // 2)
     x, y = Fraction(a, b), Fraction(c, d)
     op = "+" if level <= 2 or rng.random() < 0.5 else "*"
     value = x + y if op == "+" else x * y
@@ -86,7 +92,7 @@ def fractions_kind(level: int, rng: random.Random) -> tuple[str, str, list[Step]
 
 def percent(level: int, rng: random.Random) -> tuple[str, str, list[Step]]:
     price = rng.randint(1, (5, 20, 60, 200)[level - 1]) * 20
-    rate = rng.choice((10, 20, 25, 50) if level <= 2 else (5, 15, 30, 35, 40, 45, 60, 75))
+    rate = rng.choice(((50,), (10, 20, 25, 50))[level - 1] if level <= 2 else (5, 15, 30, 35, 40, 45, 60, 75))
     item = rng.choice(("jacket", "lamp", "bike", "game", "chair"))
     new = Fraction(price * (100 - rate), 100)
     q = f"A {item} costs {price} dollars. Its price is reduced by {rate}%. What is the new price in dollars?"
@@ -96,6 +102,10 @@ def percent(level: int, rng: random.Random) -> tuple[str, str, list[Step]]:
 
 
 def linear(level: int, rng: random.Random) -> tuple[str, str, list[Step]]:
+    if level == 1:  # x + b = c with small numbers: one subtraction
+        x, b = _num(level, rng, low=1), _num(level, rng, low=1)
+        q = f"Solve for x: x + {b} = {x + b}."
+        return q, str(x), [{"text": f"Subtract {b} from both sides.", "code": f"x = {x + b} - {b}\nprint(x)", "output": str(x)}]
     x = rng.randint(-((3, 12, 40, 90)[level - 1]), (3, 12, 40, 90)[level - 1])
     a = rng.randint(2, (5, 9, 15, 25)[level - 1])
     b = rng.randint(-(20 * level), 20 * level)
@@ -107,8 +117,8 @@ def linear(level: int, rng: random.Random) -> tuple[str, str, list[Step]]:
 
 
 def remainder(level: int, rng: random.Random) -> tuple[str, str, list[Step]]:
-    n = rng.randint(10, (50, 500, 5000, 50000)[level - 1])
-    d = rng.randint(2, (9, 13, 30, 97)[level - 1])
+    n = rng.randint(10, (20, 500, 5000, 50000)[level - 1])
+    d = rng.randint(2, (5, 13, 30, 97)[level - 1])
     name = rng.choice(NAMES)
     q = f"{name} packs {n} eggs into boxes of {d}. How many eggs are left over?"
     steps = [{"text": f"The leftover is the remainder of {n} divided by {d}.", "code": f"print({n} % {d})", "output": str(n % d)}]
