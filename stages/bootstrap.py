@@ -1,7 +1,8 @@
 """python -m stages.bootstrap — train the embedded tiny policy from a synthetic corpus.
 
-Inputs: params `synthetic`, `bootstrap`, `format` (the corpus is drawn from the synthetic train
-split the problems stage also writes; the eval split is never trained on).
+Inputs: params `synthetic`, `bootstrap`, `format`; `llm`, `sandbox`, `grading` for the evaluation.
+The corpus is drawn from the synthetic train split (the one the problems stage writes); the eval
+split is never trained on.
 Outputs: models/bootstrap/ (a Hugging Face model folder), metrics/bootstrap.json (greedy pass@1
 without and with tools, per level), plots/bootstrap_loss.csv.
 """

@@ -150,7 +150,7 @@ def train(pairs: Sequence[tuple[str, str]], out_dir: str | Path, bp: BootstrapPa
     tokenizer = tiny.make_tokenizer([p + r for p, r in pairs], bp.vocab_size)
     model = tiny.make_model(tokenizer, bp.tiny_config())
     examples = _encode(pairs, tokenizer, bp.seq_len)
-    opt = torch.optim.AdamW(model.parameters(), lr=bp.learning_rate, weight_decay=bp.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=bp.learning_rate, weight_decay=bp.weight_decay, fused=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / bp.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / bp.max_steps))))
     pad = tokenizer.pad_token_id
     rng = random.Random(bp.seed)
@@ -162,22 +162,23 @@ def train(pairs: Sequence[tuple[str, str]], out_dir: str | Path, bp: BootstrapPa
         width = max(len(ids) for ids, _ in batch)
         ids = torch.full((len(batch), width), pad)
         labels = torch.full((len(batch), width), -100)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, (seq, plen) in enumerate(batch):
             ids[row, : len(seq)] = torch.tensor(seq)
             labels[row, plen : len(seq)] = torch.tensor(seq[plen:])
-            mask[row, : len(seq)] = 1
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            tokens += len(seq)
+        # Right padding under causal attention: no real token attends to a pad, and pads carry no
+        # label, so no attention mask is needed (SDPA then takes its faster causal path).
+        loss = model(input_ids=ids, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), bp.max_grad_norm)
         opt.step()
         schedule.step()
         opt.zero_grad(set_to_none=True)
-        tokens += int(mask.sum())
+        value = loss.item()
         if step % bp.log_every == 0 or step == 1:
-            curve.append({"step": step, "loss": round(loss.item(), 4)})
+            curve.append({"step": step, "loss": round(value, 4)})
         if progress is not None:
-            progress(step, loss.item())
+            progress(step, value)
     model.eval()
     tiny.save(model, tokenizer, out_dir)
     seconds = time.perf_counter() - start

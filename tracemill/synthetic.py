@@ -44,8 +44,13 @@ class SyntheticParams:
 Step = dict[str, str]  # {"text", "code", "output"}
 
 
+# Levels 1-2 are one step over small fact tables (a tiny model can learn them by heart, so it can
+# answer without running code); levels 3-4 take more steps and larger numbers (code must run).
+SIZES = (6, 30, 60, 400)  # largest operand per level
+
+
 def _num(level: int, rng: random.Random, low: int = 2) -> int:
-    return rng.randint(low, (6, 60, 400, 2000)[level - 1])
+    return rng.randint(low, SIZES[level - 1])
 
 
 def _fmt(value: Fraction | int) -> str:
@@ -55,16 +60,15 @@ def _fmt(value: Fraction | int) -> str:
 
 def arithmetic(level: int, rng: random.Random) -> tuple[str, str, list[Step]]:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
-    a, b = _num(level, rng), _num(level, rng)
-    if level == 1:  # one small addition: a fact table a tiny model can learn to do without running code
-        q = f"{name} has {a} {item}. {name} gets {b} more. How many {item} does {name} have now?"
-        return q, str(a + b), [{"text": f"Add the {b} new {item} to the {a} {item}.", "code": f"total = {a} + {b}\nprint(total)", "output": str(a + b)}]
+    a, b = _num(level, rng), _num(level if level > 2 else 1, rng)
+    add = {"text": f"Add the {b} new {item} to the {a} {item}.", "code": f"total = {a} + {b}\nprint(total)", "output": str(a + b)}
+    if level <= 2:
+        return f"{name} has {a} {item}. {name} gets {b} more. How many {item} does {name} have now?", str(a + b), [add]
     c = rng.randint(1, a + b - 1)
     q = f"{name} has {a} {item}. {name} gets {b} more and then gives away {c}. How many {item} does {name} have now?"
-    steps = [{"text": f"Add the {b} new {item} to the {a} {item}.", "code": f"total = {a} + {b}\nprint(total)", "output": str(a + b)},
-             {"text": f"Take away the {c} given away.", "code": f"left = total - {c}\nprint(left)", "output": str(a + b - c)}]
+    steps = [add, {"text": f"Take away the {c} given away.", "code": f"left = total - {c}\nprint(left)", "output": str(a + b - c)}]
     answer = a + b - c
-    if level >= 3:
+    if level == 4:
         k = rng.randint(2, 5)
         q = (f"{name} has {a} {item}. {name} gets {b} more and then gives away {c}. Then {name} buys {k} times as many "
              f"{item} as {name} has left. How many {item} does {name} buy?")
@@ -74,51 +78,60 @@ def arithmetic(level: int, rng: random.Random) -> tuple[str, str, list[Step]]:
 
 
 def fractions_kind(level: int, rng: random.Random) -> tuple[str, str, list[Step]]:
-    top = (4, 8, 12, 20)[level - 1]
-    a, c = rng.randint(1, top), rng.randint(1, top)
-    b, d = rng.randint(2, top + 1), rng.randint(2, top + 1)
-    if level == 1:  # one prime denominator, numerators that sum below it: no reduction to do
-        b = d = rng.choice((5, 7, 11))
-        a, c = rng.randint(1, b // 2), rng.randint(1, b // 2)
+    if level <= 2:  # one prime denominator: add the numerators, nothing to reduce
+        b = d = rng.choice(((5, 7), (7, 11, 13))[level - 1])
+        a, c = rng.randint(1, b - 1), rng.randint(1, b - 1)
+    else:
+        top = (12, 20)[level - 3]
+        a, c = rng.randint(1, top), rng.randint(1, top)
+        b, d = rng.randint(2, top + 1), rng.randint(2, top + 1)
     x, y = Fraction(a, b), Fraction(c, d)
-    op = "+" if level <= 2 or rng.random() < 0.5 else "*"
+    op = "*" if level == 4 and rng.random() < 0.5 else "+"
     value = x + y if op == "+" else x * y
     word = "the sum" if op == "+" else "the product"
-    q = f"What is {word} of {a}/{b} and {c}/{d}? Give the answer as a fraction in lowest terms."
+    name = rng.choice(NAMES)
+    q = f"{name} asks: what is {word} of {a}/{b} and {c}/{d}? Give the answer as a fraction in lowest terms."
     steps = [{"text": f"Compute {word} exactly with fractions.",
               "code": f"from fractions import Fraction\nvalue = Fraction({a}, {b}) {op} Fraction({c}, {d})\nprint(value)", "output": _fmt(value)}]
     return q, _fmt(value), steps
 
 
 def percent(level: int, rng: random.Random) -> tuple[str, str, list[Step]]:
-    price = rng.randint(1, (5, 20, 60, 200)[level - 1]) * 20
-    rate = rng.choice(((50,), (10, 20, 25, 50))[level - 1] if level <= 2 else (5, 15, 30, 35, 40, 45, 60, 75))
-    item = rng.choice(("jacket", "lamp", "bike", "game", "chair"))
+    price = rng.randint(1, (20, 50, 60, 200)[level - 1]) * (2, 2, 20, 20)[level - 1]
+    rate = rng.choice(((50,), (50,), (10, 20, 25, 50), (5, 15, 30, 35, 40, 45, 60, 75))[level - 1])
+    name, item = rng.choice(NAMES), rng.choice(("jacket", "lamp", "bike", "game", "chair"))
     new = Fraction(price * (100 - rate), 100)
-    q = f"A {item} costs {price} dollars. Its price is reduced by {rate}%. What is the new price in dollars?"
+    q = f"{name}'s {item} costs {price} dollars. Its price is reduced by {rate}%. What is the new price in dollars?"
     steps = [{"text": f"The discount is {rate}% of {price}.", "code": f"discount = {price} * {rate} / 100\nprint(discount)", "output": str(price * rate / 100)},
              {"text": "Subtract the discount from the price.", "code": f"new_price = {price} - discount\nprint(new_price)", "output": str(price - price * rate / 100)}]
     return q, _fmt(new), steps
 
 
 def linear(level: int, rng: random.Random) -> tuple[str, str, list[Step]]:
-    if level == 1:  # x + b = c with small numbers: one subtraction
-        x, b = _num(level, rng, low=1), _num(level, rng, low=1)
-        q = f"Solve for x: x + {b} = {x + b}."
-        return q, str(x), [{"text": f"Subtract {b} from both sides.", "code": f"x = {x + b} - {b}\nprint(x)", "output": str(x)}]
-    x = rng.randint(-((3, 12, 40, 90)[level - 1]), (3, 12, 40, 90)[level - 1])
-    a = rng.randint(2, (5, 9, 15, 25)[level - 1])
+    var = rng.choice("xynk")
+    if level <= 2:  # one inverse operation over a small table: subtract (level 1) or divide (level 2)
+        x, b = _num(1, rng, low=1), _num(1, rng, low=1)
+        if level == 1:
+            q, code = f"Solve for {var}: {var} + {b} = {x + b}.", f"{var} = {x + b} - {b}\nprint({var})"
+            text = f"Subtract {b} from both sides."
+        else:
+            b = rng.randint(2, 5)
+            q, code = f"Solve for {var}: {b}{var} = {b * x}.", f"{var} = {b * x} // {b}\nprint({var})"
+            text = f"Divide both sides by {b}."
+        return q, str(x), [{"text": text, "code": code, "output": str(x)}]
+    x = rng.randint(-((12, 40)[level - 3]), (12, 40)[level - 3])
+    a = rng.randint(2, (9, 15)[level - 3])
     b = rng.randint(-(20 * level), 20 * level)
     c = a * x + b
     sign = "+" if b >= 0 else "-"
-    q = f"Solve for x: {a}x {sign} {abs(b)} = {c}."
-    steps = [{"text": f"Move {b} to the right side and divide by {a}.", "code": f"x = ({c} - ({b})) / {a}\nprint(int(x))", "output": str(x)}]
+    q = f"Solve for {var}: {a}{var} {sign} {abs(b)} = {c}."
+    steps = [{"text": f"Move {b} to the right side and divide by {a}.", "code": f"{var} = ({c} - ({b})) / {a}\nprint(int({var}))", "output": str(x)}]
     return q, str(x), steps
 
 
 def remainder(level: int, rng: random.Random) -> tuple[str, str, list[Step]]:
-    n = rng.randint(10, (20, 500, 5000, 50000)[level - 1])
-    d = rng.randint(2, (5, 13, 30, 97)[level - 1])
+    n = rng.randint(10, (20, 50, 500, 5000)[level - 1])
+    d = rng.randint(2, (5, 9, 13, 30)[level - 1])
     name = rng.choice(NAMES)
     q = f"{name} packs {n} eggs into boxes of {d}. How many eggs are left over?"
     steps = [{"text": f"The leftover is the remainder of {n} divided by {d}.", "code": f"print({n} % {d})", "output": str(n % d)}]
