@@ -41,7 +41,7 @@ def main() -> None:
     model_path, model_name = _policy(params, mp, round_)
     ppm_path = Path(mp.ppm_dir.format(round=round_ - 1)) if mp.uses_ppm(round_) else None
     problems = pick_problems(store.read_rows("data/problems", "problems"),
-                             GenParams(split=mp.split, domains=mp.domains, max_problems=mp.max_problems))
+                             GenParams(split=mp.split, sources=mp.sources, domains=mp.domains, max_problems=mp.max_problems))
     seed = int(params.get("seed", 0))
     inputs = [model_path, "data/problems", *([ppm_path] if ppm_path else [])]
     out_dir = f"data/mcts/round={round_}"

@@ -41,3 +41,63 @@ def test_lists_of_sections_and_int_to_float():
 def test_bad_values_name_the_full_key(raw, message):
     with pytest.raises(ParamsError, match=message):
         parse_section(Outer, raw, "outer")
+
+
+# ---- the project's own params.yaml: every section is read by a dataclass that rejects bad values ----
+
+import copy  # noqa: E402
+import dataclasses  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from tracemill import params as P  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = P.load(ROOT / "params.yaml")
+
+
+def test_the_shipped_params_file_names_only_known_sections_and_all_of_them_parse() -> None:
+    assert set(PARAMS) == set(P.SECTIONS) | {"seed"}
+    assert P.validate(PARAMS) == list(P.SECTIONS)
+
+
+@pytest.mark.parametrize("name", sorted(P.SECTIONS))
+def test_every_section_rejects_an_unknown_key_by_its_full_name(name: str) -> None:
+    bad = copy.deepcopy(PARAMS)
+    bad[name] = {**(bad.get(name) or {}), "no_such_knob": 1}
+    with pytest.raises(ParamsError, match=f"'{name}.no_such_knob' is not a known key; allowed: "):
+        P.validate(bad)
+
+
+@pytest.mark.parametrize("name", sorted(P.SECTIONS))
+def test_every_section_rejects_a_value_of_the_wrong_type(name: str) -> None:
+    field_ = next(f for f in dataclasses.fields(P.section_class(name)) if f.type not in ("Any", "typing.Any"))
+    bad = copy.deepcopy(PARAMS)
+    bad[name] = {**(bad.get(name) or {}), field_.name: complex(1, 1)}  # no key of any section takes a complex
+    with pytest.raises(ParamsError, match=f"'{name}.{field_.name}' = .* must be of type"):
+        P.validate(bad)
+
+
+def test_a_bad_choice_lists_the_allowed_values_and_an_unknown_section_is_named() -> None:
+    bad = copy.deepcopy(PARAMS)
+    bad["llm"] = {**bad["llm"], "backend": "tgi"}
+    with pytest.raises(ParamsError, match="'llm.backend' = 'tgi' is not allowed; choose one of: transformers, vllm, openai"):
+        P.validate(bad)
+    with pytest.raises(ParamsError, match="'mtcs' is not a known section"):
+        P.validate({**PARAMS, "mtcs": {}})
+
+
+def test_tracemill_check_exits_2_with_one_line_on_a_bad_file(tmp_path: Path) -> None:
+    import yaml
+
+    bad = copy.deepcopy(PARAMS)
+    bad["sandbox"] = {**bad["sandbox"], "timeout_s": "soon"}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    cli = [sys.executable, "-m", "tracemill.cli", "check", "--params"]
+    done = subprocess.run([*cli, str(path)], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["error: params 'sandbox.timeout_s' = 'soon' must be of type float"]
+    ok = subprocess.run([*cli, str(ROOT / "params.yaml")], capture_output=True, text=True)
+    assert ok.returncode == 0 and "ok (14 sections)" in ok.stdout

@@ -32,6 +32,19 @@ def fail(message: str) -> None:
 
 
 @app.command()
+def check(params: Annotated[Path, typer.Option(help="params file to check")] = Path("params.yaml")) -> None:
+    """Check every section of a params file before any stage runs: unknown keys, types, allowed values."""
+    from tracemill import params as P
+    from tracemill.errors import TracemillError
+
+    try:
+        sections = P.validate(P.load(params))
+    except TracemillError as exc:
+        fail(str(exc))
+    typer.echo(f"{params}: ok ({len(sections)} sections)")
+
+
+@app.command()
 def sql(
     query: Annotated[Optional[str], typer.Argument(help="SQL over the views; omit to list the tables")] = None,
     data: Annotated[Path, typer.Option(help="data directory the stages write")] = Path("data"),

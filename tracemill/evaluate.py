@@ -1,15 +1,19 @@
-"""Evaluation metrics as pure functions over one problem's samples: pass@k, maj@k, best-of-N.
+"""Evaluation: metrics as pure functions over one problem's samples (pass@k, maj@k, best-of-N), and
+the held-out evaluation of a model folder that the `evaluate` stage runs for every model.
 
-Each returns the expected score of one problem; a benchmark's figure is their mean over problems.
+Each metric returns the expected score of one problem; a benchmark's figure is their mean over problems.
 Answers handed to maj@k are already canonical (the grader's normalized form), so equal answers compare equal.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from tracemill.errors import TracemillError
+from tracemill.errors import ParamsError, TracemillError
+from tracemill.params import choices
 
 
 class MetricError(TracemillError):
@@ -64,3 +68,95 @@ def best_of_n(scores: Sequence[float], correct: Sequence[bool], n: int | None = 
     best = max(scores, default=None)
     picked = [ok for s, ok in zip(scores, correct) if s == best]
     return sum(picked) / len(picked) if picked else 0.0
+
+
+# ---- held-out evaluation of model folders (the `evaluate` stage) ----------------------------------
+
+
+@dataclass(frozen=True)
+class EvalModel:
+    """One model the evaluate stage scores: a name for tables and plots, its folder, its prompt style."""
+
+    name: str
+    path: str | None = None  # None: the policy (policy.model, or models/bootstrap)
+    style: str = choices("tir", "steps", "cot", default="tir")  # the system prompt the model was trained with
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    """Held-out problems, and how each model answers them: greedy for pass@1, k samples for pass@k and maj@k."""
+
+    split: str = choices("train", "eval", "test", default="eval")
+    sources: list[str] = field(default_factory=list)  # empty: all sources
+    domains: list[str] = field(default_factory=lambda: ["math"])
+    max_problems: int = 500
+    k: int = 16  # samples per problem for pass@k / maj@k; 0: greedy only
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_tokens_per_turn: int = 1024
+    max_tokens_total: int = 8192
+    max_tool_calls: int = 6  # code executions per trace; 0: the model writes its own outputs
+    models: list[EvalModel] = field(default_factory=lambda: [EvalModel("base")])
+
+    def check(self) -> None:
+        if self.k < 0 or self.max_problems < 1:
+            raise ParamsError("params 'evaluate.k' must be >= 0 and 'evaluate.max_problems' >= 1")
+        names = [m.name for m in self.models]
+        if not names or len(set(names)) != len(names):
+            raise ParamsError(f"params 'evaluate.models' needs at least one model and distinct names; got {names}")
+
+
+def k_points(k: int) -> list[int]:
+    """The k of a pass@k curve: powers of two up to k, and k itself."""
+    points = [1 << i for i in range(k.bit_length()) if 1 << i <= k]
+    return points + ([k] if k and points[-1] != k else [])
+
+
+def evaluate_traces(rt: Any, problems: Sequence[dict[str, Any]], ep: EvalParams, style: str, seed: int) -> list[dict[str, Any]]:
+    """The graded answers of the model open in runtime `rt`: one greedy trace per problem and, when
+    ep.k > 0, k sampled ones (`traces` rows of stage `evaluate`; `score` turns them into metrics)."""
+    from tracemill.formats import render_prompt
+    from tracemill.start import sample_jobs, trace_row
+    from tracemill.tir import LoopLimits, Sampling, run_traces
+
+    limits = LoopLimits(max_tool_calls=ep.max_tool_calls, max_marker_hints=0, max_stop_hints=0)
+    prompts = [render_prompt(p["question"], rt.tokenizer, rt.fmt, style) for p in problems]
+    runs = [(Sampling(temperature=0.0, max_tokens=ep.max_tokens_per_turn, seed=seed), 1)]
+    if ep.k:
+        runs.append((Sampling(temperature=ep.temperature, top_p=ep.top_p, max_tokens=ep.max_tokens_per_turn, seed=seed), ep.k))
+    rows: list[dict[str, Any]] = []
+    for sampling, k in runs:
+        owners = [(p, q, i) for p, q in zip(problems, prompts) for i in range(k)]
+        jobs = [job for p, q in zip(problems, prompts) for job in sample_jobs(p, q, k, sampling, ep.max_tokens_total)]
+        results = run_traces(rt.backend, rt.sandbox, jobs, rt.fmt, limits)
+        verdicts = rt.grader.grade_many([(p, r.response) for (p, _, _), r in zip(owners, results)])
+        rows.extend(trace_row(p, r, v, prompt=q, stage="evaluate", round=0, model=rt.model_name, sample_index=i, sampling=j.sampling, hint=None)
+                    for (p, q, i), j, r, v in zip(owners, jobs, results, verdicts))
+    return rows
+
+
+def score(rows: Sequence[dict[str, Any]], problems: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One model's metrics from its evaluate traces: greedy pass@1 overall and per difficulty level;
+    from the sampled traces (temperature > 0) the unbiased pass@k curve, maj@k and sample accuracy."""
+    level = {p["problem_id"]: str(p["difficulty"]) for p in problems}
+    greedy = [r for r in rows if r["sampling"]["temperature"] == 0.0]
+    by_level: dict[str, list[bool]] = defaultdict(list)
+    for r in greedy:
+        by_level[level[r["problem_id"]]].append(r["correct"])
+    result: dict[str, Any] = {
+        "problems": len(greedy),
+        "pass@1": round(sum(r["correct"] for r in greedy) / max(1, len(greedy)), 4),
+        "per_level": {lv: round(sum(ok) / len(ok), 4) for lv, ok in sorted(by_level.items())},
+    }
+    sampled: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["sampling"]["temperature"] > 0.0:
+            sampled[r["problem_id"]].append(r)
+    if sampled:
+        k = min(len(v) for v in sampled.values())
+        groups = [sorted(v, key=lambda r: r["sample_index"])[:k] for v in sampled.values()]
+        result["pass@k"] = {str(j): round(sum(pass_at_k(k, sum(r["correct"] for r in g), j) for g in groups) / len(groups), 4)
+                            for j in k_points(k)}
+        result[f"maj@{k}"] = round(sum(maj_at_k([r["final_answer"] for r in g], [r["correct"] for r in g]) for g in groups) / len(groups), 4)
+        result["sampled_accuracy"] = round(sum(r["correct"] for g in groups for r in g) / (k * len(groups)), 4)
+    return result

@@ -148,3 +148,44 @@ def positive(value: float, key: str) -> None:
 def in_range(value: float, lo: float, hi: float, key: str) -> None:
     if not lo <= value <= hi:
         raise ParamsError(f"params '{key}' = {value!r} must be between {lo} and {hi}")
+
+
+# Every section of params.yaml and the dataclass that reads it ("module:Class", imported on use so
+# that checking a file stays cheap). `seed` is a plain integer.
+SECTIONS: dict[str, str] = {
+    "problems": "tracemill.problems:ProblemsParams",
+    "format": "tracemill.formats:FormatParams",
+    "synthetic": "tracemill.synthetic:SyntheticParams",
+    "bootstrap": "tracemill.bootstrap:BootstrapParams",
+    "start": "tracemill.start:StartParams",
+    "run": "tracemill.runner:RunParams",
+    "policy": "tracemill.policy:PolicyParams",
+    "llm": "tracemill.llm:LLMParams",
+    "sandbox": "tracemill.sandbox:SandboxParams",
+    "grading": "tracemill.grading:GradingParams",
+    "train": "tracemill.train:TrainParams",
+    "evaluate": "tracemill.evaluate:EvalParams",
+    "publish": "tracemill.publish:PublishParams",
+    "mcts": "tracemill.search:MCTSParams",
+}
+
+
+def section_class(name: str) -> type:
+    import importlib
+
+    module, cls = SECTIONS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def validate(params: dict[str, Any]) -> list[str]:
+    """Parse every section of a params mapping; returns the sections checked. An unknown section, a
+    non-integer seed or any bad value raises ParamsError naming the full key (and the allowed values)."""
+    unknown = sorted(set(params) - set(SECTIONS) - {"seed"})
+    if unknown:
+        raise ParamsError(f"params '{unknown[0]}' is not a known section; allowed: seed, {', '.join(SECTIONS)}")
+    seed = params.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ParamsError(f"params 'seed' = {seed!r} must be of type int")
+    for name in SECTIONS:
+        section(section_class(name), params, name)
+    return list(SECTIONS)

@@ -29,6 +29,7 @@ class MCTSParams:
     pairs_per_side: int = 2  # the k highest-Q and k lowest-Q siblings of a prefix are paired
     top_k: int = 2  # correct trajectories per problem selected for SFT, by average Q
     split: str = choices("train", "eval", "test", default="train")
+    sources: list[str] = field(default_factory=list)  # problem sources to search; empty: all
     domains: list[str] = field(default_factory=lambda: ["math"])
     max_problems: int = 1_000_000
     shards: int | None = None  # None: run.shards

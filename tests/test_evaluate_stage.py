@@ -1,0 +1,138 @@
+"""The evaluate stage on a real tiny policy, the real sandbox and grader and the real store.
+
+A module fixture trains a tiny policy (a few seconds) on the synthetic corpus and writes the problems
+table; the stage then scores two models (the policy under two names) on the held-out split.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tracemill import store
+from tracemill.bootstrap import BootstrapParams, corpus, train
+from tracemill.errors import TracemillError
+from tracemill.evaluate import EvalParams, k_points, score
+from tracemill.formats import FormatParams
+from tracemill.synthetic import SyntheticParams, synthetic_problems
+
+SYN = SyntheticParams(kinds=["arithmetic", "remainder"], levels=[1, 2], train_per_level=60, eval_per_level=3, code_problems=0)
+BP = BootstrapParams(vocab_size=300, hidden_size=48, intermediate_size=96, num_attention_heads=2, num_key_value_heads=1,
+                     max_steps=60, warmup_steps=10, learning_rate=1e-2, steps_fraction=0.0, log_every=10)
+K = 3
+
+
+def _params(models: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"seed": 0, "policy": {"model": "models/policy"}, "grading": {"math": "exact"},
+            "evaluate": {"split": "eval", "max_problems": 12, "k": K, "max_tokens_per_turn": 48, "max_tokens_total": 96,
+                         "max_tool_calls": 2, "models": models}}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("evaluate")
+    problems = synthetic_problems(SYN)
+    out = store.StageOutput(root / "data/problems", ["problems"], "test")
+    out.write_shard(0, {"problems": problems})
+    out.finalize([0])
+    train(corpus(problems, FormatParams(), BP), root / "models/policy", BP)
+    shutil.copytree(root / "models/policy", root / "models/copy")
+    return root
+
+
+def _run(workdir: Path, monkeypatch: pytest.MonkeyPatch, models: list[dict[str, Any]]) -> None:
+    from stages import evaluate
+
+    (workdir / "params.yaml").write_text(yaml.safe_dump(_params(models)))
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("TRACEMILL_PARAMS", str(workdir / "params.yaml"))
+    evaluate.main()
+
+
+MODELS = [{"name": "base", "path": None}, {"name": "copy", "path": "models/copy"}]
+
+
+@pytest.fixture(scope="module")
+def evaluated(workdir: Path) -> dict[str, Any]:
+    with pytest.MonkeyPatch.context() as mp:
+        _run(workdir, mp, MODELS)
+    return {"metrics": __import__("json").loads((workdir / "metrics/evaluate.json").read_text()),
+            "traces": store.read_rows(workdir / "data/evaluate", "traces")}
+
+
+def test_every_model_answers_every_held_out_problem_once_greedy_and_k_times_sampled(evaluated: dict[str, Any]) -> None:
+    traces = evaluated["traces"]
+    held_out = evaluated["metrics"]["problems"]
+    assert held_out == 12
+    for name in ("base", "copy"):
+        rows = [t for t in traces if t["model"] == name]
+        assert len(rows) == held_out * (1 + K)
+        assert sum(t["sampling"]["temperature"] == 0.0 for t in rows) == held_out
+    assert {t["stage"] for t in traces} == {"evaluate"}
+    assert len({t["trace_id"] for t in traces}) == len(traces)
+
+
+def test_the_same_weights_score_the_same(evaluated: dict[str, Any]) -> None:
+    base, copy = evaluated["metrics"]["models"]["base"], evaluated["metrics"]["models"]["copy"]
+    assert base == copy
+
+
+def test_metrics_agree_with_the_stored_traces(evaluated: dict[str, Any]) -> None:
+    m = evaluated["metrics"]["models"]["base"]
+    rows = [t for t in evaluated["traces"] if t["model"] == "base"]
+    greedy = [t for t in rows if t["sampling"]["temperature"] == 0.0]
+    assert m["pass@1"] == round(sum(t["correct"] for t in greedy) / len(greedy), 4)
+    curve = [m["pass@k"][str(k)] for k in k_points(K)]
+    assert curve == sorted(curve)  # pass@k never falls as k grows
+    assert m["pass@k"]["1"] == pytest.approx(m["sampled_accuracy"], abs=1e-3)
+    assert set(m["per_level"]) == {"1", "2"}
+
+
+def test_plots_hold_one_bar_per_model_and_a_curve_per_model(evaluated: dict[str, Any], workdir: Path) -> None:
+    bars = (workdir / "plots/eval_pass_at_1.csv").read_text().splitlines()
+    assert bars[0] == "model,pass@1" and len(bars) == 3
+    curve = (workdir / "plots/eval_pass_at_k.csv").read_text().splitlines()
+    assert len(curve) == 1 + 2 * len(k_points(K))
+
+
+def test_a_rerun_keeps_scored_models_and_scores_only_the_missing_one(evaluated: dict[str, Any], workdir: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = workdir / "data/evaluate/_shards/00001.done"
+    assert marker.exists(), sorted(p.name for p in (workdir / "data/evaluate/_shards").iterdir())
+    marker.unlink()  # as if the stage was killed while scoring the second model
+    _run(workdir, monkeypatch, MODELS)
+    again = store.read_rows(workdir / "data/evaluate", "traces")
+    assert sorted(t["trace_id"] for t in again) == sorted(t["trace_id"] for t in evaluated["traces"])
+    assert sorted(map(str, again)) == sorted(map(str, evaluated["traces"]))
+
+
+def test_a_missing_model_folder_is_one_clear_error_before_any_work(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(TracemillError, match="models/nowhere.*config.json"):
+        _run(workdir, monkeypatch, [{"name": "gone", "path": "models/nowhere"}])
+
+
+def test_score_computes_pass_at_k_and_majority_from_rows() -> None:
+    problems = [{"problem_id": "a", "difficulty": 1}, {"problem_id": "b", "difficulty": 2}]
+
+    def row(pid: str, temperature: float, i: int, ok: bool, answer: str) -> dict[str, Any]:
+        return {"problem_id": pid, "sampling": {"temperature": temperature}, "sample_index": i, "correct": ok, "final_answer": answer}
+
+    rows = [row("a", 0.0, 0, True, "1"), row("b", 0.0, 0, False, "9"),
+            row("a", 0.6, 0, True, "1"), row("a", 0.6, 1, False, "2"),
+            row("b", 0.6, 0, False, "8"), row("b", 0.6, 1, True, "3")]
+    m = score(rows, problems)
+    assert m["pass@1"] == 0.5 and m["per_level"] == {"1": 1.0, "2": 0.0}
+    assert m["pass@k"] == {"1": 0.5, "2": 1.0}
+    assert m["maj@2"] == 0.5  # each problem's two answers tie; half of the tied answers are right
+    assert m["sampled_accuracy"] == 0.5
+
+
+def test_params_reject_duplicate_model_names() -> None:
+    from tracemill import params as P
+
+    with pytest.raises(TracemillError, match="distinct names"):
+        P.parse_section(EvalParams, {"models": [{"name": "a"}, {"name": "a"}]}, "evaluate")
