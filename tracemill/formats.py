@@ -187,13 +187,21 @@ def last_boxed(text: str, fmt: FormatParams) -> str | None:
 # --- rStar-Math steps ------------------------------------------------------------------------
 
 
-def render_step(step: Step, fmt: FormatParams) -> str:
-    body = step.text.rstrip() + "\n"
+def step_segments(step: Step, fmt: FormatParams) -> list[dict[str, Any]]:
+    """One step as `records.segment`s, in render order: the sentence and the delimiter are model text
+    and the code block code (all with loss); the output block is the sandbox's, so it carries none.
+    After an output block the search appends the delimiter itself; it stays a target, so the policy
+    learns the one step layout that its prompts and the PPM's texts show."""
+    segments = [segment("model", step.text.rstrip() + "\n")]
     if step.code is not None:
-        body += code_block(step.code, fmt)
+        segments.append(segment("code", code_block(step.code, fmt)))
     if step.output is not None:
-        body += output_block(step.output, fmt)
-    return f"{body}{fmt.step_delimiter}\n"
+        segments.append(segment("output", output_block(step.output, fmt)))
+    return [*segments, segment("model", f"{fmt.step_delimiter}\n")]
+
+
+def render_step(step: Step, fmt: FormatParams) -> str:
+    return "".join(s["text"] for s in step_segments(step, fmt))
 
 
 def render_steps(steps: Sequence[Step], fmt: FormatParams) -> str:

@@ -217,14 +217,16 @@ def write_json(path: str | Path, obj: Any) -> None:
     _atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=float) + "\n").encode())
 
 
-def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """A plot file for `dvc plots show`: a header from the first row's keys, written atomically."""
+def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> None:
+    """A plot file for `dvc plots show`, written atomically: a header from `columns` (so a plot with no
+    points still names its axes), else from the first row's keys."""
     import csv
     import io
 
     buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    fieldnames = list(columns) if columns else list(rows[0]) if rows else []
+    if fieldnames:
+        writer = csv.DictWriter(buf, fieldnames=fieldnames)
         writer.writeheader()
         writer.writerows(rows)
     path = Path(path)

@@ -1,5 +1,6 @@
 """Search trees into rows: `nodes`, `trajectories` (top-k correct by average Q selected for SFT) and
-step-level preference `pairs`, plus the round's metrics. Pure functions over `Tree`s.
+step-level preference `pairs`, plus the round's metrics. Pure functions over `Tree`s; `sft_rows`
+turns a round's written tables back into the policy's next training set.
 
 Pairs follow rStar-Math: among the visited runnable children of one node (so they share the prefix
 up to it), the `pairs_per_side` highest-Q steps that lead to a correct answer are paired with the
@@ -11,19 +12,24 @@ rejected Q by at least the margin. A pair's text is `prefix + step`, as the PPM 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import product
 from typing import Any
 
 from tracemill import records
-from tracemill.formats import FormatParams, Step, render_step
+from tracemill.formats import FormatParams, Step, render_step, step_segments
 from tracemill.search.params import MCTSParams
 from tracemill.search.tree import Node, Tree
 
 
+def node_step(text: str, code: str | None, exec_output: str | None) -> Step:
+    """A node's step as the policy read it: an output block only where code ran."""
+    return Step(text, code, exec_output if code is not None else None)
+
+
 def step_text(node: Node, fmt: FormatParams) -> str:
     """A node as the policy reads it: its sentence, code and output block, then the step delimiter."""
-    return render_step(Step(node.step_text, node.code, node.exec_output if node.code is not None else None), fmt)
+    return render_step(node_step(node.step_text, node.code, node.exec_output), fmt)
 
 
 def prefix_text(tree: Tree, node: Node, fmt: FormatParams) -> str:
@@ -131,6 +137,38 @@ def extract(trees: Iterable[Tree], fmt: FormatParams, mp: MCTSParams) -> dict[st
         out["trajectories"] += trajectories
         out["pairs"] += sibling_pairs(tree, fmt, mp) + final_pairs(tree, trajectories, fmt, mp)
     return out
+
+
+def sft_rows(
+    trajectories: Iterable[Mapping[str, Any]], nodes: Mapping[str, Mapping[str, Any]], questions: Mapping[str, str],
+    fmt: FormatParams, stage: str = "train_policy",
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(`sft` rows, `rejected` rows) of the selected trajectories: the question as prompt and every step's
+    segments as the search wrote them (`prefix_text` is the prompt followed by exactly this text), the
+    sandbox's output blocks without loss. A trajectory whose problem or nodes are missing is rejected."""
+    from tracemill.store import Quarantine
+
+    source = "trajectories"
+    quarantine = Quarantine(stage)
+    rows = []
+    for t in trajectories:
+        if not t["selected"]:
+            continue
+        missing = [i for i in t["node_ids"][1:] if i not in nodes]
+        if t["problem_id"] not in questions:
+            quarantine.reject("unknown_problem", dict(t), table="trajectories", detail=t["problem_id"])
+            continue
+        if missing:
+            quarantine.reject("missing_node", dict(t), table="trajectories", detail=missing[0])
+            continue
+        steps = [nodes[i] for i in t["node_ids"][1:]]  # the root holds no step
+        rows.append({
+            "example_id": records.content_id("sft", source, t["trajectory_id"]), "source": source, "problem_id": t["problem_id"],
+            "prompt": questions[t["problem_id"]],
+            "segments": [seg for n in steps for seg in step_segments(node_step(n["step_text"], n["code"], n["exec_output"]), fmt)],
+            "metadata": records.to_json({"trajectory_id": t["trajectory_id"], "round": t["round"], "avg_q": t["avg_q"]}),
+        })
+    return rows, quarantine.take()
 
 
 # ---- metrics ---------------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ from tracemill.train.params import PPMParams, SFTParams, TrainParams
 _LAZY = {
     "train_sft": "tracemill.train.sft",
     "train_ppm": "tracemill.train.ppm",
+    "init_ppm": "tracemill.train.ppm",
     "load_ppm": "tracemill.train.ppm",
+    "LossCurve": "tracemill.train.hf",
     "PPMScorer": "tracemill.train.ppm",
 }
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from tracemill.records import content_id
@@ -68,6 +68,20 @@ class BucketTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler[int]:
         return BucketSampler(self._lengths, self.args.per_device_train_batch_size, self._window, self.args.seed)
+
+
+class LossCurve(TrainerCallback):
+    """The run's training loss as `{"step", "loss"}` rows (every `logging_steps`), for a plot. Read at the
+    end of training from the Trainer's log history, which a resumed run restores from its checkpoint, so
+    the curve covers the steps before the crash too."""
+
+    COLUMNS = ("step", "loss")
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
+        self.rows = [{k: h[k] for k in self.COLUMNS} for h in state.log_history if "loss" in h]
 
 
 def pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:

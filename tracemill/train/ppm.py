@@ -2,7 +2,8 @@
 
 Trained on `pairs` rows with the pairwise Bradley-Terry loss -log sigmoid(r_chosen - r_rejected) on the
 tanh-bounded scores, as rStar-Math does. The saved folder is a standard sequence-classification model
-(one label) plus `ppm.json`; `load_ppm(path)` gives the scorer that MCTS and best-of-N call.
+(one label) plus `ppm.json`; `load_ppm(path)` gives the scorer that MCTS and best-of-N call. `init_ppm`
+writes the same folder untrained, with a zero head, for a round that extracted no pairs.
 A scored text is always `prefix + step`: the same concatenation in training and in scoring.
 """
 
@@ -108,6 +109,50 @@ def heldout_metrics(scorer: PPMScorer, heldout: Sequence[Mapping[str, Any]]) -> 
     return {"heldout_pairwise_accuracy": float(accuracy), "heldout_loss": float(bradley_terry_loss(chosen, rejected))}
 
 
+def _tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        raise TrainError(f"tokenizer at '{path}' has no pad token — the PPM pools on the last non-pad token")
+    return tokenizer
+
+
+def _ppm_model(path: Path, tokenizer: PreTrainedTokenizerBase) -> tuple[PreTrainedModel, set[str]]:
+    """The policy's backbone with a new one-output head (rStar-Math replaces the LM head), and the names
+    of the head's parameters."""
+    from transformers import AutoModelForSequenceClassification
+
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=1, dtype=torch.float32, output_loading_info=True
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, set(info["missing_keys"])
+
+
+def _write_meta(out: Path, params: PPMParams) -> None:
+    (out / PPM_FILE).write_text(json.dumps({"max_length": params.max_length, "text": "prefix + step"}), encoding="utf-8")
+
+
+def init_ppm(model_path: str | Path, out_dir: str | Path, params: PPMParams) -> Path:
+    """An untrained PPM that prefers no step: the policy's backbone with a zero head, so every score is
+    tanh(0) = 0 and each new node starts at Q 0, as without a PPM. For a round whose search extracted no
+    pairs, so the next rounds still find a PPM folder."""
+    params.validate("train.ppm")
+    path = model_dir(model_path)
+    tokenizer = _tokenizer(path)
+    model, head = _ppm_model(path, tokenizer)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in head:
+                param.zero_()
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    _write_meta(out, params)
+    return out
+
+
 def train_ppm(
     model_path: str | Path,
     pairs: Sequence[Mapping[str, Any]],
@@ -117,20 +162,14 @@ def train_ppm(
     callbacks: Sequence[TrainerCallback] = (),
 ) -> dict[str, Any]:
     """Train a PPM from the policy at model_path on `pairs` rows; save it to out_dir and return metrics."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     params.validate("train.ppm")
     path = model_dir(model_path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token_id is None:
-        raise TrainError(f"tokenizer at '{path}' has no pad token — the PPM pools on the last non-pad token")
+    tokenizer = _tokenizer(path)
     features, dropped = pair_features(tokenizer, pairs, params.max_length)
     require_rows(features, "pairs", dropped, params.max_length)
     ids = [f["pair_id"] for f in features]
     train, heldout_features = split_heldout(features, ids, params.heldout_fraction, params.seed)
-    # The backbone comes from the policy; the one-output head is new (rStar-Math replaces the LM head).
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
-    model.config.pad_token_id = tokenizer.pad_token_id
+    model, _ = _ppm_model(path, tokenizer)
     out = Path(out_dir)
     trainer = PPMTrainer(
         model=model,
@@ -143,7 +182,7 @@ def train_ppm(
         bucket_window=params.bucket_window,
     )
     metrics = run(trainer, tokenizer, out, fingerprint(path, ids, params), resume)
-    (out / PPM_FILE).write_text(json.dumps({"max_length": params.max_length, "text": "prefix + step"}), encoding="utf-8")
+    _write_meta(out, params)
     by_id = {r["pair_id"]: r for r in pairs}
     heldout = [by_id[f["pair_id"]] for f in heldout_features]
     return metrics | {"pairs": len(train), "heldout_pairs": len(heldout), "dropped_too_long": dropped} | heldout_metrics(
