@@ -1,6 +1,6 @@
 """python -m stages.bootstrap — train the embedded tiny policy from a synthetic corpus.
 
-Inputs: params `synthetic`, `bootstrap`, `format`; `llm`, `sandbox`, `grading` for the evaluation.
+Inputs: params `synthetic`, `bootstrap`, `format`, `start` (its math hints); `llm`, `sandbox`, `grading` for the evaluation.
 The corpus is drawn from the synthetic train split (the one the problems stage writes); the eval
 split is never trained on.
 Outputs: models/bootstrap/ (a Hugging Face model folder), metrics/bootstrap.json (greedy pass@1
@@ -24,6 +24,7 @@ from tracemill.grading import GradingParams, get_grader
 from tracemill.llm import LLMParams
 from tracemill.policy import BOOTSTRAP_DIR
 from tracemill.sandbox import SandboxParams, open_sandbox
+from tracemill.start import StartParams
 from tracemill.synthetic import SyntheticParams, synthetic_problems
 
 METRICS = Path("metrics/bootstrap.json")
@@ -51,7 +52,8 @@ def main() -> None:
     fmt = P.section(FormatParams, params, "format")
     llm = P.section(LLMParams, params, "llm")
     problems = synthetic_problems(syn)
-    pairs = corpus(problems, fmt, bp)
+    hints = [h.text for h in P.section(StartParams, params, "start").hints.library if h.domain == "math" and h.position != "marker"]
+    pairs = corpus(problems, fmt, bp, hints)
     partial = BOOTSTRAP_DIR.with_name(BOOTSTRAP_DIR.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     result = train(pairs, partial, bp, progress=_progress_lines(bp))

@@ -8,6 +8,7 @@ that the tokenizer keeps digits, code and the special tokens intact.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from tracemill import params as P
+from tracemill import tiny
 from tracemill.bootstrap import BootstrapParams, corpus, evaluate_policy, train
 from tracemill.errors import TracemillError
 from tracemill.formats import FormatParams
@@ -128,3 +130,20 @@ def test_policy_defaults_to_the_bootstrap_folder_and_says_how_to_build_it(tmp_pa
     with pytest.raises(TracemillError, match="run 'dvc repro bootstrap'"):
         resolve_policy({})
     assert P.section(BootstrapParams, {}, "bootstrap") == BootstrapParams()
+
+
+def test_words_only_answers_end_where_hint_infer_inserts_a_hint_and_python_corrects_them() -> None:
+    from tracemill.hints import HintParams
+
+    hints = [h.text for h in HintParams().library if h.domain == "math"]
+    problems = synthetic_problems(replace(SYN, train_per_level=40))
+    pairs = corpus(problems, FMT, replace(BP, cot_fraction=0.5, hinted_fraction=0.5), hints)
+    words_only = [r for _, r in pairs if FMT.code_start not in r]
+    hinted = [r for _, r in pairs if any(f"}}. {h}\n{FMT.code_start}" in r for h in hints)]
+    assert words_only and hinted
+    answers = {p["question"]: p["answer"] for p in problems}
+    for prompt, response in pairs:
+        if response in hinted:  # the last boxed answer, the one graded, is the python result: always right
+            question = next(q for q in answers if q in prompt)
+            assert response.removesuffix(tiny.IM_END).endswith(f"{FMT.boxed}{{{answers[question]}}}.")
+    assert any(r.count(FMT.boxed) == 2 and len(set(re.findall(r"boxed\{([^}]*)\}", r))) == 2 for r in hinted)  # some guesses were wrong

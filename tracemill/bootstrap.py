@@ -43,6 +43,8 @@ class BootstrapParams:
     wait_fraction: float = 0.35  # TIR demos that guess, say "Wait," and check with Python
     alternatively_fraction: float = 0.15  # TIR demos that end with an "Alternatively," re-check
     steps_fraction: float = 0.5  # problems also rendered as rStar steps
+    cot_fraction: float = 0.4  # problems answered in words only (the model does the arithmetic itself)
+    hinted_fraction: float = 0.5  # of those, the share where a hint follows the answer and python re-checks it
     max_grad_norm: float = 1.0
     bucket_batches: int = 16  # batches drawn together and sorted by length, so padding stays small
     eval_max_problems: int = 200
@@ -95,20 +97,41 @@ def tir_response(problem: dict[str, Any], fmt: FormatParams, rng: random.Random,
     return "".join(parts)
 
 
+def cot_response(problem: dict[str, Any], fmt: FormatParams, rng: random.Random, bp: BootstrapParams, hints: Sequence[str]) -> str:
+    """A words-only answer; in `hinted_fraction` of them the answer (right or a near miss) is followed
+    by a hint from the START library, exactly where hint-infer inserts one before the stop token, and
+    python then computes the answer — what the START pipeline later teaches the policy to do unprompted."""
+    steps = _steps(problem)
+    hinted = bool(hints) and rng.random() < bp.hinted_fraction
+    guess = _wrong(problem["answer"], rng) if hinted and rng.random() < 0.5 else problem["answer"]
+    parts = [f"{step['text']} That gives {step['output'] if i < len(steps) - 1 else guess}.\n" for i, step in enumerate(steps)]
+    parts.append(f"The answer is {boxed(guess, fmt)}.")
+    if hinted:
+        parts.append(f" {rng.choice(list(hints))}\n")
+        for step in steps:
+            parts.append(code_block(step["code"], fmt))
+            parts.append(output_block(step["output"], fmt))
+        parts.append(f"The answer is {boxed(problem['answer'], fmt)}.")
+    return "".join(parts)
+
+
 def steps_response(problem: dict[str, Any], fmt: FormatParams) -> str:
     steps = [Step(s["text"], s["code"], s["output"]) for s in _steps(problem)]
     steps.append(Step(f"The answer is {boxed(problem['answer'], fmt)}."))
     return render_steps(steps, fmt)
 
 
-def corpus(problems: Sequence[dict[str, Any]], fmt: FormatParams, bp: BootstrapParams) -> list[tuple[str, str]]:
-    """(prompt, response) pairs from the train split's math problems."""
+def corpus(problems: Sequence[dict[str, Any]], fmt: FormatParams, bp: BootstrapParams, hints: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """(prompt, response) pairs from the train split's math problems; `hints` are the math hint texts
+    of the START hint library (params `start.hints.library`)."""
     rng = random.Random(bp.seed)
     out = []
     for p in problems:
         if p["split"] != "train" or p["domain"] != "math":
             continue
-        out.append((render_prompt(p["question"], None, fmt, "tir"), tir_response(p, fmt, rng, bp) + tiny.IM_END))
+        words_only = rng.random() < bp.cot_fraction
+        response = cot_response(p, fmt, rng, bp, hints) if words_only else tir_response(p, fmt, rng, bp)
+        out.append((render_prompt(p["question"], None, fmt, "tir"), response + tiny.IM_END))
         if rng.random() < bp.steps_fraction:
             out.append((render_prompt(p["question"], None, fmt, "steps"), steps_response(p, fmt) + tiny.IM_END))
     return out
