@@ -54,3 +54,40 @@ def test_one_rl_step_changes_the_policy_and_logs_a_reward(tmp_path):
     a = AutoModelForCausalLM.from_pretrained(src).state_dict()
     b = AutoModelForCausalLM.from_pretrained(tmp_path / "rl").state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_tool_rollouts_run_the_policys_code_in_the_sandbox(tmp_path):
+    """The policy learned to write code and then a wrong output block itself; in a tool rollout the
+    sandbox writes the output, so the graded completion holds the real result."""
+    from tracemill.rl import state_prompt
+    from tracemill.sandbox import SandboxParams, open_sandbox
+
+    demo = "```python\nprint(6*7)\n```\n```output\n41\n```\nSo \\boxed{42}"
+    tok = tiny.make_tokenizer([demo, PROBLEM["question"]] * 20, 300)
+    model = tiny.make_model(tok, tiny.TinyConfig(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1))
+    prompt = state_prompt({"prefix_steps": []}, PROBLEM, tok, FMT)
+    batch = tok([prompt + demo + tiny.IM_END], return_tensors="pt")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(120):
+        loss = model(**batch, labels=batch.input_ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    src = tiny.save(model, tok, tmp_path / "policy")
+    seen = []
+
+    def grade(problem, response):
+        seen.append(response)
+        return exact(problem, response)
+
+    states = [{"state_id": "s", "problem_id": "p1", "prefix_steps": [], "node_id": "n", "q": 0.0, "outcome": "correct",
+               "ends_with_reflect": False, "metadata": None}]
+    params = RLParams(max_steps=1, per_device_train_batch_size=4, num_generations=4, max_completion_length=40,
+                      learning_rate=1e-3, temperature=0.3)
+    with open_sandbox(SandboxParams()) as sandbox:
+        train_rl(src, states, {"p1": PROBLEM}, grade, tmp_path / "rl", params, FMT, sandbox=sandbox)
+    assert len(seen) == 4
+    assert all("```output\n42\n```" in s and "41" not in s for s in seen), seen
+    seen.clear()
+    train_rl(src, states, {"p1": PROBLEM}, grade, tmp_path / "rl_plain", params, FMT)  # no sandbox: the model's own output
+    assert any("41" in s for s in seen), seen

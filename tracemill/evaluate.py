@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracemill.errors import ParamsError, TracemillError
+from tracemill.formats import STYLES
 from tracemill.params import choices
 
 
@@ -79,7 +80,7 @@ class EvalModel:
 
     name: str
     path: str | None = None  # None: the policy (policy.model, or models/bootstrap)
-    style: str = choices("tir", "steps", "cot", default="tir")  # the system prompt the model was trained with
+    style: str = choices(*STYLES, default="tir")  # the system prompt the model was trained with
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from tracemill.tiny import IM_END, IM_START
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-STYLES = ("tir", "steps", "cot")
+STYLES = ("tir", "steps", "cot", "coat")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,11 @@ class FormatParams:
         "<end_of_step>. Put the final answer within \\boxed{}."
     )
     cot_system_prompt: str = "Please reason step by step, and put your final answer within \\boxed{}."
+    # Satori's Chain-of-Action-Thought: every step opens with a meta-action token.
+    coat_system_prompt: str = (
+        "Solve the problem in steps. Open each step with <|continue|>, check a doubtful step with <|reflect|>, "
+        "try another way with <|explore|>. Put the final answer within \\boxed{}."
+    )
     code_start: str = "```python"
     code_end: str = "```"
     output_start: str = "```output"
@@ -64,7 +69,8 @@ class FormatParams:
     def system_for(self, style: str) -> str:
         if style not in STYLES:
             raise TracemillError(f"prompt style '{style}' is not one of {', '.join(STYLES)}")
-        return {"tir": self.system_prompt, "steps": self.step_system_prompt, "cot": self.cot_system_prompt}[style]
+        return {"tir": self.system_prompt, "steps": self.step_system_prompt, "cot": self.cot_system_prompt,
+                "coat": self.coat_system_prompt}[style]
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,7 @@ SECTIONS: dict[str, str] = {
     "evaluate": "tracemill.evaluate:EvalParams",
     "publish": "tracemill.publish:PublishParams",
     "mcts": "tracemill.search:MCTSParams",
+    "satori": "tracemill.satori:SatoriParams",
 }
 
 

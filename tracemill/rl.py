@@ -5,6 +5,11 @@ state ends with <|reflect|>). The reward is the shared grader's verdict (the sam
 labels traces and scores evaluation) plus Satori's reflection bonus — a restart from a failed
 state that ends correct earns it, a restart from a correct state that ends wrong loses it — and a
 format penalty for a response without a final boxed answer.
+
+With a sandbox, rollouts are tool-integrated like every other trace of the pipeline: the policy
+being trained writes code, the sandbox runs it, the output block is fed back and generation goes
+on (`tool_rollout`, TRL's rollout_func); the output tokens are masked from the policy loss
+(env_mask). Without one, TRL samples plain completions.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ class RLParams:
     seed: int = 0
     reward: RewardParams = field(default_factory=RewardParams)
     deepspeed: str | None = None  # a ZeRO config path on GPU
+    tools: bool = True  # rollouts run their code in the sandbox (the policy's traces are tool-integrated)
+    max_tool_calls: int = 6
 
     def check(self) -> None:
         if self.per_device_train_batch_size % self.num_generations:
@@ -54,7 +61,7 @@ class RLParams:
 
 
 def state_prompt(state: dict[str, Any], problem: dict[str, Any], tokenizer: Any, fmt: FormatParams) -> str:
-    return render_prompt(problem["question"], tokenizer, fmt, style="steps") + "".join(state["prefix_steps"])
+    return render_prompt(problem["question"], tokenizer, fmt, style="coat") + "".join(state["prefix_steps"])
 
 
 def dataset_rows(states: Sequence[dict[str, Any]], problems: dict[str, dict[str, Any]], tokenizer: Any, fmt: FormatParams) -> list[dict[str, Any]]:
@@ -86,6 +93,51 @@ def make_reward(problems: dict[str, dict[str, Any]], grade: GradeFn, rp: RewardP
     return satori_reward
 
 
+def tool_rollout(sandbox: Any, fmt: FormatParams, params: RLParams, llm: Any = None) -> Callable[[list[str], Any], dict[str, Any]]:
+    """TRL rollout_func: one tool-integrated completion per prompt, generated with the trainer's current
+    weights through the transformers backend and the sandbox; output-block tokens get env_mask 0."""
+    from tracemill.llm import LLMParams
+    from tracemill.llm.hf import TransformersBackend
+    from tracemill.tir import LoopLimits, Sampling, TraceJob, run_traces
+
+    limits = LoopLimits(max_tool_calls=params.max_tool_calls)
+
+    def rollout(prompts: list[str], trainer: Any) -> dict[str, Any]:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        tokenizer = trainer.processing_class
+        was_training = model.training
+        model.eval()
+        backend = TransformersBackend.from_model(model, tokenizer, llm or LLMParams())
+        step = trainer.state.global_step
+        jobs = [
+            TraceJob(key=str(i), prompt=p, max_turn_tokens_total=params.max_completion_length,
+                     sampling=Sampling(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_completion_length,
+                                       seed=params.seed + 100_003 * step + i))
+            for i, p in enumerate(prompts)
+        ]
+        try:
+            results = run_traces(backend, sandbox, jobs, fmt, limits)
+        finally:
+            model.train(was_training)
+        end = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
+        prompt_ids, completion_ids, env_mask = [], [], []
+        for p, r in zip(prompts, results):
+            ids, mask = [], []
+            for seg in r.segments:
+                seg_ids = tokenizer(seg["text"], add_special_tokens=False)["input_ids"]
+                ids += seg_ids
+                mask += [int(seg["kind"] != "output")] * len(seg_ids)
+            if r.finish_reason == "stop":
+                ids.append(end)
+                mask.append(1)
+            prompt_ids.append(tokenizer(p, add_special_tokens=False)["input_ids"])
+            completion_ids.append(ids[: params.max_completion_length * 2])
+            env_mask.append(mask[: params.max_completion_length * 2])
+        return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None, "env_mask": env_mask}
+
+    return rollout
+
+
 def train_rl(
     model_path: str | Path,
     states: Sequence[dict[str, Any]],
@@ -94,8 +146,10 @@ def train_rl(
     out_dir: str | Path,
     params: RLParams,
     fmt: FormatParams,
+    sandbox: Any = None,
 ) -> dict[str, Any]:
-    """GRPO from RAE states; saves the policy to out_dir and returns the reward curve per step."""
+    """GRPO from RAE states; saves the policy to out_dir and returns the reward curve per step.
+    With `sandbox` and params.tools, rollouts run their code in it (`tool_rollout`)."""
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -138,6 +192,7 @@ def train_rl(
         train_dataset=datasets.Dataset.from_list(rows),
         processing_class=tokenizer,
         callbacks=[RewardCurve()],
+        rollout_func=tool_rollout(sandbox, fmt, params) if sandbox is not None and params.tools else None,
     )
     trainer.train()
     trainer.save_model(str(out_dir))

@@ -13,11 +13,15 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tracemill import records
 from tracemill.errors import ParamsError
-from tracemill.formats import FormatParams, Step, code_block, output_block
+from tracemill.formats import FormatParams, _block_re, code_block, output_block
+from tracemill.params import positive
+from tracemill.rl import RLParams
+from tracemill.start import GenParams
 from tracemill.tiny import META_ACTIONS
 
 CONTINUE, REFLECT, EXPLORE = META_ACTIONS
@@ -31,6 +35,10 @@ def _default_templates() -> list[str]:
     ]
 
 
+def _default_meta_init() -> dict[str, str]:
+    return {"<|continue|>": "<end_of_step>", "<|reflect|>": "Wait, let me check.", "<|explore|>": "Alternatively,"}
+
+
 @dataclass(frozen=True)
 class CoatParams:
     max_total: int = 10_000  # Satori: about 10K demonstrations for format tuning
@@ -38,6 +46,8 @@ class CoatParams:
     mix: dict = field(default_factory=lambda: {"plain": 0.4, "reflect": 0.3, "explore": 0.3})
     reflect_templates: list[str] = field(default_factory=_default_templates)
     wrong_q_max: float = 0.0  # a step is wrong when its Q is at most this (or its subtree only fails)
+    # Format tuning starts each meta-action token's embedding at the mean of its phrase (with_meta_tokens).
+    meta_init: dict = field(default_factory=_default_meta_init)
 
     def check(self) -> None:
         unknown = set(self.mix) - set(COAT_KINDS)
@@ -54,6 +64,85 @@ class RaeParams:
     include_failed: bool = True  # Satori restarts from failed trajectories too, ending with <|reflect|>
     states_per_trajectory: int = 3  # intermediate restart points taken from one trajectory
     max_total: int = 10_000
+
+
+def _distill_sampling() -> GenParams:
+    return GenParams(split="train", max_problems=10_000, temperature=0.6, top_p=0.95, k=16)
+
+
+@dataclass(frozen=True)
+class DistillParams:
+    """Satori's distillation: the RL policy's correct traces on training problems teach a smaller model."""
+
+    # A model folder for the student; null: the base policy cut to its first `student_layers` layers.
+    student: str | None = None
+    student_layers: int = 1
+    sample: GenParams = field(default_factory=_distill_sampling)  # the RL policy's samples (paper-style k=16, T=0.6)
+    max_tool_calls: int = 6
+    max_per_problem: int = 1  # correct traces kept per problem
+
+    def check(self) -> None:
+        positive(self.student_layers, "satori.distill.student_layers")
+        positive(self.max_per_problem, "satori.distill.max_per_problem")
+
+
+@dataclass(frozen=True)
+class SatoriParams:
+    """The `satori` section: COAT synthesis, restart-and-explore states, RL, distillation."""
+
+    coat: CoatParams = field(default_factory=CoatParams)
+    rae_states: RaeParams = field(default_factory=RaeParams)
+    rl: RLParams = field(default_factory=RLParams)
+    distill: DistillParams = field(default_factory=DistillParams)
+
+
+def with_meta_tokens(model_dir: str | Path, out_dir: Path, init: dict[str, str]) -> tuple[Path, list[str]]:
+    """The policy format tuning starts from: `model_dir` with the meta-action tokens as special tokens
+    (added, and the embeddings resized, when its tokenizer lacks them), each token's embedding row set
+    to the mean embedding of its phrase in `init`, written to out_dir. A token no text has shown the
+    model (new, or never in its pretraining corpus) has only been pushed down by the softmax; starting
+    it where its phrase sits lets a few thousand demonstrations teach it. Returns (folder, added)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    missing = [t for t in META_ACTIONS if t not in tokenizer.get_vocab()]
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    if missing:
+        tokenizer.add_tokens(missing, special_tokens=True)
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    tables = {model.get_input_embeddings().weight, model.get_output_embeddings().weight}  # one when tied
+    with torch.no_grad():
+        for token, phrase in init.items():
+            if token not in META_ACTIONS:
+                raise ParamsError(f"params 'satori.coat.meta_init' names '{token}', not a meta-action; allowed: {', '.join(META_ACTIONS)}")
+            ids = tokenizer(phrase, add_special_tokens=False)["input_ids"]
+            row = tokenizer.convert_tokens_to_ids(token)
+            for weight in tables:
+                weight[row] = weight[ids].mean(dim=0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir, missing
+
+
+def cut_layers(model_dir: str | Path, out_dir: Path, layers: int) -> Path:
+    """A smaller student for distillation: `model_dir` with only its first `layers` decoder layers
+    (embeddings, final norm and head kept), saved with its tokenizer to out_dir."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    have = model.config.num_hidden_layers
+    if not 1 <= layers <= have:
+        raise ParamsError(f"params 'satori.distill.student_layers' = {layers} must be in 1..{have} (the base policy's layers)")
+    model.model.layers = model.model.layers[:layers]
+    model.config.num_hidden_layers = layers
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = model.config.layer_types[:layers]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(out_dir)
+    return out_dir
 
 
 def step_body(node: dict[str, Any], fmt: FormatParams) -> str:
@@ -78,6 +167,30 @@ def parse(text: str) -> list[tuple[str, str]]:
     """A COAT text back into (meta-action, step body) pairs."""
     parts = _SPLIT.split(text)
     return [(parts[i], parts[i + 1]) for i in range(1, len(parts) - 1, 2)]
+
+
+def coat_segments(text: str, fmt: FormatParams) -> list[dict[str, Any]]:
+    """A COAT text as `records.segment`s for SFT: meta-actions, sentences and code carry the loss, the
+    sandbox's output blocks do not (as in every other tool-integrated training set)."""
+    out_re = _block_re(fmt.output_start, fmt.output_end)
+    segments, at = [], 0
+    for m in out_re.finditer(text):
+        if m.start() > at:
+            segments.append(records.segment("model", text[at : m.start()]))
+        segments.append(records.segment("output", m.group(0)))
+        at = m.end()
+    if at < len(text):
+        segments.append(records.segment("model", text[at:]))
+    return segments
+
+
+def coat_sft_rows(rows: Sequence[dict[str, Any]], questions: dict[str, str], fmt: FormatParams) -> list[dict[str, Any]]:
+    """`sft` rows for format tuning: the question as prompt, the COAT trace as the answer."""
+    return [
+        {"example_id": records.content_id("sft", "coat", r["coat_id"]), "source": "coat", "problem_id": r["problem_id"],
+         "prompt": questions[r["problem_id"]], "segments": coat_segments(r["text"], fmt), "metadata": records.to_json({"kind": r["kind"]})}
+        for r in rows if r["problem_id"] in questions
+    ]
 
 
 class Tree:
@@ -232,7 +345,7 @@ def build_rae_states(nodes: Sequence[dict[str, Any]], trajectories: Sequence[dic
             continue
         cut_points = _evenly(len(steps), rp.states_per_trajectory, traj["correct"])
         for cut in cut_points:
-            prefix = [step_body(n, fmt) for n in steps[:cut]]
+            prefix = [CONTINUE + step_body(n, fmt) for n in steps[:cut]]
             if not traj["correct"]:
                 prefix = prefix + [REFLECT]
             node = steps[cut - 1] if cut else index[traj["node_ids"][0]]

@@ -260,21 +260,27 @@ def hint_infer_shard(shard: int, problems: list[dict[str, Any]], *, rt: Any, sp:
 
 def rft_shard(shard: int, problems: list[dict[str, Any]], *, rt: Any, sp: StartParams, seed: int) -> dict[str, list[dict[str, Any]]]:
     """k tool-integrated samples per problem from START-0 (T=0.6, top-p 0.95), graded."""
+    return sample_shard(shard, problems, rt=rt, gp=sp.rft, limits=_limits(sp), seed=seed, stage="rft", style="tir")
+
+
+def sample_shard(
+    shard: int, problems: list[dict[str, Any]], *, rt: Any, gp: GenParams, limits: Any, seed: int, stage: str, style: str
+) -> dict[str, list[dict[str, Any]]]:
+    """gp.k tool-integrated samples per problem with gp's sampling, graded, as `traces` rows of `stage`."""
     from tracemill.formats import render_prompt
     from tracemill.tir import Sampling, run_traces
 
-    gp = sp.rft
     base = Sampling(temperature=gp.temperature, top_p=gp.top_p, max_tokens=gp.max_tokens_per_turn, seed=seed)
     jobs, owners = [], []
     for problem in problems:
-        prompt = render_prompt(problem["question"], rt.tokenizer, rt.fmt, "tir")
+        prompt = render_prompt(problem["question"], rt.tokenizer, rt.fmt, style)
         for i, job in enumerate(sample_jobs(problem, prompt, gp.k, base, gp.max_tokens_total)):
             jobs.append(job)
             owners.append((problem, prompt, i))
-    results = run_traces(rt.backend, rt.sandbox, jobs, rt.fmt, _limits(sp))
+    results = run_traces(rt.backend, rt.sandbox, jobs, rt.fmt, limits)
     verdicts = _grade_rows(rt, [o[0] for o in owners], results)
     rows = [
-        trace_row(problem, result, verdict, prompt=prompt, stage="rft", round=0, model=rt.model_name,
+        trace_row(problem, result, verdict, prompt=prompt, stage=stage, round=0, model=rt.model_name,
                   sample_index=i, sampling=job.sampling, hint=None)
         for (problem, prompt, i), job, result, verdict in zip(owners, jobs, results, verdicts)
     ]

@@ -57,13 +57,25 @@ class TransformersBackend:
         self.reuse_cache = reuse_cache
         self.device = torch.device("cuda" if params.device == "auto" and torch.cuda.is_available() else ("cpu" if params.device == "auto" else params.device))
         dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[params.dtype]
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
-        eos = self.model.generation_config.eos_token_id
+        self._attach(AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device).eval(),
+                     AutoTokenizer.from_pretrained(model_path))
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, params: LLMParams, reuse_cache: bool = True) -> "TransformersBackend":
+        """A backend over a model already in memory (RL generates with the weights it is training; a
+        backend's caches are only valid while those weights stay as they are)."""
+        self = cls.__new__(cls)
+        self.params, self.reuse_cache, self.device = params, reuse_cache, next(model.parameters()).device
+        self._attach(model, tokenizer)
+        return self
+
+    def _attach(self, model: Any, tokenizer: Any) -> None:
+        self.tokenizer, self.model = tokenizer, model
+        eos = model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        if self.tokenizer.eos_token_id is not None:
-            self.eos_ids.add(self.tokenizer.eos_token_id)
-        self.max_len = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
+        if tokenizer.eos_token_id is not None:
+            self.eos_ids.add(tokenizer.eos_token_id)
+        self.max_len = int(getattr(model.config, "max_position_embeddings", 1 << 30))
         self._live: dict[int, _Seq] = {}  # insertion order is recency of use, for eviction
         self._kv_tokens = 0
         self._ids = itertools.count()

@@ -1,0 +1,195 @@
+"""python -m stages.satori JOB — Satori's data and models from rStar-Math's search trees.
+
+coat         data/mcts/round=<r> of every round -> data/coat/coat: COAT traces (plain, reflect, explore)
+             with meta-action tokens, each row naming its source nodes; metrics/coat.json, plots/coat_kinds.csv.
+format_tune  data/coat -> data/format_tune/sft and models/format_tune: the base policy fine-tuned on the
+             COAT traces (`train.format_tune`); a real model without the meta-action tokens gets them
+             added and its embeddings resized first.
+rae_states   data/mcts/round=<r> -> data/rae_states/rae_states: restart-and-explore start states from
+             intermediate steps of correct and failed trajectories (failed ones end with <|reflect|>).
+rl           models/format_tune + data/rae_states -> models/rl: GRPO with the grader's verdict as the
+             rule reward, Satori's reflection bonus and format penalty (`satori.rl`); rollouts run their
+             code in the sandbox with the output masked from the loss; metrics/rl.json and
+             plots/rl_reward.csv (the reward curve).
+distill      models/rl samples on training problems (data/distill/traces, sharded and resumable); its
+             correct traces (data/distill/sft) teach a smaller student -> models/distill.
+Params: `satori`, `train.format_tune`, `train.distill`, `mcts.rounds`, `format`, `policy`, and for the
+generating jobs `run`, `llm`, `sandbox`, `grading`, `seed`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from collections import Counter, defaultdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from tracemill import params as P
+from tracemill import runner, satori, stage, store
+from tracemill.errors import TracemillError
+from tracemill.formats import FormatParams
+from tracemill.policy import check_model_folder, resolve_policy
+from tracemill.search import MCTSParams
+
+FORMAT_TUNED, RL_MODEL, STUDENT = Path("models/format_tune"), Path("models/rl"), Path("models/distill")
+
+
+def search_rows(params: dict[str, Any], table: str) -> list[dict[str, Any]]:
+    """`table` of every rStar-Math round's search, in round order."""
+    rounds = P.section(MCTSParams, params, "mcts").rounds
+    rows = []
+    for r in range(1, rounds + 1):
+        d = Path(f"data/mcts/round={r}")
+        if not d.is_dir():
+            raise TracemillError(f"round {r}'s search output '{d}' is missing — run 'dvc repro mcts@{r}' first")
+        rows.extend(store.read_rows(d, table))
+    return rows
+
+
+def _search_inputs(params: dict[str, Any]) -> list[str]:
+    return [f"data/mcts/round={r}" for r in range(1, P.section(MCTSParams, params, "mcts").rounds + 1)]
+
+
+def coat(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> None:
+    rows = satori.build_coat(search_rows(params, "nodes"), search_rows(params, "trajectories"), sp.coat, fmt)
+    out = store.StageOutput("data/coat", ["coat"], stage.fingerprint([sp.coat, fmt], _search_inputs(params)))
+    out.write_shard(0, {"coat": rows})
+    out.finalize([0])
+    kinds = Counter(r["kind"] for r in rows)
+    store.write_json("metrics/coat.json", {"rows": len(rows), "problems": len({r["problem_id"] for r in rows}),
+                                           "by_kind": {k: kinds.get(k, 0) for k in satori.COAT_KINDS}})
+    store.write_csv("plots/coat_kinds.csv", [{"kind": k, "count": kinds.get(k, 0)} for k in satori.COAT_KINDS])
+    print(f"coat: {len(rows)} traces " + ", ".join(f"{k} {kinds.get(k, 0)}" for k in satori.COAT_KINDS))
+
+
+def rae_states(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> None:
+    rows = satori.build_rae_states(search_rows(params, "nodes"), search_rows(params, "trajectories"), sp.rae_states, fmt)
+    out = store.StageOutput("data/rae_states", ["rae_states"], stage.fingerprint([sp.rae_states, fmt], _search_inputs(params)))
+    out.write_shard(0, {"rae_states": rows})
+    out.finalize([0])
+    outcomes = Counter(r["outcome"] for r in rows)
+    store.write_json("metrics/rae_states.json", {"states": len(rows), "problems": len({r["problem_id"] for r in rows}),
+                                                 "from_correct": outcomes.get("correct", 0), "from_failed": outcomes.get("failed", 0)})
+    print(f"rae_states: {len(rows)} states ({outcomes.get('correct', 0)} from correct, {outcomes.get('failed', 0)} from failed trajectories)")
+
+
+def _questions() -> dict[str, str]:
+    return {p["problem_id"]: p["question"] for p in store.read("data/problems", "problems", ["problem_id", "question"]).to_pylist()}
+
+
+def _train_into(out_dir: Path, init: Path, rows: list[dict[str, Any]], sft_params: Any, fmt: FormatParams) -> dict[str, Any]:
+    """SFT `init` on `rows` into out_dir (built as <out_dir>.partial, resumable, renamed when done)."""
+    from tracemill.train import LossCurve, train_sft
+
+    partial_dir = out_dir.with_name(out_dir.name + ".partial")
+    if rows:
+        curve = LossCurve()
+        metrics = train_sft(init, rows, partial_dir, sft_params, resume=True, callbacks=[curve], fmt=fmt)
+        store.write_csv(f"plots/{out_dir.name}_loss.csv", curve.rows, LossCurve.COLUMNS)
+    else:
+        print(f"{out_dir.name}: no examples — {out_dir} is '{init}' untrained")
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        shutil.copytree(init, partial_dir)
+        store.write_csv(f"plots/{out_dir.name}_loss.csv", [], ["step", "loss"])
+        metrics = {}
+    shutil.rmtree(out_dir, ignore_errors=True)
+    partial_dir.rename(out_dir)
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+
+
+def format_tune(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> None:
+    from tracemill.train import TrainParams
+
+    tp = P.section(TrainParams, params, "train").format_tune
+    base, base_name = resolve_policy(params)
+    rows = satori.coat_sft_rows(store.read_rows("data/coat", "coat"), _questions(), fmt)
+    out = store.StageOutput("data/format_tune", ["sft"], stage.fingerprint([tp, fmt], ["data/coat", "data/problems"]))
+    out.write_shard(0, {"sft": rows})
+    out.finalize([0])
+    init, added = satori.with_meta_tokens(base, Path("data/format_tune/base_with_meta_tokens"), sp.coat.meta_init)
+    metrics = _train_into(FORMAT_TUNED, init, rows, tp, fmt)
+    kinds = Counter(r["kind"] for r in store.read_rows("data/coat", "coat"))
+    store.write_json("metrics/format_tune.json", {**metrics, "base": base_name, "examples": len(rows), "by_kind": dict(sorted(kinds.items())),
+                                                  "meta_tokens_added": added, "meta_init": sp.coat.meta_init})
+    print(f"format_tune: {len(rows)} COAT examples -> {FORMAT_TUNED}")
+
+
+def rl(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> None:
+    from tracemill.grading import GradingParams, get_grader
+    from tracemill.rl import train_rl
+    from tracemill.sandbox import SandboxParams, open_sandbox
+
+    check_model_folder(FORMAT_TUNED, "the format-tuned policy (dvc repro format_tune)")
+    states = store.read_rows("data/rae_states", "rae_states")
+    problems = {p["problem_id"]: p for p in store.read_rows("data/problems", "problems")}
+    partial_dir = RL_MODEL.with_name(RL_MODEL.name + ".partial")
+    shutil.rmtree(partial_dir, ignore_errors=True)
+    # The reward is the grader every other stage labels with (a code problem's tests run in the sandbox).
+    with open_sandbox(P.section(SandboxParams, params, "sandbox")) as sandbox, \
+            get_grader(P.section(GradingParams, params, "grading"), sandbox=sandbox) as grader:
+        result = train_rl(FORMAT_TUNED, states, problems, lambda p, text: grader.grade_many([(p, text)])[0].correct,
+                          partial_dir, sp.rl, fmt, sandbox=sandbox)
+    shutil.rmtree(partial_dir / "checkpoints", ignore_errors=True)
+    shutil.rmtree(RL_MODEL, ignore_errors=True)
+    partial_dir.rename(RL_MODEL)
+    curve = result.pop("curve")
+    store.write_csv("plots/rl_reward.csv", curve, ["step", "reward", "reward_std"])
+    store.write_json("metrics/rl.json", result)
+    print(f"rl: {result['states']} restart states, {result['steps']} GRPO steps, reward {result['reward_first']} -> {result['reward_last']}")
+
+
+def distill(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> None:
+    from stages.sft import sft_rows
+    from tracemill.runtime import open_runtime
+    from tracemill.start import pick_problems, sample_shard, trace_metrics
+    from tracemill.tir import LoopLimits
+    from tracemill.train import TrainParams
+
+    dp = sp.distill
+    tp = P.section(TrainParams, params, "train").distill
+    run = P.section(runner.RunParams, params, "run")
+    check_model_folder(RL_MODEL, "the RL policy (dvc repro rl)")
+    if dp.student:
+        student = check_model_folder(Path(dp.student), "satori.distill.student")
+    else:
+        base, _ = resolve_policy(params)
+        student = satori.cut_layers(base, Path("data/distill/student_init"), dp.student_layers)
+    problems = pick_problems(store.read_rows("data/problems", "problems"), dp.sample)
+    seed = int(params.get("seed", 0))
+    out = store.StageOutput("data/distill", ["traces"], stage.fingerprint([dp, fmt, seed, run.shards], [RL_MODEL, "data/problems"]))
+    with open_runtime(params, RL_MODEL, "rl") as rt:
+        work = partial(sample_shard, rt=rt, gp=dp.sample, limits=LoopLimits(max_tool_calls=dp.max_tool_calls), seed=seed,
+                       stage="distill", style="coat")
+        if runner.run_sharded(out, problems, "problem_id", work, run, "distill") is None:
+            return
+    traces = sorted(store.read_rows("data/distill", "traces"), key=lambda t: (t["problem_id"], t["sample_index"]))
+    kept: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for t in traces:
+        if t["correct"] and len(kept[t["problem_id"]]) < dp.max_per_problem:
+            kept[t["problem_id"]].append(t)
+    rows = sft_rows([t for ts in kept.values() for t in ts], {p["problem_id"]: p for p in problems}, "distill")
+    selected = store.StageOutput("data/distill/selected", ["sft"], stage.fingerprint([dp, tp], ["data/distill/traces"]))
+    selected.write_shard(0, {"sft": rows})
+    selected.finalize([0])
+    metrics = _train_into(STUDENT, student, rows, tp, fmt)
+    sampled = trace_metrics("data", "distill")
+    store.write_json("metrics/distill.json", {**metrics, "samples": len(traces), "teacher_accuracy": sampled.get("accuracy"),
+                                              "examples": len(rows), "student": str(dp.student or f"base cut to {dp.student_layers} layers")})
+    print(f"distill: {len(rows)} correct RL traces of {len(traces)} samples -> {STUDENT}")
+
+
+JOBS = {"coat": coat, "format_tune": format_tune, "rae_states": rae_states, "rl": rl, "distill": distill}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.satori", description="Satori's stages")
+    parser.add_argument("job", choices=list(JOBS))
+    args = parser.parse_args()
+    params = P.load(stage.params_path())
+    JOBS[args.job](params, P.section(satori.SatoriParams, params, "satori"), P.section(FormatParams, params, "format"))
+
+
+if __name__ == "__main__":
+    stage.run(main)

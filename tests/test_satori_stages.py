@@ -1,0 +1,183 @@
+"""`stages.satori`: coat -> format_tune -> rae_states -> rl -> distill on real tables and a tiny model.
+
+The search rounds are real trees written through the real extraction and store (the fixtures of
+test_train_round), the base policy a tiny random Qwen2 model, generation the HF backend and the local
+sandbox, the RL TRL's GRPO trainer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from test_train_round import FMT, QUESTIONS, TINY, problem, searched_tree, write_round
+
+from tracemill import satori, stage, store, tiny
+from tracemill.errors import ParamsError
+from tracemill.formats import FormatParams, render_prompt
+from tracemill.search.extract import prefix_text
+from tracemill.train import IGNORE_INDEX, build_labels
+
+COAT_FMT = FormatParams(step_system_prompt=FMT.step_system_prompt, coat_system_prompt="COAT.")
+TRAIN = {"learning_rate": 3.0e-3, "batch_size": 4, "micro_batch_size": 4, "epochs": 1, "max_length": 384,
+         "warmup_ratio": 0.0, "save_steps": 1000, "logging_steps": 1, "heldout_fraction": 0.0, "prompt_style": "coat"}
+PARAMS = {
+    "format": {"step_system_prompt": FMT.step_system_prompt, "coat_system_prompt": COAT_FMT.coat_system_prompt},
+    "mcts": {"rounds": 2},
+    "train": {"format_tune": TRAIN, "distill": TRAIN},
+    "satori": {
+        "rl": {"max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 12,
+               "learning_rate": 1.0e-2, "temperature": 1.0},
+        "distill": {"student_layers": 1, "sample": {"split": "train", "max_problems": 3, "k": 2, "temperature": 1.0,
+                                                    "max_tokens_per_turn": 12, "max_tokens_total": 24}},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("satori")
+    problems = [problem(a, b) for a, b in QUESTIONS]
+    out = store.StageOutput(root / "data/problems", ["problems"], "test")
+    out.write_shard(0, {"problems": problems})
+    out.finalize([0])
+    trees = {r: [searched_tree(p, a, b, r) for p, (a, b) in zip(problems, QUESTIONS)] for r in (1, 2)}
+    tables = {r: write_round(root, trees[r]) for r in (1, 2)}
+    texts = [prefix_text(t, n, FMT) for t in trees[1] for n in t.nodes.values()]
+    tokenizer = tiny.make_tokenizer(texts, TINY.vocab_size)
+    tiny.save(tiny.make_model(tokenizer, TINY), tokenizer, root / "models/bootstrap")
+    (root / "params.test.yaml").write_text(yaml.safe_dump(PARAMS))
+    for job in ("coat", "rae_states", "format_tune", "rl", "distill"):
+        code, err = run_job(root, job)
+        assert code == 0, f"{job}: {err[-3000:]}"
+    return {"root": root, "tables": tables, "problems": problems}
+
+
+def run_job(root: Path, job: str) -> tuple[int, str]:
+    from stages.satori import main
+
+    err = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(err):
+        mp.chdir(root)
+        mp.setenv("TRACEMILL_PARAMS", "params.test.yaml")
+        mp.setattr(sys, "argv", ["stages.satori", job])
+        try:
+            stage.run(main)
+        except SystemExit as exc:
+            return int(exc.code or 0), err.getvalue()
+    return 0, err.getvalue()
+
+
+def metrics(root: Path, name: str) -> dict[str, Any]:
+    return json.loads((root / "metrics" / f"{name}.json").read_text())
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(path / "model.safetensors")
+
+
+def test_coat_rows_come_from_both_rounds_nodes(project: dict[str, Any]) -> None:
+    root = project["root"]
+    rows = store.read_rows(root / "data/coat", "coat")
+    nodes = {n["node_id"]: n for r in (1, 2) for n in project["tables"][r]["nodes"]}
+    m = metrics(root, "coat")
+    assert m["rows"] == len(rows) and sum(m["by_kind"].values()) == len(rows)
+    # Round 1 has a right and a wrong branch per problem: every kind appears for every problem.
+    assert all(m["by_kind"][k] >= len(QUESTIONS) for k in satori.COAT_KINDS)
+    for row in rows:
+        assert all(nodes[i]["exec_ok"] for i in row["source_node_ids"])
+        last = nodes[row["source_node_ids"][-1]]
+        assert last["terminal"] and last["correct"]
+        actions = [a for a, _ in satori.parse(row["text"])]
+        assert len(actions) == len(row["source_node_ids"]) + (row["kind"] == "reflect")
+    csv = (root / "plots/coat_kinds.csv").read_text().splitlines()
+    assert csv[0] == "kind,count" and len(csv) == 4
+
+
+def test_format_tune_trains_on_coat_with_tool_output_masked(project: dict[str, Any]) -> None:
+    from transformers import AutoTokenizer
+
+    root = project["root"]
+    rows = store.read_rows(root / "data/format_tune", "sft")
+    assert len(rows) == metrics(root, "coat")["rows"] == metrics(root, "format_tune")["examples"]
+    base, tuned = weights(root / "models/bootstrap"), weights(root / "models/format_tune")
+    assert any(not torch.equal(base[k], tuned[k]) for k in base)
+    tokenizer = AutoTokenizer.from_pretrained(root / "models/format_tune")
+    row = next(r for r in rows if json.loads(r["metadata"])["kind"] == "reflect")
+    ids, labels = build_labels(tokenizer, row["prompt"], row["segments"], style="coat", fmt=COAT_FMT)
+    trained = tokenizer.decode([t for t, lab in zip(ids, labels) if lab != IGNORE_INDEX])
+    assert satori.REFLECT in trained and satori.CONTINUE in trained
+    assert FMT.output_start not in trained and FMT.code_start in trained
+    assert "COAT." in tokenizer.decode(ids)  # the coat system prompt from params
+    m = metrics(root, "format_tune")
+    assert m["meta_tokens_added"] == [] and set(m["meta_init"]) == set(satori.META_ACTIONS)
+    # Each meta-action token starts where its phrase sits, so few demonstrations can teach it.
+    init, tuned = weights(root / "data/format_tune/base_with_meta_tokens"), weights(root / "models/format_tune")
+    emb = init["model.embed_tokens.weight"]
+    phrase = tokenizer(m["meta_init"][satori.REFLECT], add_special_tokens=False)["input_ids"]
+    assert torch.allclose(emb[tokenizer.convert_tokens_to_ids(satori.REFLECT)], emb[phrase].mean(dim=0))
+    assert not torch.equal(emb, tuned["model.embed_tokens.weight"])
+
+
+def test_rae_states_hold_failed_restarts_ending_with_reflect(project: dict[str, Any]) -> None:
+    states = store.read_rows(project["root"] / "data/rae_states", "rae_states")
+    m = metrics(project["root"], "rae_states")
+    assert m["states"] == len(states) and m["from_failed"] > 0 and m["from_correct"] > 0
+    for s in states:
+        assert s["ends_with_reflect"] == (s["outcome"] == "failed")
+        assert all(step.startswith(satori.CONTINUE) for step in s["prefix_steps"] if step != satori.REFLECT)
+
+
+def test_rl_writes_the_policy_and_the_reward_curve(project: dict[str, Any]) -> None:
+    # A random policy earns the same reward on every completion, so GRPO's advantages are zero here;
+    # test_rl checks on a pre-trained tiny policy that a step changes the weights.
+    root = project["root"]
+    before, after = weights(root / "models/format_tune"), weights(root / "models/rl")
+    assert before.keys() == after.keys()
+    m = metrics(root, "rl")
+    assert m["steps"] == 1 and m["states"] > 0 and isinstance(m["reward_first"], float)
+    curve = (root / "plots/rl_reward.csv").read_text().splitlines()
+    assert curve[0] == "step,reward,reward_std" and len(curve) == 2
+    assert not (root / "models/rl/checkpoints").exists()
+
+
+def test_distill_samples_the_rl_policy_and_trains_a_smaller_student(project: dict[str, Any]) -> None:
+    from transformers import AutoModelForCausalLM
+
+    root = project["root"]
+    traces = store.read_rows(root / "data/distill", "traces")
+    assert len(traces) == 3 * 2 and {t["stage"] for t in traces} == {"distill"} and {t["model"] for t in traces} == {"rl"}
+    assert all(t["segments"][0]["text"].startswith(render_prompt("", None, COAT_FMT, "coat")[:30])
+               for t in traces)
+    student = AutoModelForCausalLM.from_pretrained(root / "models/distill")
+    assert student.config.num_hidden_layers == 1 < TINY.num_hidden_layers
+    m = metrics(root, "distill")
+    assert m["samples"] == 6 and m["examples"] == sum(1 for t in traces if t["correct"]) and "1 layers" in m["student"]
+    sft = store.read_rows(root / "data/distill/selected", "sft")
+    assert len(sft) == m["examples"]
+
+
+def test_a_real_model_without_meta_tokens_gets_them_added(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = tiny.make_tokenizer(["What is 6 times 7? 42"] * 5, 300, special_tokens=(tiny.EOS, tiny.IM_START, tiny.IM_END))
+    src = tiny.save(tiny.make_model(tok, TINY), tok, tmp_path / "plain")
+    out, added = satori.with_meta_tokens(src, tmp_path / "with_meta", {satori.EXPLORE: "Alternatively,"})
+    assert out == tmp_path / "with_meta" and added == list(satori.META_ACTIONS)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    ids = tokenizer(satori.REFLECT + "42", add_special_tokens=False)["input_ids"]
+    assert ids[0] == tokenizer.convert_tokens_to_ids(satori.REFLECT) and len(tokenizer) == len(tok) + 3
+    assert model.get_input_embeddings().weight.shape[0] >= len(tokenizer)
+    assert satori.with_meta_tokens(out, tmp_path / "again", {})[1] == []  # already there: nothing added
+    with pytest.raises(ParamsError, match="not a meta-action"):
+        satori.with_meta_tokens(out, tmp_path / "bad", {"<|pause|>": "Hmm"})
