@@ -101,3 +101,43 @@ def test_tracemill_check_exits_2_with_one_line_on_a_bad_file(tmp_path: Path) -> 
     assert done.stderr.strip().splitlines() == ["error: params 'sandbox.timeout_s' = 'soon' must be of type float"]
     ok = subprocess.run([*cli, str(ROOT / "params.yaml")], capture_output=True, text=True)
     assert ok.returncode == 0 and f"ok ({len(P.SECTIONS)} sections)" in ok.stdout
+
+
+def test_mcts_round_inputs_must_match_the_rounds_and_dvc_expands_one_stage_per_round() -> None:
+    from dvc.repo import Repo
+
+    from tracemill.search.params import round_inputs
+
+    assert PARAMS["mcts"]["round_inputs"] == round_inputs(PARAMS["mcts"]["rounds"], PARAMS["mcts"]["ppm_from_round"])
+    four = round_inputs(4, 3)
+    assert four["3"] == {"policy": "models/policy_r2", "ppm": "models/ppm_r2"} and four["2"]["ppm"] == "models/policy_r1"
+    bad = copy.deepcopy(PARAMS)
+    bad["mcts"] = {**bad["mcts"], "rounds": 3}
+    with pytest.raises(ParamsError, match=r"'mcts.round_inputs' does not match mcts.rounds = 3(.|\n)*\"3\": \{policy: models/policy_r2, ppm: models/ppm_r2\}"):
+        P.validate(bad)
+    stages = {s.addressing for s in Repo(str(ROOT)).index.stages}
+    rounds = range(1, PARAMS["mcts"]["rounds"] + 1)
+    assert {f"{name}@{r}" for name in ("mcts", "train_policy", "train_ppm") for r in rounds} <= stages
+    assert {"coat", "format_tune", "rae_states", "rl", "distill", "evaluate", "publish"} <= stages
+
+
+def test_overlay_applies_the_gpu_params_keeping_comments_and_refuses_a_bad_file(tmp_path: Path) -> None:
+    target = tmp_path / "params.yaml"
+    target.write_text((ROOT / "params.yaml").read_text())
+    cli = [sys.executable, "-m", "tracemill.cli", "overlay"]
+    done = subprocess.run([*cli, str(ROOT / "params.gpu.yaml"), "--params", str(target)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    merged = P.load(target)
+    assert P.validate(merged) == list(P.SECTIONS)
+    assert merged["llm"]["backend"] == "vllm" and merged["mcts"]["rounds"] == 4 and merged["start"]["rft"]["k"] == 16
+    assert merged["train"]["sft_start"]["learning_rate"] == 7.0e-6 and merged["train"]["train_policy"]["prompt_style"] == "steps"
+    assert merged["sandbox"] == PARAMS["sandbox"]  # keys the overrides do not name keep their values
+    text = target.read_text()
+    assert "# --- grading (tracemill/grading) ---" in text and "served_model: null" in text
+    assert "mcts.rounds" in done.stdout
+    before = target.read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mcts:\n  rounds: 3\n")  # round_inputs still lists 4 rounds
+    done = subprocess.run([*cli, str(bad), "--params", str(target)], capture_output=True, text=True)
+    assert done.returncode == 2 and "'mcts.round_inputs' does not match mcts.rounds = 3" in done.stderr
+    assert target.read_text() == before  # nothing written

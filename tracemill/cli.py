@@ -45,6 +45,25 @@ def check(params: Annotated[Path, typer.Option(help="params file to check")] = P
 
 
 @app.command()
+def overlay(
+    overrides: Annotated[Path, typer.Argument(help="a YAML file of keys to set, e.g. params.gpu.yaml")],
+    params: Annotated[Path, typer.Option(help="params file to update in place")] = Path("params.yaml"),
+) -> None:
+    """Merge an overrides file into params.yaml (mappings merge key by key, lists and values replace),
+    keeping its comments; the merged result is validated before anything is written."""
+    from tracemill import params as P
+    from tracemill.errors import TracemillError
+
+    try:
+        changed = P.overlay(params, overrides)
+    except TracemillError as exc:
+        fail(str(exc))
+    typer.echo(f"{params}: {len(changed)} keys set from {overrides}")
+    for key in changed:
+        typer.echo(f"  {key}")
+
+
+@app.command()
 def sql(
     query: Annotated[Optional[str], typer.Argument(help="SQL over the views; omit to list the tables")] = None,
     data: Annotated[Path, typer.Option(help="data directory the stages write")] = Path("data"),

@@ -11,6 +11,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import yaml
@@ -190,3 +191,41 @@ def validate(params: dict[str, Any]) -> list[str]:
     for name in SECTIONS:
         section(section_class(name), params, name)
     return list(SECTIONS)
+
+
+def _merge(base: Any, over: Mapping[str, Any], prefix: str, changed: list[str]) -> None:
+    for key, value in over.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+            _merge(base[key], value, f"{name}.", changed)
+        elif base.get(key) != value:
+            base[key] = value
+            changed.append(name)
+
+
+def overlay(params_path: str | Path, overrides_path: str | Path) -> list[str]:
+    """Merge the overrides file into the params file in place (comments kept: ruamel round trip);
+    returns the keys whose value changed. Nothing is written unless the merged params validate."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    rt = YAML()  # round trip: comments, quotes and the number formats of both files survive
+    rt.preserve_quotes = True
+    rt.width = 4096
+    rt.indent(mapping=2, sequence=4, offset=2)
+    rt.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    try:
+        over = rt.load(Path(overrides_path).read_text())
+    except Exception as exc:  # noqa: BLE001 — ruamel raises many types; one clear line for all
+        raise ParamsError(f"cannot read overrides '{overrides_path}': {exc}") from None
+    if not isinstance(over, Mapping):
+        raise ParamsError(f"overrides '{overrides_path}' must be a mapping of params sections")
+    doc = rt.load(Path(params_path).read_text())
+    changed: list[str] = []
+    _merge(doc, over, "", changed)
+    buf = io.StringIO()
+    rt.dump(doc, buf)
+    validate(yaml.safe_load(buf.getvalue()))
+    Path(params_path).write_text(buf.getvalue())
+    return changed

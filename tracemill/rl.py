@@ -150,8 +150,12 @@ def train_rl(
 ) -> dict[str, Any]:
     """GRPO from RAE states; saves the policy to out_dir and returns the reward curve per step.
     With `sandbox` and params.tools, rollouts run their code in it (`tool_rollout`)."""
+    import os
+
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental; tool_rollout is tested here
     from trl import GRPOConfig, GRPOTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)

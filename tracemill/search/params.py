@@ -11,6 +11,19 @@ from dataclasses import dataclass, field
 
 from tracemill.errors import ParamsError
 from tracemill.params import choices, in_range, positive
+from tracemill.policy import BOOTSTRAP_DIR
+
+
+def round_inputs(rounds: int, ppm_from_round: int, policy_dir: str = "models/policy_r{round}",
+                 ppm_dir: str = "models/ppm_r{round}") -> dict[str, dict[str, str]]:
+    """The model folders round r reads, for dvc.yaml's foreach: policy r-1 (round 1: the bootstrap) and,
+    from ppm_from_round on, PPM r-1 (DVC has no optional dependency: a round without one names its policy
+    twice). Keys are strings: DVC's foreach skips a params dict with integer keys."""
+    out = {}
+    for r in range(1, rounds + 1):
+        policy = str(BOOTSTRAP_DIR) if r == 1 else policy_dir.format(round=r - 1)
+        out[str(r)] = {"policy": policy, "ppm": ppm_dir.format(round=r - 1) if r > 1 and r >= ppm_from_round else policy}
+    return out
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,10 @@ class MCTSParams:
     policy_dir: str = "models/policy_r{round}"  # policy of round r; round 0 is policy.model / the bootstrap
     ppm_dir: str = "models/ppm_r{round}"
     q_hist_bins: int = 20  # bins of the Q histogram plot
+    # What each round reads, as dvc.yaml's mcts / train_policy / train_ppm stages iterate over it
+    # (`foreach: ${mcts.round_inputs}`); must match rounds and ppm_from_round (see round_inputs()).
+    # None: not checked (a stage run outside DVC needs no list).
+    round_inputs: dict | None = None
 
     def check(self) -> None:
         for key in ("rounds", "rollouts", "children", "max_depth", "max_step_tokens", "max_output_chars",
@@ -50,6 +67,12 @@ class MCTSParams:
         for key in ("policy_dir", "ppm_dir"):
             if "{round}" not in getattr(self, key):
                 raise ParamsError(f"params 'mcts.{key}' must contain '{{round}}', e.g. 'models/policy_r{{round}}'")
+
+        want = round_inputs(self.rounds, self.ppm_from_round, self.policy_dir, self.ppm_dir)
+        if self.round_inputs is not None and {str(k): dict(v) for k, v in self.round_inputs.items()} != want:
+            lines = "\n".join(f'    "{r}": {{policy: {v["policy"]}, ppm: {v["ppm"]}}}' for r, v in want.items())
+            raise ParamsError(f"params 'mcts.round_inputs' does not match mcts.rounds = {self.rounds} and "
+                              f"mcts.ppm_from_round = {self.ppm_from_round}; it must read:\n  round_inputs:\n{lines}")
 
     def uses_ppm(self, round_: int) -> bool:
         return round_ >= self.ppm_from_round
