@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from collections import Counter, defaultdict
 from functools import partial
 from pathlib import Path
@@ -126,6 +127,16 @@ def rl(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> No
     problems = {p["problem_id"]: p for p in store.read_rows("data/problems", "problems")}
     partial_dir = RL_MODEL.with_name(RL_MODEL.name + ".partial")
     shutil.rmtree(partial_dir, ignore_errors=True)
+    if not any(problems.get(s["problem_id"], {}).get("domain") == "math" for s in states):
+        # No search trajectory reached an answer (a weak policy on a small run): the next stages still
+        # need a policy, so this one is the format-tuned policy unchanged, and the metrics say so.
+        print(f"rl: no math restart states in data/rae_states — {RL_MODEL} is {FORMAT_TUNED} untrained", file=sys.stderr)
+        shutil.copytree(FORMAT_TUNED, partial_dir)
+        shutil.rmtree(RL_MODEL, ignore_errors=True)
+        partial_dir.rename(RL_MODEL)
+        store.write_csv("plots/rl_reward.csv", [], ["step", "reward", "reward_std"])
+        store.write_json("metrics/rl.json", {"states": 0, "steps": 0, "trained": False, "reward_first": None, "reward_last": None})
+        return
     # The reward is the grader every other stage labels with (a code problem's tests run in the sandbox).
     with open_sandbox(P.section(SandboxParams, params, "sandbox")) as sandbox, \
             get_grader(P.section(GradingParams, params, "grading"), sandbox=sandbox) as grader:
@@ -136,7 +147,7 @@ def rl(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> No
     partial_dir.rename(RL_MODEL)
     curve = result.pop("curve")
     store.write_csv("plots/rl_reward.csv", curve, ["step", "reward", "reward_std"])
-    store.write_json("metrics/rl.json", result)
+    store.write_json("metrics/rl.json", {**result, "trained": True})
     print(f"rl: {result['states']} restart states, {result['steps']} GRPO steps, reward {result['reward_first']} -> {result['reward_last']}")
 
 

@@ -141,3 +141,12 @@ def test_overlay_applies_the_gpu_params_keeping_comments_and_refuses_a_bad_file(
     done = subprocess.run([*cli, str(bad), "--params", str(target)], capture_output=True, text=True)
     assert done.returncode == 2 and "'mcts.round_inputs' does not match mcts.rounds = 3" in done.stderr
     assert target.read_text() == before  # nothing written
+
+
+def test_the_params_doc_table_is_current_and_names_every_key() -> None:
+    doc = (ROOT / "docs/params.md").read_text()
+    assert doc == P.doc_table(ROOT / "params.yaml"), "regenerate: tracemill params-doc > docs/params.md"
+    assert "| `mcts.rollouts` | `8` | per problem; paper: 16 |" in doc
+    assert "| `` format.code_start `` |" not in doc and "| `format.code_start` | `` ```python `` |" in doc
+    for section in PARAMS:
+        assert f"`{section}" in doc

@@ -144,7 +144,7 @@ def test_rl_writes_the_policy_and_the_reward_curve(project: dict[str, Any]) -> N
     before, after = weights(root / "models/format_tune"), weights(root / "models/rl")
     assert before.keys() == after.keys()
     m = metrics(root, "rl")
-    assert m["steps"] == 1 and m["states"] > 0 and isinstance(m["reward_first"], float)
+    assert m["steps"] == 1 and m["states"] > 0 and m["trained"] is True and isinstance(m["reward_first"], float)
     curve = (root / "plots/rl_reward.csv").read_text().splitlines()
     assert curve[0] == "step,reward,reward_std" and len(curve) == 2
     assert not (root / "models/rl/checkpoints").exists()

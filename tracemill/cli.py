@@ -63,6 +63,14 @@ def overlay(
         typer.echo(f"  {key}")
 
 
+@app.command("params-doc")
+def params_doc(params: Annotated[Path, typer.Option(help="params file to document")] = Path("params.yaml")) -> None:
+    """Print a Markdown table of every key in a params file with its value and comment."""
+    from tracemill import params as P
+
+    sys.stdout.write(P.doc_table(params))
+
+
 @app.command()
 def sql(
     query: Annotated[Optional[str], typer.Argument(help="SQL over the views; omit to list the tables")] = None,
@@ -124,11 +132,15 @@ def summary(
     if evaluation.exists():
         from rich.table import Table
 
-        scores = json.loads(evaluation.read_text()).get("models", {})
-        columns = sorted({k for v in scores.values() for k in v})
-        table = Table("model", *columns, title="held-out accuracy")
+        report = json.loads(evaluation.read_text())
+        scores = report.get("models", {})
+        k = report.get("k")
+        columns = ["pass@1", "sampled_accuracy", *([f"pass@{k}", f"maj@{k}"] if k else [])]
+        table = Table("model", "greedy pass@1", "sampled accuracy", *columns[2:],
+                      title=f"held-out accuracy ({report.get('problems')} {report.get('split')} problems)")
         for model, values in scores.items():
-            table.add_row(model, *(f"{values[k]:.3f}" if k in values else "-" for k in columns))
+            flat = {**{f"pass@{n}": v for n, v in (values.get("pass@k") or {}).items()}, **values}  # pass@1 stays greedy
+            table.add_row(model, *(f"{flat[c]:.3f}" if isinstance(flat.get(c), (int, float)) else "-" for c in columns))
         console.print(table)
     console.print(f"tables: tracemill sql    metrics: dvc metrics show ({metrics}/)    plots: dvc plots show (plots/)")
 

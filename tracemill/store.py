@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tracemill import records
+from tracemill import faults, records
 from tracemill.errors import TracemillError
 
 PART_GLOB = "part-*.parquet"
@@ -76,6 +76,7 @@ def write_parquet(table: str, data: pa.Table | Iterable[Mapping[str, Any]], path
         )
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        faults.hit("store.tmp_written")
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -183,7 +184,9 @@ class StageOutput:
         for table in self.tables:
             written = write_parquet(table, tables.get(table, []), self.root / table / part_name(shard))
             counts[table] = written.num_rows
+        faults.hit("store.tables_written")
         _atomic_write_bytes(self._marker(shard), json.dumps(counts, sort_keys=True).encode())
+        faults.hit("store.shard_done")
         return counts
 
     def finalize(self, shards: Iterable[int]) -> dict[str, int]:
@@ -214,6 +217,7 @@ def write_json(path: str | Path, obj: Any) -> None:
     """Metrics and plot files: pretty, sorted, atomic, so `dvc metrics diff` reads clean diffs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    faults.hit("store.json")
     _atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=float) + "\n").encode())
 
 
