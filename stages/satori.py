@@ -162,14 +162,13 @@ def distill(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) 
     tp = P.section(TrainParams, params, "train").distill
     run = P.section(runner.RunParams, params, "run")
     check_model_folder(RL_MODEL, "the RL policy (dvc repro rl)")
-    if dp.student:
-        student = check_model_folder(Path(dp.student), "satori.distill.student")
-    else:
-        base, _ = resolve_policy(params)
-        student = satori.cut_layers(base, Path("data/distill/student_init"), dp.student_layers)
+    student = check_model_folder(Path(dp.student), "satori.distill.student") if dp.student else None
     problems = pick_problems(store.read_rows("data/problems", "problems"), dp.sample)
     seed = int(params.get("seed", 0))
+    # Opened first: a changed fingerprint clears data/distill, the student's starting copy included.
     out = store.StageOutput("data/distill", ["traces"], stage.fingerprint([dp, fmt, seed, run.shards], [RL_MODEL, "data/problems"]))
+    if student is None:
+        student = satori.cut_layers(resolve_policy(params)[0], Path("data/distill/student_init"), dp.student_layers)
     with open_runtime(params, RL_MODEL, "rl") as rt:
         work = partial(sample_shard, rt=rt, gp=dp.sample, limits=LoopLimits(max_tool_calls=dp.max_tool_calls), seed=seed,
                        stage="distill", style="coat")
