@@ -53,11 +53,17 @@ def _search_inputs(params: dict[str, Any]) -> list[str]:
     return [f"data/mcts/round={r}" for r in range(1, P.section(MCTSParams, params, "mcts").rounds + 1)]
 
 
-def coat(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> None:
-    rows = satori.build_coat(search_rows(params, "nodes"), search_rows(params, "trajectories"), sp.coat, fmt)
-    out = store.StageOutput("data/coat", ["coat"], stage.fingerprint([sp.coat, fmt], _search_inputs(params)))
-    out.write_shard(0, {"coat": rows})
+def _from_trees(params: dict[str, Any], table: str, build: Any, knobs: Any, fmt: FormatParams) -> list[dict[str, Any]]:
+    """`table` built from every round's nodes and trajectories, written to data/<table> in one shard."""
+    rows = build(search_rows(params, "nodes"), search_rows(params, "trajectories"), knobs, fmt)
+    out = store.StageOutput(f"data/{table}", [table], stage.fingerprint([knobs, fmt], _search_inputs(params)))
+    out.write_shard(0, {table: rows})
     out.finalize([0])
+    return rows
+
+
+def coat(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> None:
+    rows = _from_trees(params, "coat", satori.build_coat, sp.coat, fmt)
     kinds = Counter(r["kind"] for r in rows)
     store.write_json("metrics/coat.json", {"rows": len(rows), "problems": len({r["problem_id"] for r in rows}),
                                            "by_kind": {k: kinds.get(k, 0) for k in satori.COAT_KINDS}})
@@ -66,10 +72,7 @@ def coat(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> 
 
 
 def rae_states(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> None:
-    rows = satori.build_rae_states(search_rows(params, "nodes"), search_rows(params, "trajectories"), sp.rae_states, fmt)
-    out = store.StageOutput("data/rae_states", ["rae_states"], stage.fingerprint([sp.rae_states, fmt], _search_inputs(params)))
-    out.write_shard(0, {"rae_states": rows})
-    out.finalize([0])
+    rows = _from_trees(params, "rae_states", satori.build_rae_states, sp.rae_states, fmt)
     outcomes = Counter(r["outcome"] for r in rows)
     store.write_json("metrics/rae_states.json", {"states": len(rows), "problems": len({r["problem_id"] for r in rows}),
                                                  "from_correct": outcomes.get("correct", 0), "from_failed": outcomes.get("failed", 0)})
@@ -125,12 +128,12 @@ def rl(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> No
     check_model_folder(FORMAT_TUNED, "the format-tuned policy (dvc repro format_tune)")
     states = store.read_rows("data/rae_states", "rae_states")
     problems = {p["problem_id"]: p for p in store.read_rows("data/problems", "problems")}
-    partial_dir = RL_MODEL.with_name(RL_MODEL.name + ".partial")
-    shutil.rmtree(partial_dir, ignore_errors=True)
+    partial_dir = RL_MODEL.with_name(RL_MODEL.name + ".partial")  # holds the checkpoints a killed run resumes from
     if not any(problems.get(s["problem_id"], {}).get("domain") == "math" for s in states):
         # No search trajectory reached an answer (a weak policy on a small run): the next stages still
         # need a policy, so this one is the format-tuned policy unchanged, and the metrics say so.
         print(f"rl: no math restart states in data/rae_states — {RL_MODEL} is {FORMAT_TUNED} untrained", file=sys.stderr)
+        shutil.rmtree(partial_dir, ignore_errors=True)
         shutil.copytree(FORMAT_TUNED, partial_dir)
         shutil.rmtree(RL_MODEL, ignore_errors=True)
         partial_dir.rename(RL_MODEL)
@@ -141,8 +144,7 @@ def rl(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> No
     with open_sandbox(P.section(SandboxParams, params, "sandbox")) as sandbox, \
             get_grader(P.section(GradingParams, params, "grading"), sandbox=sandbox) as grader:
         result = train_rl(FORMAT_TUNED, states, problems, lambda p, text: grader.grade_many([(p, text)])[0].correct,
-                          partial_dir, sp.rl, fmt, sandbox=sandbox)
-    shutil.rmtree(partial_dir / "checkpoints", ignore_errors=True)
+                          partial_dir, sp.rl, fmt, sandbox=sandbox, resume=True)
     shutil.rmtree(RL_MODEL, ignore_errors=True)
     partial_dir.rename(RL_MODEL)
     curve = result.pop("curve")

@@ -1,5 +1,7 @@
 """One GRPO step from restart states on a real tiny model: the policy changes and a reward is logged."""
 
+from pathlib import Path
+
 import torch
 
 from tracemill import records, tiny
@@ -91,3 +93,42 @@ def test_tool_rollouts_run_the_policys_code_in_the_sandbox(tmp_path):
     seen.clear()
     train_rl(src, states, {"p1": PROBLEM}, grade, tmp_path / "rl_plain", params, FMT)  # no sandbox: the model's own output
     assert any("41" in s for s in seen), seen
+
+
+KILLED_RL = """
+import json, sys
+from tracemill.rl import RLParams, train_rl
+from tracemill.formats import FormatParams, last_boxed
+src, out, states, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), RLParams(**json.loads(sys.argv[4]))
+problem = {"problem_id": "p1", "question": "What is 6 times 7?", "answer": "42", "domain": "math"}
+train_rl(src, states, {"p1": problem}, lambda p, r: last_boxed(r, FormatParams()) == "42", out, params, FormatParams(), resume=True)
+"""
+
+
+def test_rl_killed_after_a_checkpoint_resumes_from_it(tmp_path):
+    """A real SIGKILL (TRACEMILL_FAILPOINT=train.saved:1) right after the first checkpoint; the re-run
+    continues from that step and ends with the reward curve of every step."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    tok = tiny.make_tokenizer(["What is 6 times 7? We multiply. \\boxed{42} \\boxed{41}"] * 20, 300)
+    model = tiny.make_model(tok, tiny.TinyConfig(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1))
+    src = tiny.save(model, tok, tmp_path / "policy")
+    states = [{"state_id": str(i), "problem_id": "p1", "prefix_steps": [], "node_id": "n", "q": 0.0, "outcome": "correct",
+               "ends_with_reflect": False, "metadata": None} for i in range(4)]
+    params = {"max_steps": 3, "save_steps": 1, "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 8,
+              "learning_rate": 1e-3, "temperature": 1.0}
+    out = tmp_path / "rl"
+    cmd = [sys.executable, "-c", KILLED_RL, str(src), str(out), json.dumps(states), json.dumps(params)]
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    killed = subprocess.run(cmd, env=env | {"TRACEMILL_FAILPOINT": "train.saved:1"}, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert (out / "checkpoints" / "checkpoint-1").is_dir() and not (out / "model.safetensors").exists()
+    result = train_rl(src, states, {"p1": PROBLEM}, exact, out, RLParams(**params), FMT, resume=True)
+    assert result["resumed_from_step"] == 1
+    assert [c["step"] for c in result["curve"]] == [1, 2, 3]  # the steps before the kill come back with the checkpoint
+    assert (out / "model.safetensors").exists() and not (out / "checkpoints").exists()
+    fresh = train_rl(src, states, {"p1": PROBLEM}, exact, tmp_path / "other", RLParams(**params), FMT, resume=True)
+    assert fresh["resumed_from_step"] == 0

@@ -16,13 +16,11 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
-from test_train_round import FMT, QUESTIONS, TINY, problem, searched_tree, write_round
+from test_train_round import FMT, QUESTIONS, TINY, build_project
 
 from tracemill import satori, stage, store, tiny
 from tracemill.errors import ParamsError
 from tracemill.formats import FormatParams, render_prompt
-from tracemill.search.extract import prefix_text
 from tracemill.train import IGNORE_INDEX, build_labels
 
 COAT_FMT = FormatParams(step_system_prompt=FMT.step_system_prompt, coat_system_prompt="COAT.")
@@ -43,21 +41,11 @@ PARAMS = {
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("satori")
-    problems = [problem(a, b) for a, b in QUESTIONS]
-    out = store.StageOutput(root / "data/problems", ["problems"], "test")
-    out.write_shard(0, {"problems": problems})
-    out.finalize([0])
-    trees = {r: [searched_tree(p, a, b, r) for p, (a, b) in zip(problems, QUESTIONS)] for r in (1, 2)}
-    tables = {r: write_round(root, trees[r]) for r in (1, 2)}
-    texts = [prefix_text(t, n, FMT) for t in trees[1] for n in t.nodes.values()]
-    tokenizer = tiny.make_tokenizer(texts, TINY.vocab_size)
-    tiny.save(tiny.make_model(tokenizer, TINY), tokenizer, root / "models/bootstrap")
-    (root / "params.test.yaml").write_text(yaml.safe_dump(PARAMS))
+    built = build_project(tmp_path_factory.mktemp("satori"), PARAMS)
     for job in ("coat", "rae_states", "format_tune", "rl", "distill"):
-        code, err = run_job(root, job)
+        code, err = run_job(built["root"], job)
         assert code == 0, f"{job}: {err[-3000:]}"
-    return {"root": root, "tables": tables, "problems": problems}
+    return built
 
 
 def run_job(root: Path, job: str) -> tuple[int, str]:

@@ -80,7 +80,11 @@ def write_round(root: Path, trees: list[Tree]) -> dict[str, list[dict[str, Any]]
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A project folder: problems, rounds 1 and 2 of search output, the base policy and a small params file."""
-    root = tmp_path_factory.mktemp("project")
+    return build_project(tmp_path_factory.mktemp("project"), PARAMS)
+
+
+def build_project(root: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Problems, rounds 1 and 2 of search output, a tiny random base policy and params.test.yaml under root."""
     problems = [problem(a, b) for a, b in QUESTIONS]
     out = store.StageOutput(root / "data/problems", ["problems"], "test")
     out.write_shard(0, {"problems": problems})
@@ -90,8 +94,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     texts = [prefix_text(t, n, FMT) for t in trees[1] for n in t.nodes.values()]
     tokenizer = tiny.make_tokenizer(texts, TINY.vocab_size)
     tiny.save(tiny.make_model(tokenizer, TINY), tokenizer, root / "models/bootstrap")
-    (root / "params.test.yaml").write_text(yaml.safe_dump(PARAMS))
-    return {"root": root, "trees": trees, "tables": tables}
+    (root / "params.test.yaml").write_text(yaml.safe_dump(params))
+    return {"root": root, "trees": trees, "tables": tables, "problems": problems}
 
 
 def run_stage(root: Path, *args: str) -> tuple[int, str]:

@@ -14,11 +14,14 @@ on (`tool_rollout`, TRL's rollout_func); the output tokens are masked from the p
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tracemill import faults, records
 from tracemill.errors import ParamsError
 from tracemill.formats import FormatParams, last_boxed, render_prompt
 
@@ -51,6 +54,7 @@ class RLParams:
     deepspeed: str | None = None  # a ZeRO config path on GPU
     tools: bool = True  # rollouts run their code in the sandbox (the policy's traces are tool-integrated)
     max_tool_calls: int = 6
+    save_steps: int = 50  # GRPO steps between checkpoints; a killed run resumes from the last one
 
     def check(self) -> None:
         if self.per_device_train_batch_size % self.num_generations:
@@ -147,13 +151,18 @@ def train_rl(
     params: RLParams,
     fmt: FormatParams,
     sandbox: Any = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """GRPO from RAE states; saves the policy to out_dir and returns the reward curve per step.
-    With `sandbox` and params.tools, rollouts run their code in it (`tool_rollout`)."""
+    With `sandbox` and params.tools, rollouts run their code in it (`tool_rollout`). Checkpoints go to
+    out_dir/checkpoints every params.save_steps; with `resume`, a run with the same model, states and
+    params continues from the last one (another run's checkpoints are cleared first)."""
     import os
 
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+    from tracemill.train.hf import resume_point, step_of
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental; tool_rollout is tested here
     from trl import GRPOConfig, GRPOTrainer
@@ -163,12 +172,10 @@ def train_rl(
     rows = dataset_rows(states[: params.max_states], problems, tokenizer, fmt)
     if not rows:
         raise ParamsError("rl: no math restart states to train on — check the rae_states stage output")
-    curve: list[dict[str, float]] = []
 
-    class RewardCurve(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 — transformers' signature
-            if logs and "reward" in logs:
-                curve.append({"step": state.global_step, "reward": float(logs["reward"]), "reward_std": float(logs.get("reward_std", 0.0))})
+    class Failpoint(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001 — transformers' signature
+            faults.hit("train.saved")  # crash tests: a kill right after a checkpoint
 
     config = GRPOConfig(
         output_dir=str(Path(out_dir) / "checkpoints"),
@@ -181,7 +188,8 @@ def train_rl(
         top_p=params.top_p,
         beta=params.beta,
         logging_steps=1,
-        save_strategy="no",
+        save_strategy="steps",
+        save_steps=params.save_steps,
         report_to="none",
         seed=params.seed,
         use_cpu=not _cuda(),
@@ -195,14 +203,21 @@ def train_rl(
         args=config,
         train_dataset=datasets.Dataset.from_list(rows),
         processing_class=tokenizer,
-        callbacks=[RewardCurve()],
+        callbacks=[Failpoint()],
         rollout_func=tool_rollout(sandbox, fmt, params) if sandbox is not None and params.tools else None,
     )
-    trainer.train()
+    run_id = records.content_id(str(Path(model_path).resolve()), (Path(model_path) / "config.json").read_text(encoding="utf-8"),
+                                [r["prompt"] for r in rows], dataclasses.asdict(params))
+    checkpoint = resume_point(trainer, run_id, resume)
+    trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
+    shutil.rmtree(Path(out_dir) / "checkpoints", ignore_errors=True)  # the folder is complete; no optimizer state in DVC
+    # The whole run's history, the steps before a resume included (restored with the checkpoint).
+    curve = [{"step": e["step"], "reward": float(e["reward"]), "reward_std": float(e.get("reward_std", 0.0))}
+             for e in trainer.state.log_history if "reward" in e]
     return {"states": len(rows), "steps": params.max_steps, "curve": curve, "reward_first": curve[0]["reward"] if curve else None,
-            "reward_last": curve[-1]["reward"] if curve else None}
+            "reward_last": curve[-1]["reward"] if curve else None, "resumed_from_step": step_of(checkpoint)}
 
 
 def _cuda() -> bool:
