@@ -129,3 +129,38 @@ def test_write_killed_half_way_leaves_no_partial_part_and_rerun_completes(tmp_pa
     assert table.num_rows == shards * rows
     assert len(set(table.column("rejected_id").to_pylist())) == shards * rows
     assert not list((root / "rejected").glob(".part-*"))
+
+
+FULL_DISK = textwrap.dedent(
+    """
+    import resource, signal, sys
+    from tracemill import stage
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as ENOSPC would
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+    sys.argv = [sys.argv[0], *sys.argv[2:]]
+    exec(compile(open(sys.argv[0] + ".writer").read(), "writer", "exec"))
+    """
+)
+
+
+def test_a_full_disk_fails_the_stage_with_one_line_and_no_half_written_table(tmp_path):
+    """No part fits (RLIMIT_FSIZE stands in for a full disk): the stage exits 2 with one error line naming the table,
+    no part is left half-written or unmarked, and a re-run with room completes every shard."""
+    root = tmp_path / "stage"
+    script = tmp_path / "full_disk.py"
+    script.write_text(FULL_DISK)
+    (tmp_path / "full_disk.py.writer").write_text("from tracemill import stage\n" + "def main():\n" + textwrap.indent(WRITER, "    ")
+                                                  + "\nstage.run(main)\n")
+    shards, rows = 3, 20_000
+    full = subprocess.run([sys.executable, str(script), str(50_000), str(root), str(shards), str(rows)], capture_output=True, text=True)
+    assert full.returncode == 2, full.stderr[-2000:]
+    lines = full.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: could not write table 'rejected'"), lines
+    for part in (root / "rejected").glob("part-*.parquet"):
+        pq.read_table(part)  # every visible part is whole
+    assert not list((root / "rejected").glob(".part-*"))  # the failed write removed its temp file
+    done = {int(m.stem) for m in (root / "_shards").glob("*.done")}
+    assert len(done) < shards
+    rerun = _writer(root, shards, rows)
+    out, _ = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0 and int(out.strip()) == shards * rows
