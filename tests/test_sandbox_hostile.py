@@ -132,3 +132,44 @@ def test_sys_exit_mid_cell_is_an_error_and_state_survives(sandbox):
 def test_huge_power_times_out(sandbox):
     r, _ = run(sandbox, "x = 10**10**8")
     assert r.status in ("timeout", "memory")
+
+
+HOST_KILLED_LATER = """
+import time
+from tracemill.sandbox import SandboxParams, open_sandbox
+with open_sandbox(SandboxParams()) as sb:
+    sb.session().run("x = 1")
+    print(sb.cgroup_root, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_cgroups_left_by_a_killed_host_are_swept_by_the_next_sandbox():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from tracemill.sandbox import SandboxParams, open_sandbox
+
+    if os.geteuid() != 0 or not Path("/sys/fs/cgroup/pids").is_dir():
+        pytest.skip("the pids cgroup layer needs root and the cgroup v1 pids controller")
+    proc = subprocess.Popen([sys.executable, "-c", HOST_KILLED_LATER], stdout=subprocess.PIPE, text=True)
+    root = Path(proc.stdout.readline().strip())
+    assert root.is_dir() and any(p.name.startswith("s-") for p in root.iterdir())
+    os.kill(proc.pid, signal.SIGKILL)  # the host never runs its cleanup
+    proc.wait()
+    zygote = int(root.name.split("-")[1])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the zygote and its sessions end once their parent's sockets close
+        try:
+            os.kill(zygote, 0)
+            time.sleep(0.05)
+        except ProcessLookupError:
+            break
+    assert root.is_dir()  # left behind by the kill
+    with open_sandbox(SandboxParams()) as sb:
+        assert sb.session().run("print(6 * 7)").stdout == "42\n"
+    assert not root.exists()

@@ -354,10 +354,40 @@ def _world_readable(path: str) -> bool:
         path = parent
 
 
+def _sweep_stale_cgroups(base: str) -> None:
+    """Remove the cgroups of sandboxes whose zygote is gone: a host process killed with SIGKILL never
+    ran its cleanup. Only empty cgroups can be removed, so a live session is never touched."""
+    for name in os.listdir(base):
+        if not name.startswith("tracemill-") or not name[len("tracemill-"):].isdigit():
+            continue
+        try:
+            os.kill(int(name[len("tracemill-"):]), 0)
+            continue  # its zygote still runs
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        root = os.path.join(base, name)
+        for entry in os.listdir(root):
+            if entry.startswith("s-"):
+                try:
+                    os.rmdir(os.path.join(root, entry))
+                except OSError:
+                    pass
+        try:
+            os.rmdir(root)
+        except OSError:
+            pass
+
+
 def _cgroup_root() -> str | None:
     base = "/sys/fs/cgroup/pids"
     if not os.path.isdir(base):
         return None
+    try:
+        _sweep_stale_cgroups(base)
+    except OSError:
+        pass
     root = os.path.join(base, f"tracemill-{os.getpid()}")
     try:
         os.mkdir(root)
