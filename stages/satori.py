@@ -37,20 +37,19 @@ from tracemill.search import MCTSParams
 FORMAT_TUNED, RL_MODEL, STUDENT = Path("models/format_tune"), Path("models/rl"), Path("models/distill")
 
 
+def _search_inputs(params: dict[str, Any]) -> list[str]:
+    """The search output folder of every rStar-Math round, in round order."""
+    return [f"data/mcts/round={r}" for r in range(1, P.section(MCTSParams, params, "mcts").rounds + 1)]
+
+
 def search_rows(params: dict[str, Any], table: str) -> list[dict[str, Any]]:
     """`table` of every rStar-Math round's search, in round order."""
-    rounds = P.section(MCTSParams, params, "mcts").rounds
     rows = []
-    for r in range(1, rounds + 1):
-        d = Path(f"data/mcts/round={r}")
-        if not d.is_dir():
+    for r, d in enumerate(_search_inputs(params), 1):
+        if not Path(d).is_dir():
             raise TracemillError(f"round {r}'s search output '{d}' is missing — run 'dvc repro mcts@{r}' first")
         rows.extend(store.read_rows(d, table))
     return rows
-
-
-def _search_inputs(params: dict[str, Any]) -> list[str]:
-    return [f"data/mcts/round={r}" for r in range(1, P.section(MCTSParams, params, "mcts").rounds + 1)]
 
 
 def _from_trees(params: dict[str, Any], table: str, build: Any, knobs: Any, fmt: FormatParams) -> list[dict[str, Any]]:
@@ -84,23 +83,21 @@ def _questions() -> dict[str, str]:
 
 
 def _train_into(out_dir: Path, init: Path, rows: list[dict[str, Any]], sft_params: Any, fmt: FormatParams) -> dict[str, Any]:
-    """SFT `init` on `rows` into out_dir (built as <out_dir>.partial, resumable, renamed when done)."""
+    """SFT `init` on `rows` into out_dir (stage.build_folder: resumable, swapped in when done)."""
     from tracemill.train import LossCurve, train_sft
 
-    partial_dir = out_dir.with_name(out_dir.name + ".partial")
-    if rows:
-        curve = LossCurve()
-        metrics = train_sft(init, rows, partial_dir, sft_params, resume=True, callbacks=[curve], fmt=fmt)
-        store.write_csv(f"plots/{out_dir.name}_loss.csv", curve.rows, LossCurve.COLUMNS)
-    else:
+    curve = LossCurve()
+
+    def build(partial_dir: Path) -> dict[str, Any]:
+        if rows:
+            return train_sft(init, rows, partial_dir, sft_params, resume=True, callbacks=[curve], fmt=fmt)
         print(f"{out_dir.name}: no examples — {out_dir} is '{init}' untrained")
-        shutil.rmtree(partial_dir, ignore_errors=True)
         shutil.copytree(init, partial_dir)
-        store.write_csv(f"plots/{out_dir.name}_loss.csv", [], ["step", "loss"])
-        metrics = {}
-    shutil.rmtree(out_dir, ignore_errors=True)
-    partial_dir.rename(out_dir)
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+        return {}
+
+    metrics = stage.build_folder(out_dir, build, fresh=not rows)
+    store.write_csv(f"plots/{out_dir.name}_loss.csv", curve.rows, LossCurve.COLUMNS)
+    return metrics
 
 
 def format_tune(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> None:
@@ -108,13 +105,14 @@ def format_tune(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatPara
 
     tp = P.section(TrainParams, params, "train").format_tune
     base, base_name = resolve_policy(params)
-    rows = satori.coat_sft_rows(store.read_rows("data/coat", "coat"), _questions(), fmt)
+    coat_rows = store.read_rows("data/coat", "coat")
+    rows = satori.coat_sft_rows(coat_rows, _questions(), fmt)
     out = store.StageOutput("data/format_tune", ["sft"], stage.fingerprint([tp, fmt], ["data/coat", "data/problems"]))
     out.write_shard(0, {"sft": rows})
     out.finalize([0])
     init, added = satori.with_meta_tokens(base, Path("data/format_tune/base_with_meta_tokens"), sp.coat.meta_init)
     metrics = _train_into(FORMAT_TUNED, init, rows, tp, fmt)
-    kinds = Counter(r["kind"] for r in store.read_rows("data/coat", "coat"))
+    kinds = Counter(r["kind"] for r in coat_rows)
     store.write_json("metrics/format_tune.json", {**metrics, "base": base_name, "examples": len(rows), "by_kind": dict(sorted(kinds.items())),
                                                   "meta_tokens_added": added, "meta_init": sp.coat.meta_init})
     print(f"format_tune: {len(rows)} COAT examples -> {FORMAT_TUNED}")
@@ -128,25 +126,30 @@ def rl(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> No
     check_model_folder(FORMAT_TUNED, "the format-tuned policy (dvc repro format_tune)")
     states = store.read_rows("data/rae_states", "rae_states")
     problems = {p["problem_id"]: p for p in store.read_rows("data/problems", "problems")}
-    partial_dir = RL_MODEL.with_name(RL_MODEL.name + ".partial")  # holds the checkpoints a killed run resumes from
     if not any(problems.get(s["problem_id"], {}).get("domain") == "math" for s in states):
         # No search trajectory reached an answer (a weak policy on a small run): the next stages still
         # need a policy, so this one is the format-tuned policy unchanged, and the metrics say so.
         print(f"rl: no math restart states in data/rae_states — {RL_MODEL} is {FORMAT_TUNED} untrained", file=sys.stderr)
-        shutil.rmtree(partial_dir, ignore_errors=True)
-        shutil.copytree(FORMAT_TUNED, partial_dir)
-        shutil.rmtree(RL_MODEL, ignore_errors=True)
-        partial_dir.rename(RL_MODEL)
+
+        def untrained(partial_dir: Path) -> dict[str, Any]:
+            shutil.copytree(FORMAT_TUNED, partial_dir)
+            return {}
+
+        stage.build_folder(RL_MODEL, untrained, fresh=True)
         store.write_csv("plots/rl_reward.csv", [], ["step", "reward", "reward_std"])
         store.write_json("metrics/rl.json", {"states": 0, "steps": 0, "trained": False, "reward_first": None, "reward_last": None})
         return
-    # The reward is the grader every other stage labels with (a code problem's tests run in the sandbox).
-    with open_sandbox(P.section(SandboxParams, params, "sandbox")) as sandbox, \
-            get_grader(P.section(GradingParams, params, "grading"), sandbox=sandbox) as grader:
-        result = train_rl(FORMAT_TUNED, states, problems, lambda p, text: grader.grade_many([(p, text)])[0].correct,
-                          partial_dir, sp.rl, fmt, sandbox=sandbox, resume=True)
-    shutil.rmtree(RL_MODEL, ignore_errors=True)
-    partial_dir.rename(RL_MODEL)
+    result: dict[str, Any] = {}
+
+    def build(partial_dir: Path) -> dict[str, Any]:  # the partial folder holds the checkpoints a killed run resumes from
+        # The reward is the grader every other stage labels with (a code problem's tests run in the sandbox).
+        with open_sandbox(P.section(SandboxParams, params, "sandbox")) as sandbox, \
+                get_grader(P.section(GradingParams, params, "grading"), sandbox=sandbox) as grader:
+            result.update(train_rl(FORMAT_TUNED, states, problems, lambda p, text: grader.grade_many([(p, text)])[0].correct,
+                                   partial_dir, sp.rl, fmt, sandbox=sandbox, resume=True))
+        return {}
+
+    stage.build_folder(RL_MODEL, build, fresh=False)
     curve = result.pop("curve")
     store.write_csv("plots/rl_reward.csv", curve, ["step", "reward", "reward_std"])
     store.write_json("metrics/rl.json", {**result, "trained": True})

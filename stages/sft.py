@@ -49,19 +49,17 @@ def main() -> None:
     out = store.StageOutput(f"data/{name}", ["sft"], stage.fingerprint(sft_params, [data_dir]))
     out.write_shard(0, {"sft": rows})
     out.finalize([0])
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    if rows:
-        metrics = train_sft(base, rows, partial, sft_params, resume=True, fmt=P.section(FormatParams, params, "format"))
-        metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
-    else:
+
+    def build(partial: Path) -> dict:
+        if rows:
+            return train_sft(base, rows, partial, sft_params, resume=True, fmt=P.section(FormatParams, params, "format"))
         # Nothing selected (e.g. no hint fixed a wrong greedy answer in a small run): the next stages
         # still need a model, so this one is the base policy unchanged, and the metrics say so.
         print(f"{name}: no examples in {data_dir} — {out_dir} is the base policy, untrained", file=sys.stderr)
-        shutil.rmtree(partial, ignore_errors=True)
         shutil.copytree(base, partial)
-        metrics = {}
-    shutil.rmtree(out_dir, ignore_errors=True)
-    partial.rename(out_dir)
+        return {}
+
+    metrics = stage.build_folder(out_dir, build, fresh=not rows)
     store.write_json(f"metrics/{name}.json", {**metrics, "examples": len(rows), "trained": bool(rows)})
     print(f"{name}: {len(rows)} examples -> {out_dir}")
 

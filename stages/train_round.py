@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +80,7 @@ def train_policy(params: dict[str, Any], mp: MCTSParams, train: TrainParams, rou
         return {}
 
     out_dir = Path(mp.policy_dir.format(round=round_))
-    metrics = _write_model(out_dir, build, fresh=not rows)
+    metrics = stage.build_folder(out_dir, build, fresh=not rows)
     store.write_json(f"metrics/train_policy_round{round_}.json", {
         **metrics, "round": round_, "base": base_name, "trajectories": len(trajectories), "examples": len(rows),
         "rejected": len(rejected), "trained": bool(rows),
@@ -112,24 +111,12 @@ def train_ppm(params: dict[str, Any], mp: MCTSParams, train: TrainParams, round_
         return {}
 
     out_dir = Path(mp.ppm_dir.format(round=round_))
-    metrics = _write_model(out_dir, build, fresh=not pairs)
+    metrics = stage.build_folder(out_dir, build, fresh=not pairs)
     store.write_json(f"metrics/train_ppm_round{round_}.json", {
         **metrics, "round": round_, "policy": str(policy), "pairs": len(pairs), "trained": bool(pairs),
     })
     store.write_csv(f"plots/train_ppm_loss_round{round_}.csv", curve.rows, LossCurve.COLUMNS)
     print(f"train_ppm round {round_}: {len(pairs)} pairs -> {out_dir}")
-
-
-def _write_model(out_dir: Path, build: Callable[[Path], dict[str, Any]], fresh: bool) -> dict[str, Any]:
-    """Build the model folder as <out_dir>.partial, then swap it in; the scalar metrics of the build.
-    A training run keeps the partial folder, whose checkpoints it resumes from; `fresh` clears it first."""
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    if fresh:
-        shutil.rmtree(partial, ignore_errors=True)
-    metrics = build(partial)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    partial.rename(out_dir)
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
 
 
 if __name__ == "__main__":

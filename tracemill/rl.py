@@ -78,7 +78,10 @@ def dataset_rows(states: Sequence[dict[str, Any]], problems: dict[str, dict[str,
     return rows
 
 
-def make_reward(problems: dict[str, dict[str, Any]], grade: GradeFn, rp: RewardParams, fmt: FormatParams, log: list[float]) -> Callable[..., list[float]]:
+def make_reward(problems: dict[str, dict[str, Any]], grade: GradeFn, rp: RewardParams, fmt: FormatParams,
+                log: list[float] | None = None) -> Callable[..., list[float]]:
+    """TRL reward function; every reward it hands out is also appended to `log` when one is given."""
+
     def satori_reward(prompts: list[str], completions: list[str], problem_id: list[str], outcome: list[str], **_: Any) -> list[float]:
         rewards = []
         for completion, pid, start in zip(completions, problem_id, outcome):
@@ -91,7 +94,8 @@ def make_reward(problems: dict[str, dict[str, Any]], grade: GradeFn, rp: RewardP
             if last_boxed(completion, fmt) is None:
                 r += rp.format_penalty
             rewards.append(r)
-        log.extend(rewards)
+        if log is not None:
+            log.extend(rewards)
         return rewards
 
     return satori_reward
@@ -196,10 +200,9 @@ def train_rl(
         deepspeed=params.deepspeed,
         disable_tqdm=False,
     )
-    rewards: list[float] = []
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=make_reward(problems, grade, params.reward, fmt, rewards),
+        reward_funcs=make_reward(problems, grade, params.reward, fmt),
         args=config,
         train_dataset=datasets.Dataset.from_list(rows),
         processing_class=tokenizer,

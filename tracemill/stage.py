@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -40,3 +41,15 @@ def fingerprint(params: Any, inputs: Iterable[str | Path] = ()) -> str:
         files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
         stats.extend((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.exists())
     return records.content_id(params, stats)
+
+
+def build_folder(out_dir: Path, build: Callable[[Path], dict[str, Any]], fresh: bool) -> dict[str, Any]:
+    """Build a model folder as <out_dir>.partial, then swap it in; the scalar metrics of the build. A
+    training run keeps the partial folder, whose checkpoints it resumes from; `fresh` clears it first."""
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    if fresh:
+        shutil.rmtree(partial, ignore_errors=True)
+    metrics = build(partial)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    partial.rename(out_dir)
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
