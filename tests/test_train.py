@@ -237,6 +237,13 @@ def test_ppm_ranks_held_out_pairs_above_chance(base_model: Path, pairs: list[dic
     assert scores[0] > scores[1]
     assert scorer.score(pair["prefix"], []) == []
 
+    from safetensors.torch import load_file
+
+    again = train_ppm(base_model, pairs, tmp_path / "again", params)  # same params and seed: the same PPM
+    assert again["heldout_pairwise_accuracy"] == metrics["heldout_pairwise_accuracy"]
+    first, second = load_file(tmp_path / "ppm" / "model.safetensors"), load_file(tmp_path / "again" / "model.safetensors")
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
 
 def test_missing_model_folder_names_the_path_and_the_fix(rows: list[dict[str, Any]], tmp_path: Path) -> None:
     from tracemill.train import load_ppm, train_sft

@@ -169,6 +169,7 @@ def train_ppm(
     require_rows(features, "pairs", dropped, params.max_length)
     ids = [f["pair_id"] for f in features]
     train, heldout_features = split_heldout(features, ids, params.heldout_fraction, params.seed)
+    torch.manual_seed(params.seed)  # the new head's initial weights: the Trainer seeds only after the model exists
     model, _ = _ppm_model(path, tokenizer)
     out = Path(out_dir)
     trainer = PPMTrainer(
