@@ -173,3 +173,39 @@ def test_cgroups_left_by_a_killed_host_are_swept_by_the_next_sandbox():
     with open_sandbox(SandboxParams()) as sb:
         assert sb.session().run("print(6 * 7)").stdout == "42\n"
     assert not root.exists()
+
+
+def test_cgroups_of_closed_sessions_are_removed_while_the_sandbox_runs(sandbox):
+    import os
+
+    if not sandbox.cgroup_root:
+        pytest.skip("the pids cgroup layer needs root and the cgroup v1 pids controller")
+    results = sandbox.run_many([["print(1)"]] * 60)
+    assert all(r[0].stdout == "1\n" for r in results)
+    left = [name for name in os.listdir(sandbox.cgroup_root) if name.startswith("s-")]
+    # spares and the last few sessions, whose processes were still exiting, not one per session run
+    assert len(left) < 30, left
+
+
+def test_zygote_heap_is_on_huge_pages_and_sessions_still_work():
+    from pathlib import Path
+
+    def anon_huge_kb(pid):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("AnonHugePages:"):
+                return int(line.split()[1])
+        return 0
+
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not thp.exists() or "[never]" in thp.read_text():
+        pytest.skip("transparent huge pages are off on this kernel")
+    with open_sandbox(SandboxParams(huge_pages=False, spares=1)) as sb:
+        assert sb.huge_page_bytes == 0
+        assert sb.session().run("import sympy\nsympy.Rational(1, 3) * 3").stdout == "1\n"
+    with open_sandbox(SandboxParams(huge_pages=True, spares=1)) as sb:
+        if sb.huge_page_bytes == 0:
+            pytest.skip("this kernel has no MADV_COLLAPSE (Linux 6.1+)")
+        assert anon_huge_kb(sb._zygote.pid) * 1024 >= sb.huge_page_bytes // 2  # the zygote splits a few as it runs
+        with sb.session() as s:
+            assert s.run("import sympy\nx = sympy.Rational(1, 3) * 3").status == "ok"
+            assert s.run("print(x + 1)").stdout == "2\n"

@@ -29,6 +29,7 @@ class SandboxParams:
     max_file_bytes: int = 16 * 1024 * 1024
     pool_size: int = 4  # sessions run at once by run_many (they wait on I/O, so more than the cores)
     spares: int = 4  # isolated session processes kept ready, so opening a session is one message
+    huge_pages: bool = True  # back the zygote's heap with huge pages: a session's fork and exit copy and free fewer page-table entries
     strict: bool = False  # refuse to run when an isolation layer is unavailable
     preload: list[str] = field(default_factory=lambda: ["math", "fractions", "itertools", "collections", "functools", "decimal", "statistics", "re", "random", "numpy", "sympy"])
     # run once in the zygote before any fork: sympy and numpy build caches and import submodules on

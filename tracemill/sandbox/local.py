@@ -42,6 +42,7 @@ class LocalSession:
     def __init__(self, sandbox: "LocalSandbox", sock: socket.socket, pid: int, workdir: str) -> None:
         self.sandbox, self.sock, self.pid, self.workdir = sandbox, sock, pid, workdir
         self.dead: str | None = None
+        self.own_cgroup = False  # a forked session shares its parent's pids cgroup
 
     def run(self, code: str) -> RunResult:
         if self.dead:
@@ -100,11 +101,15 @@ class LocalSession:
     def close(self) -> None:
         """Hang up; a live session removes its own files and process group (off this path). A dead
         one cannot, so its directory is removed here."""
+        if self.dead == "closed":
+            return
         self.sock.close()
         if self.dead:
             shutil.rmtree(self.workdir, ignore_errors=True)
         self.dead = self.dead or "closed"
         self.sandbox._untrack(self)
+        if self.own_cgroup:
+            self.sandbox._release_cgroup(self.pid)
 
     def __enter__(self) -> "LocalSession":
         return self
@@ -120,6 +125,7 @@ class LocalSandbox:
         os.chmod(self.root, 0o1733)  # sessions may create their dirs here, but not list each other's
         self._lock = threading.Lock()
         self._sessions: set[LocalSession] = set()
+        self._ended_cgroups: list[str] = []  # cgroups of closed sessions whose processes may still be exiting
         self._ctrl, child = socket.socketpair()
         cfg = {
             "ctrl_fd": child.fileno(),
@@ -128,6 +134,7 @@ class LocalSandbox:
             "preload": params.preload,
             "warmup": params.warmup,
             "spares": params.spares,
+            "huge_pages": params.huge_pages,
             "use_landlock": True,
             "memory_mb": params.memory_mb,
             "max_processes": params.max_processes,
@@ -156,6 +163,7 @@ class LocalSandbox:
             raise SandboxError(f"the sandbox zygote did not start: {exc}\n{log}") from exc
         self._ctrl.settimeout(None)
         self.cgroup_root = hello.get("cgroup_root")
+        self.huge_page_bytes = hello.get("huge_page_bytes", 0)
         layers = hello["layers"]
         layers["process-limit"] = bool(layers.get("cgroup-pids") or layers.get("uid-drop") or os.geteuid() != 0)
         self.layers = layers
@@ -185,6 +193,7 @@ class LocalSandbox:
         hello, _ = wire.recv(mine)
         mine.settimeout(None)
         session = LocalSession(self, mine, hello["pid"], hello["workdir"])
+        session.own_cgroup = self.cgroup_root is not None
         self._track(session)
         return session
 
@@ -208,6 +217,21 @@ class LocalSandbox:
                 os.kill(int(line), signal.SIGKILL)
         except OSError:
             pass
+
+    def _release_cgroup(self, pid: int) -> None:
+        """Remove the pids cgroups of closed sessions once their processes are gone, so a stage that
+        runs millions of sessions does not keep millions of empty cgroups until it ends. The one just
+        closed is usually still exiting; it goes on the list and is removed on a later close."""
+        with self._lock:
+            pending = self._ended_cgroups + [os.path.join(self.cgroup_root, f"s-{pid}")]
+            self._ended_cgroups = []
+            for path in pending:
+                try:
+                    os.rmdir(path)
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    self._ended_cgroups.append(path)
 
     def close(self) -> None:
         for s in list(self._sessions):
