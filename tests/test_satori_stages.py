@@ -31,6 +31,7 @@ PARAMS = {
     "mcts": {"rounds": 2},
     "train": {"format_tune": TRAIN, "distill": TRAIN},
     "satori": {
+        "coat": {"meta_warmup_epochs": 3, "meta_warmup_lr": 1.0e-2},
         "rl": {"max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 12,
                "learning_rate": 1.0e-2, "temperature": 1.0},
         "distill": {"student_layers": 1, "sample": {"split": "train", "max_problems": 3, "k": 2, "temperature": 1.0,
@@ -114,6 +115,21 @@ def test_format_tune_trains_on_coat_with_tool_output_masked(project: dict[str, A
     phrase = tokenizer(m["meta_init"][satori.REFLECT], add_special_tokens=False)["input_ids"]
     assert torch.allclose(emb[tokenizer.convert_tokens_to_ids(satori.REFLECT)], emb[phrase].mean(dim=0))
     assert not torch.equal(emb, tuned["model.embed_tokens.weight"])
+
+
+def test_meta_token_warm_up_moves_only_the_meta_rows_and_lowers_the_loss(project: dict[str, Any]) -> None:
+    from transformers import AutoTokenizer
+
+    root = project["root"]
+    before, warmed = weights(root / "data/format_tune/base_with_meta_tokens"), weights(root / "data/format_tune/meta_tokens_warmed")
+    meta = AutoTokenizer.from_pretrained(root / "models/format_tune").convert_tokens_to_ids(list(satori.META_ACTIONS))
+    emb_before, emb_warmed = before["model.embed_tokens.weight"], warmed["model.embed_tokens.weight"]
+    others = [i for i in range(emb_before.shape[0]) if i not in meta]
+    assert torch.equal(emb_before[others], emb_warmed[others])
+    assert all(not torch.equal(emb_before[i], emb_warmed[i]) for i in meta)
+    assert all(torch.equal(before[k], warmed[k]) for k in before if k != "model.embed_tokens.weight")
+    m = metrics(root, "format_tune")["meta_warmup"]
+    assert m["epochs"] == 3 and m["loss_last"] < m["loss_first"]
 
 
 def test_rae_states_hold_failed_restarts_ending_with_reflect(project: dict[str, Any]) -> None:

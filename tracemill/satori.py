@@ -48,6 +48,10 @@ class CoatParams:
     wrong_q_max: float = 0.0  # a step is wrong when its Q is at most this (or its subtree only fails)
     # Format tuning starts each meta-action token's embedding at the mean of its phrase (with_meta_tokens).
     meta_init: dict = field(default_factory=_default_meta_init)
+    # Then, before full format tuning, trains only the meta-action rows of the embeddings on the COAT
+    # set (every other weight frozen) for this many epochs; 0: no warm-up (paper)
+    meta_warmup_epochs: int = 0
+    meta_warmup_lr: float = 3e-2
 
     def check(self) -> None:
         unknown = set(self.mix) - set(COAT_KINDS)
@@ -57,6 +61,9 @@ class CoatParams:
             raise ParamsError("params 'coat.mix' needs non-negative shares that do not all vanish")
         if not self.reflect_templates:
             raise ParamsError("params 'coat.reflect_templates' must not be empty")
+        if self.meta_warmup_epochs < 0:
+            raise ParamsError("params 'coat.meta_warmup_epochs' must be >= 0")
+        positive(self.meta_warmup_lr, "coat.meta_warmup_lr")
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,60 @@ def with_meta_tokens(model_dir: str | Path, out_dir: Path, init: dict[str, str])
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir, missing
+
+
+def warm_meta_tokens(model_dir: Path, out_dir: Path, rows: Sequence[dict[str, Any]], tp: Any, fmt: FormatParams,
+                     epochs: int, lr: float) -> dict[str, Any]:
+    """Train only the meta-action tokens' embedding rows on the format-tuning rows (`tp` gives the
+    prompt style, max length, micro-batch and seed), everything else frozen; save to out_dir.
+
+    A small policy that meets three new tokens in full fine-tuning has to move every weight at once
+    to place them, and at a learning rate high enough for that it forgets how to copy numbers from
+    the question and from tool output. Placing the tokens first lets full tuning run gently after.
+    Returns {"epochs", "learning_rate", "loss_first", "loss_last"} (mean loss of the first and last epoch)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tracemill.train.hf import pad
+    from tracemill.train.labels import IGNORE_INDEX
+    from tracemill.train.sft import sft_features
+
+    torch.manual_seed(tp.seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    features, _ = sft_features(tokenizer, rows, tp, fmt)
+    rows_of = torch.tensor(tokenizer.convert_tokens_to_ids(list(META_ACTIONS)))
+    tables = list({model.get_input_embeddings().weight, model.get_output_embeddings().weight})  # one when tied
+    for param in model.parameters():
+        param.requires_grad_(False)
+    mask = torch.zeros_like(tables[0][:, :1])
+    mask[rows_of] = 1.0
+    for weight in tables:
+        weight.requires_grad_(True)
+        weight.register_hook(lambda grad: grad * mask)
+    opt = torch.optim.Adam(tables, lr=lr)
+    gen = torch.Generator().manual_seed(tp.seed)
+    losses: list[float] = []
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(features), generator=gen).tolist()
+        total = 0.0
+        for start in range(0, len(order), tp.micro_batch_size):
+            batch = [features[i] for i in order[start : start + tp.micro_batch_size]]
+            loss = model(input_ids=pad([f["input_ids"] for f in batch], tokenizer.pad_token_id),
+                         labels=pad([f["labels"] for f in batch], IGNORE_INDEX)).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(batch)
+        losses.append(total / max(1, len(features)))
+        print(f"format_tune: meta-token warm-up epoch {epoch + 1}/{epochs}, loss {losses[-1]:.4f}", flush=True)
+    for weight in tables:
+        weight.requires_grad_(True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return {"epochs": epochs, "learning_rate": lr, "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None}
 
 
 def cut_layers(model_dir: str | Path, out_dir: Path, layers: int) -> Path:

@@ -29,6 +29,7 @@ class GenParams:
     sources: list[str] = field(default_factory=list)  # problem sources to use; empty: all
     domains: list[str] = field(default_factory=lambda: ["math"])
     max_problems: int = 64
+    offset: int = 0  # skip this many problems of the id-ordered list first (disjoint slices for different stages)
     max_tokens_per_turn: int = 256
     max_tokens_total: int = 768
     temperature: float = 0.0
@@ -36,8 +37,8 @@ class GenParams:
     k: int = 1  # samples per problem (RFT: START's k=16)
 
     def check(self) -> None:
-        if self.k < 1 or self.max_problems < 0:
-            raise ParamsError("params 'k' must be >= 1 and 'max_problems' >= 0")
+        if self.k < 1 or self.max_problems < 0 or self.offset < 0:
+            raise ParamsError("params 'k' must be >= 1, 'max_problems' >= 0 and 'offset' >= 0")
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def pick_problems(problems: Sequence[dict[str, Any]], gp: GenParams) -> list[dic
         if p["split"] == gp.split and p["domain"] in gp.domains and (not gp.sources or p["source"] in gp.sources)
     ]
     chosen.sort(key=lambda p: p["problem_id"])
-    return chosen[: gp.max_problems]
+    return chosen[gp.offset : gp.offset + gp.max_problems]
 
 
 def response_text(trace: dict[str, Any]) -> str:

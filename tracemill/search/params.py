@@ -44,7 +44,10 @@ class MCTSParams:
     split: str = choices("train", "eval", "test", default="train")
     sources: list[str] = field(default_factory=list)  # problem sources to search; empty: all
     domains: list[str] = field(default_factory=lambda: ["math"])
-    max_problems: int = 1_000_000
+    max_problems: int = 1_000_000  # per round
+    # false (paper): every round searches the same problems; true: round r searches the r-th slice of
+    # max_problems, so a small per-round budget still covers rounds x max_problems distinct problems
+    new_problems_each_round: bool = False
     shards: int | None = None  # None: run.shards
     policy_dir: str = "models/policy_r{round}"  # policy of round r; round 0 is policy.model / the bootstrap
     ppm_dir: str = "models/ppm_r{round}"
@@ -53,6 +56,13 @@ class MCTSParams:
     # (`foreach: ${mcts.round_inputs}`); must match rounds and ppm_from_round (see round_inputs()).
     # None: not checked (a stage run outside DVC needs no list).
     round_inputs: dict | None = None
+
+    def problems(self, round_: int) -> "GenParams":
+        """Which problems round `round_` searches."""
+        from tracemill.start import GenParams
+
+        offset = (round_ - 1) * self.max_problems if self.new_problems_each_round else 0
+        return GenParams(split=self.split, sources=self.sources, domains=self.domains, max_problems=self.max_problems, offset=offset)
 
     def check(self) -> None:
         for key in ("rounds", "rollouts", "children", "max_depth", "max_step_tokens", "max_output_chars",

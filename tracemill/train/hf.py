@@ -69,6 +69,22 @@ class BucketTrainer(Trainer):
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler[int]:
         return BucketSampler(self._lengths, self.args.per_device_train_batch_size, self._window, self.args.seed)
 
+    def _save(self, output_dir: str | None = None, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        if state_dict is not None:
+            state_dict = drop_tied_copies(self.model, state_dict)
+        super()._save(output_dir, state_dict=state_dict)
+
+
+def drop_tied_copies(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict without the copies of tied weights (lm_head = embed_tokens). DeepSpeed ZeRO-1/2 hands
+    save_model cloned tensors, so save_pretrained no longer sees that tied weights share storage and would
+    write them twice (a folder the size of an untied model); a copy is dropped only when it equals its source."""
+    tied = getattr(model, "all_tied_weights_keys", None) or {}
+    return {
+        k: v for k, v in state_dict.items()
+        if not (k in tied and tied[k] in state_dict and torch.equal(v, state_dict[tied[k]]))
+    }
+
 
 class LossCurve(TrainerCallback):
     """The run's training loss as `{"step", "loss"}` rows (every `logging_steps`), for a plot. Read at the
@@ -139,6 +155,28 @@ def training_args(params: TrainerParams, checkpoints: Path) -> TrainingArguments
         dataloader_pin_memory=params.device != "cpu",
         eval_strategy="no",
     )
+
+
+def eval_loss(trainer: Trainer, dataset: Sequence[Mapping[str, Any]]) -> float | None:
+    """The mean loss on `dataset` as Trainer.evaluate reports it: micro-batch mean losses weighted by examples.
+
+    Under DeepSpeed there is no engine before train(): ZeRO-2 refuses to evaluate ("ZeRO inference only makes
+    sense with ZeRO Stage 3") and a ZeRO-3 inference engine leaves train() without one to step. So before
+    training each process computes the loss itself on the plain model, over the same micro-batches.
+    """
+    if not dataset:
+        return None
+    if not trainer.is_deepspeed_enabled or trainer.deepspeed is not None:
+        return float(trainer.evaluate(list(dataset))["eval_loss"])
+    model, micro = trainer.model, trainer.args.per_device_eval_batch_size
+    was_training, total = model.training, 0.0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(dataset), micro):
+            batch = dataset[start:start + micro]
+            total += float(trainer.compute_loss(model, trainer.data_collator(batch))) * len(batch)
+    model.train(was_training)
+    return total / len(dataset)
 
 
 def fingerprint(model_path: Path, row_ids: Sequence[str], params: TrainerParams) -> str:

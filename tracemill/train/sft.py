@@ -10,7 +10,7 @@ from transformers import PreTrainedTokenizerBase, TrainerCallback
 
 from tracemill.formats import FormatParams
 from tracemill.train.common import model_dir, require_rows, split_heldout
-from tracemill.train.hf import CHECKPOINTS, BucketTrainer, causal_lm_collator, fingerprint, run, training_args
+from tracemill.train.hf import CHECKPOINTS, BucketTrainer, causal_lm_collator, eval_loss, fingerprint, run, training_args
 from tracemill.train.labels import build_labels
 from tracemill.train.params import SFTParams
 
@@ -64,7 +64,7 @@ def train_sft(
         lengths=[len(f["input_ids"]) for f in train],
         bucket_window=params.bucket_window,
     )
-    initial = trainer.evaluate(heldout)["eval_loss"] if heldout else None
+    initial = eval_loss(trainer, heldout)
     metrics = run(trainer, tokenizer, out, fingerprint(path, ids, params), resume)
     tokens = sum(len(f["input_ids"]) for f in train)
     return metrics | {
@@ -74,5 +74,5 @@ def train_sft(
         "tokens_per_epoch": tokens,
         "loss_tokens_per_epoch": sum(sum(1 for x in f["labels"] if x >= 0) for f in train),
         "heldout_loss_initial": initial,
-        "heldout_loss": trainer.evaluate(heldout)["eval_loss"] if heldout else None,
+        "heldout_loss": eval_loss(trainer, heldout),
     }
