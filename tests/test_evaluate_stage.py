@@ -136,3 +136,16 @@ def test_params_reject_duplicate_model_names() -> None:
 
     with pytest.raises(TracemillError, match="distinct names"):
         P.parse_section(EvalParams, {"models": [{"name": "a"}, {"name": "a"}]}, "evaluate")
+
+
+def test_dvc_draws_the_pass_at_k_plot_with_one_line_per_model(repo_copy: Path) -> None:
+    import json
+
+    from conftest import run
+
+    shown = run(["dvc", "plots", "show", "plots/eval_pass_at_k.csv", "--json"], cwd=repo_copy)
+    assert shown.returncode == 0, shown.stderr
+    content = json.loads(shown.stdout)["data"]["plots/eval_pass_at_k.csv"][0]["content"]
+    assert content["encoding"]["color"]["field"] == "model"
+    models = {row["model"] for row in content["data"]["values"]}
+    assert {"base", "satori_rl"} <= models and len(models) > 2

@@ -54,9 +54,14 @@ class RLParams:
     deepspeed: str | None = None  # a ZeRO config path on GPU
     tools: bool = True  # rollouts run their code in the sandbox (the policy's traces are tool-integrated)
     max_tool_calls: int = 6
+    # sandbox-output tokens a completion may carry beyond the model's own max_completion_length (they are
+    # masked from the loss but fill the batch); None: as many as max_completion_length
+    max_tool_output_tokens: int | None = None
     save_steps: int = 50  # GRPO steps between checkpoints; a killed run resumes from the last one
 
     def check(self) -> None:
+        if self.max_tool_output_tokens is not None and self.max_tool_output_tokens < 0:
+            raise ParamsError("params 'rl.max_tool_output_tokens' must be >= 0 or null")
         if self.per_device_train_batch_size % self.num_generations:
             raise ParamsError(
                 f"params 'rl.per_device_train_batch_size' = {self.per_device_train_batch_size} must be a multiple of "
@@ -128,6 +133,8 @@ def tool_rollout(sandbox: Any, fmt: FormatParams, params: RLParams, llm: Any = N
         finally:
             model.train(was_training)
         end = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
+        extra = params.max_completion_length if params.max_tool_output_tokens is None else params.max_tool_output_tokens
+        keep = params.max_completion_length + extra
         prompt_ids, completion_ids, env_mask = [], [], []
         for p, r in zip(prompts, results):
             ids, mask = [], []
@@ -139,8 +146,8 @@ def tool_rollout(sandbox: Any, fmt: FormatParams, params: RLParams, llm: Any = N
                 ids.append(end)
                 mask.append(1)
             prompt_ids.append(tokenizer(p, add_special_tokens=False)["input_ids"])
-            completion_ids.append(ids[: params.max_completion_length * 2])
-            env_mask.append(mask[: params.max_completion_length * 2])
+            completion_ids.append(ids[:keep])
+            env_mask.append(mask[:keep])
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None, "env_mask": env_mask}
 
     return rollout
