@@ -40,10 +40,11 @@ def main() -> None:
     run = dataclasses.replace(run, shards=mp.shards) if mp.shards else run
     model_path, model_name = _policy(params, mp, round_)
     ppm_path = Path(mp.ppm_dir.format(round=round_ - 1)) if mp.uses_ppm(round_) else None
-    problems = pick_problems(store.read_rows("data/problems", "problems"), mp.problems(round_))
+    which = mp.problems(round_)
+    problems = pick_problems(store.read_rows("data/problems", "problems"), which)
     if not problems:
         raise ParamsError(f"mcts round {round_}: no problems left in split '{mp.split}' for sources {mp.sources or 'all'} "
-                          f"(mcts.new_problems_each_round skips {mp.problems(round_).offset})")
+                          f"(mcts.new_problems_each_round skips {which.offset})")
     seed = int(params.get("seed", 0))
     inputs = [model_path, "data/problems", *([ppm_path] if ppm_path else [])]
     out_dir = f"data/mcts/round={round_}"

@@ -113,9 +113,9 @@ def format_tune(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatPara
     init, added = satori.with_meta_tokens(base, Path("data/format_tune/base_with_meta_tokens"), sp.coat.meta_init)
     warmup: dict[str, Any] = {"epochs": 0}
     if sp.coat.meta_warmup_epochs and rows:
-        warmup = satori.warm_meta_tokens(init, Path("data/format_tune/meta_tokens_warmed"), rows, tp, fmt,
-                                         sp.coat.meta_warmup_epochs, sp.coat.meta_warmup_lr)
-        init = Path("data/format_tune/meta_tokens_warmed")
+        warmed = Path("data/format_tune/meta_tokens_warmed")
+        warmup = satori.warm_meta_tokens(init, warmed, rows, tp, fmt, sp.coat.meta_warmup_epochs, sp.coat.meta_warmup_lr)
+        init = warmed
     metrics = _train_into(FORMAT_TUNED, init, rows, tp, fmt)
     kinds = Counter(r["kind"] for r in coat_rows)
     store.write_json("metrics/format_tune.json", {**metrics, "base": base_name, "examples": len(rows), "by_kind": dict(sorted(kinds.items())),

@@ -179,8 +179,6 @@ def warm_meta_tokens(model_dir: Path, out_dir: Path, rows: Sequence[dict[str, An
             total += float(loss) * len(batch)
         losses.append(total / max(1, len(features)))
         print(f"format_tune: meta-token warm-up epoch {epoch + 1}/{epochs}, loss {losses[-1]:.4f}", flush=True)
-    for weight in tables:
-        weight.requires_grad_(True)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

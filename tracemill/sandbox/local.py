@@ -211,19 +211,23 @@ class LocalSandbox:
     def _kill_cgroup(self, pid: int) -> None:
         if not self.cgroup_root:
             return
-        procs = Path(self.cgroup_root, f"s-{pid}", "cgroup.procs")
+        procs = Path(self._cgroup_dir(pid), "cgroup.procs")
         try:
             for line in procs.read_text().split():
                 os.kill(int(line), signal.SIGKILL)
         except OSError:
             pass
 
+    def _cgroup_dir(self, pid: int) -> str:
+        """The pids cgroup a session process made for itself (zygote.join_cgroup names it after its pid)."""
+        return os.path.join(self.cgroup_root, f"s-{pid}")
+
     def _release_cgroup(self, pid: int) -> None:
         """Remove the pids cgroups of closed sessions once their processes are gone, so a stage that
         runs millions of sessions does not keep millions of empty cgroups until it ends. The one just
         closed is usually still exiting; it goes on the list and is removed on a later close."""
         with self._lock:
-            pending = self._ended_cgroups + [os.path.join(self.cgroup_root, f"s-{pid}")]
+            pending = self._ended_cgroups + [self._cgroup_dir(pid)]
             self._ended_cgroups = []
             for path in pending:
                 try:
