@@ -94,14 +94,17 @@ def test_labels_train_on_model_and_code_text_only(tokenizer: Any, rows: list[dic
     assert set(labels[:prompt_len]) == {IGNORE_INDEX}
 
 
-def test_masked_tokens_change_neither_loss_nor_gradient(base_model: Path, tokenizer: Any,
-                                                        rows: list[dict[str, Any]], tmp_path: Path) -> None:
+@pytest.mark.parametrize("labelled_only", [True, False], ids=["head-on-labelled-positions", "model-loss"])
+def test_masked_tokens_change_neither_loss_nor_gradient(base_model: Path, tokenizer: Any, rows: list[dict[str, Any]],
+                                                        tmp_path: Path, labelled_only: bool) -> None:
     """The Trainer's loss over two accumulated micro-batches equals the mean over unmasked tokens only, and
     its gradient equals that of a loss whose masked labels were set to arbitrary tokens and then excluded.
-    The reference passes an explicit attention mask, so the mask-free collator is checked too."""
+    The reference passes an explicit attention mask, so the mask-free collator is checked too. train_sft's
+    LabelledTrainer gives the same loss and gradient while its LM head sees only the labelled positions."""
     from transformers import AutoModelForCausalLM
 
     from tracemill.train.hf import BucketTrainer, causal_lm_collator, training_args
+    from tracemill.train.sft import LabelledTrainer
 
     collate = causal_lm_collator(tokenizer.pad_token_id)
     features = [dict(zip(("input_ids", "labels"), build_labels(tokenizer, r["prompt"], r["segments"]))) for r in rows[:6]]
@@ -109,11 +112,18 @@ def test_masked_tokens_change_neither_loss_nor_gradient(base_model: Path, tokeni
     n_loss_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro)
 
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
-    trainer = BucketTrainer(model=model, args=training_args(SFT, tmp_path / "ckpt"), lengths=[], bucket_window=1)
+    kind = LabelledTrainer if labelled_only else BucketTrainer
+    trainer = kind(model=model, args=training_args(SFT, tmp_path / "ckpt"), lengths=[], bucket_window=1)
+    head_rows: list[int] = []
+    hook = model.lm_head.register_forward_hook(lambda _m, args, _out: head_rows.append(args[0].numel() // TINY.hidden_size))
     model.zero_grad()
-    loss = sum(trainer.compute_loss(model, b, num_items_in_batch=n_loss_tokens) for b in micro)
+    loss = sum(trainer.compute_loss(model, {**b}, num_items_in_batch=n_loss_tokens) for b in micro)
     loss.backward()
+    hook.remove()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    all_positions = sum(b["input_ids"].numel() for b in micro)
+    assert sum(head_rows) == (n_loss_tokens if labelled_only else all_positions)
+    assert n_loss_tokens < 0.8 * all_positions
 
     model.zero_grad()
     gen = torch.Generator().manual_seed(0)
@@ -243,6 +253,63 @@ def test_ppm_ranks_held_out_pairs_above_chance(base_model: Path, pairs: list[dic
     assert again["heldout_pairwise_accuracy"] == metrics["heldout_pairwise_accuracy"]
     first, second = load_file(tmp_path / "ppm" / "model.safetensors"), load_file(tmp_path / "again" / "model.safetensors")
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+# 96 rows, 16 held out: 80 training rows fill every optimizer step of 8 (4 per process x 2 processes), so two
+# data-parallel ranks see exactly the micro-batches one process accumulates.
+PARALLEL = dataclasses.replace(SFT, heldout_fraction=1 / 6, logging_steps=1)
+
+
+@pytest.mark.slow
+def test_sft_in_two_processes_matches_one_process(base_model: Path, rows: list[dict[str, Any]], tmp_path: Path) -> None:
+    """processes: 2 trains data-parallel in two spawned gloo ranks; the stage's process gets one folder, the
+    metrics and the loss curve, and the weights equal those of the same run in one process."""
+    from safetensors.torch import load_file
+
+    from tracemill.train import LossCurve, train_sft
+
+    curves = {n: LossCurve() for n in (1, 2)}
+    metrics = {n: train_sft(base_model, rows, tmp_path / f"p{n}", dataclasses.replace(PARALLEL, processes=n),
+                            callbacks=[curves[n]]) for n in (1, 2)}
+    steps = 2 * 80 // PARALLEL.batch_size
+    assert metrics[2]["global_step"] == metrics[1]["global_step"] == len(curves[2].rows) == steps
+    assert [r["step"] for r in curves[2].rows] == [r["step"] for r in curves[1].rows]
+    assert metrics[2]["train_loss"] == pytest.approx(metrics[1]["train_loss"], rel=1e-4)
+    assert metrics[2]["heldout_loss"] == pytest.approx(metrics[1]["heldout_loss"], rel=1e-4)
+    assert metrics[2]["heldout_loss"] < 0.8 * metrics[2]["heldout_loss_initial"]
+    assert sorted(p.name for p in (tmp_path / "p2").iterdir()) == sorted(p.name for p in (tmp_path / "p1").iterdir())
+    two, one = load_file(tmp_path / "p2" / "model.safetensors"), load_file(tmp_path / "p1" / "model.safetensors")
+    for name, tensor in one.items():
+        torch.testing.assert_close(two[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_ppm_in_two_processes_saves_one_scorable_folder(base_model: Path, pairs: list[dict[str, Any]],
+                                                        tmp_path: Path) -> None:
+    from tracemill.train import load_ppm, train_ppm
+
+    params = PPMParams(learning_rate=3e-3, batch_size=8, micro_batch_size=4, epochs=2.0, max_length=128,
+                       warmup_ratio=0.0, heldout_fraction=0.25, save_steps=1000, logging_steps=1000, processes=2)
+    metrics = train_ppm(base_model, pairs, tmp_path / "ppm", params)
+    assert metrics["heldout_pairs"] == 24 and metrics["global_step"] == 2 * 72 // 8
+    assert metrics["heldout_pairwise_accuracy"] >= 0.8
+    pair = pairs[0]
+    chosen, rejected = load_ppm(tmp_path / "ppm").score(pair["prefix"], [pair["chosen"], pair["rejected"]])
+    assert chosen > rejected
+
+
+def test_a_failed_training_process_is_one_clear_error(base_model: Path, rows: list[dict[str, Any]],
+                                                      tmp_path: Path) -> None:
+    import shutil
+
+    from tracemill.train import train_sft
+
+    broken = tmp_path / "broken"
+    shutil.copytree(base_model, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(TrainError, match=r"training process \d of 2 failed with exit code 1 .*processes to 1"):
+        train_sft(broken, rows, tmp_path / "out", dataclasses.replace(PARALLEL, processes=2))
+    assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
 def test_missing_model_folder_names_the_path_and_the_fix(rows: list[dict[str, Any]], tmp_path: Path) -> None:

@@ -138,6 +138,7 @@ def training_args(params: TrainerParams, checkpoints: Path) -> TrainingArguments
         lr_scheduler_type=params.lr_scheduler,
         warmup_steps=params.warmup_ratio,  # a float below 1 is a ratio of the total steps
         weight_decay=params.weight_decay,
+        optim=params.optimizer,
         max_grad_norm=params.max_grad_norm,
         save_strategy="steps",
         save_steps=params.save_steps,
@@ -154,19 +155,22 @@ def training_args(params: TrainerParams, checkpoints: Path) -> TrainingArguments
         dataloader_num_workers=0,
         dataloader_pin_memory=params.device != "cpu",
         eval_strategy="no",
+        prediction_loss_only=True,  # evaluation reports the loss; logits are never gathered
     )
 
 
 def eval_loss(trainer: Trainer, dataset: Sequence[Mapping[str, Any]]) -> float | None:
     """The mean loss on `dataset` as Trainer.evaluate reports it: micro-batch mean losses weighted by examples.
 
-    Under DeepSpeed there is no engine before train(): ZeRO-2 refuses to evaluate ("ZeRO inference only makes
-    sense with ZeRO Stage 3") and a ZeRO-3 inference engine leaves train() without one to step. So before
-    training each process computes the loss itself on the plain model, over the same micro-batches.
+    Across processes, evaluate() must not run before train(): it marks the model as prepared, so train() would
+    skip the DistributedDataParallel wrap and each rank would step on its own gradients; under DeepSpeed there
+    is no engine yet (ZeRO-2 refuses to evaluate, "ZeRO inference only makes sense with ZeRO Stage 3", and a
+    ZeRO-3 inference engine leaves train() without one to step). So before a distributed run is wrapped, each
+    process computes the loss itself on the plain model, over the same micro-batches.
     """
     if not dataset:
         return None
-    if not trainer.is_deepspeed_enabled or trainer.deepspeed is not None:
+    if trainer.args.world_size == 1 or trainer.model_wrapped is not trainer.model:
         return float(trainer.evaluate(list(dataset))["eval_loss"])
     model, micro = trainer.model, trainer.args.per_device_eval_batch_size
     was_training, total = model.training, 0.0

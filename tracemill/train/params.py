@@ -25,6 +25,8 @@ class TrainerParams:
     lr_scheduler: str = choices("cosine", "linear", "constant_with_warmup", default="cosine")
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
+    # AdamW either way; the fused kernel updates every tensor in one pass (CPU and GPU, torch >= 2.4).
+    optimizer: str = choices("adamw_torch_fused", "adamw_torch", default="adamw_torch_fused")
     max_grad_norm: float = 1.0
     # Micro-batches whose examples are sorted together by length: more means less padding, less shuffling.
     bucket_window: int = 50
@@ -37,18 +39,21 @@ class TrainerParams:
     bf16: bool = False
     gradient_checkpointing: bool = False
     deepspeed: str | None = None  # a config under configs/deepspeed/ (GPU, or CPU with gloo)
+    # Local training processes in one torch.distributed group (train/launch.py): data-parallel ranks over the
+    # CPU cores (gloo) or one per GPU (nccl). 1 trains in the stage's own process with every core.
+    processes: int = 1
 
     def validate(self, where: str) -> None:
         """Raise ParamsError naming `where` (e.g. 'train.sft_start') and the key that is out of range."""
         for key in ("learning_rate", "batch_size", "micro_batch_size", "epochs", "max_length", "bucket_window",
-                    "save_steps", "save_total_limit", "logging_steps"):
+                    "save_steps", "save_total_limit", "logging_steps", "processes"):
             positive(getattr(self, key), f"{where}.{key}")
         in_range(self.warmup_ratio, 0.0, 0.99, f"{where}.warmup_ratio")
         in_range(self.heldout_fraction, 0.0, 0.9, f"{where}.heldout_fraction")
-        if self.batch_size % self.micro_batch_size:
+        if self.batch_size % (self.micro_batch_size * self.processes):
             raise ParamsError(
                 f"params '{where}.batch_size' = {self.batch_size} must be a multiple of "
-                f"'{where}.micro_batch_size' = {self.micro_batch_size}"
+                f"'{where}.micro_batch_size' = {self.micro_batch_size} x '{where}.processes' = {self.processes}"
             )
 
 

@@ -19,6 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallba
 
 from tracemill.train.common import TrainError, model_dir, require_rows, split_heldout
 from tracemill.train.hf import CHECKPOINTS, BucketTrainer, fingerprint, pad, run, training_args
+from tracemill.train.launch import adopt, in_processes
 from tracemill.train.params import PPMParams
 
 PPM_FILE = "ppm.json"  # marks a PPM folder and records how its texts are built
@@ -161,14 +162,35 @@ def train_ppm(
     resume: bool = True,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> dict[str, Any]:
-    """Train a PPM from the policy at model_path on `pairs` rows; save it to out_dir and return metrics."""
+    """Train a PPM from the policy at model_path on `pairs` rows; save it to out_dir and return metrics.
+    With params.processes > 1 the training runs data-parallel in that many processes (train/launch.py);
+    the held-out pairs are scored here, from the saved folder."""
     params.validate("train.ppm")
+    model_dir(model_path)
+    metrics, heldout_ids, trained = in_processes(
+        _train_ppm, (model_path, list(pairs), out_dir, params, resume, list(callbacks)), params.processes, params.device
+    )
+    adopt(callbacks, trained)
+    out = Path(out_dir)
+    _write_meta(out, params)
+    by_id = {r["pair_id"]: r for r in pairs}
+    return metrics | heldout_metrics(load_ppm(out), [by_id[i] for i in heldout_ids])
+
+
+def _train_ppm(
+    model_path: str | Path,
+    pairs: Sequence[Mapping[str, Any]],
+    out_dir: str | Path,
+    params: PPMParams,
+    resume: bool,
+    callbacks: list[TrainerCallback],
+) -> tuple[dict[str, Any], list[str], list[TrainerCallback]]:
     path = model_dir(model_path)
     tokenizer = _tokenizer(path)
     features, dropped = pair_features(tokenizer, pairs, params.max_length)
     require_rows(features, "pairs", dropped, params.max_length)
     ids = [f["pair_id"] for f in features]
-    train, heldout_features = split_heldout(features, ids, params.heldout_fraction, params.seed)
+    train, heldout = split_heldout(features, ids, params.heldout_fraction, params.seed)
     torch.manual_seed(params.seed)  # the new head's initial weights: the Trainer seeds only after the model exists
     model, _ = _ppm_model(path, tokenizer)
     out = Path(out_dir)
@@ -178,14 +200,10 @@ def train_ppm(
         train_dataset=train,
         data_collator=pair_collator(tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=list(callbacks),
+        callbacks=callbacks,
         lengths=[max(len(f["chosen"]), len(f["rejected"])) for f in train],
         bucket_window=params.bucket_window,
     )
     metrics = run(trainer, tokenizer, out, fingerprint(path, ids, params), resume)
-    _write_meta(out, params)
-    by_id = {r["pair_id"]: r for r in pairs}
-    heldout = [by_id[f["pair_id"]] for f in heldout_features]
-    return metrics | {"pairs": len(train), "heldout_pairs": len(heldout), "dropped_too_long": dropped} | heldout_metrics(
-        load_ppm(out), heldout
-    )
+    counts = {"pairs": len(train), "heldout_pairs": len(heldout), "dropped_too_long": dropped}
+    return metrics | counts, [f["pair_id"] for f in heldout], callbacks

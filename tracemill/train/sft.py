@@ -6,13 +6,46 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import PreTrainedTokenizerBase, TrainerCallback
+from transformers.loss.loss_utils import fixed_cross_entropy
 
 from tracemill.formats import FormatParams
 from tracemill.train.common import model_dir, require_rows, split_heldout
 from tracemill.train.hf import CHECKPOINTS, BucketTrainer, causal_lm_collator, eval_loss, fingerprint, run, training_args
-from tracemill.train.labels import build_labels
+from tracemill.train.labels import IGNORE_INDEX, build_labels
+from tracemill.train.launch import adopt, in_processes
 from tracemill.train.params import SFTParams
+
+
+class LabelledTrainer(BucketTrainer):
+    """A causal-LM Trainer that forms logits only where a token carries a label.
+
+    Hint, tool-output and prompt tokens (about 40% of a tool-integrated trace) still pass through the backbone
+    as context, but the LM head and the softmax over the vocabulary run only on the positions whose next token
+    is learned: a pre-hook hands the head the labelled hidden states alone, and `labelled_loss` scores them.
+    The loss is the model's own causal-LM loss (a sum over labelled tokens divided by the Trainer's
+    num_items_in_batch, or their mean), so the gradients are those of the full forward.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, compute_loss_func=labelled_loss, **kwargs)
+
+    def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        keep = inputs["labels"][:, 1:] != IGNORE_INDEX
+        head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        hook = head.register_forward_pre_hook(lambda _head, args: (args[0][:, :-1][keep],))
+        try:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            hook.remove()
+
+
+def labelled_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+    """Cross-entropy of the labelled positions' logits (LabelledTrainer) against their next tokens."""
+    shifted = labels[:, 1:]
+    return fixed_cross_entropy(outputs.logits.float(), shifted[shifted != IGNORE_INDEX], num_items_in_batch)
 
 
 def sft_features(
@@ -42,11 +75,29 @@ def train_sft(
 
     Checkpoints go to out_dir/checkpoints every save_steps optimizer steps; with resume, a killed run of
     the same model, rows and params goes on from its last one. Held-out loss is measured before and after.
+    With params.processes > 1 the training runs data-parallel in that many processes (train/launch.py).
     """
-    import torch
+    params.validate("train")
+    model_dir(model_path)
+    metrics, trained = in_processes(
+        _train_sft, (model_path, list(examples), out_dir, params, resume, list(callbacks), fmt), params.processes,
+        params.device,
+    )
+    adopt(callbacks, trained)
+    return metrics
+
+
+def _train_sft(
+    model_path: str | Path,
+    examples: Sequence[Mapping[str, Any]],
+    out_dir: str | Path,
+    params: SFTParams,
+    resume: bool,
+    callbacks: list[TrainerCallback],
+    fmt: FormatParams | None,
+) -> tuple[dict[str, Any], list[TrainerCallback]]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    params.validate("train")
     path = model_dir(model_path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     features, dropped = sft_features(tokenizer, examples, params, fmt)
@@ -54,13 +105,13 @@ def train_sft(
     ids = [f["example_id"] for f in features]
     train, heldout = split_heldout(features, ids, params.heldout_fraction, params.seed)
     out = Path(out_dir)
-    trainer = BucketTrainer(
+    trainer = LabelledTrainer(
         model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
         args=training_args(params, out / CHECKPOINTS),
         train_dataset=train,
         data_collator=causal_lm_collator(tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=list(callbacks),
+        callbacks=callbacks,
         lengths=[len(f["input_ids"]) for f in train],
         bucket_window=params.bucket_window,
     )
@@ -75,4 +126,4 @@ def train_sft(
         "loss_tokens_per_epoch": sum(sum(1 for x in f["labels"] if x >= 0) for f in train),
         "heldout_loss_initial": initial,
         "heldout_loss": eval_loss(trainer, heldout),
-    }
+    }, callbacks

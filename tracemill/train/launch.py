@@ -1,0 +1,65 @@
+"""Training across local processes: a params set's `processes` > 1 runs the training function in that many
+spawned processes that form one torch.distributed group (gloo on the CPU; on GPUs one process per device,
+nccl, DeepSpeed when configured), through torchrun's own launcher API.
+
+The stage itself stays one process: it reads its inputs, writes its tables, folder and metrics once, and only
+the Trainer's work fans out, so `dvc repro` runs the same command on one core or eight GPUs. A process that
+is already inside a launcher's group (WORLD_SIZE set, e.g. under `deepspeed` or `torchrun` on several nodes)
+trains where it is.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tracemill.train.common import TrainError
+
+
+def launched() -> bool:
+    """Whether this process is one rank of a group started by a launcher."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def in_processes(fn: Callable[..., Any], args: Sequence[Any], processes: int, device: str) -> Any:
+    """fn(*args) on `processes` ranks of one group; rank 0's result. fn and args must pickle (spawn)."""
+    if processes == 1 or launched():
+        return fn(*args)
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=f"tracemill-{uuid.uuid4().hex[:12]}",
+        rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, start_method="spawn",
+    )
+    try:
+        results = elastic_launch(config, _rank)(fn, tuple(args), device)
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        raise TrainError(
+            f"training process {rank} of {processes} failed with exit code {failure.exitcode} — its error is "
+            f"printed above; set train.*.processes to 1 to train in the stage's own process"
+        ) from None
+    return results[0]
+
+
+def _rank(fn: Callable[..., Any], args: tuple[Any, ...], device: str) -> Any:
+    import torch
+    import torch.distributed as dist
+
+    if device == "cpu":  # the cores are shared out: a rank with every core would contend with the others
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["WORLD_SIZE"])))
+    try:
+        return fn(*args)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def adopt(callbacks: Sequence[Any], trained: Sequence[Any]) -> None:
+    """Give the caller's callbacks the state their copies gathered in rank 0 (a loss curve, say)."""
+    for mine, theirs in zip(callbacks, trained):
+        if mine is not theirs:
+            vars(mine).update(vars(theirs))
