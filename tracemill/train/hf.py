@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from tracemill.records import content_id
 from tracemill.train.common import TrainError
 from tracemill.train.labels import IGNORE_INDEX
+from tracemill.train.launch import world_size
 from tracemill.train.params import TrainerParams
 
 CHECKPOINTS = "checkpoints"
@@ -121,7 +121,7 @@ def causal_lm_collator(pad_id: int) -> Callable[[list[Mapping[str, Any]]], dict[
 
 
 def training_args(params: TrainerParams, checkpoints: Path) -> TrainingArguments:
-    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by the deepspeed / accelerate / torchrun launchers
+    world = world_size()
     per_step = params.micro_batch_size * world
     if params.batch_size % per_step:
         raise TrainError(

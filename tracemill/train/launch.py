@@ -18,14 +18,25 @@ from typing import Any
 from tracemill.train.common import TrainError
 
 
-def launched() -> bool:
-    """Whether this process is one rank of a group started by a launcher."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+def world_size() -> int:
+    """Ranks in this process's torch.distributed group, as its launcher set them (1 outside a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def train_in_processes(fn: Callable[..., tuple[Any, list[Any]]], args: Sequence[Any], callbacks: Sequence[Any],
+                       processes: int, device: str) -> Any:
+    """fn(*args, callbacks) on `processes` ranks (in_processes); fn returns (result, its callbacks). The caller's
+    callbacks take the state their copies gathered in rank 0 (a loss curve, say); rank 0's result is returned."""
+    result, trained = in_processes(fn, (*args, list(callbacks)), processes, device)
+    for mine, theirs in zip(callbacks, trained):
+        if mine is not theirs:
+            vars(mine).update(vars(theirs))
+    return result
 
 
 def in_processes(fn: Callable[..., Any], args: Sequence[Any], processes: int, device: str) -> Any:
     """fn(*args) on `processes` ranks of one group; rank 0's result. fn and args must pickle (spawn)."""
-    if processes == 1 or launched():
+    if processes == 1 or world_size() > 1:
         return fn(*args)
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -50,16 +61,10 @@ def _rank(fn: Callable[..., Any], args: tuple[Any, ...], device: str) -> Any:
     import torch.distributed as dist
 
     if device == "cpu":  # the cores are shared out: a rank with every core would contend with the others
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["WORLD_SIZE"])))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size()))
     try:
         return fn(*args)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
-
-def adopt(callbacks: Sequence[Any], trained: Sequence[Any]) -> None:
-    """Give the caller's callbacks the state their copies gathered in rank 0 (a loss curve, say)."""
-    for mine, theirs in zip(callbacks, trained):
-        if mine is not theirs:
-            vars(mine).update(vars(theirs))

@@ -19,7 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallba
 
 from tracemill.train.common import TrainError, model_dir, require_rows, split_heldout
 from tracemill.train.hf import CHECKPOINTS, BucketTrainer, fingerprint, pad, run, training_args
-from tracemill.train.launch import adopt, in_processes
+from tracemill.train.launch import train_in_processes
 from tracemill.train.params import PPMParams
 
 PPM_FILE = "ppm.json"  # marks a PPM folder and records how its texts are built
@@ -167,10 +167,9 @@ def train_ppm(
     the held-out pairs are scored here, from the saved folder."""
     params.validate("train.ppm")
     model_dir(model_path)
-    metrics, heldout_ids, trained = in_processes(
-        _train_ppm, (model_path, list(pairs), out_dir, params, resume, list(callbacks)), params.processes, params.device
+    metrics, heldout_ids = train_in_processes(
+        _train_ppm, (model_path, list(pairs), out_dir, params, resume), callbacks, params.processes, params.device
     )
-    adopt(callbacks, trained)
     out = Path(out_dir)
     _write_meta(out, params)
     by_id = {r["pair_id"]: r for r in pairs}
@@ -184,7 +183,7 @@ def _train_ppm(
     params: PPMParams,
     resume: bool,
     callbacks: list[TrainerCallback],
-) -> tuple[dict[str, Any], list[str], list[TrainerCallback]]:
+) -> tuple[tuple[dict[str, Any], list[str]], list[TrainerCallback]]:
     path = model_dir(model_path)
     tokenizer = _tokenizer(path)
     features, dropped = pair_features(tokenizer, pairs, params.max_length)
@@ -206,4 +205,4 @@ def _train_ppm(
     )
     metrics = run(trainer, tokenizer, out, fingerprint(path, ids, params), resume)
     counts = {"pairs": len(train), "heldout_pairs": len(heldout), "dropped_too_long": dropped}
-    return metrics | counts, [f["pair_id"] for f in heldout], callbacks
+    return (metrics | counts, [f["pair_id"] for f in heldout]), callbacks

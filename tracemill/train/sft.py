@@ -14,7 +14,7 @@ from tracemill.formats import FormatParams
 from tracemill.train.common import model_dir, require_rows, split_heldout
 from tracemill.train.hf import CHECKPOINTS, BucketTrainer, causal_lm_collator, eval_loss, fingerprint, run, training_args
 from tracemill.train.labels import IGNORE_INDEX, build_labels
-from tracemill.train.launch import adopt, in_processes
+from tracemill.train.launch import train_in_processes
 from tracemill.train.params import SFTParams
 
 
@@ -79,12 +79,8 @@ def train_sft(
     """
     params.validate("train")
     model_dir(model_path)
-    metrics, trained = in_processes(
-        _train_sft, (model_path, list(examples), out_dir, params, resume, list(callbacks), fmt), params.processes,
-        params.device,
-    )
-    adopt(callbacks, trained)
-    return metrics
+    return train_in_processes(_train_sft, (model_path, list(examples), out_dir, params, resume, fmt), callbacks,
+                              params.processes, params.device)
 
 
 def _train_sft(
@@ -93,8 +89,8 @@ def _train_sft(
     out_dir: str | Path,
     params: SFTParams,
     resume: bool,
-    callbacks: list[TrainerCallback],
     fmt: FormatParams | None,
+    callbacks: list[TrainerCallback],
 ) -> tuple[dict[str, Any], list[TrainerCallback]]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
