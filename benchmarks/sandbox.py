@@ -7,11 +7,20 @@ run through `run_many` (pool_size from params). Baseline, in the same run: the n
 `python -c` subprocess per cell (state carried by re-running the earlier cells, as a stateless
 runner must); timed on `--baseline-cells` cells and scaled to the same session count.
 Goal: >= 100x faster and >= 300 sessions/s on 2 cores.
+
+Floor, in the same run: what forking one child per session costs on this machine before any
+isolation or protocol. A fresh interpreter preloads and warms up as the zygote does, then forks a
+bare child per session that execs the same cells and exits (`pool` children at once). Ours cannot
+beat it: the gap between the two is what isolation and the session protocol add.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib
+import io
+import json
 import os
 import subprocess
 import sys
@@ -63,6 +72,61 @@ def naive(cells: int) -> float:
     return (time.perf_counter() - start) / sessions
 
 
+def floor(n: int, pool: int, huge_pages: bool) -> tuple[float, float]:
+    """Sessions/s and CPU ms per session of a bare fork per session; run in a fresh interpreter
+    (`--floor`) so it forks from a process shaped like the zygote, not from this one."""
+    from tracemill.sandbox.zygote import collapse_heap
+
+    params = SandboxParams()
+    for name in params.preload:
+        importlib.import_module(name)
+    exec(compile(params.warmup, "<warmup>", "exec"), {})
+    gc.collect()
+    gc.freeze()
+    if huge_pages:
+        collapse_heap()
+    cells = [compile(c, "<cell>", "exec") for c in CELLS]
+
+    def start() -> tuple[int, int]:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:  # whatever a cell does, this child never returns into the loop below
+                sys.stdout = out = io.StringIO()
+                env: dict[str, object] = {"__name__": "__main__"}
+                for code in cells:
+                    exec(code, env)
+                os.write(w, out.getvalue().encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        return pid, r
+
+    cpu, begin = busy_cpu_s(), time.perf_counter()
+    running = [start() for _ in range(min(pool, n))]
+    done = 0
+    while running:
+        pid, r = running.pop(0)
+        with os.fdopen(r, "rb") as fh:
+            out = fh.read().decode()
+        os.waitpid(pid, 0)
+        if out != EXPECTED:
+            raise SystemExit(f"a bare session gave {out!r}")
+        done += 1
+        if done + len(running) < n:
+            running.append(start())
+    elapsed, cpu = time.perf_counter() - begin, busy_cpu_s() - cpu
+    return n / elapsed, cpu / n * 1000
+
+
+def floor_in_fresh_interpreter(args: argparse.Namespace) -> tuple[float, float]:
+    cmd = [sys.executable, __file__, "--floor", "--sessions", str(args.sessions), "--pool", str(args.pool)]
+    cmd += ["--heavy"] * args.heavy + ["--no-huge-pages"] * args.no_huge_pages
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    rate, ms = json.loads(out.stdout.splitlines()[-1])
+    return rate, ms
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sessions", type=int, default=1000)
@@ -70,11 +134,16 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=SandboxParams().pool_size)
     ap.add_argument("--heavy", action="store_true", help="sympy.solve + expand in every session")
     ap.add_argument("--no-huge-pages", action="store_true", help="keep the zygote's heap on 4 KiB pages")
+    ap.add_argument("--floor", action="store_true", help="only measure the bare fork-per-session floor; print it as JSON")
     args = ap.parse_args()
     global CELLS, EXPECTED
     CELLS, EXPECTED = HEAVY if args.heavy else SHORT
+    if args.floor:
+        print(json.dumps(floor(args.sessions, args.pool, not args.no_huge_pages)))
+        return
     print(f"workload: {'heavy' if args.heavy else 'short'} sessions of {len(CELLS)} sympy cells")
     elapsed, cpu, layers = ours(args.sessions, args.pool, not args.no_huge_pages)
+    floor_rate, floor_ms = floor_in_fresh_interpreter(args)
     per_naive = naive(args.baseline_cells)
     rate = args.sessions / elapsed
     naive_total = per_naive * args.sessions
@@ -83,6 +152,8 @@ def main() -> None:
     cores = os.cpu_count() or 1
     print(f"          {cpu / args.sessions * 1000:.1f} ms of CPU per session, all processes (fork, isolation, cells, exit);"
           f" {cores} cores {cpu / (elapsed * cores):.0%} busy, so at most {cores * args.sessions / cpu:.0f} sessions/s here")
+    print(f"floor:    a bare fork per session running the same cells, no isolation or protocol: {floor_rate:.0f} sessions/s,"
+          f" {floor_ms:.1f} ms of CPU per session; ours runs at {rate / floor_rate:.0%} of it")
     print(f"baseline: python -c per cell, {per_naive * 1000:.0f} ms/session, {naive_total:.0f} s for {args.sessions} sessions"
           f" (timed on {max(1, args.baseline_cells // len(CELLS))} sessions, scaled)")
     print(f"ratio: {naive_total / elapsed:.0f}x faster   goals: >= 100x {'ok' if naive_total / elapsed >= 100 else 'MISSED'},"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import random
+import resource
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -86,13 +87,16 @@ def main() -> None:
         tokenizer = AutoTokenizer.from_pretrained(model)
         lengths = [len(build_labels(tokenizer, r["prompt"], r["segments"])[0]) for r in rows]
         lengths = [n for n in lengths if n <= sft.max_length]
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         metrics = train_sft(model, rows, Path(tmp) / "out", sft)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     real = metrics["tokens_per_epoch"]
     per_s = real / metrics["train_runtime_s"]
     padding = padded_tokens(lengths, sft.micro_batch_size, sft.bucket_window, sft.seed) / real - 1
     print(f"model {model.name}: {metrics['examples']} examples, {real} real tokens, micro-batch {sft.micro_batch_size}, "
           f"{args.threads} threads, {metrics['dropped_too_long']} dropped as too long")
     print(f"padding added by bucketed micro-batches: {padding:.1%}")
+    print(f"page faults while training: {faults:,} ({faults / metrics['global_step']:,.0f} per optimizer step)")
     print(f"SFT throughput: {per_s:,.0f} real tokens/s in {metrics['train_runtime_s']:.1f} s "
           f"(goal {GOAL_TOKENS_PER_S:,}: {per_s / GOAL_TOKENS_PER_S:.2f}x)")
 

@@ -329,3 +329,42 @@ def test_params_yaml_train_section_parses_and_checks_ranges() -> None:
     assert train.train_policy.prompt_style == "steps"
     with pytest.raises(params_mod.ParamsError, match="train.ppm.batch_size"):
         params_mod.parse_section(TrainParams, {"ppm": {"batch_size": 12, "micro_batch_size": 8}}, "train")
+
+
+STEP_BUFFERS = [3 << 20, 1 << 20, 5 << 20, 512 << 10] * 4  # a training step's mix of activation and gradient buffers
+FAULTS_PER_STEP = """
+import ctypes, resource, sys
+from tracemill.train.launch import retain_freed_memory
+if sys.argv[1] == "retain":
+    retain_freed_memory()
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+sizes = [int(n) for n in sys.argv[2].split(",")]
+def step():
+    blocks = [libc.malloc(n) for n in sizes]
+    for block, n in zip(blocks, sizes):
+        ctypes.memset(block, 1, n)
+    for block in blocks:
+        libc.free(block)
+step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    step()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_training_processes_reuse_freed_memory_instead_of_faulting_it_in_again() -> None:
+    """A step that allocates and frees the same mix of large buffers as the last one: by default glibc
+    maps them afresh and every page faults again; after retain_freed_memory the heap keeps them."""
+    def faults(mode: str) -> float:
+        sizes = ",".join(map(str, STEP_BUFFERS))
+        out = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP, mode, sizes], capture_output=True, text=True, check=True)
+        return float(out.stdout)
+
+    pages = sum(STEP_BUFFERS) // 4096
+    default, retained = faults("default"), faults("retain")
+    if default < pages / 2:
+        pytest.skip(f"this libc keeps freed memory by itself ({default:.0f} of {pages} pages faulted per step)")
+    assert retained < pages / 100, f"{retained:.0f} of {pages} pages faulted again per step"

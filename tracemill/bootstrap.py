@@ -168,8 +168,11 @@ def train(pairs: Sequence[tuple[str, str]], out_dir: str | Path, bp: BootstrapPa
     """Tokenizer + model from scratch; returns the loss curve. Deterministic given bp.seed."""
     import torch
 
+    from tracemill.train.launch import retain_freed_memory
+
     torch.manual_seed(bp.seed)
     torch.set_num_threads(bp.threads)
+    retain_freed_memory()
     tokenizer = tiny.make_tokenizer([p + r for p, r in pairs], bp.vocab_size)
     model = tiny.make_model(tokenizer, bp.tiny_config())
     examples = _encode(pairs, tokenizer, bp.seq_len)

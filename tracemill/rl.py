@@ -174,10 +174,13 @@ def train_rl(
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
     from tracemill.train.hf import resume_point, step_of
+    from tracemill.train.launch import retain_freed_memory
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental; tool_rollout is tested here
     from trl import GRPOConfig, GRPOTrainer
 
+    if not _cuda():
+        retain_freed_memory()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path)
     rows = dataset_rows(states[: params.max_states], problems, tokenizer, fmt)

@@ -36,6 +36,8 @@ def train_in_processes(fn: Callable[..., tuple[Any, list[Any]]], args: Sequence[
 
 def in_processes(fn: Callable[..., Any], args: Sequence[Any], processes: int, device: str) -> Any:
     """fn(*args) on `processes` ranks of one group; rank 0's result. fn and args must pickle (spawn)."""
+    if device == "cpu":
+        retain_freed_memory()
     if processes == 1 or world_size() > 1:
         return fn(*args)
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -56,12 +58,31 @@ def in_processes(fn: Callable[..., Any], args: Sequence[Any], processes: int, de
     return results[0]
 
 
+def retain_freed_memory() -> None:
+    """Let glibc's malloc keep the memory a training step frees for the next step. By default it serves
+    large blocks (activations, gradients, logits) with fresh mappings and gives freed memory back to the
+    kernel, so each step faults its working set in again page by page: on the SFT benchmark's epoch,
+    600-830 thousand page faults and 1.7 s of system time, against 80 thousand and 0.8 s with this. The
+    mmap threshold goes to glibc's 64-bit ceiling and trimming off, so a process keeps its peak heap.
+    Nothing to do off glibc. A setting of one process: each spawned rank makes it again."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from malloc.h
+    mallopt(m_mmap_threshold, 32 << 20)  # HEAP_MAX_SIZE / 2: larger blocks are still mapped and unmapped
+    mallopt(m_trim_threshold, 2**31 - 1)
+
+
 def _rank(fn: Callable[..., Any], args: tuple[Any, ...], device: str) -> Any:
     import torch
     import torch.distributed as dist
 
     if device == "cpu":  # the cores are shared out: a rank with every core would contend with the others
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size()))
+        retain_freed_memory()
     try:
         return fn(*args)
     finally:
