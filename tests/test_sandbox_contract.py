@@ -74,6 +74,25 @@ def test_fork_snapshots_state_without_sharing_it(sandbox):
         assert s.run("print(steps)").stdout == "[1]\n"
 
 
+def test_output_written_straight_to_file_descriptors_is_each_cells_own(sandbox):
+    """os.write(1, ...) and C code bypass sys.stdout; each cell gets exactly what it wrote, however
+    much earlier cells wrote, and a fork's raw output is its own."""
+    if "e2b-microvm" in sandbox.active_layers:
+        pytest.skip("a remote kernel's file descriptors are not the cell's output")
+    with sandbox.session() as s:
+        assert s.run("import os\nn = os.write(1, b'first cell\\n')").stdout == "first cell\n"
+        assert s.run("n = os.write(1, b'two\\n')").stdout == "two\n"
+        assert s.run("n = os.write(2, b'err\\n')").stdout == "err\n"
+        with s.fork() as f:
+            assert f.run("n = os.write(1, b'fork\\n')").stdout == "fork\n"
+        assert s.run("n = 0").stdout == ""
+
+
+def test_sessions_do_not_share_a_random_stream(sandbox):
+    draws = [r[0].stdout for r in sandbox.run_many([["import random\nprint(random.random())"]] * 4)]
+    assert all(d.strip() for d in draws) and len(set(draws)) == 4
+
+
 def test_closed_forks_free_their_slots_and_a_refused_fork_keeps_its_session(sandbox):
     if "e2b-microvm" in sandbox.active_layers:
         pytest.skip("remote kernels cannot fork")

@@ -45,6 +45,7 @@ _NET_ALL = (1 << 0) | (1 << 1)  # bind and connect TCP
 MADV_HUGEPAGE, MADV_COLLAPSE = 14, 25
 HUGE_PAGE = 2 << 20
 _SCOPE_ALL = (1 << 0) | (1 << 1)  # abstract unix sockets, signals
+FD_OUTPUT = ".fd-output"  # a session's file descriptors 1 and 2, drained after each cell
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -74,7 +75,10 @@ def _fs_mask(abi: int) -> int:
     return mask
 
 
-def apply_landlock(abi: int, read_paths: list[str], write_paths: list[str]) -> None:
+def landlock_ruleset(abi: int, read_paths: list[str], write_paths: list[str]) -> int:
+    """A Landlock ruleset (a close-on-exec descriptor): reads only beneath read_paths, writes only
+    beneath write_paths, no TCP, and on ABI 6+ no signals or abstract sockets outside the domain.
+    The zygote builds it once; each session child only enforces it (restrict_self)."""
     fs_all = _fs_mask(abi)
     attr = _RulesetAttr(fs_all, _NET_ALL if abi >= 4 else 0, _SCOPE_ALL if abi >= 6 else 0)
     size = ctypes.sizeof(_RulesetAttr) if abi >= 6 else (16 if abi >= 4 else 8)
@@ -93,12 +97,18 @@ def apply_landlock(abi: int, read_paths: list[str], write_paths: list[str]) -> N
                 os.close(pfd)
                 if res < 0:
                     raise OSError(ctypes.get_errno(), f"landlock_add_rule {path}")
-        if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(no_new_privs)")
-        if _libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, fd, ctypes.c_uint32(0)) != 0:
-            raise OSError(ctypes.get_errno(), "landlock_restrict_self")
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
+
+
+def restrict_self(ruleset_fd: int) -> None:
+    """Enforce a ruleset on this process and all it starts, for good."""
+    if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(no_new_privs)")
+    if _libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset_fd, ctypes.c_uint32(0)) != 0:
+        raise OSError(ctypes.get_errno(), "landlock_restrict_self")
 
 
 # ---- the session child ---------------------------------------------------------------------------
@@ -167,8 +177,10 @@ def _short_traceback() -> str:
 
 
 def _drain(path: str, limit: int) -> str:
-    """Output written straight to file descriptors 1 and 2 (os.system, C code) during the cell."""
+    """Output written straight to file descriptors 1 and 2 (os.write, C code) during the cell."""
     try:
+        if not os.stat(path).st_size:  # the usual case: print() went to the cell's own writer
+            return ""
         with open(path, "r+", errors="replace") as fh:
             data = fh.read(limit + 1)
             fh.truncate(0)
@@ -185,11 +197,16 @@ class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
+def drop_bounding_set() -> None:
+    """Empty the capability bounding set, so no program a session runs can gain a capability. Done
+    once in the zygote (a fork inherits the set); the zygote keeps its own effective capabilities."""
+    for cap in range(64):
+        _libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP; errors past the last capability are expected
+
+
 def drop_capabilities() -> None:
     """Keep uid 0 (so root-owned files stay readable by owner rights) but hold no capability:
     no CAP_KILL, CAP_SYS_ADMIN, CAP_NET_*, CAP_DAC_OVERRIDE, CAP_SYS_RESOURCE."""
-    for cap in range(64):
-        _libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP; errors past the last capability are expected
     header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
     data = (_CapData * 2)()
     if _libc.capset(ctypes.byref(header), data) != 0:
@@ -198,12 +215,15 @@ def drop_capabilities() -> None:
 
 def join_cgroup(cfg: dict[str, Any]) -> None:
     """A pids cgroup of its own bounds every process the session starts, even as root."""
-    path = os.path.join(cfg["cgroup_root"], f"s-{os.getpid()}")
+    pid = os.getpid()
+    path = f"{cfg['cgroup_root']}/s-{pid}"
     os.mkdir(path)
-    with open(os.path.join(path, "pids.max"), "w") as fh:
-        fh.write(str(cfg["max_processes"]))
-    with open(os.path.join(path, "cgroup.procs"), "w") as fh:
-        fh.write(str(os.getpid()))
+    for name, value in (("pids.max", cfg["max_processes"]), ("cgroup.procs", pid)):
+        fd = os.open(f"{path}/{name}", os.O_WRONLY)
+        try:
+            os.write(fd, b"%d" % value)
+        finally:
+            os.close(fd)
 
 
 def _user_processes() -> int:
@@ -218,6 +238,18 @@ def _user_processes() -> int:
     return count
 
 
+def _capture_fds(workdir: str, uid: int | None) -> None:
+    """Point file descriptors 1 and 2 at the session's fd-output file. O_APPEND: once a cell's output
+    is drained (the file cut to zero), the next write lands at its start, not at the old offset
+    behind a run of NUL bytes."""
+    out = os.open(f"{workdir}/{FD_OUTPUT}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+    if uid is not None:
+        os.fchown(out, uid, uid)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(out)
+
+
 def _isolate(cfg: dict[str, Any], workdir: str, uid: int | None) -> None:
     if cfg["layers"].get("cgroup-pids"):
         join_cgroup(cfg)
@@ -226,14 +258,8 @@ def _isolate(cfg: dict[str, Any], workdir: str, uid: int | None) -> None:
     os.dup2(devnull, 0)
     os.close(devnull)
     sys.stdin = io.StringIO("")
-    out = os.open(os.path.join(workdir, ".fd-output"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    if uid is not None:
-        os.fchown(out, uid, uid)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
-    os.close(out)
-    os.environ.clear()
-    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"})
+    _capture_fds(workdir, uid)
+    os.environ["HOME"] = os.environ["TMPDIR"] = workdir  # the rest was scrubbed once, in the zygote
     # RLIMIT_NPROC counts every process of the real uid: a per-session uid starts at zero, a shared
     # one (a non-root user) already has its own processes, and uid 0 is never limited by it (the
     # pids cgroup is). Counted before Landlock hides /proc.
@@ -241,8 +267,9 @@ def _isolate(cfg: dict[str, Any], workdir: str, uid: int | None) -> None:
         nproc = cfg["max_processes"]
     else:
         nproc = _user_processes() + cfg["max_processes"]
-    if cfg["landlock_abi"]:
-        apply_landlock(cfg["landlock_abi"], cfg["read_paths"], [cfg["root"], os.devnull])
+    if cfg["landlock_fd"] is not None:
+        restrict_self(cfg["landlock_fd"])
+        os.close(cfg["landlock_fd"])
     mem = cfg["base_vm_bytes"] + cfg["memory_mb"] * 1024 * 1024
     for limit, value in (
         (resource.RLIMIT_AS, mem),
@@ -263,7 +290,7 @@ def _isolate(cfg: dict[str, Any], workdir: str, uid: int | None) -> None:
 def _new_workdir(cfg: dict[str, Any], uid: int | None, copy_from: str | None = None) -> str:
     # An unguessable name, as mkdtemp gives, without mkdtemp's cost in a fresh fork (it re-seeds a
     # Mersenne Twister there, and that writes to a hundred inherited pages).
-    workdir = os.path.join(cfg["root"], f"s-{os.urandom(12).hex()}")
+    workdir = f"{cfg['root']}/s-{os.urandom(12).hex()}"
     os.mkdir(workdir, 0o700)
     if copy_from:
         shutil.copytree(copy_from, workdir, dirs_exist_ok=True)
@@ -273,7 +300,7 @@ def _new_workdir(cfg: dict[str, Any], uid: int | None, copy_from: str | None = N
 
 
 def serve_session(sock: socket.socket, cfg: dict[str, Any], env: dict[str, Any], workdir: str) -> None:
-    fd_out = os.path.join(workdir, ".fd-output")
+    fd_out = f"{workdir}/{FD_OUTPUT}"
     forks: set[int] = set()
     while True:
         try:
@@ -296,6 +323,7 @@ def serve_session(sock: socket.socket, cfg: dict[str, Any], env: dict[str, Any],
                 os.setsid()
                 new_dir = _new_workdir(cfg, None, copy_from=workdir)
                 os.chdir(new_dir)
+                _capture_fds(new_dir, None)  # its raw output is its own, not its parent's
                 wire.send(child_sock, {"pid": os.getpid(), "workdir": new_dir})
                 serve_session(child_sock, cfg, env, new_dir)
             child_sock.close()
@@ -319,7 +347,11 @@ def _reap(forks: set[int]) -> None:
 
 def _end_session(workdir: str) -> None:
     """The parent hung up: remove this session's files, then end its whole process group."""
-    shutil.rmtree(workdir, ignore_errors=True)
+    try:  # the usual session leaves only its fd-output file; anything more takes the full walk
+        os.unlink(f"{workdir}/{FD_OUTPUT}")
+        os.rmdir(workdir)
+    except OSError:
+        shutil.rmtree(workdir, ignore_errors=True)
     try:
         os.killpg(0, signal.SIGKILL)
     finally:
@@ -418,8 +450,7 @@ def main() -> None:
     ctrl = socket.socket(fileno=cfg["ctrl_fd"])
     for name in cfg["preload"]:
         importlib.import_module(name)
-    if cfg.get("warmup"):
-        exec(compile(cfg["warmup"], "<warmup>", "exec"), {})
+    _prime(cfg)
     # Move everything imported so far out of the collector's reach: a child's GC pass would touch
     # (and so copy) every page of the inherited heap.
     gc.collect()
@@ -429,6 +460,13 @@ def main() -> None:
     layers = _layers(cfg)
     cfg["layers"] = layers
     cfg["base_vm_bytes"] = _vm_bytes()
+    # What is the same for every session is set up here once; a session child only enforces it.
+    abi = cfg["landlock_abi"]
+    cfg["landlock_fd"] = landlock_ruleset(abi, cfg["read_paths"], [cfg["root"], os.devnull]) if abi else None
+    if layers["caps-drop"]:
+        drop_bounding_set()
+    scrub_environment(cfg["root"])
+    raw = raw_fork_is_sound()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # session children are reaped by the kernel
     spares: collections.deque[socket.socket] = collections.deque()
     counter = itertools.count(1)
@@ -436,7 +474,7 @@ def main() -> None:
     def spawn() -> None:
         link, theirs = socket.socketpair()
         uid = cfg["uid_base"] + next(counter) % cfg["uid_range"] if layers["uid-drop"] else None
-        pid = os.fork()
+        pid = fork(raw)
         if pid == 0:
             ctrl.close()
             link.close()
@@ -464,6 +502,53 @@ def main() -> None:
         link.close()
         os.close(fds[0])
         spawn()  # refill while the parent talks to the session
+
+
+def scrub_environment(home: str) -> None:
+    """The environment every session starts from: no tokens, keys or home of the host. A session
+    child then points HOME and TMPDIR at its own directory."""
+    os.environ.clear()
+    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"})
+
+
+def raw_fork_is_sound() -> bool:
+    """May the zygote call fork(2) straight from libc? os.fork also runs CPython's at-fork work in the
+    child (thread, lock and signal state), and a fresh fork copies every page that work writes. None of
+    it is needed while the zygote has one thread: no lock can be held by a thread the child lacks, and
+    the one thread keeps its identity. Only on CPython 3.11, whose fork path this was checked against;
+    elsewhere os.fork."""
+    return sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11) and len(os.listdir("/proc/self/task")) == 1
+
+
+def fork(raw: bool) -> int:
+    if not raw:
+        return os.fork()
+    pid = _libc.fork()  # ctypes lets go of the GIL around the call; each process takes it back
+    if pid < 0:
+        raise OSError(ctypes.get_errno(), "fork")
+    if pid == 0 and "random" in sys.modules:
+        sys.modules["random"].seed()  # CPython's own at-fork hook does this: sessions never share a random stream
+    return pid
+
+
+def _prime(cfg: dict[str, Any]) -> None:
+    """Run the warm-up code the way a session runs a cell (parse, compile, exec, capture, drain), so
+    the state that path builds lazily -- the ast module's node types, say -- is built once here. A
+    child inherits it instead of building it anew, which in a fresh fork means copying every page it
+    writes."""
+    scratch = f"{cfg['root']}/.prime-{os.getpid()}"
+    os.mkdir(scratch, 0o700)
+    try:
+        fd_out = f"{scratch}/{FD_OUTPUT}"
+        open(fd_out, "w").close()
+        env: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
+        for code in (cfg.get("warmup") or "", "_ = None\n_"):
+            reply = _run_cell(code, env, cfg, fd_out)
+            if reply["status"] != "ok":
+                raise SystemExit(f"the sandbox warm-up failed: {reply['stderr']}")
+            json.loads(json.dumps(reply))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def collapse_heap() -> int:
