@@ -1,6 +1,7 @@
 """The sandbox contract, run against every available backend (local always; e2b with E2B_API_KEY)."""
 
 import os
+import re
 
 import pytest
 
@@ -109,6 +110,42 @@ def test_closed_forks_free_their_slots_and_a_refused_fork_keeps_its_session(sand
         for f in held:
             f.close()
         assert s.run("print(v)").stdout == "1\n"
+
+
+ECHO_CASES = [
+    "1 + 1", "x = 2", "x = 2\nx * 3", "print('hi')", "x = 2\nx", "# note\nx = 5\nx\n\n# end\n", "x = 1; x", "x = 1; y = 2",
+    "f = lambda: 3\nf(\n)", "foo = [1,\n2]", "foo = [1,\n2]\nlen(foo\n)", "(1,\n2)", "s = '''a\nb'''", "s = '''a\nb'''\ns",
+    "s = '''a\n'''; s", "if True:\n    y = 1\nelse:\n    y = 2", "if True:\n    7", "for i in range(3):\n    i",
+    "def f():\n    return 4\nf()", "@staticmethod\ndef g():\n    pass", "x = 1 + \\\n2", "x = 1 + \\\n2\nx", "a = [1, 2]\n*a, 3",
+    "None", "import math\nmath.pi", "try:\n    1 / 0\nexcept ZeroDivisionError:\n    9", "x = (\n1)\n[x,\n x]", "\n\n", "", "1/0",
+    "x = ", "class C:\n    pass\nC.__name__", "x = 3\r\nx + 1\r\n", "x = 5\n(x := 6)", "y = 8  # c\ny  # c", "\tx = 1",
+]
+
+
+@pytest.mark.parametrize("code", ECHO_CASES)
+def test_cells_compile_to_what_their_ast_says(code):
+    """compile_cell's split of a cell's last expression matches the ast's reading of the same cell:
+    the same value echoed, the same namespace left, the same error raised."""
+    import ast
+
+    from tracemill.sandbox.zygote import compile_cell
+
+    def by_ast():
+        tree = ast.parse(code, "<cell>", "exec")
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        return compile(tree, "<cell>", "exec"), None if last is None else compile(ast.Expression(last.value), "<cell>", "eval")
+
+    def outcome(compiler):
+        env = {"__name__": "__main__"}
+        try:
+            body, last = compiler()
+            exec(body, env)
+            echoed = None if last is None else repr(eval(last, env))
+        except Exception as exc:
+            return type(exc).__name__, getattr(exc, "lineno", None)
+        return echoed, sorted((k, re.sub(" at 0x[0-9a-f]+", "", repr(v))) for k, v in env.items() if k != "__builtins__")
+
+    assert outcome(lambda: compile_cell(code, echo=True)) == outcome(by_ast)
 
 
 def test_e2b_without_key_is_one_clear_error(monkeypatch):

@@ -30,6 +30,7 @@ import socket
 import sys
 import time
 import traceback
+from types import CodeType
 from typing import Any
 
 from tracemill.sandbox import wire
@@ -136,17 +137,44 @@ class BoundedWriter(io.TextIOBase):
         return "".join(self.parts)
 
 
+def compile_cell(code: str, echo: bool) -> tuple[CodeType, CodeType | None]:
+    """(body, last): the cell's code, and -- with echo -- its last statement apart when that is an
+    expression, whose value a notebook shows. Compiled from the source by CPython's own parser where
+    possible: turning a cell into an ast of Python objects writes to hundreds of pages, and in a fresh
+    fork each one is copied. The source is split before its last line that starts a statement at column
+    0; that split is sound when the part before compiles on its own and the part after has no `;`.
+    Anything else (a statement spread over lines, a syntax error) goes through the ast, as it always did."""
+    if not echo:
+        return compile(code, "<cell>", "exec"), None
+    lines = code.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line[:1].strip() and line[0] != "#"]
+    if starts and ";" not in "".join(lines[starts[-1]:]) and lines[starts[-1]][0] != "*":  # `*a, b` is no eval expression
+        i = starts[-1]
+        tail = "\n" * i + "".join(lines[i:])  # the same line numbers as in the cell
+        try:
+            body = compile("".join(lines[:i]), "<cell>", "exec")
+            try:
+                return body, compile(tail, "<cell>", "eval")
+            except SyntaxError:
+                compile(tail, "<cell>", "exec")  # one statement that is not an expression: nothing to echo
+                return compile(code, "<cell>", "exec"), None
+        except SyntaxError:
+            pass
+    tree = ast.parse(code, "<cell>", "exec")
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    return compile(tree, "<cell>", "exec"), None if last is None else compile(ast.Expression(last.value), "<cell>", "eval")
+
+
 def _run_cell(code: str, env: dict[str, Any], cfg: dict[str, Any], fd_out: str) -> dict[str, Any]:
     out, err = BoundedWriter(cfg["max_output_bytes"]), BoundedWriter(cfg["max_output_bytes"])
     sys.stdout, sys.stderr = out, err
     status = "ok"
     start = time.perf_counter()
     try:
-        tree = ast.parse(code, "<cell>", "exec")
-        last = tree.body.pop() if cfg["echo_last_expression"] and tree.body and isinstance(tree.body[-1], ast.Expr) else None
-        exec(compile(tree, "<cell>", "exec"), env)
+        body, last = compile_cell(code, cfg["echo_last_expression"])
+        exec(body, env)
         if last is not None:
-            value = eval(compile(ast.Expression(last.value), "<cell>", "eval"), env)
+            value = eval(last, env)
             if value is not None:
                 print(repr(value))
     except MemoryError:
