@@ -142,14 +142,14 @@ def compile_cell(code: str, echo: bool) -> tuple[CodeType, CodeType | None]:
     expression, whose value a notebook shows. Compiled from the source by CPython's own parser where
     possible: turning a cell into an ast of Python objects writes to hundreds of pages, and in a fresh
     fork each one is copied. The source is split before its last line that starts a statement at column
-    0; that split is sound when the part before compiles on its own and the part after has no `;`.
-    Anything else (a statement spread over lines, a syntax error) goes through the ast, as it always did."""
+    0; that split is sound when the part before compiles on its own and the part after has no `;` and
+    does not start with `*` (`*a, b` is a statement but no eval expression). Anything else (a statement
+    spread over lines, a syntax error) goes through the ast, as it always did."""
     if not echo:
         return compile(code, "<cell>", "exec"), None
     lines = code.splitlines(keepends=True)
-    starts = [i for i, line in enumerate(lines) if line[:1].strip() and line[0] != "#"]
-    if starts and ";" not in "".join(lines[starts[-1]:]) and lines[starts[-1]][0] != "*":  # `*a, b` is no eval expression
-        i = starts[-1]
+    i = next((k for k in range(len(lines) - 1, -1, -1) if lines[k][:1].strip() and lines[k][0] != "#"), None)
+    if i is not None and ";" not in "".join(lines[i:]) and lines[i][0] != "*":
         tail = "\n" * i + "".join(lines[i:])  # the same line numbers as in the cell
         try:
             body = compile("".join(lines[:i]), "<cell>", "exec")
@@ -560,10 +560,9 @@ def fork(raw: bool) -> int:
 
 
 def _prime(cfg: dict[str, Any]) -> None:
-    """Run the warm-up code the way a session runs a cell (parse, compile, exec, capture, drain), so
-    the state that path builds lazily -- the ast module's node types, say -- is built once here. A
-    child inherits it instead of building it anew, which in a fresh fork means copying every page it
-    writes."""
+    """Run the warm-up code the way a session runs a cell (compile_cell, exec, echo, the writers, the
+    drain, the JSON reply), so whatever that path builds lazily is built once here. A child inherits it
+    instead of building it anew, which in a fresh fork means copying every page it writes."""
     scratch = f"{cfg['root']}/.prime-{os.getpid()}"
     os.mkdir(scratch, 0o700)
     try:

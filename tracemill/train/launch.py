@@ -62,7 +62,7 @@ def retain_freed_memory() -> None:
     """Let glibc's malloc keep the memory a training step frees for the next step. By default it serves
     large blocks (activations, gradients, logits) with fresh mappings and gives freed memory back to the
     kernel, so each step faults its working set in again page by page: on the SFT benchmark's epoch,
-    600-830 thousand page faults and 1.7 s of system time, against 80 thousand and 0.8 s with this. The
+    510-860 thousand page faults and 1.6-1.8 s of system time, against about 80 thousand and 0.8 s. The
     mmap threshold goes to glibc's 64-bit ceiling and trimming off, so a process keeps its peak heap.
     Nothing to do off glibc. A setting of one process: each spawned rank makes it again."""
     import ctypes
