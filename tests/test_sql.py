@@ -3,6 +3,9 @@ import subprocess
 import sys
 import time
 
+import duckdb
+import pytest
+
 from tracemill import records, sql, store
 
 
@@ -69,3 +72,49 @@ def test_sql_path_does_not_import_torch():
     code = "import sys, tracemill.cli, tracemill.sql; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def write_rejected(data_dir):
+    rows = [{"rejected_id": records.content_id("r", i), "stage": "problems", "table": "problems", "reason": "no_answer",
+             "detail": None, "source": "gsm8k", "raw": "{}", "metadata": None} for i in range(4)]
+    store.StageOutput(data_dir / "problems", ["rejected"], "fp").write_shard(0, {"rejected": rows})
+
+
+def test_cli_serves_the_other_tables_when_one_table_has_a_truncated_part(tmp_path):
+    write_traces(tmp_path / "data")
+    write_rejected(tmp_path / "data")
+    part = tmp_path / "data" / "hint_infer" / "traces" / "part-00001.parquet"
+    part.write_bytes(part.read_bytes()[:100])
+    shown = f"'{part.relative_to(tmp_path)}'"
+
+    listing = _cli(cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    warning = listing.stderr.strip().splitlines()
+    assert len(warning) == 1 and warning[0].startswith("warning: table 'traces' is unavailable"), warning
+    assert shown in warning[0] and "dvc repro" in warning[0]
+    assert "rejected" in listing.stdout and "unreadable" in listing.stdout
+
+    other = _cli("select count(*) AS n from rejected", "-f", "csv", cwd=tmp_path)
+    assert other.returncode == 0 and other.stdout.splitlines() == ['"n"', "4"]
+    assert len(other.stderr.strip().splitlines()) == 1  # the warning
+
+    for fmt in ("table", "csv"):
+        broken = _cli("select problem_id from traces where correct", "-f", fmt, cwd=tmp_path)
+        lines = broken.stderr.strip().splitlines()
+        assert broken.returncode == 2 and "Traceback" not in broken.stderr, broken.stderr
+        assert lines[-1].startswith("error: ") and shown in lines[-1] and "dvc repro" in lines[-1], lines
+
+
+def test_a_table_with_a_bad_part_fails_every_query_that_reads_it(tmp_path):
+    write_traces(tmp_path)
+    (tmp_path / "hint_infer" / "traces" / "part-00000.parquet").write_bytes(b"not parquet")
+    warnings = []
+    con = sql.connect(tmp_path, warn=warnings.append)
+    assert len(warnings) == 1 and "part-00000.parquet" in warnings[0]
+    assert [c[0] for c in con.execute("DESCRIBE traces").fetchall()] == records.SCHEMAS["traces"].names
+    for query in ("SELECT count(*) FROM traces", "SELECT trace_id FROM traces WHERE round > 1",
+                  "SELECT count(*) FROM (SELECT unnest(segments) FROM traces)"):
+        with pytest.raises(duckdb.Error, match="table 'traces' is unavailable"):
+            con.execute(query).fetchall()
+    assert con.execute("SELECT count(*) FROM problems").fetchone()[0] == 0
+    assert dict((t, n) for t, n, _ in sql.catalog(con))["traces"] is None

@@ -1,3 +1,5 @@
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -10,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tracemill import records, store
-from tracemill.errors import SchemaError, TracemillError
+from tracemill.errors import CorruptPartError, SchemaError, TracemillError
 
 
 def rejected_rows(n: int, shard: int) -> list[dict]:
@@ -164,3 +166,89 @@ def test_a_full_disk_fails_the_stage_with_one_line_and_no_half_written_table(tmp
     rerun = _writer(root, shards, rows)
     out, _ = rerun.communicate(timeout=120)
     assert rerun.returncode == 0 and int(out.strip()) == shards * rows
+
+
+def _truncate(path: Path) -> None:
+    with open(path, "r+b") as fh:
+        fh.truncate(path.stat().st_size // 2)
+
+
+def _three_shards(root: Path, rows: int = 50) -> store.StageOutput:
+    out = store.StageOutput(root, ["rejected"], "fp")
+    for shard in range(3):
+        out.write_shard(shard, {"rejected": rejected_rows(rows, shard)})
+    out.finalize(range(3))
+    return out
+
+
+def test_marker_records_each_parts_rows_and_sha256(tmp_path):
+    _three_shards(tmp_path / "s", rows=7)
+    part = tmp_path / "s" / "rejected" / "part-00001.parquet"
+    recorded = json.loads((tmp_path / "s" / "_shards" / "00001.done").read_text())
+    assert recorded == {"rejected": {"rows": 7, "sha256": hashlib.sha256(part.read_bytes()).hexdigest()}}
+
+
+def test_reading_a_truncated_part_raises_one_clear_error_naming_the_file_and_the_fix(tmp_path):
+    _three_shards(tmp_path / "s")
+    part = tmp_path / "s" / "rejected" / "part-00001.parquet"
+    _truncate(part)
+    for reader in (store.read, store.read_rows, store.read_polars):
+        with pytest.raises(CorruptPartError) as err:
+            reader(tmp_path / "s", "rejected")
+        message = str(err.value)
+        assert f"'{part}'" in message and "re-run the stage that wrote it" in message and "dvc repro" in message
+        assert "\n" not in message
+
+
+def test_reading_a_part_changed_in_place_fails_its_checksum(tmp_path):
+    _three_shards(tmp_path / "s")
+    part = tmp_path / "s" / "rejected" / "part-00002.parquet"
+    data = bytearray(part.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, footer intact: only the checksum can tell
+    part.write_bytes(bytes(data))
+    with pytest.raises(CorruptPartError, match="part-00002.parquet' does not match the sha256"):
+        store.read(tmp_path / "s", "rejected")
+
+
+def test_reading_a_truncated_part_without_a_marker_still_names_the_file(tmp_path):
+    _three_shards(tmp_path / "s")
+    for marker in (tmp_path / "s" / "_shards").glob("*.done"):
+        marker.unlink()
+    _truncate(tmp_path / "s" / "rejected" / "part-00000.parquet")
+    with pytest.raises(CorruptPartError, match="part-00000.parquet' is not readable Parquet"):
+        store.read(tmp_path / "s", "rejected")
+
+
+def test_resume_rewrites_a_shard_whose_part_was_truncated_instead_of_trusting_its_marker(tmp_path, capsys):
+    root, rows = tmp_path / "s", 50
+    _three_shards(root, rows)
+    capsys.readouterr()
+    _truncate(root / "rejected" / "part-00001.parquet")
+
+    resumed = store.StageOutput(root, ["rejected"], "fp")
+    todo = resumed.pending(range(3))
+    assert todo == [1]
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "shard 1 is not intact" in lines[0] and "part-00001.parquet" in lines[0], lines
+    for shard in todo:
+        resumed.write_shard(shard, {"rejected": rejected_rows(rows, shard)})
+    assert resumed.finalize(range(3)) == {"rejected": 3 * rows}
+    ids = store.read(root, "rejected").column("rejected_id").to_pylist()
+    assert sorted(ids) == sorted(r["rejected_id"] for s in range(3) for r in rejected_rows(rows, s))
+    assert store.StageOutput(root, ["rejected"], "fp").pending(range(3)) == []
+
+
+def test_a_marker_without_checksums_is_not_trusted(tmp_path):
+    root = tmp_path / "s"
+    _three_shards(root)
+    (root / "_shards" / "00000.done").write_text(json.dumps({"rejected": 50}))  # the format before checksums
+    assert store.StageOutput(root, ["rejected"], "fp").pending(range(3)) == [0]
+
+
+def test_a_bad_part_error_names_the_dvc_stage_that_writes_its_folder(tmp_path):
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages:\n  mcts@1:\n    cmd: x\n    outs:\n    - path: data/mcts/round=1\n")
+    out = store.StageOutput(tmp_path / "data" / "mcts" / "round=1", ["rejected"], "fp")
+    out.write_shard(0, {"rejected": rejected_rows(5, 0)})
+    _truncate(out.root / "rejected" / "part-00000.parquet")
+    with pytest.raises(CorruptPartError, match=r"`dvc repro -f mcts@1`, or delete '.*round=1' and run `dvc repro`"):
+        store.read(out.root, "rejected")

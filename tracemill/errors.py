@@ -6,8 +6,16 @@ class TracemillError(Exception):
 
 
 class ParamsError(TracemillError):
-    """A params.yaml value is missing, unknown or out of range."""
+    """A params.yaml value is missing, unknown or out of range; `problems` holds one line per bad key."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
 
 
 class SchemaError(TracemillError):
     """A table write does not match its declared schema."""
+
+
+class CorruptPartError(TracemillError):
+    """A Parquet part is unreadable or does not match the checksum its shard's marker recorded."""

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from tracemill import records
+from tracemill import records, store
 from tracemill.errors import TracemillError
 
 
 def run(main: Callable[[], Any]) -> None:
-    """Run a stage's main: a TracemillError becomes one clear line on stderr and exit code 2."""
+    """Run a stage's main: a TracemillError becomes one clear line on stderr (one per bad params key)
+    and exit code 2."""
     try:
         main()
     except TracemillError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for problem in getattr(exc, "problems", [exc]):
+            print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted — re-run the stage to resume from its last finished shard", file=sys.stderr)
@@ -30,17 +34,69 @@ def params_path() -> Path:
     return Path(os.environ.get("TRACEMILL_PARAMS", "params.yaml"))
 
 
+def hash_cache_path() -> Path:
+    return Path(os.environ.get("TRACEMILL_HASH_CACHE", ".tracemill/hash-cache.json"))
+
+
 def fingerprint(params: Any, inputs: Iterable[str | Path] = ()) -> str:
-    """Identity of a stage run: its params and the size and mtime of its inputs. A resumed run with
-    the same fingerprint keeps finished shards; any change starts the output afresh."""
+    """Identity of a stage run: its params and the content of its inputs (each file's path under its
+    input and its sha256; never times or absolute paths). A resumed run with the same fingerprint keeps
+    finished shards; any change starts the output afresh. Hashes are memoised in `hash_cache_path()`,
+    so a multi-GB model folder is read once, not on every run."""
     if dataclasses.is_dataclass(params):
         params = dataclasses.asdict(params)
-    stats = []
+    cache = HashCache(hash_cache_path())
+    contents = []
     for p in inputs:
-        path = Path(p)
-        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
-        stats.extend((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.exists())
-    return records.content_id(params, stats)
+        root = Path(p)
+        files = sorted(f for f in root.rglob("*") if f.is_file()) if root.is_dir() else [root] if root.is_file() else []
+        contents.append([(f.relative_to(root).as_posix(), cache.sha256(f)) for f in files])
+    cache.save()
+    return records.content_id(params, contents)
+
+
+class HashCache:
+    """sha256 of files keyed by absolute path and trusted while (size, mtime_ns, inode) are unchanged,
+    as DVC's state db and git's index do. Kept in a JSON file outside every DVC output; a missing or
+    corrupt file is an empty cache, and a write is atomic, so concurrent stages at worst hash again."""
+
+    RACY_NS = 2_000_000_000  # a file changed this recently could change again within the same mtime tick
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries = self._load()
+        self.added: dict[str, dict[str, Any]] = {}
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            entries = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return entries if isinstance(entries, dict) else {}
+
+    def sha256(self, file: Path) -> str:
+        now = time.time_ns()
+        st = file.stat()
+        key, stamp = str(file.resolve()), [st.st_size, st.st_mtime_ns, st.st_ino]
+        known = self.entries.get(key)
+        if isinstance(known, dict) and known.get("stat") == stamp and isinstance(known.get("sha256"), str):
+            return known["sha256"]
+        digest = store.sha256_file(file)
+        if now - st.st_mtime_ns > self.RACY_NS:
+            self.added[key] = {"stat": stamp, "sha256": digest}
+        return digest
+
+    def save(self) -> None:
+        """Merge new hashes into what is on disk now (another stage may have written since), dropping
+        files that are gone. Best effort: a cache that cannot be written only costs a re-hash."""
+        if not self.added:
+            return
+        merged = {k: v for k, v in {**self._load(), **self.added}.items() if os.path.exists(k)}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            store.atomic_write_bytes(self.path, json.dumps(merged, sort_keys=True).encode())
+        except OSError:
+            pass
 
 
 def build_folder(out_dir: Path, build: Callable[[Path], dict[str, Any]], fresh: bool) -> dict[str, Any]:
