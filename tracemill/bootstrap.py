@@ -22,38 +22,47 @@ from pathlib import Path
 from typing import Any
 
 from tracemill import tiny
+from tracemill.errors import ParamsError
 from tracemill.formats import FormatParams, Step, boxed, code_block, output_block, render_prompt, render_steps
+from tracemill.params import above, at_least, fraction
 
 
 @dataclass(frozen=True)
 class BootstrapParams:
-    vocab_size: int = 1024
-    hidden_size: int = 128
-    intermediate_size: int = 384
-    num_hidden_layers: int = 2  # two layers learn to copy numbers far sooner than four in the CPU budget
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    max_position_embeddings: int = 1024
-    seq_len: int = 320  # longer demos are dropped from the corpus
-    batch_size: int = 16  # many small updates: copying emerges after ~700 of them
-    max_steps: int = 3000
-    learning_rate: float = 3e-3
-    warmup_steps: int = 40
-    weight_decay: float = 0.01
-    wait_fraction: float = 0.35  # TIR demos that guess, say "Wait," and check with Python
-    alternatively_fraction: float = 0.15  # TIR demos that end with an "Alternatively," re-check
-    steps_fraction: float = 0.5  # problems also rendered as rStar steps
-    cot_fraction: float = 0.4  # problems answered in words only (the model does the arithmetic itself)
-    hinted_fraction: float = 0.5  # of those, the share where a hint follows the answer and python re-checks it
-    max_grad_norm: float = 1.0
-    bucket_batches: int = 16  # batches drawn together and sorted by length, so padding stays small
-    eval_max_problems: int = 200
-    eval_max_tokens: int = 200  # per generation turn
-    eval_max_total_tokens: int = 400  # all turns of one trace together
-    eval_max_tool_calls: int = 6
-    threads: int = 2
-    seed: int = 0
-    log_every: int = 20
+    vocab_size: int = at_least(1, default=1024)
+    hidden_size: int = at_least(1, default=128)
+    intermediate_size: int = at_least(1, default=384)
+    num_hidden_layers: int = at_least(1, default=2)  # two layers learn to copy numbers far sooner than four in the CPU budget
+    num_attention_heads: int = at_least(1, default=4)
+    num_key_value_heads: int = at_least(1, default=2)
+    max_position_embeddings: int = at_least(1, default=1024)
+    seq_len: int = at_least(1, default=320)  # longer demos are dropped from the corpus
+    batch_size: int = at_least(1, default=16)  # many small updates: copying emerges after ~700 of them
+    max_steps: int = at_least(1, default=3000)
+    learning_rate: float = above(0, default=3e-3)
+    warmup_steps: int = at_least(1, default=40)  # the schedule divides by it
+    weight_decay: float = at_least(0, default=0.01)
+    wait_fraction: float = fraction(default=0.35)  # TIR demos that guess, say "Wait," and check with Python
+    alternatively_fraction: float = fraction(default=0.15)  # TIR demos that end with an "Alternatively," re-check
+    steps_fraction: float = fraction(default=0.5)  # problems also rendered as rStar steps
+    cot_fraction: float = fraction(default=0.4)  # problems answered in words only (the model does the arithmetic itself)
+    hinted_fraction: float = fraction(default=0.5)  # of those, the share where a hint follows the answer and python re-checks it
+    max_grad_norm: float = above(0, default=1.0)  # 0 would clip every gradient to nothing
+    bucket_batches: int = at_least(1, default=16)  # batches drawn together and sorted by length, so padding stays small
+    eval_max_problems: int = at_least(0, default=200)
+    eval_max_tokens: int = at_least(1, default=200)  # per generation turn
+    eval_max_total_tokens: int = at_least(1, default=400)  # all turns of one trace together
+    eval_max_tool_calls: int = at_least(0, default=6)
+    threads: int = at_least(1, default=2)
+    seed: int = at_least(0, default=0)
+    log_every: int = at_least(1, default=20)
+
+    def check(self) -> None:
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ParamsError(
+                f"params 'bootstrap.num_attention_heads' = {self.num_attention_heads} must be a multiple of "
+                f"'bootstrap.num_key_value_heads' = {self.num_key_value_heads} (grouped-query attention)"
+            )
 
     def tiny_config(self) -> tiny.TinyConfig:
         return tiny.TinyConfig(

@@ -14,7 +14,7 @@ from typing import Any
 
 from tracemill.errors import ParamsError, TracemillError
 from tracemill.formats import STYLES
-from tracemill.params import choices
+from tracemill.params import at_least, bounded, choices
 
 
 class MetricError(TracemillError):
@@ -89,19 +89,20 @@ class EvalParams:
 
     split: str = choices("train", "eval", "test", default="eval")
     sources: list[str] = field(default_factory=list)  # empty: all sources
-    domains: list[str] = field(default_factory=lambda: ["math"])
-    max_problems: int = 500
-    k: int = 16  # samples per problem for pass@k / maj@k; 0: greedy only
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_tokens_per_turn: int = 1024
-    max_tokens_total: int = 8192
-    max_tool_calls: int = 6  # code executions per trace; 0: the model writes its own outputs
+    domains: list[str] = choices("math", "code", default_factory=lambda: ["math"])
+    max_problems: int = at_least(1, default=500)
+    k: int = at_least(0, default=16)  # samples per problem for pass@k / maj@k; 0: greedy only
+    temperature: float = at_least(0, default=0.6)
+    top_p: float = bounded(0, 1, lo_open=True, default=0.95)
+    max_tokens_per_turn: int = at_least(1, default=1024)
+    max_tokens_total: int = at_least(1, default=8192)
+    max_tool_calls: int = at_least(0, default=6)  # code executions per trace; 0: the model writes its own outputs
     models: list[EvalModel] = field(default_factory=lambda: [EvalModel("base")])
 
     def check(self) -> None:
-        if self.k < 0 or self.max_problems < 1:
-            raise ParamsError("params 'evaluate.k' must be >= 0 and 'evaluate.max_problems' >= 1")
+        if self.k and not self.temperature:
+            raise ParamsError("params 'evaluate.temperature' = 0 with 'evaluate.k' > 0: the k samples would be greedy "
+                              "traces too, which `score` counts as pass@1 — set a temperature > 0, or k: 0 for greedy only")
         names = [m.name for m in self.models]
         if not names or len(set(names)) != len(names):
             raise ParamsError(f"params 'evaluate.models' needs at least one model and distinct names; got {names}")

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tracemill.params import choices, in_range, positive
+from tracemill.errors import ParamsError
+from tracemill.params import at_least, choices, fraction
 
 Verdict = tuple[bool, str]
 KEEP: Verdict = (True, "kept")
@@ -24,24 +25,34 @@ _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 @dataclass(frozen=True)
 class FilterParams:
-    repetition_ngram: int = 20  # a repeated 20-word run marks a looping trace
-    repetition_max_ratio: float = 0.3  # share of n-gram occurrences that may be repeats
-    repetition_max_line_repeats: int = 4  # the same non-trivial line at most this many times
-    min_chars: int = 20
-    max_chars: int = 16_000
+    repetition_ngram: int = at_least(1, default=20)  # a repeated 20-word run marks a looping trace
+    repetition_max_ratio: float = fraction(default=0.3)  # share of n-gram occurrences that may be repeats
+    repetition_max_line_repeats: int = at_least(1, default=4)  # the same non-trivial line at most this many times
+    min_chars: int = at_least(0, default=20)
+    max_chars: int = at_least(1, default=16_000)
     require_boxed: bool = True
     near_dup: bool = True
-    near_dup_threshold: float = 0.8  # Jaccard similarity of 5-word shingles
-    near_dup_num_perm: int = 128
-    near_dup_shingle: int = 5
-    decontam_ngram: int = 8  # START/Tulu-style 8-gram overlap with every eval set
+    near_dup_threshold: float = fraction(default=0.8)  # Jaccard similarity of 5-word shingles
+    near_dup_num_perm: int = at_least(1, default=128)
+    near_dup_shingle: int = at_least(1, default=5)
+    decontam_ngram: int = at_least(1, default=8)  # START/Tulu-style 8-gram overlap with every eval set
     dedup_scope: str = choices("problem", "global", default="problem")  # near-dups compared within a problem or across all
 
     def check(self) -> None:
-        for key in ("repetition_ngram", "near_dup_num_perm", "near_dup_shingle", "decontam_ngram", "max_chars"):
-            positive(getattr(self, key), f"filters.{key}")
-        in_range(self.repetition_max_ratio, 0.0, 1.0, "filters.repetition_max_ratio")
-        in_range(self.near_dup_threshold, 0.0, 1.0, "filters.near_dup_threshold")
+        if self.min_chars > self.max_chars:
+            raise ParamsError(f"params 'start.filters.min_chars' = {self.min_chars} must be <= "
+                              f"'start.filters.max_chars' = {self.max_chars}, or every trace is dropped")
+        if self.near_dup:
+            from datasketch import MinHashLSH  # its own rule for the thresholds a number of permutations can resolve
+
+            try:
+                MinHashLSH(threshold=self.near_dup_threshold, num_perm=self.near_dup_num_perm)
+            except ValueError as exc:
+                raise ParamsError(
+                    f"params 'start.filters.near_dup_threshold' = {self.near_dup_threshold} cannot be resolved with "
+                    f"'start.filters.near_dup_num_perm' = {self.near_dup_num_perm} (datasketch: {exc}) — raise "
+                    "near_dup_num_perm or lower the threshold"
+                ) from None
 
 
 def words(text: str) -> list[str]:

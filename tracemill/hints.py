@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tracemill.errors import ParamsError
-from tracemill.params import choices
+from tracemill.params import at_least, choices
 
 POSITIONS = ("marker", "stop", "any")
 
@@ -42,18 +42,15 @@ def _default_library() -> list[Hint]:
 @dataclass(frozen=True)
 class HintParams:
     library: list[Hint] = field(default_factory=_default_library)
-    per_problem: int = 3  # hint traces per problem (each tries one hint)
-    max_stop_hints: int = 1  # hints inserted before the stop token in one trace
-    max_marker_hints: int = 1  # hints inserted at a marker in one trace
-    max_tool_calls: int = 6  # START: at most 6 code executions per trace
+    per_problem: int = at_least(0, default=3)  # hint traces per problem (each tries one hint)
+    max_stop_hints: int = at_least(0, default=1)  # hints inserted before the stop token in one trace
+    max_marker_hints: int = at_least(0, default=1)  # hints inserted at a marker in one trace
+    max_tool_calls: int = at_least(0, default=6)  # START: at most 6 code executions per trace
 
     def check(self) -> None:
         ids = [h.id for h in self.library]
         if len(set(ids)) != len(ids):
             raise ParamsError("params 'hints.library' has a duplicate hint id")
-        for key in ("per_problem", "max_tool_calls"):
-            if getattr(self, key) < 0:
-                raise ParamsError(f"params 'hints.{key}' must be >= 0")
 
 
 def select(params: HintParams, domain: str, problem_id: str, position: str = "any") -> list[Hint]:

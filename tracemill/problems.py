@@ -17,7 +17,7 @@ from typing import Any
 
 from tracemill import records
 from tracemill.errors import ParamsError, TracemillError
-from tracemill.params import choices, parse_section
+from tracemill.params import at_least, choices, parse_section
 from tracemill.store import Quarantine
 
 KINDS = ("gsm8k", "math500", "humaneval", "mbpp", "jsonl", "parquet", "hf_disk", "synthetic")
@@ -32,22 +32,32 @@ class SourceParams:
     split: str = choices(*SPLITS, default="test")  # auto: the source's own split rule (MBPP task ids)
     domain: str = choices("math", "code", default="math")
     license: str | None = None
-    limit: int | None = None  # keep the first N rows (after quarantine), None for all
-    columns: dict = field(default_factory=dict)  # jsonl/parquet/hf_disk: our column -> theirs
+    limit: int | None = at_least(0, default=None)  # keep the first N rows (after quarantine), None for all
+    columns: dict[str, str] = field(default_factory=dict)  # jsonl/parquet/hf_disk: our column -> theirs
     hf_split: str | None = None  # hf_disk: which split of a DatasetDict
-    options: dict = field(default_factory=dict)  # synthetic: the generator's params
+    options: dict[str, Any] = field(default_factory=dict)  # synthetic: the generator's params (keys of `synthetic`)
 
     def check(self) -> None:
         if self.kind != "synthetic" and not self.path:
             raise ParamsError(f"params 'problems.sources[{self.name}].path' is required for kind '{self.kind}'")
-        if self.limit is not None and self.limit < 0:
-            raise ParamsError(f"params 'problems.sources[{self.name}].limit' must be >= 0")
+        if self.options:
+            if self.kind != "synthetic":
+                raise ParamsError(f"params 'problems.sources[{self.name}].options' is for kind 'synthetic' only")
+            from tracemill import synthetic
+
+            parse_section(synthetic.SyntheticParams, self.options, f"problems.sources[{self.name}].options")
         unknown = set(self.columns) - set(MAPPABLE)
         if unknown:
             raise ParamsError(
                 f"params 'problems.sources[{self.name}].columns.{sorted(unknown)[0]}' is not a problems column; "
                 f"allowed: {', '.join(MAPPABLE)}"
             )
+
+    @property
+    def row_source(self) -> str:
+        """The `source` of the rows it makes, which a stage's `sources` picks from (the synthetic
+        generator labels its rows 'synthetic', whatever the entry is called)."""
+        return "synthetic" if self.kind == "synthetic" else self.name
 
 
 MAPPABLE = ("question", "answer", "source_id", "tests", "entry_point", "test_setup", "difficulty", "test_format")
@@ -56,8 +66,8 @@ MAPPABLE = ("question", "answer", "source_id", "tests", "entry_point", "test_set
 @dataclass(frozen=True)
 class ProblemsParams:
     sources: list[SourceParams] = field(default_factory=list)
-    max_question_chars: int = 20_000
-    max_answer_chars: int = 2_000
+    max_question_chars: int = at_least(1, default=20_000)
+    max_answer_chars: int = at_least(1, default=2_000)
 
     def check(self) -> None:
         names = [s.name for s in self.sources]

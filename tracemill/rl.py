@@ -24,6 +24,7 @@ from typing import Any
 from tracemill import faults, records
 from tracemill.errors import ParamsError
 from tracemill.formats import FormatParams, last_boxed, render_prompt
+from tracemill.params import above, at_least, bounded
 
 # grade(problem_row, response_text) -> correct?
 GradeFn = Callable[[dict[str, Any], str], bool]
@@ -31,41 +32,44 @@ GradeFn = Callable[[dict[str, Any], str], bool]
 
 @dataclass(frozen=True)
 class RewardParams:
-    correct: float = 1.0  # rule-based reward for a correct final answer
-    wrong: float = -1.0
-    reflection_bonus: float = 0.5  # Satori: recovering from a failed restart state (and its mirror penalty)
-    format_penalty: float = -0.5  # no \boxed{} final answer
+    correct: float = bounded(default=1.0)  # rule-based reward for a correct final answer
+    wrong: float = bounded(default=-1.0)
+    reflection_bonus: float = at_least(0, default=0.5)  # Satori: recovering from a failed restart state (and its mirror penalty)
+    format_penalty: float = bounded(hi=0, default=-0.5)  # added when there is no \boxed{} final answer
+
+    def check(self) -> None:
+        if self.correct <= self.wrong:
+            raise ParamsError(f"params 'satori.rl.reward.correct' = {self.correct} must be above "
+                              f"'satori.rl.reward.wrong' = {self.wrong}, or RL learns to answer wrong")
 
 
 @dataclass(frozen=True)
 class RLParams:
-    learning_rate: float = 1e-6  # Satori PPO actor lr 2e-7..1e-6; embedded runs override
-    max_steps: int = 20
-    per_device_train_batch_size: int = 8
-    num_generations: int = 4  # GRPO group size per state
-    max_completion_length: int = 128
-    temperature: float = 0.6
-    top_p: float = 0.95
-    beta: float = 0.0  # KL coefficient to the reference policy
-    max_states: int = 256
-    eval_fraction: float = 0.1
-    seed: int = 0
+    learning_rate: float = above(0, default=1e-6)  # Satori PPO actor lr 2e-7..1e-6; embedded runs override
+    max_steps: int = at_least(1, default=20)
+    per_device_train_batch_size: int = at_least(1, default=8)
+    num_generations: int = at_least(2, default=4)  # GRPO group size per state; its advantages need two or more
+    max_completion_length: int = at_least(1, default=128)
+    temperature: float = above(0, default=0.6)  # GRPO samples its group
+    top_p: float = bounded(0, 1, lo_open=True, default=0.95)
+    beta: float = at_least(0, default=0.0)  # KL coefficient to the reference policy
+    max_states: int = at_least(1, default=256)
+    eval_fraction: float = bounded(0, 1, hi_open=True, default=0.1)
+    seed: int = at_least(0, default=0)
     reward: RewardParams = field(default_factory=RewardParams)
     deepspeed: str | None = None  # a ZeRO config path on GPU
     tools: bool = True  # rollouts run their code in the sandbox (the policy's traces are tool-integrated)
-    max_tool_calls: int = 6
+    max_tool_calls: int = at_least(0, default=6)
     # sandbox-output tokens a completion may carry beyond the model's own max_completion_length (they are
     # masked from the loss but fill the batch); None: as many as max_completion_length
-    max_tool_output_tokens: int | None = None
-    save_steps: int = 50  # GRPO steps between checkpoints; a killed run resumes from the last one
+    max_tool_output_tokens: int | None = at_least(0, default=None)
+    save_steps: int = at_least(1, default=50)  # GRPO steps between checkpoints; a killed run resumes from the last one
 
     def check(self) -> None:
-        if self.max_tool_output_tokens is not None and self.max_tool_output_tokens < 0:
-            raise ParamsError("params 'rl.max_tool_output_tokens' must be >= 0 or null")
         if self.per_device_train_batch_size % self.num_generations:
             raise ParamsError(
-                f"params 'rl.per_device_train_batch_size' = {self.per_device_train_batch_size} must be a multiple of "
-                f"'rl.num_generations' = {self.num_generations} (GRPO groups complete per batch)"
+                f"params 'satori.rl.per_device_train_batch_size' = {self.per_device_train_batch_size} must be a multiple of "
+                f"'satori.rl.num_generations' = {self.num_generations} (GRPO groups complete per batch)"
             )
 
 

@@ -18,21 +18,19 @@ from typing import Any
 
 from tracemill import store
 from tracemill.errors import ParamsError, TracemillError
-from tracemill.params import choices
+from tracemill.params import at_least, choices
 
 ShardFn = Callable[[int, list[dict[str, Any]]], Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
 class RunParams:
-    shards: int = 8  # resume granularity: a killed stage loses at most the shard in flight
-    workers: int = 1  # processes or machines sharing the shards
-    worker_index: int = 0
+    shards: int = at_least(1, default=8)  # resume granularity: a killed stage loses at most the shard in flight
+    workers: int = at_least(1, default=1)  # processes or machines sharing the shards
+    worker_index: int = at_least(0, default=0)
     runner: str = choices("local", "ray", default="local")
 
     def check(self) -> None:
-        if self.shards < 1 or self.workers < 1:
-            raise ParamsError("params 'run.shards' and 'run.workers' must be >= 1")
         if not 0 <= self.worker_index < self.workers:
             raise ParamsError(f"params 'run.worker_index' = {self.worker_index} must be in [0, run.workers={self.workers})")
 

@@ -19,7 +19,7 @@ from typing import Any
 from tracemill import records
 from tracemill.errors import ParamsError
 from tracemill.formats import FormatParams, _block_re, code_block, output_block
-from tracemill.params import positive
+from tracemill.params import above, at_least, bounded
 from tracemill.rl import RLParams
 from tracemill.start import GenParams
 from tracemill.tiny import META_ACTIONS
@@ -41,36 +41,36 @@ def _default_meta_init() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class CoatParams:
-    max_total: int = 10_000  # Satori: about 10K demonstrations for format tuning
-    max_per_problem: int = 6
-    mix: dict = field(default_factory=lambda: {"plain": 0.4, "reflect": 0.3, "explore": 0.3})
+    max_total: int = at_least(0, default=10_000)  # Satori: about 10K demonstrations for format tuning
+    max_per_problem: int = at_least(1, default=6)
+    mix: dict[str, float] = at_least(0, default_factory=lambda: {"plain": 0.4, "reflect": 0.3, "explore": 0.3})
     reflect_templates: list[str] = field(default_factory=_default_templates)
-    wrong_q_max: float = 0.0  # a step is wrong when its Q is at most this (or its subtree only fails)
+    wrong_q_max: float = bounded(-1, 1, default=0.0)  # a step is wrong when its Q (in [-1, 1]) is at most this (or its subtree only fails)
     # Format tuning starts each meta-action token's embedding at the mean of its phrase (with_meta_tokens).
-    meta_init: dict = field(default_factory=_default_meta_init)
+    meta_init: dict[str, str] = field(default_factory=_default_meta_init)
     # Then, before full format tuning, trains only the meta-action rows of the embeddings on the COAT
     # set (every other weight frozen) for this many epochs; 0: no warm-up (paper)
-    meta_warmup_epochs: int = 0
-    meta_warmup_lr: float = 3e-2
+    meta_warmup_epochs: int = at_least(0, default=0)
+    meta_warmup_lr: float = above(0, default=3e-2)
 
     def check(self) -> None:
         unknown = set(self.mix) - set(COAT_KINDS)
         if unknown:
-            raise ParamsError(f"params 'coat.mix.{sorted(unknown)[0]}' is not a COAT kind; allowed: {', '.join(COAT_KINDS)}")
-        if any(v < 0 for v in self.mix.values()) or not sum(self.mix.values()):
-            raise ParamsError("params 'coat.mix' needs non-negative shares that do not all vanish")
+            raise ParamsError(f"params 'satori.coat.mix.{sorted(unknown)[0]}' is not a COAT kind; allowed: {', '.join(COAT_KINDS)}")
+        if not sum(self.mix.values()):
+            raise ParamsError("params 'satori.coat.mix' needs shares that do not all vanish")
         if not self.reflect_templates:
-            raise ParamsError("params 'coat.reflect_templates' must not be empty")
-        if self.meta_warmup_epochs < 0:
-            raise ParamsError("params 'coat.meta_warmup_epochs' must be >= 0")
-        positive(self.meta_warmup_lr, "coat.meta_warmup_lr")
+            raise ParamsError("params 'satori.coat.reflect_templates' must not be empty")
+        strange = sorted(set(self.meta_init) - set(META_ACTIONS))
+        if strange:
+            raise ParamsError(f"params 'satori.coat.meta_init' names '{strange[0]}', not a meta-action; allowed: {', '.join(META_ACTIONS)}")
 
 
 @dataclass(frozen=True)
 class RaeParams:
     include_failed: bool = True  # Satori restarts from failed trajectories too, ending with <|reflect|>
-    states_per_trajectory: int = 3  # intermediate restart points taken from one trajectory
-    max_total: int = 10_000
+    states_per_trajectory: int = at_least(1, default=3)  # intermediate restart points taken from one trajectory
+    max_total: int = at_least(0, default=10_000)
 
 
 def _distill_sampling() -> GenParams:
@@ -83,14 +83,10 @@ class DistillParams:
 
     # A model folder for the student; null: the base policy cut to its first `student_layers` layers.
     student: str | None = None
-    student_layers: int = 1
+    student_layers: int = at_least(1, default=1)
     sample: GenParams = field(default_factory=_distill_sampling)  # the RL policy's samples (paper-style k=16, T=0.6)
-    max_tool_calls: int = 6
-    max_per_problem: int = 1  # correct traces kept per problem
-
-    def check(self) -> None:
-        positive(self.student_layers, "satori.distill.student_layers")
-        positive(self.max_per_problem, "satori.distill.max_per_problem")
+    max_tool_calls: int = at_least(0, default=6)
+    max_per_problem: int = at_least(1, default=1)  # correct traces kept per problem
 
 
 @dataclass(frozen=True)

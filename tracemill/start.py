@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracemill import filters
-from tracemill.errors import ParamsError
 from tracemill.hints import HintParams
-from tracemill.params import choices
+from tracemill.params import at_least, bounded, choices
 from tracemill.store import Quarantine
 
 RULES = ("greedy_wrong_hint_right", "hint_right")
@@ -27,24 +26,20 @@ class GenParams:
 
     split: str = choices("train", "eval", "test", default="train")
     sources: list[str] = field(default_factory=list)  # problem sources to use; empty: all
-    domains: list[str] = field(default_factory=lambda: ["math"])
-    max_problems: int = 64
-    offset: int = 0  # skip this many problems of the id-ordered list first (disjoint slices for different stages)
-    max_tokens_per_turn: int = 256
-    max_tokens_total: int = 768
-    temperature: float = 0.0
-    top_p: float = 1.0
-    k: int = 1  # samples per problem (RFT: START's k=16)
-
-    def check(self) -> None:
-        if self.k < 1 or self.max_problems < 0 or self.offset < 0:
-            raise ParamsError("params 'k' must be >= 1, 'max_problems' >= 0 and 'offset' >= 0")
+    domains: list[str] = choices("math", "code", default_factory=lambda: ["math"])
+    max_problems: int = at_least(0, default=64)
+    offset: int = at_least(0, default=0)  # skip this many problems of the id-ordered list first (disjoint slices for different stages)
+    max_tokens_per_turn: int = at_least(1, default=256)
+    max_tokens_total: int = at_least(1, default=768)
+    temperature: float = at_least(0, default=0.0)
+    top_p: float = bounded(0, 1, lo_open=True, default=1.0)
+    k: int = at_least(1, default=1)  # samples per problem (RFT: START's k=16)
 
 
 @dataclass(frozen=True)
 class SelectParams:
     rule: str = choices(*RULES, default="greedy_wrong_hint_right")  # START's Hint-RFT rule
-    max_per_problem: int = 1  # START keeps at most one trace per problem
+    max_per_problem: int = at_least(1, default=1)  # START keeps at most one trace per problem
     merge_seed: bool = True  # D_start also holds D_seed (START trains on both)
 
 
@@ -218,7 +213,7 @@ class StartParams:
     hints: HintParams = field(default_factory=HintParams)
     filters: filters.FilterParams = field(default_factory=filters.FilterParams)
     select: SelectParams = field(default_factory=SelectParams)
-    decontaminate_splits: list[str] = field(default_factory=lambda: ["test", "eval"])  # eval sets never leak in
+    decontaminate_splits: list[str] = choices("eval", "test", default_factory=lambda: ["test", "eval"])  # eval sets never leak in
 
 
 def _limits(sp: StartParams) -> Any:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 from tracemill import records
 from tracemill.errors import ParamsError
+from tracemill.params import at_least, bounded, choices
 
 MATH_KINDS = ("arithmetic", "fractions", "percent", "linear", "remainder")
 NAMES = ("Ava", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivan", "Jo", "Kai", "Lena", "Milo", "Nora", "Omar", "Pia")
@@ -26,18 +27,15 @@ ITEMS = ("apples", "marbles", "books", "stickers", "coins", "pencils", "cards", 
 
 @dataclass(frozen=True)
 class SyntheticParams:
-    seed: int = 0
-    kinds: list[str] = field(default_factory=lambda: list(MATH_KINDS))
-    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
-    train_per_level: int = 400  # per kind and level: enough variety that a model learns to copy, not memorize
-    eval_per_level: int = 10  # per kind and level, held out
-    code_problems: int = 6  # tiny code problems with tests (train and eval alike)
+    seed: int = at_least(0, default=0)
+    kinds: list[str] = choices(*MATH_KINDS, default_factory=lambda: list(MATH_KINDS))
+    levels: list[int] = bounded(1, 4, default_factory=lambda: [1, 2, 3, 4])
+    train_per_level: int = at_least(0, default=400)  # per kind and level: enough variety that a model learns to copy, not memorize
+    eval_per_level: int = at_least(0, default=10)  # per kind and level, held out
+    code_problems: int = at_least(0, default=6)  # tiny code problems with tests (train and eval alike)
 
     def check(self) -> None:
-        unknown = set(self.kinds) - set(MATH_KINDS)
-        if unknown:
-            raise ParamsError(f"params 'synthetic.kinds' has '{sorted(unknown)[0]}'; allowed: {', '.join(MATH_KINDS)}")
-        if not self.levels or min(self.levels) < 1 or max(self.levels) > 4:
+        if not self.levels:
             raise ParamsError("params 'synthetic.levels' must be a non-empty list of levels 1..4")
 
 

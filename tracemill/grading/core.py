@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tracemill.errors import TracemillError
-from tracemill.params import choices, positive
+from tracemill.params import above, at_least, choices
 
 MATH_GRADERS = ("math-verify", "exact")
 CODE_GRADERS = ("code-tests",)
@@ -23,17 +23,11 @@ class GradingParams:
     code: str = choices(*CODE_GRADERS, default="code-tests")
     # Taking the last number of a response that states no answer is a guess: off for training data.
     fallback_last_number: bool = False
-    workers: int = 2  # processes that run math-verify
-    timeout_s: float = 5.0  # hard limit per (gold, prediction) pair; past it the verdict is `timeout`
-    worker_memory_mb: int = 2048  # address-space cap per worker, so a hostile answer cannot exhaust the host
-    float_rounding: int = 6  # decimals math-verify rounds to when one side is a decimal
-    max_answer_chars: int = 1000  # a longer extracted answer is `too_long`, never parsed
-
-    def check(self) -> None:
-        positive(self.workers, "grading.workers")
-        positive(self.timeout_s, "grading.timeout_s")
-        positive(self.worker_memory_mb, "grading.worker_memory_mb")
-        positive(self.max_answer_chars, "grading.max_answer_chars")
+    workers: int = at_least(1, default=2)  # processes that run math-verify
+    timeout_s: float = above(0, default=5.0)  # hard limit per (gold, prediction) pair; past it the verdict is `timeout`
+    worker_memory_mb: int = at_least(1, default=2048)  # address-space cap per worker, so a hostile answer cannot exhaust the host
+    float_rounding: int = at_least(0, default=6)  # decimals math-verify rounds to when one side is a decimal
+    max_answer_chars: int = at_least(1, default=1000)  # a longer extracted answer is `too_long`, never parsed
 
 
 @dataclass(frozen=True)

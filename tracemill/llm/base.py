@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tracemill.errors import TracemillError
-from tracemill.params import choices
+from tracemill.params import above, at_least, bounded, choices
 
 BACKENDS = ("transformers", "vllm", "openai")
 
@@ -37,22 +37,22 @@ class LLMParams:
     backend: str = choices(*BACKENDS, default="transformers")
     dtype: str = choices("auto", "float32", "bfloat16", "float16", default="auto")
     device: str = "auto"  # transformers: cpu | cuda | auto
-    max_batch: int = 64  # sequences decoded together (transformers)
-    kv_cache_tokens: int = 1 << 20  # transformers: KV of finished traces kept for continuations (LRU)
-    threads: int = 0  # torch CPU threads; 0 keeps torch's choice
+    max_batch: int = at_least(1, default=64)  # sequences decoded together (transformers)
+    kv_cache_tokens: int = at_least(0, default=1 << 20)  # transformers: KV of finished traces kept for continuations (LRU)
+    threads: int = at_least(0, default=0)  # torch CPU threads; 0 keeps torch's choice
     # vllm
-    tensor_parallel_size: int = 1
-    data_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = at_least(1, default=1)
+    data_parallel_size: int = at_least(1, default=1)
+    gpu_memory_utilization: float = bounded(0, 1, lo_open=True, default=0.9)
     enable_prefix_caching: bool = True
-    max_model_len: int | None = None
+    max_model_len: int | None = at_least(1, default=None)
     # openai-compatible server
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key_env: str = "OPENAI_API_KEY"
     served_model: str | None = None  # model name the server knows; default: the model path
-    concurrency: int = 16
-    retries: int = 3
-    timeout_s: float = 120.0
+    concurrency: int = at_least(1, default=16)
+    retries: int = at_least(0, default=3)
+    timeout_s: float = above(0, default=120.0)
 
 
 @dataclass

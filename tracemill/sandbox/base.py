@@ -7,10 +7,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tracemill.errors import TracemillError
-from tracemill.params import choices, positive
+from tracemill.errors import ParamsError, TracemillError
+from tracemill.params import above, at_least, choices
 
 STATUSES = ("ok", "error", "timeout", "memory", "output_truncated", "killed")
+MAX_UID = 2**32 - 2  # (uid_t)-1 means "no change" to setuid
 
 
 class SandboxError(TracemillError):
@@ -20,15 +21,15 @@ class SandboxError(TracemillError):
 @dataclass(frozen=True)
 class SandboxParams:
     backend: str = choices("local", "e2b", default="local")
-    timeout_s: float = 5.0  # wall time per cell
-    memory_mb: int = 512  # address space a session may add on top of the preloaded libraries
-    max_processes: int = 16  # processes (and threads) one session may run at once
-    max_output_bytes: int = 8_192  # stdout kept per cell; the rest is cut with a marker
+    timeout_s: float = above(0, default=5.0)  # wall time per cell
+    memory_mb: int = at_least(1, default=512)  # address space a session may add on top of the preloaded libraries
+    max_processes: int = at_least(1, default=16)  # processes (and threads) one session may run at once
+    max_output_bytes: int = at_least(1, default=8_192)  # stdout kept per cell; the rest is cut with a marker
     truncation_marker: str = "\n[... output truncated by the sandbox ...]"
-    max_open_files: int = 64
-    max_file_bytes: int = 16 * 1024 * 1024
-    pool_size: int = 4  # sessions run at once by run_many (they wait on I/O, so more than the cores)
-    spares: int = 4  # isolated session processes kept ready, so opening a session is one message
+    max_open_files: int = at_least(1, default=64)
+    max_file_bytes: int = at_least(1, default=16 * 1024 * 1024)
+    pool_size: int = at_least(1, default=4)  # sessions run at once by run_many (they wait on I/O, so more than the cores)
+    spares: int = at_least(0, default=4)  # isolated session processes kept ready, so opening a session is one message
     huge_pages: bool = True  # back the zygote's heap with huge pages: a session's fork and exit copy and free fewer page-table entries
     strict: bool = False  # refuse to run when an isolation layer is unavailable
     preload: list[str] = field(default_factory=lambda: ["math", "fractions", "itertools", "collections", "functools", "decimal", "statistics", "re", "random", "numpy", "sympy"])
@@ -41,13 +42,15 @@ class SandboxParams:
         "del _s, _x, _n"
     )
     echo_last_expression: bool = True  # a cell ending in an expression prints its value, as a notebook does
-    uid_base: int = 200_000  # per-session uids when running as root with a world-readable Python
-    uid_range: int = 50_000
+    # per-session uids when running as root with a world-readable Python: above the system accounts (and never root)
+    uid_base: int = at_least(1000, default=200_000)
+    uid_range: int = at_least(1, default=50_000)
     e2b_template: str | None = None
 
     def check(self) -> None:
-        for key in ("timeout_s", "memory_mb", "max_processes", "max_output_bytes", "max_open_files", "max_file_bytes", "pool_size"):
-            positive(getattr(self, key), f"sandbox.{key}")
+        if self.uid_base + self.uid_range > MAX_UID:
+            raise ParamsError(f"params 'sandbox.uid_base' + 'sandbox.uid_range' = {self.uid_base + self.uid_range} "
+                              f"must be <= {MAX_UID}, the highest uid Linux gives out")
 
 
 @dataclass(frozen=True)

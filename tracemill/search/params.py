@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tracemill.errors import ParamsError
-from tracemill.params import choices, in_range, positive
+from tracemill.params import at_least, bounded, choices
 from tracemill.policy import BOOTSTRAP_DIR
 
 
@@ -28,34 +28,34 @@ def round_inputs(rounds: int, ppm_from_round: int, policy_dir: str = "models/pol
 
 @dataclass(frozen=True)
 class MCTSParams:
-    rounds: int = 4  # rounds of self-evolution (policy r and PPM r come from round r's data)
-    rollouts: int = 16  # root-to-leaf rollouts per problem
-    children: int = 8  # candidate steps sampled per expansion
-    max_depth: int = 16  # steps on a path; a node this deep without an answer ends its rollout
-    uct_c: float = 2.0  # exploration constant of UCT
-    ppm_from_round: int = 3  # from this round on, the previous round's PPM initialises Q of new nodes
-    temperature: float = 0.7
-    top_p: float = 0.95
-    max_step_tokens: int = 256  # generated tokens per step; a step cut here is dropped
-    max_output_chars: int = 1_000  # sandbox output shown to the policy (its tail)
-    pair_margin: float = 0.5  # a pair's chosen Q must exceed its rejected Q by at least this
-    pairs_per_side: int = 2  # the k highest-Q and k lowest-Q siblings of a prefix are paired
-    top_k: int = 2  # correct trajectories per problem selected for SFT, by average Q
+    rounds: int = at_least(1, default=4)  # rounds of self-evolution (policy r and PPM r come from round r's data)
+    rollouts: int = at_least(1, default=16)  # root-to-leaf rollouts per problem
+    children: int = at_least(1, default=8)  # candidate steps sampled per expansion
+    max_depth: int = at_least(1, default=16)  # steps on a path; a node this deep without an answer ends its rollout
+    uct_c: float = at_least(0, default=2.0)  # exploration constant of UCT
+    ppm_from_round: int = at_least(1, default=3)  # from this round on, the previous round's PPM initialises Q of new nodes
+    temperature: float = at_least(0, default=0.7)
+    top_p: float = bounded(0, 1, lo_open=True, default=0.95)
+    max_step_tokens: int = at_least(1, default=256)  # generated tokens per step; a step cut here is dropped
+    max_output_chars: int = at_least(1, default=1_000)  # sandbox output shown to the policy (its tail)
+    pair_margin: float = bounded(0, 2, default=0.5)  # a pair's chosen Q must exceed its rejected Q by at least this (Q is in [-1, 1])
+    pairs_per_side: int = at_least(1, default=2)  # the k highest-Q and k lowest-Q siblings of a prefix are paired
+    top_k: int = at_least(1, default=2)  # correct trajectories per problem selected for SFT, by average Q
     split: str = choices("train", "eval", "test", default="train")
     sources: list[str] = field(default_factory=list)  # problem sources to search; empty: all
-    domains: list[str] = field(default_factory=lambda: ["math"])
-    max_problems: int = 1_000_000  # per round
+    domains: list[str] = choices("math", "code", default_factory=lambda: ["math"])
+    max_problems: int = at_least(1, default=1_000_000)  # per round
     # false (paper): every round searches the same problems; true: round r searches the r-th slice of
     # max_problems, so a small per-round budget still covers rounds x max_problems distinct problems
     new_problems_each_round: bool = False
-    shards: int | None = None  # None: run.shards
+    shards: int | None = at_least(1, default=None)  # None: run.shards
     policy_dir: str = "models/policy_r{round}"  # policy of round r; round 0 is policy.model / the bootstrap
     ppm_dir: str = "models/ppm_r{round}"
-    q_hist_bins: int = 20  # bins of the Q histogram plot
+    q_hist_bins: int = at_least(1, default=20)  # bins of the Q histogram plot
     # What each round reads, as dvc.yaml's mcts / train_policy / train_ppm stages iterate over it
     # (`foreach: ${mcts.round_inputs}`); must match rounds and ppm_from_round (see round_inputs()).
     # None: not checked (a stage run outside DVC needs no list).
-    round_inputs: dict | None = None
+    round_inputs: dict[str, dict[str, str]] | None = None
 
     def problems(self, round_: int) -> "GenParams":
         """Which problems round `round_` searches."""
@@ -65,15 +65,6 @@ class MCTSParams:
         return GenParams(split=self.split, sources=self.sources, domains=self.domains, max_problems=self.max_problems, offset=offset)
 
     def check(self) -> None:
-        for key in ("rounds", "rollouts", "children", "max_depth", "max_step_tokens", "max_output_chars",
-                    "pairs_per_side", "top_k", "q_hist_bins"):
-            positive(getattr(self, key), f"mcts.{key}")
-        in_range(self.temperature, 0.0, 2.0, "mcts.temperature")
-        in_range(self.top_p, 0.0, 1.0, "mcts.top_p")
-        if self.uct_c < 0 or self.pair_margin < 0:
-            raise ParamsError("params 'mcts.uct_c' and 'mcts.pair_margin' must be >= 0")
-        if self.shards is not None:
-            positive(self.shards, "mcts.shards")
         for key in ("policy_dir", "ppm_dir"):
             if "{round}" not in getattr(self, key):
                 raise ParamsError(f"params 'mcts.{key}' must contain '{{round}}', e.g. 'models/policy_r{{round}}'")

@@ -10,46 +10,41 @@ from dataclasses import dataclass, field
 
 from tracemill.errors import ParamsError
 from tracemill.formats import STYLES
-from tracemill.params import choices, in_range, positive
+from tracemill.params import above, at_least, bounded, choices
 
 
 @dataclass(frozen=True)
 class TrainerParams:
     """What every Trainer run needs, SFT or PPM."""
 
-    learning_rate: float = 7e-6
-    batch_size: int = 128  # examples (SFT) or pairs (PPM) per optimizer step, across all devices
-    micro_batch_size: int = 4  # per device and forward pass; the rest is gradient accumulation
-    epochs: float = 3.0
-    max_length: int = 4096  # longer examples are dropped and counted, never truncated
+    learning_rate: float = above(0, default=7e-6)
+    batch_size: int = at_least(1, default=128)  # examples (SFT) or pairs (PPM) per optimizer step, across all devices
+    micro_batch_size: int = at_least(1, default=4)  # per device and forward pass; the rest is gradient accumulation
+    epochs: float = above(0, default=3.0)
+    max_length: int = at_least(1, default=4096)  # longer examples are dropped and counted, never truncated
     lr_scheduler: str = choices("cosine", "linear", "constant_with_warmup", default="cosine")
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
+    warmup_ratio: float = bounded(0, 1, hi_open=True, default=0.1)  # below 1: transformers reads 1 or more as steps
+    weight_decay: float = at_least(0, default=0.0)
     # AdamW either way; the fused kernel updates every tensor in one pass (CPU and GPU, torch >= 2.4).
     optimizer: str = choices("adamw_torch_fused", "adamw_torch", default="adamw_torch_fused")
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = at_least(0, default=1.0)  # 0: no clipping
     # Micro-batches whose examples are sorted together by length: more means less padding, less shuffling.
-    bucket_window: int = 50
-    heldout_fraction: float = 0.05  # examples kept out of training for the held-out metrics
-    save_steps: int = 500  # optimizer steps between checkpoints
-    save_total_limit: int = 2
-    logging_steps: int = 10
-    seed: int = 0
+    bucket_window: int = at_least(1, default=50)
+    heldout_fraction: float = bounded(0, 0.9, default=0.05)  # examples kept out of training for the held-out metrics
+    save_steps: int = at_least(1, default=500)  # optimizer steps between checkpoints
+    save_total_limit: int = at_least(1, default=2)
+    logging_steps: int = at_least(1, default=10)
+    seed: int = at_least(0, default=0)
     device: str = choices("cpu", "auto", default="cpu")  # auto: the GPU when there is one
     bf16: bool = False
     gradient_checkpointing: bool = False
     deepspeed: str | None = None  # a config under configs/deepspeed/ (GPU, or CPU with gloo)
     # Local training processes in one torch.distributed group (train/launch.py): data-parallel ranks over the
     # CPU cores (gloo) or one per GPU (nccl). 1 trains in the stage's own process with every core.
-    processes: int = 1
+    processes: int = at_least(1, default=1)
 
     def validate(self, where: str) -> None:
-        """Raise ParamsError naming `where` (e.g. 'train.sft_start') and the key that is out of range."""
-        for key in ("learning_rate", "batch_size", "micro_batch_size", "epochs", "max_length", "bucket_window",
-                    "save_steps", "save_total_limit", "logging_steps", "processes"):
-            positive(getattr(self, key), f"{where}.{key}")
-        in_range(self.warmup_ratio, 0.0, 0.99, f"{where}.warmup_ratio")
-        in_range(self.heldout_fraction, 0.0, 0.9, f"{where}.heldout_fraction")
+        """Raise ParamsError naming `where` (e.g. 'train.sft_start') when the batch does not split evenly."""
         if self.batch_size % (self.micro_batch_size * self.processes):
             raise ParamsError(
                 f"params '{where}.batch_size' = {self.batch_size} must be a multiple of "
