@@ -26,22 +26,42 @@ def _root() -> None:
     """tracemill: a versioned dataset factory for LLM reasoning data."""
 
 
-def fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+def fail(message: str | TracemillError) -> None:
+    for line in getattr(message, "problems", [message]):  # a ParamsError: one line per bad key
+        typer.echo(f"error: {line}", err=True)
     raise typer.Exit(code=2)
 
 
 @app.command()
-def check(params: Annotated[Path, typer.Option(help="params file to check")] = Path("params.yaml")) -> None:
-    """Check every section of a params file before any stage runs: unknown keys, types, allowed values."""
+def check(
+    params: Annotated[Path, typer.Option(help="params file to check")] = Path("params.yaml"),
+    overlay: Annotated[Optional[Path], typer.Option(help="an overrides file (params.gpu.yaml): check params merged with it, as `tracemill overlay` would write it")] = None,
+) -> None:
+    """Check a params file before any stage runs: unknown keys, types, allowed values and ranges of every
+    knob, and the files it names. Prints every problem, one per line, and exits 2 when there is one."""
     from tracemill import params as P
-    from tracemill.errors import TracemillError
+    from tracemill.errors import ParamsError, TracemillError
 
     try:
-        sections = P.validate(P.load(params))
+        raw = P.merged(params, overlay) if overlay else P.load(params)
     except TracemillError as exc:
         fail(str(exc))
-    typer.echo(f"{params}: ok ({len(sections)} sections)")
+    problems, warnings = P.missing_files(raw)
+    try:
+        P.validate(raw)
+    except ParamsError as exc:
+        problems = exc.problems + problems
+    for line in warnings:
+        typer.echo(f"warning: {line}", err=True)
+    for line in problems:
+        typer.echo(f"error: {line}", err=True)
+    lacking = [name for name in P.SECTIONS if name not in raw]
+    if problems and lacking and not overlay:
+        typer.echo(f"note: {params} has no {', '.join(lacking)} section; an overrides file is checked merged: "
+                   f"tracemill check --overlay {params}", err=True)
+    if problems:
+        raise typer.Exit(code=2)
+    typer.echo(f"{params}{f' + {overlay}' if overlay else ''}: ok ({len(P.SECTIONS)} sections)")
 
 
 @app.command()
@@ -57,10 +77,16 @@ def overlay(
     try:
         changed = P.overlay(params, overrides)
     except TracemillError as exc:
-        fail(str(exc))
+        fail(exc)
     typer.echo(f"{params}: {len(changed)} keys set from {overrides}")
     for key in changed:
         typer.echo(f"  {key}")
+    dvc_yaml = params.resolve().parent / "dvc.yaml"
+    if dvc_yaml.is_file():  # model, seed and DeepSpeed paths in params are deps of the stages that read them
+        from tracemill import pipeline_deps as D
+
+        if D.check(dvc_yaml.parent, dvc_yaml, params)[2]:
+            typer.echo(f"{dvc_yaml.name}: deps no longer match these params — run 'tracemill deps --write'")
 
 
 @app.command("params-doc")
@@ -72,6 +98,30 @@ def params_doc(params: Annotated[Path, typer.Option(help="params file to documen
 
 
 @app.command()
+def deps(
+    write: Annotated[bool, typer.Option("--write", help="rewrite the generated deps of dvc.yaml in place")] = False,
+    dvc_yaml: Annotated[Path, typer.Option(help="the pipeline file")] = Path("dvc.yaml"),
+    params: Annotated[Path, typer.Option(help="params file whose input paths become deps")] = Path("params.yaml"),
+) -> None:
+    """Compare each stage's deps in dvc.yaml with the code it imports and the input paths its params name
+    (+ missing, - no longer read); exit 1 on a difference, or fix it with --write."""
+    from tracemill import pipeline_deps as D
+
+    text, computed, drift = D.check(dvc_yaml.resolve().parent, dvc_yaml, params)
+    for stage_drift in drift:
+        for line in stage_drift.lines():
+            typer.echo(line)
+    if not drift:
+        typer.echo(f"{dvc_yaml}: deps of {len(computed)} stages match their code")
+    elif write:
+        dvc_yaml.write_text(D.rewrite(text, computed), encoding="utf-8")
+        typer.echo(f"{dvc_yaml}: rewrote the deps of {len(drift)} stages")
+    else:
+        typer.echo(f"{dvc_yaml}: deps of {len(drift)} stages differ from their code — run 'tracemill deps --write'", err=True)
+        raise typer.Exit(code=1)
+
+
+@app.command()
 def sql(
     query: Annotated[Optional[str], typer.Argument(help="SQL over the views; omit to list the tables")] = None,
     data: Annotated[Path, typer.Option(help="data directory the stages write")] = Path("data"),
@@ -79,12 +129,16 @@ def sql(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write to a file (required for parquet)")] = None,
     max_rows: Annotated[int, typer.Option(help="rows shown in table format")] = 50,
 ) -> None:
-    """Query every table with DuckDB: one view per table over data/**/<table>/part-*.parquet."""
+    """Query every table with DuckDB: one view per table over data/**/<table>/part-*.parquet. A table with
+    an unreadable part is named in a warning and fails only the queries that read it."""
     import duckdb
 
     from tracemill import sql as sqlmod
 
-    con = sqlmod.connect(data)
+    try:
+        con = sqlmod.connect(data)
+    except duckdb.Error as exc:
+        fail(str(exc).splitlines()[0])
     if query is None:
         _print_catalog(sqlmod.catalog(con))
         return
@@ -146,6 +200,80 @@ def summary(
 
 
 @app.command()
+def readme(
+    write: Annotated[bool, typer.Option("--write", help="rewrite the generated blocks of the README in place")] = False,
+    check: Annotated[bool, typer.Option("--check", help="exit 1 when a generated block differs from what the run gives")] = False,
+    path: Annotated[Path, typer.Option("--readme", help="the README holding the blocks")] = Path("README.md"),
+    root: Annotated[Path, typer.Option(help="folder holding metrics/, plots/ and dvc.lock")] = Path("."),
+) -> None:
+    """The README's run figures from metrics/*.json, dvc.lock and plots/: the blocks between
+    <!-- tracemill:begin NAME --> and <!-- tracemill:end NAME -->. Without an option, print them."""
+    from tracemill import report
+
+    blocks = report.render(report.load_run(root))
+    if not (write or check):
+        for name, content in blocks.items():
+            typer.echo(f"{report.BEGIN.format(name)}\n{content}\n{report.END.format(name)}\n")
+        return
+    text = path.read_text()
+    try:
+        stale = report.stale_blocks(text, blocks)
+    except TracemillError as exc:
+        fail(str(exc))
+    if write:
+        path.write_text(report.rewrite(text, blocks))
+        typer.echo(f"{path}: {len(stale)} generated block(s) rewritten{': ' + ', '.join(stale) if stale else ''}")
+    elif stale:
+        typer.echo(f"{path}: generated block(s) differ from {root / 'metrics'}: {', '.join(stale)} — run 'tracemill readme --write'", err=True)
+        raise typer.Exit(code=1)
+    else:
+        typer.echo(f"{path}: every generated block matches the run")
+
+
+seeds_app = typer.Typer(no_args_is_help=True, help="Spread over seeds (`make seeds`): the pipeline once per seed as a DVC experiment, then metrics/seeds.json.")
+app.add_typer(seeds_app, name="seeds")
+
+
+@seeds_app.command("overrides")
+def seeds_overrides(seed: Annotated[int, typer.Argument(help="the seed")]) -> None:
+    """Print the `dvc exp run` arguments of one seed: -S ++KEY=SEED for every seed knob of the pipeline."""
+    from tracemill import report
+
+    typer.echo(" ".join(report.seed_overrides(seed)))
+
+
+@seeds_app.command("collect")
+def seeds_collect(
+    seeds: Annotated[list[int], typer.Argument(help="the seeds, e.g. 0 1 2")],
+    exp_show: Annotated[Optional[Path], typer.Option(help="saved `dvc exp show --json` output; default: run it")] = None,
+    output: Annotated[Path, typer.Option(help="where the aggregate goes")] = Path("metrics/seeds.json"),
+) -> None:
+    """Each seed's newest experiment of this commit (from `dvc exp show --json`), its metrics/evaluate.json,
+    and per model and metric the mean, standard deviation, min and max over the seeds."""
+    import json
+    import subprocess
+
+    from tracemill import report
+
+    if exp_show is None:
+        shown = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
+        if shown.returncode != 0:
+            fail(f"'dvc exp show --json' failed: {(shown.stderr or shown.stdout).strip()}")
+        text = shown.stdout
+    else:
+        text = exp_show.read_text()
+    try:
+        runs = report.seed_runs(json.loads(text), seeds)
+    except TracemillError as exc:
+        fail(str(exc))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report.aggregate_seeds(runs), indent=2) + "\n")
+    for r in runs:
+        typer.echo(f"seed {r.seed}: experiment {r.name} ({r.rev[:7]})")
+    typer.echo(f"wrote {output}; 'tracemill readme --write' puts it in README.md")
+
+
+@app.command()
 def publish(
     repo_id: Annotated[Optional[str], typer.Option(help="also push to this Hub dataset repo, ORG/NAME (needs HF_TOKEN)")] = None,
     private: Annotated[bool, typer.Option("--private", help="create the repo private (an existing repo keeps its visibility)")] = False,
@@ -164,8 +292,10 @@ def publish(
     raw = P.load(params)
     cfg = P.section(pub.PublishParams, raw, "publish")
     report = pub.build(cfg, cfg.dataset(dataset), Path("."), raw)
-    for config, rows in report.rows.items():
-        typer.echo(f"config '{config}': {rows} rows")
+    for config, splits in report.rows.items():
+        typer.echo(f"config '{config}': " + ", ".join(f"{split} {rows}" for split, rows in splits.items()) + " rows")
+    for config, reasons in report.held_back.items():
+        typer.echo(f"config '{config}': held back from train: " + ", ".join(f"{why} {rows}" for why, rows in reasons.items()))
     for config, why in report.skipped.items():
         typer.echo(f"skipped config '{config}': {why}")
     typer.echo(f"built {report.folder} (license: {report.license})")
@@ -216,7 +346,7 @@ def _print_catalog(entries) -> None:
 
     table = Table("table", "rows", "columns")
     for name, rows, cols in entries:
-        table.add_row(name, str(rows), cols)
+        table.add_row(name, "unreadable" if rows is None else str(rows), cols)
     Console().print(table)
 
 
@@ -224,7 +354,8 @@ def main() -> None:
     try:
         app()
     except TracemillError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        for problem in getattr(exc, "problems", [exc]):
+            typer.echo(f"error: {problem}", err=True)
         sys.exit(2)
 
 
