@@ -1,8 +1,11 @@
 """python -m stages.publish — build a Hub-ready folder for every dataset in params.yaml `publish.datasets`.
 
-Inputs: the stage directories each config names (data/problems, ...), data/problems for licenses,
-dvc.lock (hashes and params of the stages that wrote them) and the git HEAD.
-Outputs: publish/<dataset>/{README.md, data/<config>/<split>-*.parquet}, metrics/publish.json.
+Inputs: the stage directories each config names (publish.datasets[].configs[].data: data/problems,
+data/hint_infer, data/evaluate, ...; `PublishParams.reads()` lists them, and the stage's deps in
+dvc.yaml must cover them), publish.problems for splits, questions and licenses, dvc.lock (hashes and
+params of the stages that wrote them) and the git HEAD.
+Outputs: publish/<dataset>/{README.md, data/<config>/<split>-*.parquet}, metrics/publish.json (rows
+per config and split, rows held back from train splits and why, skipped configs, license).
 Pushing to the Hub is `tracemill publish --repo-id ORG/NAME`, never part of `dvc repro`.
 """
 
@@ -24,21 +27,34 @@ def main() -> None:
     raw = P.load(stage.params_path())
     cfg = P.section(PublishParams, raw, "publish")
     reports = [build(cfg, ds, Path("."), raw) for ds in cfg.datasets]
-    store.write_json(
-        METRICS,
-        {r.name: {"rows": r.rows, "total_rows": sum(r.rows.values()), "skipped": sorted(r.skipped), "license": r.license} for r in reports},
-    )
+    store.write_json(METRICS, {r.name: _metrics(r) for r in reports})
     for report in reports:
         _summary(report)
 
 
+def _metrics(r: BuildReport) -> dict:
+    return {
+        "rows": r.rows,
+        "total_rows": sum(n for splits in r.rows.values() for n in splits.values()),
+        "held_back": r.held_back,
+        "held_back_rows": sum(n for reasons in r.held_back.values() for n in reasons.values()),
+        "skipped": sorted(r.skipped),
+        "license": r.license,
+    }
+
+
 def _summary(report: BuildReport) -> None:
-    table = Table("config", "rows", title=f"{report.folder} (license: {report.license})")
-    for config, rows in report.rows.items():
-        table.add_row(config, str(rows))
+    table = Table("config", "rows", "held back from train", title=f"{report.folder} (license: {report.license})")
+    for config, splits in report.rows.items():
+        back = report.held_back.get(config, {})
+        table.add_row(config, _pairs(splits), _pairs(back))
     for config, why in report.skipped.items():
-        table.add_row(config, f"skipped: {why}")
+        table.add_row(config, f"skipped: {why}", _pairs(report.held_back.get(config, {})))
     Console().print(table)
+
+
+def _pairs(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {n}" for k, n in counts.items()) or "-"
 
 
 if __name__ == "__main__":
