@@ -1,0 +1,228 @@
+"""The README's run figures come from the run: generated blocks equal what tracemill.report renders from
+metrics/, dvc.lock and plots/; the renderer on a small metrics folder; the spread over seeds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, run
+from typer.testing import CliRunner
+
+from tracemill import params as P
+from tracemill import report
+from tracemill.cli import app
+
+
+def test_readme_generated_blocks_match_the_committed_metrics():
+    text = (ROOT / "README.md").read_text()
+    blocks = report.render(report.load_run(ROOT))
+    assert set(report.blocks_in(text)) == set(report.BLOCKS), "every block tracemill renders sits in README.md"
+    assert report.stale_blocks(text, blocks) == [], "README.md drifted from metrics/ — run 'tracemill readme --write'"
+
+
+# --- the renderer on a small run written here -----------------------------------------------------
+
+EVAL_MODELS = [{"name": "base", "path": None}, {"name": "start0", "path": "models/start0"},
+               {"name": "rstar_r1", "path": "models/policy_r1", "style": "steps"}]
+
+
+def _model(pass1: float, sampled: float, pass2: float, levels: tuple[float, float]) -> dict:
+    return {"pass@1": pass1, "sampled_accuracy": sampled, "maj@2": sampled, "pass@k": {"1": sampled, "2": pass2},
+            "per_level": {"1": levels[0], "2": levels[1]}, "problems": 20}
+
+
+def _write_run(root: Path, metrics: dict[str, dict], params: dict | None = None) -> Path:
+    (root / "metrics").mkdir(parents=True)
+    for name, content in metrics.items():
+        (root / "metrics" / f"{name}.json").write_text(json.dumps(content))
+    if params is not None:
+        lock = {"schema": "2.0", "stages": {"evaluate": {"cmd": "python -m stages.evaluate",
+                                                         "params": {"params.yaml": params}}}}
+        (root / "dvc.lock").write_text(yaml.safe_dump(lock))
+    return root
+
+
+def test_evaluation_table_in_params_order_with_best_bold_and_not_run_cells(tmp_path):
+    start0 = _model(0.35, 0.5625, 0.8375, (0.5, 0.25))
+    del start0["maj@2"]
+    root = _write_run(tmp_path, {
+        "evaluate": {"k": 2, "problems": 20, "split": "eval",
+                     "models": {"start0": start0, "base": _model(0.8125, 0.55, 0.825, (1.0, 0.625))}},
+        "d_seed": {"size": 11},
+    }, params={"evaluate": {"models": EVAL_MODELS, "temperature": 0.6}})
+    text = report.evaluation_block(report.load_run(root))
+    assert text.splitlines()[0].startswith("*not run: `metrics/hint_infer.json` is missing")
+    assert text.splitlines()[2:] == [
+        "| model | greedy pass@1 | level 1 / 2 | sampled accuracy (T=0.6) | pass@2 | maj@2 |",
+        "| --- | --- | --- | --- | --- | --- |",
+        "| base (bootstrap) | **0.813** | 1.00 / 0.63 | 0.550 | 0.825 | **0.550** |",
+        "| START-0 (D_seed, 11 rows) | 0.350 | 0.50 / 0.25 | **0.563** | **0.838** | not run |",
+        "| rStar-Math round-1 policy | not run | not run | not run | not run | not run |",
+    ]
+
+
+def test_every_block_renders_not_run_from_an_empty_metrics_folder(tmp_path):
+    (tmp_path / "metrics").mkdir()
+    blocks = report.render(report.load_run(tmp_path))
+    assert set(blocks) == set(report.BLOCKS)
+    for name, content in blocks.items():
+        assert content.startswith(f"*{report.NOT_RUN}: `"), name
+    assert "`metrics/evaluate.json` is missing" in blocks["findings"]
+    assert "`metrics/seeds.json` is missing — `make seeds`" in blocks["seeds"]
+
+
+def test_bootstrap_block_from_its_metrics_and_the_locked_steps(tmp_path):
+    root = _write_run(tmp_path, {"bootstrap": {
+        "eval_problems": 100, "parameters": 491136, "model_bytes": 2007059, "train_seconds": 282.4,
+        "train_tokens_per_s": 22351, "no_tools": {"pass@1": 0.23, "per_level": {"1": 0.381, "2": 0.0}},
+        "tools": {"pass@1": 0.79, "per_level": {"1": 0.8571}}}}, params={"bootstrap": {"max_steps": 2700}})
+    assert report.bootstrap_block(report.load_run(root)).splitlines() == [
+        "`metrics/bootstrap.json`: 2,700 steps, 491k parameters, 2.0 MB folder; training took 282 s (22.4k tokens/s) "
+        "on the machine that ran it.",
+        "",
+        "| held-out, greedy (100 problems) | level 1 | level 2 | all |",
+        "| --- | --- | --- | --- |",
+        "| pass@1 without tools | 0.38 | 0.00 | **0.23** |",
+        "| pass@1 with tools (sandbox runs its code) | 0.86 | not run | **0.79** |",
+    ]
+
+
+def test_readme_check_fails_on_drift_and_write_fixes_it(tmp_path):
+    root = _write_run(tmp_path / "run", {"evaluate": {"k": 2, "problems": 20, "models": {"base": _model(0.8, 0.55, 0.825, (1, 0.6))}}})
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\nprose 0.42 stays\n\n<!-- tracemill:begin evaluation -->\n| stale | 0.1 |\n"
+                      "<!-- tracemill:end evaluation -->\n\ntail\n")
+    cli = CliRunner()
+    args = ["readme", "--readme", str(readme), "--root", str(root)]
+    stale = cli.invoke(app, [*args, "--check"])
+    assert stale.exit_code == 1 and "evaluation" in stale.output
+    assert cli.invoke(app, [*args, "--write"]).exit_code == 0
+    text = readme.read_text()
+    assert text.startswith("# x\n\nprose 0.42 stays\n\n<!-- tracemill:begin evaluation -->\n")
+    assert text.endswith("<!-- tracemill:end evaluation -->\n\ntail\n")
+    assert "| base (bootstrap) | **0.800** |" in text and "stale" not in text
+    assert cli.invoke(app, [*args, "--check"]).exit_code == 0
+
+
+@pytest.mark.parametrize("text, message", [
+    ("<!-- tracemill:begin evaluation -->\n", "block 'evaluation' has no end marker"),
+    ("<!-- tracemill:end evaluation -->\n", "end marker 'evaluation' closes no open block"),
+    ("<!-- tracemill:begin results -->\n<!-- tracemill:end results -->\n", "block 'results' is not one tracemill renders"),
+])
+def test_broken_markers_name_the_block(tmp_path, text, message):
+    readme = tmp_path / "README.md"
+    readme.write_text(text)
+    (tmp_path / "metrics").mkdir()
+    out = CliRunner().invoke(app, ["readme", "--check", "--readme", str(readme), "--root", str(tmp_path)])
+    assert out.exit_code == 2 and message in out.output
+
+
+# --- spread over seeds ----------------------------------------------------------------------------
+
+
+def _evaluate_of_seed(shift: float) -> dict:
+    """The committed metrics/evaluate.json with every score moved by `shift` (a seed's run)."""
+    committed = json.loads((ROOT / "metrics" / "evaluate.json").read_text())
+    for m in committed["models"].values():
+        m["pass@1"] = round(m["pass@1"] + shift, 4)
+        m["sampled_accuracy"] = round(m["sampled_accuracy"] + shift, 4)
+    return committed
+
+
+def _exp_show(runs: dict[str, tuple[int, str, dict]]) -> list[dict]:
+    """`dvc exp show --json` as DVC 3 prints it: the workspace, then the baseline with its experiments."""
+    def data(rev: str, seed: int, timestamp: str, evaluate: dict) -> dict:
+        params = {"seed": seed, "satori": {"rl": {"seed": seed}},
+                  "train": {s: {"seed": seed} for s in ("sft_start0", "sft_start", "train_policy", "format_tune", "distill", "ppm")}}
+        return {"rev": rev, "timestamp": timestamp, "params": {"params.yaml": {"data": params}},
+                "metrics": {"metrics/evaluate.json": {"data": evaluate}}, "deps": {}, "outs": {}, "meta": {}}
+
+    experiments = [{"name": name, "executor": None,
+                    "revs": [{"rev": f"{name}-rev", "name": name, "data": data(f"{name}-rev", seed, ts, ev), "error": None,
+                              "experiments": None}]}
+                   for name, (seed, ts, ev) in runs.items()]
+    return [{"rev": "workspace", "name": None, "data": {}, "error": None, "experiments": None},
+            {"rev": "abc", "name": "main", "data": {}, "error": None, "experiments": experiments}]
+
+
+def test_seed_runs_take_each_seeds_newest_experiment_and_aggregate_mean_std_min_max():
+    shown = _exp_show({
+        "seed0": (0, "2026-01-01T10:00:00", _evaluate_of_seed(0.0)),
+        "seed1-old": (1, "2026-01-01T09:00:00", _evaluate_of_seed(-0.5)),
+        "seed1": (1, "2026-01-01T11:00:00", _evaluate_of_seed(-0.0125)),
+        "seed2": (2, "2026-01-01T12:00:00", _evaluate_of_seed(0.025)),
+    })
+    runs = report.seed_runs(shown, [0, 1, 2])
+    assert [r.name for r in runs] == ["seed0", "seed1", "seed2"]
+    seeds = report.aggregate_seeds(runs)
+    base = seeds["models"]["base"]["pass@1"]
+    values = [0.8, 0.7875, 0.825]
+    assert base["values"] == values and base["n"] == 3 and (base["min"], base["max"]) == (0.7875, 0.825)
+    assert base["mean"] == round(statistics.fmean(values), 4) and base["std"] == round(statistics.stdev(values), 4)
+    assert seeds["models"]["start"]["pass@k.2"]["std"] == 0.0  # untouched by the shift: equal over seeds
+    assert seeds["models"]["rstar_r1"]["per_level.4"]["mean"] == 0.9444
+    assert (seeds["seeds"], seeds["k"], seeds["problems"]) == ([0, 1, 2], 2, 80)
+    assert seeds["experiments"]["1"] == {"name": "seed1", "rev": "seed1-rev"}
+    assert "bootstrap.seed" in seeds["fixed"] and "train.ppm.seed" in seeds["varied"]
+
+    block = report.seeds_block(report.Run({"seeds": seeds}))
+    assert "Seeds 0, 1, 2 (n=3; 80 held-out problems, k=2)" in block
+    assert f"| base (bootstrap) | 0.804 ± {report.fixed(base['std'])} | 0.554 ± {report.fixed(base['std'])} | 0.825 ± 0.000 | " \
+           f"0.550 ± 0.000 | 0.788–0.825 |" in block
+
+
+def test_seed_runs_fail_naming_the_seed_without_an_experiment():
+    shown = _exp_show({"seed0": (0, "t", _evaluate_of_seed(0.0))})
+    with pytest.raises(report.ReportError, match="seed 1 .* run 'make seeds'"):
+        report.seed_runs(shown, [0, 1])
+
+
+def test_seed_overrides_set_every_seed_knob_and_keep_params_valid(tmp_path):
+    from dvc.utils.hydra import apply_overrides
+
+    args = report.seed_overrides(3)
+    assert args[::2] == ["-S"] * (len(args) // 2)
+    keys = {a.removeprefix("++").split("=")[0] for a in args[1::2]}
+    assert {"seed", "satori.rl.seed", "train.sft_start0.seed", "train.ppm.seed"} <= keys
+    assert not keys & set(report.FIXED_SEEDS)
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    apply_overrides(params, args[1::2])  # what `dvc exp run -S` does to the experiment's params.yaml
+    raw = P.load(params)
+    P.validate(raw)
+    assert raw["seed"] == 3 and raw["satori"]["rl"]["seed"] == 3 and raw["train"]["distill"]["seed"] == 3
+    assert raw["bootstrap"]["seed"] == yaml.safe_load((ROOT / "params.yaml").read_text())["bootstrap"]["seed"]
+
+
+def test_seeds_collect_from_real_dvc_experiments(tmp_path):
+    """`dvc exp run --temp` per seed in a small DVC repo, then `tracemill seeds collect` reads them back."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "params.yaml").write_text("seed: 0\nsatori:\n  rl:\n    seed: 0\n")
+    (repo / "evaluate.py").write_text(
+        "import json, os, yaml\np = yaml.safe_load(open('params.yaml'))\nos.makedirs('metrics', exist_ok=True)\n"
+        "acc = 0.5 + p['seed'] / 10 + p['train']['ppm']['seed'] / 100\n"
+        "json.dump({'k': 2, 'problems': 10, 'split': 'eval', 'models': {'base': {'pass@1': acc}}},"
+        " open('metrics/evaluate.json', 'w'))\n")
+    (repo / "dvc.yaml").write_text(
+        "stages:\n  evaluate:\n    cmd: python evaluate.py\n    deps: [evaluate.py]\n    params: [seed, satori.rl, train]\n"
+        "    metrics:\n      - metrics/evaluate.json:\n          cache: false\n")
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"]):
+        assert run(cmd, cwd=repo).returncode == 0
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    for seed in (0, 1):
+        done = run(["dvc", "exp", "run", "--temp", *report.seed_overrides(seed)], cwd=repo, extra_env=env)
+        assert done.returncode == 0, done.stderr + done.stdout
+    assert "seed: 0\n" in (repo / "params.yaml").read_text(), "the workspace stays as it was"
+    collected = run(["tracemill", "seeds", "collect", "0", "1"], cwd=repo)
+    assert collected.returncode == 0, collected.stderr + collected.stdout
+    seeds = json.loads((repo / "metrics" / "seeds.json").read_text())
+    assert seeds["models"]["base"]["pass@1"]["values"] == [0.5, 0.61]
+    missing = run(["tracemill", "seeds", "collect", "0", "2"], cwd=repo)
+    assert missing.returncode == 2 and "seed 2" in missing.stderr

@@ -1,0 +1,517 @@
+"""The README's run figures, rendered from what the pipeline wrote: `metrics/*.json`, the params the
+run used (`dvc.lock`) and `plots/*.csv` — so the README cannot drift from the committed run.
+
+README.md holds each generated block between `<!-- tracemill:begin NAME -->` and
+`<!-- tracemill:end NAME -->`. `tracemill readme` prints the blocks, `--write` rewrites them in place
+and `--check` exits non-zero when one differs from what the metrics give (tests/test_readme.py runs
+the check). A figure a stage has not written renders as "not run", never as a crash or a stale number.
+
+The spread over seeds (`make seeds`) lives here too: `seed_overrides` are the `dvc exp run -S`
+values of one seed, `seed_runs` picks each seed's experiment out of `dvc exp show --json`, and
+`aggregate_seeds` writes `metrics/seeds.json` (mean, std, min, max per model and metric).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from itertools import takewhile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tracemill.errors import TracemillError
+from tracemill.reproduce import read_plot
+
+NOT_RUN = "not run"
+BEGIN = "<!-- tracemill:begin {} -->"
+END = "<!-- tracemill:end {} -->"
+MARKER = re.compile(r"<!-- tracemill:(begin|end) ([\w-]+) -->")
+
+# How the README names each model of `evaluate.models`; a name not listed here is shown as is.
+MODEL_LABELS = {
+    "start0": "START-0",
+    "start": "START",
+    "satori_ft": "Satori format-tuned (COAT)",
+    "satori_rl": "Satori after RL",
+    "satori_distill": "Satori distilled student",
+}
+RSTAR = re.compile(r"rstar_r(\d+)$")
+
+
+class ReportError(TracemillError):
+    """README markers that do not pair up, or a seed experiment that cannot be found."""
+
+
+class Missing(Exception):
+    """A figure the run has not written; a sentence that needs it renders as 'not run: <what>'."""
+
+
+# --- the run: metrics, params, plots --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one pipeline run left behind. `metrics` and `plots` are keyed by file stem
+    (`metrics/evaluate.json` -> "evaluate"); `params` is nested, as the stages read them."""
+
+    metrics: Mapping[str, Any]
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    plots: Mapping[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+
+    def get(self, name: str, *path: str) -> Any:
+        """metrics/<name>.json at `path`, or None when the file or the key is missing."""
+        return _dig(self.metrics.get(name), path)
+
+    def need(self, name: str, *path: str) -> Any:
+        value = self.get(name, *path)
+        if value is None:
+            where = f"metrics/{name}.json"
+            raise Missing(f"`{where}` has no `{'.'.join(path)}`" if name in self.metrics else f"`{where}` is missing")
+        return value
+
+    def param(self, dotted: str) -> Any:
+        return _dig(self.params, dotted.split("."))
+
+    def need_plot(self, name: str) -> list[dict[str, Any]]:
+        if not self.plots.get(name):
+            raise Missing(f"`plots/{name}.csv` is missing")
+        return self.plots[name]
+
+
+def _dig(obj: Any, path: Iterable[str]) -> Any:
+    for key in path:
+        if not isinstance(obj, Mapping) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
+def load_run(root: Path) -> Run:
+    """The run under `root`: root/metrics/*.json, the params recorded in root/dvc.lock, root/plots/*.csv."""
+    metrics = {p.stem: json.loads(p.read_text()) for p in sorted((root / "metrics").glob("*.json"))}
+    plots = {p.stem: read_plot(p) for p in sorted((root / "plots").glob("*.csv"))}
+    lock = root / "dvc.lock"
+    params = lock_params(yaml.safe_load(lock.read_text()) or {}) if lock.exists() else {}
+    return Run(metrics, params, plots)
+
+
+def lock_params(lock: Mapping[str, Any]) -> dict[str, Any]:
+    """Every params.yaml value some stage of dvc.lock ran with, nested (`train.sft_start0` -> train/sft_start0)."""
+    params: dict[str, Any] = {}
+    for stage in (lock.get("stages") or {}).values():
+        for dotted, value in ((stage.get("params") or {}).get("params.yaml") or {}).items():
+            *parents, last = dotted.split(".")
+            node = params
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[last] = value
+    return params
+
+
+# --- formatting -----------------------------------------------------------------------------------
+
+
+def fixed(value: Any, places: int = 3) -> str:
+    """A number rounded half up (0.8125 -> 0.813, as a reader rounds), or 'not run'."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return NOT_RUN
+    return str(Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
+
+
+def percent(value: float) -> str:
+    return f"{fixed(value * 100, 0)}%"
+
+
+def thousands(value: float) -> str:
+    """491136 -> 491k, 22351 -> 22.4k."""
+    return f"{fixed(value / 1000, 0 if value >= 100_000 else 1)}k"
+
+
+def compare(a: float, b: float, places: int = 3) -> str:
+    """How `a` stands against `b` at the precision the README prints."""
+    x, y = Decimal(fixed(a, places)), Decimal(fixed(b, places))
+    return "above" if x > y else "below" if x < y else "level with"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _bold_best(rows: list[list[str]], columns: Iterable[int]) -> None:
+    """Bold the highest value of each column (every one of them on a tie)."""
+    for c in columns:
+        numbers = [Decimal(r[c]) for r in rows if r[c] != NOT_RUN]
+        for r in rows:
+            if numbers and r[c] != NOT_RUN and Decimal(r[c]) == max(numbers):
+                r[c] = f"**{r[c]}**"
+
+
+def sentences(*parts: Callable[[], str]) -> str:
+    """Each part rendered, or 'not run: <what is missing>' in its place."""
+    out = []
+    for part in parts:
+        try:
+            out.append(part())
+        except Missing as missing:
+            out.append(f"*{NOT_RUN}: {missing}.*")
+    return "\n".join(out)
+
+
+# --- the models of `evaluate` ---------------------------------------------------------------------
+
+
+def model_names(run: Run, found: Iterable[str]) -> list[str]:
+    """The models in the order of `evaluate.models` in params, then any others the metrics hold."""
+    listed = [m["name"] for m in run.param("evaluate.models") or [] if isinstance(m, Mapping) and "name" in m]
+    return listed + sorted(set(found) - set(listed))
+
+
+def model_label(name: str, run: Run | None = None) -> str:
+    """The README's name for a model; with a run, the size of the data it was trained on where that helps."""
+    if match := RSTAR.match(name):
+        return f"rStar-Math round-{match[1]} policy"
+    if name == "base":  # policy.model: a real checkpoint instead of the embedded policy
+        model = run.param("policy.model") if run else None
+        return f"base ({Path(model).name if model else 'bootstrap'})"
+    label = MODEL_LABELS.get(name, name)
+    if run is None:
+        return label
+    detail = {"start0": ("D_seed", run.get("d_seed", "size")), "start": ("D_start", run.get("d_start", "size"))}.get(name)
+    if detail and detail[1] is not None:
+        return f"{label} ({detail[0]}, {detail[1]} rows)"
+    if name == "satori_distill" and run.param("satori.distill.student") is None and run.param("satori.distill.student_layers"):
+        layers = run.param("satori.distill.student_layers")
+        return f"{label} ({layers} layer{'s' if layers != 1 else ''})"
+    return label
+
+
+def _rounds(run: Run) -> list[int]:
+    return sorted(int(name.removeprefix("mcts_round")) for name in run.metrics if re.fullmatch(r"mcts_round\d+", name))
+
+
+# --- the blocks -----------------------------------------------------------------------------------
+
+
+def bootstrap_block(run: Run) -> str:
+    def measured() -> str:
+        steps = run.param("bootstrap.max_steps")
+        size = f"{thousands(run.need('bootstrap', 'parameters'))} parameters, {fixed(run.need('bootstrap', 'model_bytes') / 1e6, 1)} MB folder"
+        return (f"`metrics/bootstrap.json`: {f'{steps:,} steps, ' if steps else ''}{size}; training took "
+                f"{fixed(run.need('bootstrap', 'train_seconds'), 0)} s "
+                f"({thousands(run.need('bootstrap', 'train_tokens_per_s'))} tokens/s) on the machine that ran it.")
+
+    def levels() -> str:
+        rows = [("pass@1 without tools", run.get("bootstrap", "no_tools")),
+                ("pass@1 with tools (sandbox runs its code)", run.get("bootstrap", "tools"))]
+        keys = sorted({level for _, m in rows for level in (m or {}).get("per_level", {})}, key=int)
+        problems = run.need("bootstrap", "eval_problems")
+        return "\n" + table(
+            [f"held-out, greedy ({problems} problems)", *(f"level {k}" for k in keys), "all"],
+            [[what, *(fixed(_dig(m, ["per_level", k]), 2) for k in keys), f"**{fixed(_dig(m, ['pass@1']), 2)}**"]
+             for what, m in rows])
+
+    return sentences(measured, levels)
+
+
+def evaluation_block(run: Run) -> str:
+    def setup() -> str:
+        rounds = _rounds(run)
+        searched = sorted({run.need(f"mcts_round{r}", "problems") for r in rounds})
+        new = "new " if run.param("mcts.new_problems_each_round") else ""
+        per_round = f"{searched[0]} {new}problems each" if len(searched) == 1 else f"{'/'.join(map(str, searched))} {new}problems"
+        return (f"On the embedded run ({run.need('hint_infer', 'problems')} hint-infer problems → D_seed "
+                f"{run.need('d_seed', 'size')}, RFT k={run.need('rft', 'k')} on {run.need('rft', 'problems')} → D_start "
+                f"{run.need('d_start', 'size')}, {len(rounds)} MCTS rounds of {per_round}, COAT {run.need('coat', 'rows')} "
+                f"traces, {run.need('rl', 'steps')} GRPO steps; {run.need('evaluate', 'problems')} held-out problems, "
+                f"k={run.need('evaluate', 'k')}), `metrics/evaluate.json`:")
+
+    def scores() -> str:
+        k = run.need("evaluate", "k")
+        models = run.need("evaluate", "models")
+        temperature = run.param("evaluate.temperature")
+        header = ["model", "greedy pass@1", "level " + " / ".join(_levels(models)),
+                  f"sampled accuracy{f' (T={temperature})' if temperature is not None else ''}", f"pass@{k}", f"maj@{k}"]
+        rows = []
+        for name in model_names(run, models):
+            m = models.get(name) or {}
+            per_level = m.get("per_level")
+            rows.append([model_label(name, run), fixed(m.get("pass@1")),
+                         " / ".join(fixed(per_level.get(level), 2) for level in _levels(models)) if per_level else NOT_RUN,
+                         fixed(m.get("sampled_accuracy")), fixed(_dig(m, ["pass@k", str(k)])), fixed(m.get(f"maj@{k}"))])
+        _bold_best(rows, [1, 3, 4, 5])
+        return "\n" + table(header, rows)
+
+    return sentences(setup, scores)
+
+
+def _levels(models: Mapping[str, Any]) -> list[str]:
+    return sorted({level for m in models.values() for level in (m or {}).get("per_level", {})}, key=int)
+
+
+def findings_block(run: Run) -> str:
+    def greedy(name: str) -> float:
+        return run.need("evaluate", "models", name, "pass@1")
+
+    def sampled(name: str) -> float:
+        return run.need("evaluate", "models", name, "sampled_accuracy")
+
+    def start() -> str:
+        s0, s, base = greedy("start0"), greedy("start"), greedy("base")
+        return (f"- START-0, fine-tuned on the {run.need('d_seed', 'size')} rows of D_seed, scores {compare(s0, base)} the "
+                f"base greedily ({fixed(s0)} vs {fixed(base)}); START, on the {run.need('d_start', 'size')} rows of "
+                f"D_start, scores {compare(s, base)} it ({fixed(s)}).")
+
+    def rstar() -> str:
+        rounds = _rounds(run)
+        policies = " and ".join(f"{fixed(sampled(f'rstar_r{r}'))} (round {r})" for r in rounds)
+        greedy_ = " and ".join(fixed(greedy(f"rstar_r{r}")) for r in rounds)
+        text = (f"- Sampled, rStar-Math's policies score {policies}, against {greedy_} greedily; the base scores "
+                f"{fixed(sampled('base'))} sampled and {fixed(greedy('base'))} greedily.")
+        if len(rounds) < 2:
+            return text
+        last, before = rounds[-1], rounds[-2]
+        a, b = greedy(f"rstar_r{last}"), greedy(f"rstar_r{before}")
+        return (f"{text} Round {last} scores {compare(a, b)} round {before} greedily ({fixed(a)} vs {fixed(b)}); its "
+                f"search solved {percent(run.need(f'mcts_round{last}', 'solve_rate'))} of its problems (round {before}: "
+                f"{percent(run.need(f'mcts_round{before}', 'solve_rate'))}), and its trees hold "
+                f"{run.need(f'mcts_round{last}', 'pairs')} preference pairs (round {before}: "
+                f"{run.need(f'mcts_round{before}', 'pairs')}).")
+
+    def satori() -> str:
+        ft, rl, base = greedy("satori_ft"), greedy("satori_rl"), greedy("base")
+        ft_s, rl_s, base_s = sampled("satori_ft"), sampled("satori_rl"), sampled("base")
+        answers = run.need("evaluate", "problems") * run.need("evaluate", "k")
+        moved = round((rl_s - ft_s) * answers)
+        change = (f"{abs(moved)} {'more' if moved > 0 else 'fewer'} of its {answers} sampled answers right than before"
+                  if moved else f"as many of its {answers} sampled answers right as before")
+        return (f"- Satori's format-tuned policy scores {compare(ft, base)} the base greedily ({fixed(ft)} vs {fixed(base)}) "
+                f"and {compare(ft_s, base_s)} it sampled ({fixed(ft_s)} vs {fixed(base_s)}). After "
+                f"{run.need('rl', 'steps')} GRPO steps it scores {fixed(rl)} greedily and {fixed(rl_s)} sampled "
+                f"({change}). The distilled student scores "
+                f"{fixed(greedy('satori_distill'))} greedily, trained on {run.need('distill', 'examples')} of the RL "
+                f"policy's correct samples.")
+
+    return sentences(start, rstar, satori)
+
+
+def satori_block(run: Run) -> str:
+    def data() -> str:
+        kinds = run.need("coat", "by_kind")
+        rounds = _rounds(run)
+        trees = " and ".join(f"round-{r}" for r in rounds)
+        solved = " and ".join(percent(run.need(f"mcts_round{r}", "solve_rate")) for r in rounds)
+        return (f"On the embedded run: COAT {run.need('coat', 'rows')} traces "
+                f"({', '.join(f'{n} {kind}' for kind, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))}, from "
+                f"{run.need('coat', 'problems')} problems; the {trees} trees solve {solved} of their problems), "
+                f"{run.need('rae_states', 'states')} restart states ({run.need('rae_states', 'from_correct')} from correct "
+                f"trajectories, {run.need('rae_states', 'from_failed')} from failed ones).")
+
+    def rl() -> str:
+        curve = run.need_plot("rl_reward")
+        rewards = [row["reward"] for row in curve]
+        flat = len(list(takewhile(lambda row: row.get("reward_std") == 0, reversed(curve))))
+        rollouts = run.param("satori.rl.per_device_train_batch_size")
+        tail = (f"; in the last {flat} steps every rollout of a group got the same reward, so GRPO's advantage was zero"
+                if flat else "")
+        return (f"GRPO ran {run.need('rl', 'steps')} steps{f' of {rollouts} tool-integrated rollouts' if rollouts else ''} "
+                f"(mean reward per step from {min(rewards):+.2f} to {max(rewards):+.2f}{tail}).")
+
+    def distill() -> str:
+        return (f"The student trained on {run.need('distill', 'examples')} of the RL policy's correct samples (the RL "
+                f"policy answered {percent(run.need('distill', 'teacher_accuracy'))} of its "
+                f"{run.need('distill', 'samples')} samples right).")
+
+    return sentences(data, rl, distill)
+
+
+def seeds_block(run: Run) -> str:
+    report = run.metrics.get("seeds")
+    if not report:
+        return (f"*{NOT_RUN}: `metrics/seeds.json` is missing — `make seeds` runs the pipeline once per seed and "
+                f"writes it.*")
+    k = report.get("k")
+    columns = [("pass@1", "greedy pass@1"), ("sampled_accuracy", "sampled accuracy"),
+               (f"pass@k.{k}", f"pass@{k}"), (f"maj@{k}", f"maj@{k}")]
+    models = report.get("models", {})
+    rows = []
+    for name in model_names(run, models):
+        stats = models.get(name, {})
+        rows.append([model_label(name), *(_mean_std(stats.get(key)) for key, _ in columns),
+                     _range(stats.get("pass@1"))])
+    seeds = ", ".join(str(s) for s in report.get("seeds", []))
+    return (f"Seeds {seeds} (n={len(report.get('seeds', []))}; {report.get('problems')} held-out problems, k={k}): mean ± "
+            f"standard deviation over seeds, `metrics/seeds.json`.\n\n"
+            + table(["model", *(title for _, title in columns), "greedy pass@1 min–max"], rows))
+
+
+def _mean_std(stats: Mapping[str, Any] | None) -> str:
+    if not stats:
+        return NOT_RUN
+    return f"{fixed(stats['mean'])} ± {fixed(stats['std'])}" if stats.get("std") is not None else fixed(stats["mean"])
+
+
+def _range(stats: Mapping[str, Any] | None) -> str:
+    return f"{fixed(stats['min'])}–{fixed(stats['max'])}" if stats else NOT_RUN
+
+
+BLOCKS: dict[str, Callable[[Run], str]] = {
+    "bootstrap": bootstrap_block,
+    "satori": satori_block,
+    "evaluation": evaluation_block,
+    "findings": findings_block,
+    "seeds": seeds_block,
+}
+
+
+def render(run: Run) -> dict[str, str]:
+    return {name: build(run) for name, build in BLOCKS.items()}
+
+
+# --- the README's generated blocks ----------------------------------------------------------------
+
+
+def blocks_in(text: str) -> dict[str, str]:
+    """The content of each generated block of a README (between its begin and end marker lines)."""
+    found: dict[str, str] = {}
+    open_name, start = None, 0
+    for match in MARKER.finditer(text):
+        kind, name = match.groups()
+        if kind == "begin":
+            if open_name is not None:
+                raise ReportError(f"README block '{open_name}' has no end marker before '{name}' begins — add {END.format(open_name)}")
+            if name in found:
+                raise ReportError(f"README block '{name}' appears twice — keep one")
+            open_name, start = name, match.end()
+        elif name != open_name:
+            raise ReportError(f"README end marker '{name}' closes no open block — check the begin marker of '{name}'")
+        else:
+            found[name] = text[start:match.start()].strip("\n")
+            open_name = None
+    if open_name is not None:
+        raise ReportError(f"README block '{open_name}' has no end marker — add {END.format(open_name)}")
+    unknown = sorted(set(found) - set(BLOCKS))
+    if unknown:
+        raise ReportError(f"README block '{unknown[0]}' is not one tracemill renders; known: {', '.join(BLOCKS)}")
+    return found
+
+
+def rewrite(text: str, blocks: Mapping[str, str]) -> str:
+    """`text` with the content of every generated block it holds replaced by `blocks`."""
+    for name in blocks_in(text):
+        begin, end = BEGIN.format(name), END.format(name)
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{begin}\n{blocks[name]}\n{end}{tail}"
+    return text
+
+
+def stale_blocks(text: str, blocks: Mapping[str, str]) -> list[str]:
+    """Names of the README's generated blocks whose content differs from `blocks`."""
+    return [name for name, content in blocks_in(text).items() if content != blocks[name]]
+
+
+# --- spread over seeds (`make seeds`) -------------------------------------------------------------
+
+# Knobs a seed sets. The bootstrap policy stands in for a fixed pretrained base model, and
+# `synthetic.seed` draws the problems, held-out ones included: both stay fixed, so every seed
+# starts from the same model and is scored on the same questions.
+FIXED_SEEDS = ("bootstrap.seed", "synthetic.seed")
+
+
+def seed_params(seed: int) -> dict[str, int]:
+    """Every seed knob a run of the pipeline draws from: sampling (top-level `seed`: hint-infer, RFT,
+    MCTS, distillation samples, evaluation), GRPO (`satori.rl.seed`) and each training set's shuffle,
+    held-out split and head init (`train.<set>.seed`, a dataclass default that params.yaml leaves out)."""
+    from tracemill.train.params import TrainParams
+
+    keys = ["seed", "satori.rl.seed", *(f"train.{f.name}.seed" for f in dataclasses.fields(TrainParams))]
+    return {key: seed for key in keys}
+
+
+def seed_overrides(seed: int) -> list[str]:
+    """`dvc exp run` arguments for one seed; `++` sets a key whether or not params.yaml spells it."""
+    return [arg for key, value in seed_params(seed).items() for arg in ("-S", f"++{key}={value}")]
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    seed: int
+    name: str
+    rev: str
+    evaluate: Mapping[str, Any]
+
+
+def seed_runs(exp_show: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> list[SeedRun]:
+    """Each seed's newest experiment in `dvc exp show --json` output whose params hold every knob of
+    `seed_params(seed)` and whose `metrics/evaluate.json` was written; a seed without one is an error."""
+    candidates: dict[int, list[tuple[str, SeedRun]]] = {s: [] for s in seeds}
+    for baseline in exp_show:
+        for exp in baseline.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                data = rev.get("data") or {}
+                params = _dig(data, ["params", "params.yaml", "data"]) or {}
+                evaluate = _dig(data, ["metrics", "metrics/evaluate.json", "data"])
+                if rev.get("error") or not evaluate:
+                    continue
+                for s in seeds:
+                    if all(_dig(params, key.split(".")) == value for key, value in seed_params(s).items()):
+                        name = rev.get("name") or exp.get("name") or rev["rev"][:7]
+                        candidates[s].append((data.get("timestamp") or "", SeedRun(s, name, rev["rev"], evaluate)))
+    missing = [s for s in seeds if not candidates[s]]
+    if missing:
+        raise ReportError(f"no experiment of this commit ran with seed {missing[0]} and wrote metrics/evaluate.json — "
+                          f"run 'make seeds' (or 'dvc exp run --temp $(tracemill seeds overrides {missing[0]})')")
+    return [max(candidates[s], key=lambda c: c[0])[1] for s in seeds]
+
+
+def aggregate_seeds(runs: Sequence[SeedRun]) -> dict[str, Any]:
+    """metrics/seeds.json: per model and metric of evaluate.json, the mean, the sample standard
+    deviation (n-1; null for one seed), min, max and n over the seeds that report it, and the values."""
+    first = runs[0].evaluate
+    names: list[str] = []
+    for r in runs:
+        names += [n for n in r.evaluate.get("models", {}) if n not in names]
+    models: dict[str, dict[str, Any]] = {}
+    for name in names:
+        per_seed = [dict(_numbers(_dig(r.evaluate, ["models", name]) or {})) for r in runs]
+        keys = sorted({key for values in per_seed for key in values})
+        models[name] = {key: _stats([v[key] for v in per_seed if key in v]) for key in keys}
+    return {
+        "seeds": [r.seed for r in runs],
+        "experiments": {str(r.seed): {"name": r.name, "rev": r.rev} for r in runs},
+        "varied": list(seed_params(0)),
+        "fixed": list(FIXED_SEEDS),
+        "split": first.get("split"),
+        "problems": first.get("problems"),
+        "k": first.get("k"),
+        "models": models,
+    }
+
+
+def _numbers(obj: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, float]]:
+    """Numeric leaves of a model's metrics, keyed by their dotted path (`pass@k.2`, `per_level.3`)."""
+    for key, value in obj.items():
+        if isinstance(value, Mapping):
+            yield from _numbers(value, f"{prefix}{key}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield f"{prefix}{key}", float(value)
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    return {
+        "mean": round(statistics.fmean(values), 4),
+        "std": round(statistics.stdev(values), 4) if len(values) > 1 else None,
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+        "values": values,
+    }
