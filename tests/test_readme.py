@@ -161,19 +161,23 @@ def test_seed_runs_take_each_seeds_newest_experiment_and_aggregate_mean_std_min_
     assert [r.name for r in runs] == ["seed0", "seed1", "seed2"]
     seeds = report.aggregate_seeds(runs)
     base = seeds["models"]["base"]["pass@1"]
-    values = [0.8, 0.7875, 0.825]
-    assert base["values"] == values and base["n"] == 3 and (base["min"], base["max"]) == (0.7875, 0.825)
+    committed = _evaluate_of_seed(0.0)["models"]
+    values = [round(committed["base"]["pass@1"] + shift, 4) for shift in (0.0, -0.0125, 0.025)]
+    assert base["values"] == values and base["n"] == 3 and (base["min"], base["max"]) == (min(values), max(values))
     assert base["mean"] == round(statistics.fmean(values), 4) and base["std"] == round(statistics.stdev(values), 4)
     assert seeds["models"]["start"]["pass@k.2"]["std"] == 0.0  # untouched by the shift: equal over seeds
-    assert seeds["models"]["rstar_r1"]["per_level.4"]["mean"] == 0.9444
+    assert seeds["models"]["rstar_r1"]["per_level.4"]["mean"] == committed["rstar_r1"]["per_level"]["4"]
     assert (seeds["seeds"], seeds["k"], seeds["problems"]) == ([0, 1, 2], 2, 80)
     assert seeds["experiments"]["1"] == {"name": "seed1", "rev": "seed1-rev"}
     assert "bootstrap.seed" in seeds["fixed"] and "train.ppm.seed" in seeds["varied"]
 
     block = report.seeds_block(report.Run({"seeds": seeds}))
     assert "Seeds 0, 1, 2 (n=3; 80 held-out problems, k=2)" in block
-    assert f"| base (bootstrap) | 0.804 ± {report.fixed(base['std'])} | 0.554 ± {report.fixed(base['std'])} | 0.825 ± 0.000 | " \
-           f"0.550 ± 0.000 | 0.788–0.825 |" in block
+    b = committed["base"]
+    sampled = statistics.fmean(round(b["sampled_accuracy"] + s, 4) for s in (0.0, -0.0125, 0.025))
+    std = report.fixed(base["std"])
+    assert (f"| base (bootstrap) | {statistics.fmean(values):.3f} ± {std} | {sampled:.3f} ± {std} | "
+            f"{b['pass@k']['2']:.3f} ± 0.000 | {b['maj@2']:.3f} ± 0.000 | {min(values):.3f}–{max(values):.3f} |") in block
 
 
 def test_seed_runs_fail_naming_the_seed_without_an_experiment():

@@ -46,8 +46,6 @@ CARD = "README.md"
 CARD_TEMPLATE = Path(__file__).with_name("publish_card.md")  # the card's layout; every fact in it is computed
 DATA_DIR = "data"
 DVC_LOCK = "dvc.lock"
-PIPELINE_WRITES = (DVC_LOCK, "metrics", "plots")  # tracked files that `dvc repro` rewrites
-RUN_RECORDS = ("README.md",)  # tracked files that record a run (`tracemill readme --write`), not inputs
 UNKNOWN_LICENSE = "unknown"  # the Hub's own id for a license nobody stated
 MIXED_LICENSE = "other"  # the Hub's id when one value cannot describe the rows
 # Hub config and folder names: no slashes or spaces, so they are safe as paths and in URLs.
@@ -300,16 +298,32 @@ def card_license(override: str | None, found: set[Origin]) -> str:
 
 
 def git_state(root: Path) -> dict[str, Any]:
-    """The commit of what made the data: the newest commit that changed a file the pipeline reads (its
-    code, params, dvc.yaml, locks and seeds — everything tracked but the files `dvc repro` and `tracemill
-    readme` rewrite), and whether such a file differs from it now. Not HEAD: the commit that records a
-    run's dvc.lock would otherwise name itself, and a fresh clone of it would publish another card."""
-    excluded = [f":(exclude){path}" for path in (*PIPELINE_WRITES, *RUN_RECORDS)]
-    commit = _git(root, "log", "-1", "--format=%H", "--", ".", *excluded)
+    """The commit of what made the data: the newest commit that changed a pipeline input — a dependency
+    of a stage in dvc.yaml, dvc.yaml, params.yaml, pyproject.toml or the locks under requirements/ — and
+    whether one differs from it now. Not HEAD: the commit that records a run's dvc.lock, metrics and
+    README would otherwise name itself, and a fresh clone of it would publish another card."""
+    inputs = pipeline_inputs(root)
+    commit = _git(root, "log", "-1", "--format=%H", "--", *inputs)
     if commit is None:
         return {"commit": None, "dirty": None}
-    status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded)
+    status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", *inputs)
     return {"commit": commit, "dirty": bool(status)}
+
+
+def pipeline_inputs(root: Path) -> list[str]:
+    """Every path the stages of dvc.yaml depend on (templated `${...}` entries left out: they name
+    other stages' outputs), with the files that define the run."""
+    paths = {"dvc.yaml", "params.yaml", "pyproject.toml", "requirements"}
+    try:
+        stages = (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages") or {}
+    except (OSError, yaml.YAMLError):
+        stages = {}
+    for stage in stages.values():
+        body = stage.get("do", stage) if isinstance(stage, dict) else {}
+        for dep in body.get("deps") or []:
+            if isinstance(dep, str) and "${" not in dep:
+                paths.add(dep)
+    return sorted(paths)
 
 
 def _git(root: Path, *args: str) -> str | None:

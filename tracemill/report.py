@@ -320,7 +320,8 @@ def satori_block(run: Run) -> str:
         rewards = [row["reward"] for row in curve]
         flat = len(list(takewhile(lambda row: row.get("reward_std") == 0, reversed(curve))))
         rollouts = run.param("satori.rl.per_device_train_batch_size")
-        tail = (f"; in the last {flat} steps every rollout of a group got the same reward, so GRPO's advantage was zero"
+        steps = "the last step" if flat == 1 else f"the last {flat} steps"
+        tail = (f"; in {steps} every rollout of a group got the same reward, so GRPO's advantage was zero"
                 if flat else "")
         return (f"GRPO ran {run.need('rl', 'steps')} steps{f' of {rollouts} tool-integrated rollouts' if rollouts else ''} "
                 f"(mean reward per step from {min(rewards):+.2f} to {max(rewards):+.2f}{tail}).")
