@@ -200,6 +200,25 @@ def summary(
 
 
 @app.command()
+def view(
+    port: Annotated[int, typer.Option(help="port to serve on")] = 8765,
+    host: Annotated[str, typer.Option(help="interface to bind (127.0.0.1: this machine only)")] = "127.0.0.1",
+    data: Annotated[Path, typer.Option(help="data directory the stages write")] = Path("data"),
+    metrics: Annotated[Path, typer.Option(help="metrics directory")] = Path("metrics"),
+    plots: Annotated[Path, typer.Option(help="plots directory")] = Path("plots"),
+    threads: Annotated[Optional[int], typer.Option(help="DuckDB threads (default: all cores)")] = None,
+) -> None:
+    """Browse the tables in a web page over the same DuckDB views as `tracemill sql` (read-only, no import
+    step): problems, traces, search trees, pairs, COAT, RAE states, the run's metrics and plots, a SQL box."""
+    import uvicorn
+
+    from tracemill.view import create_app
+
+    typer.echo(f"tracemill view: http://{host}:{port}/  (data {data}/, metrics {metrics}/, plots {plots}/; Ctrl-C stops)")
+    uvicorn.run(create_app(data, metrics, plots, threads=threads), host=host, port=port, log_level="warning")
+
+
+@app.command()
 def readme(
     write: Annotated[bool, typer.Option("--write", help="rewrite the generated blocks of the README in place")] = False,
     check: Annotated[bool, typer.Option("--check", help="exit 1 when a generated block differs from what the run gives")] = False,
