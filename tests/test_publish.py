@@ -192,18 +192,20 @@ def test_card_provenance_matches_dvc_lock_and_carries_the_seed_licenses(repo):
 
 
 def test_committing_a_run_record_leaves_the_card_as_it_was(repo):
-    """The commit that records a run (dvc.lock, metrics, README) must not change what a fresh clone of
-    it publishes: the card names the newest commit of the pipeline's inputs, not HEAD."""
+    """The commit that records a run (dvc.lock, metrics, README) or changes code publish does not run
+    must not change what a fresh clone of it publishes: the card names the newest commit of publish's
+    own dependencies, which DVC re-runs it for."""
     _stage(repo)
     card = (repo / "publish" / DATASET / "README.md").read_bytes()
     made_by = run(["git", "rev-parse", "HEAD"], cwd=repo).stdout.strip()
     (repo / "README.md").write_text((repo / "README.md").read_text() + "\nresults of the run\n")
+    (repo / "tracemill" / "report.py").write_text((repo / "tracemill" / "report.py").read_text() + "\n# not publish code\n")
     run(["git", "commit", "-qam", "record the run"], cwd=repo)
     assert run(["git", "rev-parse", "HEAD"], cwd=repo).stdout.strip() != made_by
     _stage(repo)
     assert (repo / "publish" / DATASET / "README.md").read_bytes() == card
-    (repo / "params.yaml").write_text((repo / "params.yaml").read_text() + "\n# an edit to an input\n")
-    run(["git", "commit", "-qam", "edit params"], cwd=repo)
+    (repo / "tracemill" / "publish.py").write_text((repo / "tracemill" / "publish.py").read_text() + "\n# an edit\n")
+    run(["git", "commit", "-qam", "edit publish"], cwd=repo)
     _stage(repo)
     prov = yaml.safe_load(_block(_card(repo / "publish" / DATASET)[1], "Provenance", "yaml"))
     assert prov["git"] == {"commit": run(["git", "rev-parse", "HEAD"], cwd=repo).stdout.strip(), "dirty": False}

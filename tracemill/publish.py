@@ -298,32 +298,27 @@ def card_license(override: str | None, found: set[Origin]) -> str:
 
 
 def git_state(root: Path) -> dict[str, Any]:
-    """The commit of what made the data: the newest commit that changed a pipeline input — a dependency
-    of a stage in dvc.yaml, dvc.yaml, params.yaml, pyproject.toml or the locks under requirements/ — and
-    whether one differs from it now. Not HEAD: the commit that records a run's dvc.lock, metrics and
-    README would otherwise name itself, and a fresh clone of it would publish another card."""
-    inputs = pipeline_inputs(root)
-    commit = _git(root, "log", "-1", "--format=%H", "--", *inputs)
-    if commit is None:
+    """The newest commit that changed a file the publish stage depends on (its code, as dvc.yaml lists
+    it), and whether one differs from it now. Not HEAD, nor the commit of every pipeline input: DVC
+    re-runs publish exactly when one of its own dependencies changes, so only their commit can be in the
+    card without a fresh clone of a later commit publishing another card. What made the data is named
+    by the dvc.lock hashes of the inputs and their params, next to it."""
+    inputs = publish_dependencies(root)
+    commit = _git(root, "log", "-1", "--format=%H", "--", *inputs) if inputs else None
+    if not commit:
         return {"commit": None, "dirty": None}
     status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", *inputs)
     return {"commit": commit, "dirty": bool(status)}
 
 
-def pipeline_inputs(root: Path) -> list[str]:
-    """Every path the stages of dvc.yaml depend on (templated `${...}` entries left out: they name
-    other stages' outputs), with the files that define the run."""
-    paths = {"dvc.yaml", "params.yaml", "pyproject.toml", "requirements"}
+def publish_dependencies(root: Path, stage: str = "publish") -> list[str]:
+    """The dependencies dvc.yaml lists for the publish stage."""
     try:
         stages = (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages") or {}
     except (OSError, yaml.YAMLError):
-        stages = {}
-    for stage in stages.values():
-        body = stage.get("do", stage) if isinstance(stage, dict) else {}
-        for dep in body.get("deps") or []:
-            if isinstance(dep, str) and "${" not in dep:
-                paths.add(dep)
-    return sorted(paths)
+        return []
+    body = stages.get(stage) or {}
+    return sorted(d for d in body.get("deps") or [] if isinstance(d, str))
 
 
 def _git(root: Path, *args: str) -> str | None:
