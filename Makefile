@@ -96,12 +96,16 @@ lock:
 		--find-links $(TORCH_CPU_LINKS) -o requirements/deepspeed-cpu.txt
 	$(UV_COMPILE) --extra dev --extra gpu -o requirements/gpu.txt
 
-# Spread over seeds, outside `make repro`'s budget: the graph once per seed as a DVC experiment in a temp folder
-# (the workspace stays as it is; bootstrap is shared), then metrics/seeds.json from `dvc exp show` (README: Evaluation)
+# Spread over seeds, outside `make repro`'s budget: the graph once per seed as a DVC experiment in the
+# workspace (DVC keeps no run cache for stages with uncached metrics, so a temp-folder experiment would
+# retrain the shared bootstrap policy every time), the committed state restored after each; then
+# metrics/seeds.json from `dvc exp show` (README: Evaluation). Needs a clean checkout after `make repro`.
 SEEDS ?= 0 1 2
 .PHONY: seeds
 seeds: $(STAMP)
-	set -e; for s in $(SEEDS); do args=$$($(BIN)/tracemill seeds overrides $$s); \
-		PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc exp run --temp $$args; done
+	@git diff --quiet HEAD -- || { echo "make seeds: commit or stash first (an experiment carries uncommitted changes)"; exit 2; }
+	set -e; export PATH="$(CURDIR)/$(BIN):$$PATH"; for s in $(SEEDS); do \
+		dvc exp remove seed$$s >/dev/null 2>&1 || true; dvc exp run -n seed$$s $$(tracemill seeds overrides $$s); \
+		git checkout -q HEAD -- params.yaml dvc.lock metrics plots; dvc checkout -q; done
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/tracemill seeds collect $(SEEDS)
 	@echo "then: .venv/bin/tracemill readme --write"
