@@ -123,6 +123,30 @@ def test_a_table_with_a_bad_part_is_named_and_the_rest_is_served(tmp_path):
     assert c.get(f"/problem/{fx.P2}").status_code == 200
 
 
+def test_a_bad_traces_part_leaves_the_problems_page_standing(tmp_path):
+    root = fx.write_run(tmp_path)
+    part = next((root / "data" / "hint_infer" / "traces").glob(store.PART_GLOB))
+    part.write_bytes(b"not parquet")
+    c = TestClient(create_app(root / "data", root / "metrics", root / "plots"), raise_server_exceptions=False)
+    r = c.get("/problems")
+    assert r.status_code == 200 and fx.P1 in r.text and "Traceback" not in r.text
+
+
+def test_sql_ending_in_a_comment_runs(client):
+    r = client.get("/sql", params={"q": "SELECT 41 + 1 AS answer -- the usual"})
+    assert "42" in text_of(r.text) and "syntax error" not in text_of(r.text)
+
+
+def test_a_chart_with_negative_values_draws_them_below_zero(tmp_path):
+    from tracemill.view import charts
+    plot = tmp_path / "rl_reward.csv"
+    plot.write_text("step,reward\n" + "".join(f"{s},{-1.0 if s < 8 else 1.0}\n" for s in range(1, 17)))
+    chart = charts.chart(plot)
+    (_, points), = chart.series
+    assert chart.y_min == -1.0 and chart.y_max == 1.0
+    assert all(y > chart.zero for _, y in points[:7]) and all(y < chart.zero for _, y in points[7:])
+
+
 def test_run_without_metrics_says_so(tmp_path):
     root = fx.write_run(tmp_path)
     c = TestClient(create_app(root / "data", tmp_path / "none", tmp_path / "none"))

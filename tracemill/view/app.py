@@ -7,6 +7,8 @@ renders the error page with one line; no stack trace ever reaches the browser.
 
 from __future__ import annotations
 
+import functools
+
 import json
 import re
 from pathlib import Path
@@ -20,6 +22,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from tracemill import records
+from tracemill.runfiles import leaves
 from tracemill.view import charts
 from tracemill.view.catalog import Catalog, ViewError
 from tracemill.view.tree import layout
@@ -50,6 +53,20 @@ def create_app(data_dir: str | Path = "data", metrics_dir: str | Path = "metrics
     templates.env.filters["short"] = lambda v, n=120: "" if v is None else (str(v) if len(str(v)) <= n else str(v)[: n - 1] + "…")
     templates.env.filters["cell"] = _cell
 
+    @functools.cache
+    def facets() -> dict[str, list[str]]:
+        """The problems page's filter choices, once: the views' files are fixed when the viewer starts. A table
+        with a bad part gives no choices instead of taking the page down."""
+        found = {col: [r["v"] for r in cat.section(f"SELECT DISTINCT CAST({col} AS VARCHAR) AS v FROM problems "
+                                                    f"WHERE {col} IS NOT NULL ORDER BY 1")[0]]
+                 for col in ("source", "split", "difficulty")}
+        found["solved_by"] = [r["stage"] for r in cat.section("SELECT DISTINCT stage FROM traces ORDER BY 1")[0]] + ["mcts"]
+        return found
+
+    @functools.cache
+    def sft_sources() -> list[str]:
+        return [r["source"] for r in cat.section("SELECT DISTINCT source FROM sft")[0]]
+
     def render(request: Request, template: str, **context: Any) -> Response:
         return templates.TemplateResponse(request, template, {"warnings": cat.warnings, **context})
 
@@ -74,10 +91,7 @@ def create_app(data_dir: str | Path = "data", metrics_dir: str | Path = "metrics
         page = cat.page("SELECT problem_id, source, split, domain, difficulty, question FROM problems", where, params,
                         "ORDER BY problem_id", _int(request, "page"), PAGE_SIZE)
         solved = _solved_by(cat, [r["problem_id"] for r in page.rows])
-        facets = {col: [r["v"] for r in cat.rows(f"SELECT DISTINCT CAST({col} AS VARCHAR) AS v FROM problems WHERE {col} IS NOT NULL ORDER BY 1")]
-                  for col in ("source", "split", "difficulty")}
-        facets["solved_by"] = [r["stage"] for r in cat.rows("SELECT DISTINCT stage FROM traces ORDER BY 1")] + ["mcts"]
-        return render(request, "problems.html", page=page, filters=f, facets=facets, solved=solved)
+        return render(request, "problems.html", page=page, filters=f, facets=facets(), solved=solved)
 
     def problem(request: Request) -> Response:
         pid = request.path_params["problem_id"]
@@ -105,8 +119,7 @@ def create_app(data_dir: str | Path = "data", metrics_dir: str | Path = "metrics
     def trace(request: Request) -> Response:
         tid = request.path_params["trace_id"]
         row = cat.one("traces", "trace_id", tid, "trace")
-        sources = [r["source"] for r in cat.rows("SELECT DISTINCT source FROM sft")]
-        ids = [records.content_id("sft", s, tid) for s in sources]  # how the SFT stages name a trace's example
+        ids = [records.content_id("sft", s, tid) for s in sft_sources()]  # how the SFT stages name a trace's example
         sft = cat.rows("SELECT example_id, source, segments FROM sft WHERE example_id IN (SELECT unnest(?))", [ids]) if ids else []
         segments = _segments(row["segments"], sft[0]["segments"] if sft else None)
         return render(request, "trace.html", t=row, segments=segments, sft=sft,
@@ -168,7 +181,7 @@ def create_app(data_dir: str | Path = "data", metrics_dir: str | Path = "metrics
     def runs(request: Request) -> Response:
         m = charts.metrics(metrics_dir)
         return render(request, "runs.html", metrics=m, evaluation=m.get("evaluate") if isinstance(m.get("evaluate"), dict) else None,
-                      rounds=charts.rounds(m), charts=charts.charts(plots_dir), flat=charts.flat, metrics_dir=metrics_dir)
+                      rounds=charts.rounds(m), charts=charts.charts(plots_dir), flat=leaves, metrics_dir=metrics_dir)
 
     def sql_box(request: Request) -> Response:
         q, page = _arg(request, "q"), _int(request, "page")
@@ -237,10 +250,12 @@ def create_app(data_dir: str | Path = "data", metrics_dir: str | Path = "metrics
 def _solved_by(cat: Catalog, problem_ids: list[str]) -> dict[str, list[str]]:
     if not problem_ids:
         return {}
-    rows = cat.rows("SELECT problem_id, list(DISTINCT stage ORDER BY stage) AS stages FROM traces "
-                    "WHERE correct AND problem_id IN (SELECT unnest(?)) GROUP BY 1", [problem_ids])
+    rows, _ = cat.section("SELECT problem_id, list(DISTINCT stage ORDER BY stage) AS stages FROM traces "
+                          "WHERE correct AND problem_id IN (SELECT unnest(?)) GROUP BY 1", [problem_ids])
     out = {r["problem_id"]: r["stages"] for r in rows}
-    for r in cat.rows("SELECT DISTINCT problem_id FROM trajectories WHERE correct AND problem_id IN (SELECT unnest(?))", [problem_ids]):
+    solved, _ = cat.section("SELECT DISTINCT problem_id FROM trajectories WHERE correct AND problem_id IN (SELECT unnest(?))",
+                            [problem_ids])
+    for r in solved:
         out.setdefault(r["problem_id"], []).append("mcts")
     return out
 

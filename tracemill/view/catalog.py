@@ -101,7 +101,8 @@ class Catalog:
             raise ViewError(f"read-only: only SELECT queries run here, not {statement.type.name}")
         query = statement.query.strip().rstrip(";")
         if statement.type is duckdb.StatementType.SELECT:
-            query = f"SELECT * FROM ({query}) LIMIT {int(size) + 1} OFFSET {int((page - 1) * size)}"
+            # the newline ends a trailing `-- comment`, which would otherwise swallow the closing parenthesis
+            query = f"SELECT * FROM ({query}\n) LIMIT {int(size) + 1} OFFSET {int((page - 1) * size)}"
         cur = self.con.cursor()
         timer = threading.Timer(SQL_TIMEOUT_S, cur.interrupt)
         timer.start()
