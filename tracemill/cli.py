@@ -272,7 +272,7 @@ def seeds_collect(
     import json
     import subprocess
 
-    from tracemill import report
+    from tracemill import report, store
 
     if exp_show is None:
         shown = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
@@ -285,8 +285,7 @@ def seeds_collect(
         runs = report.seed_runs(json.loads(text), seeds)
     except TracemillError as exc:
         fail(str(exc))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report.aggregate_seeds(runs), indent=2) + "\n")
+    store.write_json(output, report.aggregate_seeds(runs))  # atomic, like every metrics file
     for r in runs:
         typer.echo(f"seed {r.seed}: experiment {r.name} ({r.rev[:7]})")
     typer.echo(f"wrote {output}; 'tracemill readme --write' puts it in README.md")

@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from tracemill import params as P
 from tracemill.errors import TracemillError
 
 CODE_ROOTS = ("stages", "tracemill")
@@ -383,5 +384,5 @@ def check(root: Path, dvc_path: Path, params_path: Path) -> tuple[str, list[Stag
             raise TracemillError(f"'{p}' not found — run from the repository root or pass --dvc-yaml / --params")
     text = dvc_path.read_text(encoding="utf-8")
     doc = read(text)
-    computed = compute(root, doc, yaml.safe_load(params_path.read_text(encoding="utf-8")) or {})
+    computed = compute(root, doc, P.load(params_path))  # read as DVC reads it; a bad file is one clear error
     return text, computed, drift(doc, computed)

@@ -14,7 +14,6 @@ values of one seed, `seed_runs` picks each seed's experiment out of `dvc exp sho
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,10 +23,8 @@ from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tracemill.errors import TracemillError
-from tracemill.reproduce import read_plot
+from tracemill.runfiles import leaves, read_lock, read_metrics, read_plot
 
 NOT_RUN = "not run"
 BEGIN = "<!-- tracemill:begin {} -->"
@@ -95,11 +92,8 @@ def _dig(obj: Any, path: Iterable[str]) -> Any:
 
 def load_run(root: Path) -> Run:
     """The run under `root`: root/metrics/*.json, the params recorded in root/dvc.lock, root/plots/*.csv."""
-    metrics = {p.stem: json.loads(p.read_text()) for p in sorted((root / "metrics").glob("*.json"))}
     plots = {p.stem: read_plot(p) for p in sorted((root / "plots").glob("*.csv"))}
-    lock = root / "dvc.lock"
-    params = lock_params(yaml.safe_load(lock.read_text()) or {}) if lock.exists() else {}
-    return Run(metrics, params, plots)
+    return Run(read_metrics(root / "metrics"), lock_params(read_lock(root / "dvc.lock")), plots)
 
 
 def lock_params(lock: Mapping[str, Any]) -> dict[str, Any]:
@@ -455,6 +449,7 @@ def seed_runs(exp_show: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> li
     """Each seed's newest experiment in `dvc exp show --json` output whose params hold every knob of
     `seed_params(seed)` and whose `metrics/evaluate.json` was written; a seed without one is an error."""
     candidates: dict[int, list[tuple[str, SeedRun]]] = {s: [] for s in seeds}
+    wanted = {s: seed_params(s) for s in seeds}
     for baseline in exp_show:
         for exp in baseline.get("experiments") or []:
             for rev in exp.get("revs") or []:
@@ -463,8 +458,8 @@ def seed_runs(exp_show: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> li
                 evaluate = _dig(data, ["metrics", "metrics/evaluate.json", "data"])
                 if rev.get("error") or not evaluate:
                     continue
-                for s in seeds:
-                    if all(_dig(params, key.split(".")) == value for key, value in seed_params(s).items()):
+                for s, knobs in wanted.items():
+                    if all(_dig(params, key.split(".")) == value for key, value in knobs.items()):
                         name = rev.get("name") or exp.get("name") or rev["rev"][:7]
                         candidates[s].append((data.get("timestamp") or "", SeedRun(s, name, rev["rev"], evaluate)))
     missing = [s for s in seeds if not candidates[s]]
@@ -498,13 +493,9 @@ def aggregate_seeds(runs: Sequence[SeedRun]) -> dict[str, Any]:
     }
 
 
-def _numbers(obj: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, float]]:
+def _numbers(obj: Mapping[str, Any]) -> Iterable[tuple[str, float]]:
     """Numeric leaves of a model's metrics, keyed by their dotted path (`pass@k.2`, `per_level.3`)."""
-    for key, value in obj.items():
-        if isinstance(value, Mapping):
-            yield from _numbers(value, f"{prefix}{key}.")
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            yield f"{prefix}{key}", float(value)
+    return ((key, float(v)) for key, v in leaves(obj) if isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
 def _stats(values: list[float]) -> dict[str, Any]:

@@ -18,20 +18,19 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import re
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from tracemill.runfiles import leaves, read_lock, read_plot
 
 # Metric keys and plot columns that measure time or throughput on the machine that ran them.
-TIMING = re.compile(r"(^|_)(seconds|runtime|runtime_s|elapsed|elapsed_s|tokens_per_s|per_s|wall_s|s)$")
+# `_s` covers train_runtime_s, train_tokens_per_s, elapsed_s, wall_s.
+TIMING = re.compile(r"(^|_)(seconds|runtime|elapsed|s)$")
 
 
 @dataclass(frozen=True)
@@ -49,28 +48,10 @@ def is_timing(key: str) -> bool:
     return bool(TIMING.search(key))
 
 
-def _flatten(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
-    elif isinstance(obj, list):
-        for i, value in enumerate(obj):
-            yield from _flatten(value, f"{prefix}[{i}]")
-    else:
-        yield prefix, obj
-
-
 def _uncached(lock: dict[str, Any]) -> set[str]:
     """Paths of the metric/plot files: their hashes carry timings, their contents are compared apart."""
-    return {p for p in _outs_and_deps(lock, "outs") if p.startswith(("metrics/", "plots/"))}
-
-
-def _outs_and_deps(lock: dict[str, Any], field: str) -> dict[str, str]:
-    found = {}
-    for stage in lock.get("stages", {}).values():
-        for entry in stage.get(field, []) or []:
-            found[entry["path"]] = entry.get("md5") or entry.get("hash", "")
-    return found
+    return {entry["path"] for stage in lock.get("stages", {}).values() for entry in stage.get("outs", []) or []
+            if entry["path"].startswith(("metrics/", "plots/"))}
 
 
 def compare_locks(committed: dict[str, Any], fresh: dict[str, Any]) -> list[Difference]:
@@ -106,8 +87,8 @@ def _close(a: Any, b: Any, tolerance: float) -> bool:
 
 def compare_values(kind: str, name: str, a: Any, b: Any, tolerance: float) -> list[Difference]:
     """Field-by-field comparison of two metric documents, timing fields left out."""
-    a_flat = {k: v for k, v in _flatten(a) if not is_timing(k.rsplit(".", 1)[-1])}
-    b_flat = {k: v for k, v in _flatten(b) if not is_timing(k.rsplit(".", 1)[-1])}
+    a_flat = {k: v for k, v in leaves(a) if not is_timing(k.rsplit(".", 1)[-1])}
+    b_flat = {k: v for k, v in leaves(b) if not is_timing(k.rsplit(".", 1)[-1])}
     diffs = []
     for key in sorted(set(a_flat) | set(b_flat)):
         if key not in a_flat or key not in b_flat or not _close(a_flat[key], b_flat[key], tolerance):
@@ -115,23 +96,9 @@ def compare_values(kind: str, name: str, a: Any, b: Any, tolerance: float) -> li
     return diffs
 
 
-def _number(text: str) -> Any:
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def read_plot(path: Path) -> list[dict[str, Any]]:
-    with path.open(newline="") as fh:
-        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
-
-
 def compare_trees(committed: Path, fresh: Path, tolerance: float = 0.0) -> tuple[list[Difference], list[Difference]]:
     """(failures, allowed): what breaks reproduction, and what moved but is allowed by the tolerance."""
-    lock_a = yaml.safe_load((committed / "dvc.lock").read_text())
-    lock_b = yaml.safe_load((fresh / "dvc.lock").read_text())
-    hashes = compare_locks(lock_a, lock_b)
+    hashes = compare_locks(read_lock(committed / "dvc.lock"), read_lock(fresh / "dvc.lock"))
     values: list[Difference] = []
     for folder, kind, reader in (("metrics", "metric", lambda p: json.loads(p.read_text())), ("plots", "plot", read_plot)):
         names = {p.name for p in (committed / folder).glob("*")} | {p.name for p in (fresh / folder).glob("*")}
@@ -161,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if failures:
         print(f"reproduce-check: FAILED — {len(failures)} difference(s) from the committed run")
         return 1
-    lock = yaml.safe_load((args.fresh / "dvc.lock").read_text())
+    lock = read_lock(args.fresh / "dvc.lock")  # the counts for the summary line
     outs = sum(len(s.get("outs", []) or []) for s in lock.get("stages", {}).values())
     how = "exactly" if not allowed else f"within {args.tolerance} ({len(allowed)} hashes moved)"
     print(f"reproduce-check: OK — {len(lock.get('stages', {}))} stages, {outs} outputs, metrics and plots reproduced {how}")

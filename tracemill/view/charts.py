@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tracemill.runfiles import read_plot
 
 W, H, PAD = 420, 220, 36
 
@@ -20,46 +21,47 @@ class Chart:
     series: list[tuple[str, list[tuple[float, float]]]]  # (column, [(x px, y px)])
     labels: list[tuple[float, str]]  # x axis ticks
     y_max: float
+    y_min: float  # 0, or the lowest value where one is negative (an RL reward)
+    zero: float  # the y pixel of the value 0, where bars start
     width: int = W
     height: int = H
     pad: int = PAD
 
 
-def _number(text: str) -> float | None:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return None
+def _is_number(value: Any) -> bool:
+    return isinstance(value, float)
 
 
 def chart(path: Path) -> Chart | None:
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_plot(path)
     if not rows:
         return None
     x_col, *rest = list(rows[0])
-    ys = [c for c in rest if all(_number(r[c]) is not None for r in rows)]
+    ys = [c for c in rest if all(_is_number(r[c]) for r in rows)]
     if not ys:
         return None
-    top = max(max(_number(r[c]) for r in rows for c in ys), 1e-9)
-    numeric_x = all(_number(r[x_col]) is not None for r in rows) and len(rows) > 12
+    values = [r[c] for r in rows for c in ys]
+    bottom = min(min(values), 0.0)
+    top = max(max(values), bottom + 1e-9)
+    numeric_x = all(_is_number(r[x_col]) for r in rows) and len(rows) > 12
     inner_w, inner_h = W - 2 * PAD, H - 2 * PAD
 
     def y_px(v: float) -> float:
-        return round(H - PAD - max(v, 0.0) / top * inner_h, 1)
+        return round(H - PAD - (v - bottom) / (top - bottom) * inner_h, 1)
 
     if numeric_x:
-        xs = [_number(r[x_col]) for r in rows]
+        xs = [r[x_col] for r in rows]
         lo, hi = min(xs), max(xs)
         span = (hi - lo) or 1.0
-        series = [(c, [(round(PAD + (x - lo) / span * inner_w, 1), y_px(_number(r[c]))) for x, r in zip(xs, rows)]) for c in ys]
+        series = [(c, [(round(PAD + (x - lo) / span * inner_w, 1), y_px(r[c])) for x, r in zip(xs, rows)]) for c in ys]
         labels = [(PAD, f"{lo:g}"), (W - PAD, f"{hi:g}")]
-        return Chart(path.stem, "line", x_col, series, labels, top)
+        return Chart(path.stem, "line", x_col, series, labels, top, bottom, y_px(0.0))
     slot = inner_w / len(rows)
-    series = [(c, [(round(PAD + i * slot + (k + 0.1) * slot * 0.8 / len(ys), 1), y_px(_number(r[c]))) for i, r in enumerate(rows)])
+    series = [(c, [(round(PAD + i * slot + (k + 0.1) * slot * 0.8 / len(ys), 1), y_px(r[c])) for i, r in enumerate(rows)])
               for k, c in enumerate(ys)]
-    labels = [(round(PAD + (i + 0.5) * slot, 1), r[x_col][:14]) for i, r in enumerate(rows)]
-    return Chart(path.stem, "bars", x_col, series, labels, top)
+    labels = [(round(PAD + (i + 0.5) * slot, 1), f"{r[x_col]:g}" if _is_number(r[x_col]) else str(r[x_col])[:14])
+              for i, r in enumerate(rows)]
+    return Chart(path.stem, "bars", x_col, series, labels, top, bottom, y_px(0.0))
 
 
 def charts(plots_dir: Path) -> list[Chart]:
@@ -74,13 +76,6 @@ def metrics(metrics_dir: Path) -> dict[str, Any]:
         except (OSError, json.JSONDecodeError) as exc:
             out[path.stem] = {"error": f"{path.name} does not read: {exc}"}
     return out
-
-
-def flat(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """Nested metrics as (dotted key, value) rows."""
-    if isinstance(obj, dict):
-        return [kv for k, v in obj.items() for kv in flat(v, f"{prefix}{k}.")]
-    return [(prefix.rstrip("."), obj)]
 
 
 def rounds(metrics_by_name: dict[str, Any]) -> list[dict[str, Any]]:
