@@ -261,8 +261,13 @@ def test_rules_between_knobs_and_inside_a_source_name_the_keys(tmp_path: Path, o
 
 def test_only_true_and_false_are_booleans_and_1e_3_is_a_float(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
-    path.write_text("a: yes\nb: on\nc: true\nd: 1e-3\ne: False\n")
-    assert P.load(path) == {"a": "yes", "b": "on", "c": True, "d": 0.001, "e": False}  # as DVC (YAML 1.2) reads them
+    path.write_text("a: yes\nb: on\nc: true\nd: 1e-3\ne: False\nf: 1.5e3\ng: .5E-2\nh: 1e3x\n")
+    # as DVC (YAML 1.2) reads them
+    assert P.load(path) == {"a": "yes", "b": "on", "c": True, "d": 0.001, "e": False, "f": 1500.0, "g": 0.005, "h": "1e3x"}
+
+
+def test_an_int_too_large_for_a_float_is_checked_against_the_range_not_crashed_on() -> None:
+    assert 10**400 in P.Range(lo=1) and 10**400 not in P.Range(hi=10) and float("inf") not in P.Range(lo=1)
 
 
 def test_check_prints_every_problem_with_its_fix_and_exits_2_without_a_traceback(tmp_path: Path) -> None:
