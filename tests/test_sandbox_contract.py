@@ -153,3 +153,13 @@ def test_e2b_without_key_is_one_clear_error(monkeypatch):
     with pytest.raises(SandboxError, match="E2B_API_KEY is not set"):
         with open_sandbox(SandboxParams(backend="e2b")):
             pass
+
+
+def test_session_uids_may_reach_the_highest_uid_and_not_past_it():
+    from tracemill.errors import ParamsError
+    from tracemill.sandbox.base import MAX_UID
+
+    top = parse_section(SandboxParams, {"uid_base": MAX_UID - 9, "uid_range": 10}, "sandbox")  # uids up to MAX_UID
+    assert top.uid_base + top.uid_range - 1 == MAX_UID
+    with pytest.raises(ParamsError, match="highest session uid"):
+        parse_section(SandboxParams, {"uid_base": MAX_UID - 8, "uid_range": 10}, "sandbox")

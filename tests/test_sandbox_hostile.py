@@ -1,8 +1,11 @@
 """Hostile code: each snippet must leave the host unharmed and be classified right."""
 
+import json
 import os
 import socket
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -38,7 +41,21 @@ def test_memory_bomb_is_classified_memory(sandbox):
 
 def test_infinite_print_flood_times_out_with_bounded_output(sandbox):
     r, _ = run(sandbox, "while True:\n    print('flood' * 100)")
-    assert r.status == "timeout"
+    marker = sandbox.params.truncation_marker
+    assert r.status == "timeout" and r.stdout.startswith("flood" * 100) and r.stdout.endswith(marker)
+    assert len(r.stdout) == sandbox.params.max_output_bytes + len(marker)
+
+
+def test_a_cell_killed_at_the_limit_returns_what_it_printed(sandbox):
+    """The cell ignores every polite signal, so only SIGKILL ends it; its output was already on disk."""
+    code = (
+        "import signal, time\n"
+        "for s in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT):\n    signal.signal(s, signal.SIG_IGN)\n"
+        "print('step 1', flush=True)\nimport os\nn = os.write(1, b'raw 2\\n')\nprint('step 3')\ntime.sleep(60)"
+    )
+    r, after = run(sandbox, code)
+    assert r.status == "timeout" and r.stdout == "step 1\nraw 2\nstep 3\n" and r.wall_s < 5
+    assert after.status == "killed"
 
 
 def test_socket_to_a_local_listener_never_connects(sandbox):
@@ -109,9 +126,16 @@ def test_reading_stdin_gets_nothing(sandbox):
     assert r.status == "ok" and r.stdout == "''\nb''\n"
 
 
-def test_segfault_is_classified_killed_and_the_sandbox_goes_on(sandbox):
-    r, after = run(sandbox, "import ctypes\nctypes.string_at(0)")
-    assert r.status == "killed" and after.status == "killed"
+@pytest.mark.parametrize("code, status, says", [
+    ("import ctypes\nprint('before')\nctypes.string_at(0)", "error", "killed by SIGSEGV"),
+    ("import os, signal\nprint('before')\nos.kill(os.getpid(), signal.SIGKILL)", "error", "killed by SIGKILL"),
+    ("import os\nprint('before')\nos._exit(3)", "error", "exited with status 3"),
+    ("import os\nprint('before')\nos._exit(0)", "ok", "exited with status 0"),
+])
+def test_a_dead_session_process_says_how_it_ended_and_the_sandbox_goes_on(sandbox, code, status, says):
+    r, after = run(sandbox, code)
+    assert (r.status, r.stdout) == (status, "before\n") and says in r.stderr
+    assert after.status == "killed"
     with sandbox.session() as s:
         assert s.run("print(1)").stdout == "1\n"
 
@@ -126,6 +150,15 @@ def test_sys_exit_mid_cell_is_an_error_and_state_survives(sandbox):
         s.run("kept = 3")
         r = s.run("import sys\nprint('before')\nsys.exit(4)\nprint('after')")
         assert r.status == "error" and r.stdout == "before\n" and "SystemExit: 4" in r.stderr
+        assert s.run("print(kept)").stdout == "3\n"
+
+
+@pytest.mark.parametrize("call", ["sys.exit(0)", "sys.exit()", "raise SystemExit"])
+def test_exit_with_status_zero_ends_the_cell_normally(sandbox, call):
+    with sandbox.session() as s:
+        s.run("kept = 3")
+        r = s.run(f"import sys\nprint('before')\n{call}\nprint('after')")
+        assert (r.status, r.stdout, r.stderr) == ("ok", "before\n", "")
         assert s.run("print(kept)").stdout == "3\n"
 
 
@@ -212,3 +245,120 @@ def test_zygote_heap_is_on_huge_pages_and_sessions_still_work():
         with sb.session() as s:
             assert s.run("import sympy\nx = sympy.Rational(1, 3) * 3").status == "ok"
             assert s.run("print(x + 1)").stdout == "2\n"
+
+
+# Processes that leave the session's process group and session in every usual way; the cell prints their pids.
+ESCAPES = """
+import json, os, subprocess, sys, time
+pids = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True).pid]
+r, w = os.pipe()
+for detach in (False, True):  # a double fork (the grandchild is orphaned at once); the same after setsid
+    child = os.fork()
+    if child == 0:
+        if detach:
+            os.setsid()
+        if os.fork() == 0:
+            os.write(w, b"%d\\n" % os.getpid())
+            time.sleep(60)
+        os._exit(0)
+    os.waitpid(child, 0)
+if os.fork() == 0:  # setsid in a child that stays the session's child
+    os.setsid()
+    os.write(w, b"%d\\n" % os.getpid())
+    time.sleep(60)
+    os._exit(0)
+os.close(w)
+with os.fdopen(r) as fh:
+    pids += [int(fh.readline()) for _ in range(3)]
+print(json.dumps(pids))
+"""
+
+
+def _stat(pid):
+    """(state, parent pid, session id, start time) of a process from /proc, or None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return None
+    return fields[0], int(fields[1]), int(fields[3]), fields[19]
+
+
+def _escaped(pids, session_pid):
+    """The processes' identities, after checking each is running and got away from the session process:
+    in a session of its own, or orphaned (no longer its child or grandchild)."""
+    stats = {pid: _stat(pid) for pid in pids}
+    assert len(pids) == 4 and all(st and st[0] != "Z" for st in stats.values()), stats
+    assert all(sid != session_pid or ppid != session_pid for _, ppid, sid, _ in stats.values()), stats
+    assert sum(sid not in (session_pid, 0) for _, _, sid, _ in stats.values()) == 3, stats  # Popen, setsid, daemon
+    return stats
+
+
+def _survivors(stats, within_s=1.0):
+    """The processes still running (not gone, not a zombie, not a reused pid) `within_s` after now."""
+    def running(pid):
+        st = _stat(pid)
+        return st is not None and st[0] != "Z" and st[3] == stats[pid][3]
+
+    deadline = time.monotonic() + within_s
+    while any(map(running, stats)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [pid for pid in stats if running(pid)]
+
+
+def test_nothing_a_session_started_outlives_its_close(sandbox):
+    if "tree-kill" not in sandbox.active_layers:
+        pytest.skip("ending a session's detached processes needs its pids cgroup (root and the pids controller)")
+    with sandbox.session() as s:
+        r = s.run(ESCAPES)
+        assert r.status == "ok", r.stderr
+        stats = _escaped(json.loads(r.stdout), s.pid)
+    assert _survivors(stats) == []
+    with sandbox.session() as s:  # the sandbox goes on
+        assert s.run("print(2)").stdout == "2\n"
+
+
+def test_closing_a_fork_ends_its_tree_and_closing_a_session_ends_its_forks():
+    with open_sandbox(SandboxParams(timeout_s=5.0, max_processes=24, spares=1)) as sb:
+        if "tree-kill" not in sb.active_layers:
+            pytest.skip("ending a session's detached processes needs its pids cgroup (root and the pids controller)")
+        with sb.session() as s:
+            s.run("v = 1")
+            with s.fork() as f:
+                stats = _escaped(json.loads(f.run(ESCAPES).stdout), f.pid)
+            assert _survivors(stats) == []
+            assert s.run("print(v)").stdout == "1\n"  # the parent lives on
+            f = s.fork()
+            stats = _escaped(json.loads(f.run(ESCAPES).stdout), f.pid)
+        assert _survivors(stats) == [] and f.run("print(v)").status == "killed"
+
+
+@pytest.mark.parametrize("base", ["/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/pids"])
+def test_killing_a_cgroup_ends_every_process_in_it(base):
+    """cgroup.kill on v2 (one write), the listing loop on v1: either ends a tree that left its session."""
+    import subprocess
+    import sys
+
+    from tracemill.sandbox import cgroup
+
+    if os.geteuid() != 0 or not os.path.isfile(f"{base}/cgroup.procs"):
+        pytest.skip(f"no cgroup hierarchy this process may manage at {base}")
+    path = f"{base}/tracemill-test-{os.getpid()}"
+    try:
+        os.mkdir(path)
+    except OSError as exc:
+        pytest.skip(f"cannot make a cgroup under {base}: {exc}")
+    try:
+        script = ESCAPES + "sys.stdout.flush()\ntime.sleep(60)\n"
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True,
+                                preexec_fn=lambda: cgroup.write(path, "cgroup.procs", os.getpid()))
+        stats = _escaped(json.loads(proc.stdout.readline()), proc.pid)
+        assert cgroup.members(path) >= set(stats) | {proc.pid}
+        cgroup.kill(path)
+        proc.wait(timeout=5)
+        assert _survivors(stats) == []
+    finally:  # a failed check above must not leave the tree or the cgroup behind
+        cgroup.kill(path)
+        deadline = time.monotonic() + 5
+        while not cgroup.remove(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert not os.path.exists(path)

@@ -48,8 +48,9 @@ class SandboxParams:
     e2b_template: str | None = None
 
     def check(self) -> None:
-        if self.uid_base + self.uid_range > MAX_UID:
-            raise ParamsError(f"params 'sandbox.uid_base' + 'sandbox.uid_range' = {self.uid_base + self.uid_range} "
+        highest = self.uid_base + self.uid_range - 1  # sessions take uids uid_base .. uid_base + uid_range - 1
+        if highest > MAX_UID:
+            raise ParamsError(f"params 'sandbox.uid_base' + 'sandbox.uid_range' - 1 = {highest} (the highest session uid) "
                               f"must be <= {MAX_UID}, the highest uid Linux gives out")
 
 

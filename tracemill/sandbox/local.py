@@ -1,8 +1,9 @@
 """The `local` sandbox: a pre-started zygote forks an isolated child per session (see zygote.py).
 
 This side owns the zygote, hands each session a Unix socket, enforces the wall-time limit (a cell
-past it is killed with its whole process group and cgroup), and removes every temp dir and
-cgroup on close.
+past it is killed with its session's whole cgroup, and what it printed so far is read from the
+session's output file), kills every process a session started when it is closed, and removes every
+temp dir and cgroup.
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tracemill.sandbox import wire
+from tracemill.sandbox import cgroup, wire
 from tracemill.sandbox.base import RunResult, SandboxError, SandboxParams, run_sessions
+from tracemill.sandbox.zygote import FD_OUTPUT, drain, remove_workdir
 
 START_TIMEOUT_S = 120.0  # importing sympy and numpy on a busy machine
 KILL_GRACE_S = 1.0  # time for the reply of a cell that ends right at the limit
 
-EXPECTED_LAYERS = ("tempdir", "env-scrub", "stdin-closed", "rlimits", "process-group", "netns", "landlock", "process-limit")
+EXPECTED_LAYERS = (
+    "tempdir", "env-scrub", "stdin-closed", "rlimits", "process-group", "netns", "landlock", "process-limit", "tree-kill",
+)
 _warned: set[str] = set()
 
 
@@ -39,10 +43,13 @@ def _read_paths() -> list[str]:
 
 
 class LocalSession:
-    def __init__(self, sandbox: "LocalSandbox", sock: socket.socket, pid: int, workdir: str) -> None:
+    def __init__(self, sandbox: "LocalSandbox", sock: socket.socket, pid: int, workdir: str, cgroup_dir: str | None,
+                 parent: "LocalSession | None" = None) -> None:
         self.sandbox, self.sock, self.pid, self.workdir = sandbox, sock, pid, workdir
+        self.cgroup = cgroup_dir  # the pids cgroup that holds every process of this session (None without that layer)
+        self.parent = parent
+        self.forks: set[LocalSession] = set()  # live forks, closed with this session
         self.dead: str | None = None
-        self.own_cgroup = False  # a forked session shares its parent's pids cgroup
 
     def run(self, code: str) -> RunResult:
         if self.dead:
@@ -56,11 +63,33 @@ class LocalSession:
             self.sock.settimeout(None)
         except (socket.timeout, TimeoutError):
             self._kill("timeout")
-            return RunResult("timeout", "", f"the cell ran past the {limit:g} s limit and was killed", time.perf_counter() - start)
+            stderr = f"the cell ran past the {limit:g} s limit and was killed"
+            return RunResult("timeout", self._printed(), stderr, time.perf_counter() - start)
         except (EOFError, OSError):
             self._kill("killed")
-            return RunResult("killed", "", "the session process died (a crash, a signal or a memory kill)", time.perf_counter() - start)
+            status, stderr = self._how_it_ended()
+            return RunResult(status, self._printed(), stderr, time.perf_counter() - start)
         return RunResult(reply["status"], reply["stdout"], reply["stderr"], reply["wall_s"])
+
+    def _printed(self) -> str:
+        """What a killed cell printed before it died: the session writes it to its fd-output file as it goes."""
+        params = self.sandbox.params
+        return drain(f"{self.workdir}/{FD_OUTPUT}", params.max_output_bytes, params.truncation_marker)[0]
+
+    def _how_it_ended(self) -> tuple[str, str]:
+        """(status, message) for a session process that died in a cell, from its wait status. Only its parent
+        knows that: the zygote for a session; a fork's parent is its session, which is not asked."""
+        status = None if self.parent else self.sandbox._exit_status(self.pid)
+        if status is None:
+            return "killed", "the session process died (a crash, a signal or a memory kill)"
+        if os.WIFSIGNALED(status):
+            number = os.WTERMSIG(status)
+            name = signal.Signals(number).name if number in signal.valid_signals() else f"signal {number}"
+            return "error", f"the session process was killed by {name}"
+        code = os.WEXITSTATUS(status)
+        if code == 0:
+            return "ok", "the session process exited with status 0; its state is gone"
+        return "error", f"the session process exited with status {code}"
 
     def fork(self) -> "LocalSession":
         """A new session that starts from a snapshot of this one's state (variables, imports, files)."""
@@ -86,30 +115,56 @@ class LocalSession:
         mine.settimeout(START_TIMEOUT_S)
         hello, _ = wire.recv(mine)
         mine.settimeout(None)
-        child = LocalSession(self.sandbox, mine, hello["pid"], hello["workdir"])
+        child = LocalSession(self.sandbox, mine, hello["pid"], hello["workdir"], None, parent=self)
+        if self.cgroup:
+            # Nested in this session's cgroup: the fork's processes count against the same pids.max, closing
+            # the fork ends only its own tree, and closing this session ends the fork's too. It runs no cell
+            # before it is moved there.
+            path = f"{self.cgroup}/f-{child.pid}"
+            try:
+                os.mkdir(path)
+                cgroup.write(path, "cgroup.procs", child.pid)
+            except OSError as exc:
+                child.close()
+                cgroup.remove(path)
+                raise SandboxError(f"cannot give the forked session a cgroup of its own: {exc}") from exc
+            child.cgroup = path
+        self.forks.add(child)
         self.sandbox._track(child)
         return child
 
     def _kill(self, why: str) -> None:
+        """SIGKILL every process of this session: its cgroup's (and its forks'), wherever they went
+        (setsid, double forks); without that layer, its process group."""
         self.dead = why
+        if self.cgroup:
+            cgroup.kill(self.cgroup)
+            return
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except OSError:
             pass
-        self.sandbox._kill_cgroup(self.pid)
 
     def close(self) -> None:
-        """Hang up; a live session removes its own files and process group (off this path). A dead
-        one cannot, so its directory is removed here."""
+        """End the session and its forks. With the cgroup layer every process it started is killed before
+        this returns, and its files are removed here; without, the session process does both (its
+        process group only) when it sees the hang-up."""
         if self.dead == "closed":
             return
+        for child in list(self.forks):
+            child.close()
+        had_died = self.dead
+        if self.cgroup:
+            self._kill("closed")
         self.sock.close()
-        if self.dead:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-        self.dead = self.dead or "closed"
+        if self.cgroup or had_died:
+            remove_workdir(self.workdir)
+        self.dead = "closed"
         self.sandbox._untrack(self)
-        if self.own_cgroup:
-            self.sandbox._release_cgroup(self.pid)
+        if self.parent:
+            self.parent.forks.discard(self)
+        if self.cgroup:
+            self.sandbox._release_cgroup(self.cgroup)
 
     def __enter__(self) -> "LocalSession":
         return self
@@ -166,6 +221,8 @@ class LocalSandbox:
         self.huge_page_bytes = hello.get("huge_page_bytes", 0)
         layers = hello["layers"]
         layers["process-limit"] = bool(layers.get("cgroup-pids") or layers.get("uid-drop") or os.geteuid() != 0)
+        # closing a session ends the processes that left its process group (setsid, double forks) only via its cgroup
+        layers["tree-kill"] = bool(layers.get("cgroup-pids"))
         self.layers = layers
         self.active_layers = [name for name, on in layers.items() if on]
         self._report(layers)
@@ -192,8 +249,8 @@ class LocalSandbox:
         mine.settimeout(START_TIMEOUT_S)
         hello, _ = wire.recv(mine)
         mine.settimeout(None)
-        session = LocalSession(self, mine, hello["pid"], hello["workdir"])
-        session.own_cgroup = self.cgroup_root is not None
+        cgroup_dir = os.path.join(self.cgroup_root, f"s-{hello['pid']}") if self.cgroup_root else None  # zygote.join_cgroup's name
+        session = LocalSession(self, mine, hello["pid"], hello["workdir"], cgroup_dir)
         self._track(session)
         return session
 
@@ -208,34 +265,22 @@ class LocalSandbox:
         with self._lock:
             self._sessions.discard(s)
 
-    def _kill_cgroup(self, pid: int) -> None:
-        if not self.cgroup_root:
-            return
-        procs = Path(self._cgroup_dir(pid), "cgroup.procs")
-        try:
-            for line in procs.read_text().split():
-                os.kill(int(line), signal.SIGKILL)
-        except OSError:
-            pass
+    def _exit_status(self, pid: int) -> int | None:
+        """How session process `pid` ended (its wait status), asked of the zygote, its parent."""
+        with self._lock:
+            try:
+                wire.send(self._ctrl, {"op": "status", "pid": pid})
+                reply, _ = wire.recv(self._ctrl)
+            except (EOFError, OSError):
+                return None
+        return reply["status"]
 
-    def _cgroup_dir(self, pid: int) -> str:
-        """The pids cgroup a session process made for itself (zygote.join_cgroup names it after its pid)."""
-        return os.path.join(self.cgroup_root, f"s-{pid}")
-
-    def _release_cgroup(self, pid: int) -> None:
+    def _release_cgroup(self, path: str) -> None:
         """Remove the pids cgroups of closed sessions once their processes are gone, so a stage that
         runs millions of sessions does not keep millions of empty cgroups until it ends. The one just
-        closed is usually still exiting; it goes on the list and is removed on a later close."""
+        closed is usually still exiting; it stays on the list and is removed on a later close."""
         with self._lock:
-            pending = self._ended_cgroups + [self._cgroup_dir(pid)]
-            self._ended_cgroups = []
-            for path in pending:
-                try:
-                    os.rmdir(path)
-                except FileNotFoundError:
-                    pass
-                except OSError:
-                    self._ended_cgroups.append(path)
+            self._ended_cgroups = [p for p in self._ended_cgroups + [path] if not cgroup.remove(p)]
 
     def close(self) -> None:
         for s in list(self._sessions):
@@ -253,19 +298,10 @@ class LocalSandbox:
 
     def _remove_cgroups(self) -> None:
         root = getattr(self, "cgroup_root", None)
-        if not root or not os.path.isdir(root):
+        if not root:
             return
         for _ in range(50):  # killed processes leave their cgroup a moment later
-            for entry in os.listdir(root):
-                path = os.path.join(root, entry)
-                if entry.startswith("s-") and os.path.isdir(path):
-                    self._kill_cgroup(int(entry[2:]))
-                    try:
-                        os.rmdir(path)
-                    except OSError:
-                        pass
-            try:
-                os.rmdir(root)
+            cgroup.kill(root)
+            if cgroup.remove(root):
                 return
-            except OSError:
-                time.sleep(0.02)
+            time.sleep(0.02)

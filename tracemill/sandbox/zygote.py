@@ -1,11 +1,13 @@
 """The sandbox zygote: a pre-started process that has already imported the libraries model code
 uses (sympy, numpy, math, fractions) and forks one isolated child per session.
 
-Run as `python -m tracemill.sandbox.zygote CONFIG_JSON` by `tracemill.sandbox.local`; it serves
-fork requests on file descriptor 3. The zygote enters an empty network namespace once at start, so
+Run as `python -m tracemill.sandbox.zygote CONFIG_JSON` by `tracemill.sandbox.local`; on its control
+socket it serves fork requests and says how an ended session process ended (its wait status: an exit
+code or a signal), which only its parent can know. The zygote enters an empty network namespace once at start, so
 every session child inherits "no network" at no per-session cost.
 
-Layers applied in each session child, in order: its own process group (setsid), a private temp
+Layers applied in each session child, in order: its own process group (setsid), a pids cgroup of its
+own as root (which the host kills whole when the session ends), a private temp
 dir, a scrubbed environment, stdin from /dev/null, Landlock (reads only beneath the Python
 installation, writes only beneath the sandbox root, no TCP, no signals to processes outside the
 session), rlimits, and an unprivileged per-session uid when the zygote runs as root (so the
@@ -33,7 +35,7 @@ import traceback
 from types import CodeType
 from typing import Any
 
-from tracemill.sandbox import wire
+from tracemill.sandbox import cgroup, wire
 
 CLONE_NEWNET = 0x40000000
 PR_SET_NO_NEW_PRIVS = 38
@@ -46,6 +48,10 @@ _NET_ALL = (1 << 0) | (1 << 1)  # bind and connect TCP
 MADV_HUGEPAGE, MADV_COLLAPSE = 14, 25
 HUGE_PAGE = 2 << 20
 _SCOPE_ALL = (1 << 0) | (1 << 1)  # abstract unix sockets, signals
+CGROUP_V2, CGROUP_V1_PIDS = "/sys/fs/cgroup", "/sys/fs/cgroup/pids"
+# Exit statuses of ended sessions the zygote keeps for the host, which asks for one right after that
+# session's socket closes; older ones (sessions nobody asked about) are dropped past this many.
+ENDED_KEPT = 4096
 FD_OUTPUT = ".fd-output"  # a session's file descriptors 1 and 2, drained after each cell
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -116,18 +122,25 @@ def restrict_self(ruleset_fd: int) -> None:
 
 
 class BoundedWriter(io.TextIOBase):
-    """sys.stdout/stderr of a cell: keeps the first `limit` characters, counts the rest."""
+    """sys.stdout/stderr of a cell: keeps the first `limit` characters, counts the rest. With `fd`, the
+    kept characters go straight to that file descriptor (stdout: the session's fd-output file), so what
+    a cell printed is on disk even when the cell is killed before it returns; without, in memory."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    def __init__(self, limit: int, fd: int | None = None) -> None:
+        self.limit, self.fd = limit, fd
         self.parts: list[str] = []
         self.size = 0
         self.truncated = False
 
     def write(self, s: str) -> int:
         room = self.limit - self.size
-        if room > 0:
-            self.parts.append(s[:room])
+        if room > 0 and s:
+            if self.fd is None:
+                self.parts.append(s[:room])
+            else:
+                data = memoryview(s[:room].encode(errors="backslashreplace"))
+                while data:
+                    data = data[os.write(self.fd, data):]
         if len(s) > room:
             self.truncated = True
         self.size += len(s)
@@ -166,7 +179,8 @@ def compile_cell(code: str, echo: bool) -> tuple[CodeType, CodeType | None]:
 
 
 def _run_cell(code: str, env: dict[str, Any], cfg: dict[str, Any], fd_out: str) -> dict[str, Any]:
-    out, err = BoundedWriter(cfg["max_output_bytes"]), BoundedWriter(cfg["max_output_bytes"])
+    # stdout keeps one character past the limit, so the file alone (all a killed cell leaves) tells it was cut
+    out, err = BoundedWriter(cfg["max_output_bytes"] + 1, fd=1), BoundedWriter(cfg["max_output_bytes"])
     sys.stdout, sys.stderr = out, err
     status = "ok"
     start = time.perf_counter()
@@ -180,21 +194,23 @@ def _run_cell(code: str, env: dict[str, Any], cfg: dict[str, Any], fd_out: str) 
     except MemoryError:
         status = "memory"
         err.write("MemoryError: the cell exceeded the sandbox memory limit\n")
-    except SystemExit as exc:
-        status = "error"
-        err.write(f"SystemExit: {exc.code}\n")
+    except SystemExit as exc:  # a program that exits with status 0 (or none) ended normally
+        if exc.code not in (None, 0):
+            status = "error"
+            err.write(f"SystemExit: {exc.code}\n")
     except BaseException:  # model code may raise anything; the session must survive it
         status = "error"
         err.write(_short_traceback())
     finally:
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     wall = time.perf_counter() - start
-    stdout = out.getvalue() + _drain(fd_out, cfg["max_output_bytes"])
-    truncated = out.truncated or err.truncated or len(stdout) > cfg["max_output_bytes"]
+    stdout, cut = drain(fd_out, cfg["max_output_bytes"], cfg["truncation_marker"])
+    truncated = cut or out.truncated or err.truncated
     if truncated and status == "ok":
         status = "output_truncated"
-    marker = cfg["truncation_marker"] if truncated else ""
-    return {"status": status, "stdout": stdout[: cfg["max_output_bytes"]] + marker, "stderr": err.getvalue(), "wall_s": wall}
+    if truncated and not cut:
+        stdout += cfg["truncation_marker"]
+    return {"status": status, "stdout": stdout, "stderr": err.getvalue(), "wall_s": wall}
 
 
 def _short_traceback() -> str:
@@ -204,17 +220,21 @@ def _short_traceback() -> str:
     return "".join(lines)
 
 
-def _drain(path: str, limit: int) -> str:
-    """Output written straight to file descriptors 1 and 2 (os.write, C code) during the cell."""
+def drain(path: str, limit: int, marker: str) -> tuple[str, bool]:
+    """(output, truncated): what a cell wrote to file descriptors 1 and 2 (print, os.write, C code),
+    cut to `limit` characters with `marker`; the file is emptied for the next cell. The host reads a
+    killed cell's output the same way."""
     try:
-        if not os.stat(path).st_size:  # the usual case: print() went to the cell's own writer
-            return ""
+        if not os.stat(path).st_size:  # a cell that printed nothing
+            return "", False
         with open(path, "r+", errors="replace") as fh:
             data = fh.read(limit + 1)
             fh.truncate(0)
-        return data
     except OSError:
-        return ""
+        return "", False
+    if len(data) > limit:
+        return data[:limit] + marker, True
+    return data, False
 
 
 class _CapHeader(ctypes.Structure):
@@ -246,12 +266,8 @@ def join_cgroup(cfg: dict[str, Any]) -> None:
     pid = os.getpid()
     path = f"{cfg['cgroup_root']}/s-{pid}"
     os.mkdir(path)
-    for name, value in (("pids.max", cfg["max_processes"]), ("cgroup.procs", pid)):
-        fd = os.open(f"{path}/{name}", os.O_WRONLY)
-        try:
-            os.write(fd, b"%d" % value)
-        finally:
-            os.close(fd)
+    cgroup.write(path, "pids.max", cfg["max_processes"])
+    cgroup.write(path, "cgroup.procs", pid)
 
 
 def _user_processes() -> int:
@@ -373,13 +389,18 @@ def _reap(forks: set[int]) -> None:
             forks.discard(pid)
 
 
-def _end_session(workdir: str) -> None:
-    """The parent hung up: remove this session's files, then end its whole process group."""
+def remove_workdir(workdir: str) -> None:
     try:  # the usual session leaves only its fd-output file; anything more takes the full walk
         os.unlink(f"{workdir}/{FD_OUTPUT}")
         os.rmdir(workdir)
     except OSError:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _end_session(workdir: str) -> None:
+    """The parent hung up (the host went away, or a session without the cgroup layer was closed):
+    remove this session's files, then end its whole process group."""
+    remove_workdir(workdir)
     try:
         os.killpg(0, signal.SIGKILL)
     finally:
@@ -389,7 +410,6 @@ def _end_session(workdir: str) -> None:
 def spare_main(link: socket.socket, cfg: dict[str, Any], uid: int | None) -> None:
     """A session child made ahead of demand: isolated first, then it waits for its parent's socket."""
     os.setsid()
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     workdir = _new_workdir(cfg, uid)
     _isolate(cfg, workdir, uid)
     try:
@@ -431,31 +451,40 @@ def _sweep_stale_cgroups(base: str) -> None:
             pass
         except OSError:
             continue
-        root = os.path.join(base, name)
-        for entry in os.listdir(root):
-            if entry.startswith("s-"):
-                try:
-                    os.rmdir(os.path.join(root, entry))
-                except OSError:
-                    pass
-        try:
-            os.rmdir(root)
-        except OSError:
-            pass
+        cgroup.remove(os.path.join(base, name))
+
+
+def _cgroup_base() -> tuple[str, bool] | None:
+    """(where the sandbox's pids cgroups go, whether it is cgroup v2): the unified hierarchy when it
+    offers the pids controller (its cgroup.kill ends a session's tree in one write), else the v1 pids
+    hierarchy."""
+    try:
+        with open(f"{CGROUP_V2}/cgroup.controllers") as fh:
+            if "pids" in fh.read().split():
+                return CGROUP_V2, True
+    except OSError:
+        pass
+    return (CGROUP_V1_PIDS, False) if os.path.isdir(CGROUP_V1_PIDS) else None
 
 
 def _cgroup_root() -> str | None:
-    base = "/sys/fs/cgroup/pids"
-    if not os.path.isdir(base):
+    found = _cgroup_base()
+    if found is None:
         return None
+    base, v2 = found
     try:
         _sweep_stale_cgroups(base)
     except OSError:
         pass
     root = os.path.join(base, f"tracemill-{os.getpid()}")
     try:
+        if v2:  # a v2 cgroup has pids.max only where its parent hands the controller down
+            cgroup.write(base, "cgroup.subtree_control", "+pids")
         os.mkdir(root)
+        if v2:
+            cgroup.write(root, "cgroup.subtree_control", "+pids")
     except OSError:
+        cgroup.remove(root)
         return None
     return root
 
@@ -471,65 +500,6 @@ def _layers(cfg: dict[str, Any]) -> dict[str, Any]:
     cfg["cgroup_root"] = _cgroup_root() if root else None
     layers["cgroup-pids"] = cfg["cgroup_root"] is not None
     return layers
-
-
-def main() -> None:
-    cfg = json.loads(sys.argv[1])
-    ctrl = socket.socket(fileno=cfg["ctrl_fd"])
-    for name in cfg["preload"]:
-        importlib.import_module(name)
-    _prime(cfg)
-    # Move everything imported so far out of the collector's reach: a child's GC pass would touch
-    # (and so copy) every page of the inherited heap.
-    gc.collect()
-    gc.freeze()
-    huge = collapse_heap() if cfg["huge_pages"] else 0
-    cfg["landlock_abi"] = landlock_abi() if cfg["use_landlock"] else 0
-    layers = _layers(cfg)
-    cfg["layers"] = layers
-    cfg["base_vm_bytes"] = _vm_bytes()
-    # What is the same for every session is set up here once; a session child only enforces it.
-    abi = cfg["landlock_abi"]
-    cfg["landlock_fd"] = landlock_ruleset(abi, cfg["read_paths"], [cfg["root"], os.devnull]) if abi else None
-    if layers["caps-drop"]:
-        drop_bounding_set()
-    scrub_environment(cfg["root"])
-    raw = raw_fork_is_sound()
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # session children are reaped by the kernel
-    spares: collections.deque[socket.socket] = collections.deque()
-    counter = itertools.count(1)
-
-    def spawn() -> None:
-        link, theirs = socket.socketpair()
-        uid = cfg["uid_base"] + next(counter) % cfg["uid_range"] if layers["uid-drop"] else None
-        pid = fork(raw)
-        if pid == 0:
-            ctrl.close()
-            link.close()
-            for other in spares:  # links to the other spares are not this child's to hold
-                other.close()
-            spare_main(theirs, cfg, uid)
-            os._exit(0)
-        theirs.close()
-        spares.append(link)
-
-    for _ in range(cfg["spares"]):
-        spawn()
-    wire.send(ctrl, {"ready": True, "layers": layers, "cgroup_root": cfg["cgroup_root"], "huge_page_bytes": huge})
-    while True:
-        try:
-            msg, fds = wire.recv(ctrl, with_fds=True)
-        except (EOFError, OSError):
-            return
-        if msg.get("op") != "fork" or not fds:
-            return
-        if not spares:
-            spawn()
-        link = spares.popleft()
-        wire.send(link, {"op": "adopt"}, fds=[fds[0]])
-        link.close()
-        os.close(fds[0])
-        spawn()  # refill while the parent talks to the session
 
 
 def scrub_environment(home: str) -> None:
@@ -604,6 +574,98 @@ def collapse_heap() -> int:
 def _vm_bytes() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _collect(ended: dict[int, int]) -> None:
+    """Reap the session children that have ended and keep their wait status (how each ended) for the
+    host to ask about; a zombie would hold its pid and its slot of the pids cgroup."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if not pid:
+            return
+        ended[pid] = status
+        if len(ended) > ENDED_KEPT:
+            del ended[next(iter(ended))]
+
+
+def _exit_status(pid: int, ended: dict[int, int]) -> int | None:
+    """The wait status of session child `pid`, which the host has killed or seen die: it is exiting if
+    not yet reaped. None when it is not (or no longer) this zygote's child."""
+    if pid in ended:
+        return ended.pop(pid)
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return None
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    ctrl = socket.socket(fileno=cfg["ctrl_fd"])
+    for name in cfg["preload"]:
+        importlib.import_module(name)
+    _prime(cfg)
+    # Move everything imported so far out of the collector's reach: a child's GC pass would touch
+    # (and so copy) every page of the inherited heap.
+    gc.collect()
+    gc.freeze()
+    huge = collapse_heap() if cfg["huge_pages"] else 0
+    cfg["landlock_abi"] = landlock_abi() if cfg["use_landlock"] else 0
+    layers = _layers(cfg)
+    cfg["layers"] = layers
+    cfg["base_vm_bytes"] = _vm_bytes()
+    # What is the same for every session is set up here once; a session child only enforces it.
+    abi = cfg["landlock_abi"]
+    cfg["landlock_fd"] = landlock_ruleset(abi, cfg["read_paths"], [cfg["root"], os.devnull]) if abi else None
+    if layers["caps-drop"]:
+        drop_bounding_set()
+    scrub_environment(cfg["root"])
+    raw = raw_fork_is_sound()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # an ended session stays a zombie until _collect reads how it ended
+    spares: collections.deque[tuple[socket.socket, int]] = collections.deque()
+    ended: dict[int, int] = {}
+    counter = itertools.count(1)
+
+    def spawn() -> None:
+        link, theirs = socket.socketpair()
+        uid = cfg["uid_base"] + next(counter) % cfg["uid_range"] if layers["uid-drop"] else None
+        pid = fork(raw)
+        if pid == 0:
+            ctrl.close()
+            link.close()
+            for other, _ in spares:  # links to the other spares are not this child's to hold
+                other.close()
+            spare_main(theirs, cfg, uid)
+            os._exit(0)
+        theirs.close()
+        spares.append((link, pid))
+
+    for _ in range(cfg["spares"]):
+        spawn()
+    wire.send(ctrl, {"ready": True, "layers": layers, "cgroup_root": cfg["cgroup_root"], "huge_page_bytes": huge})
+    while True:
+        try:
+            msg, fds = wire.recv(ctrl, with_fds=True)
+        except (EOFError, OSError):
+            return
+        _collect(ended)
+        if msg.get("op") == "status":
+            pid = msg["pid"]
+            spare = any(pid == p for _, p in spares)  # a reused pid: never wait on a live spare
+            wire.send(ctrl, {"status": None if spare else _exit_status(pid, ended)})
+            continue
+        if msg.get("op") != "fork" or not fds:
+            return
+        if not spares:
+            spawn()
+        link, _ = spares.popleft()
+        wire.send(link, {"op": "adopt"}, fds=[fds[0]])
+        link.close()
+        os.close(fds[0])
+        spawn()  # refill while the parent talks to the session
 
 
 if __name__ == "__main__":
