@@ -1,146 +1,134 @@
-"""Grading throughput and verdicts: ours versus math-verify parse + verify serially in one process.
+"""Grading verdicts and throughput on the labelled set: ours versus math-verify, in one run.
 
-    python benchmarks/grading.py [--pairs 10000]
+    python benchmarks/grading.py [--pairs tests/data/grading/pairs.jsonl] [--markdown]
 
-10,000 (gold, prediction) pairs built from the shipped GSM8K and MATH-500 answers, each labelled
-by construction: the same answer restated (boxed, thousands separators, \\dfrac, a decimal for a
-simple fraction, units, `x = n`, "The answer is ..."), or a different one (off by one, a near
-miss like 18.0001, a fraction rounded to two decimals, an ordered pair swapped or written as a
-set, another problem's answer). Both graders see the same response texts. Reported: agreement with the labels
-for each, and pairs/s. Goal: identical or better verdicts and >= 3x the throughput on 2 cores.
+The labelled set (tests/data/grading/pairs.jsonl, built by benchmarks/grading_set.py from public
+sources; see tests/data/grading/README.md) holds (gold, response, correct, kind, source) rows.
+Both graders see the same texts: ours grades a problems row {"answer": gold} against the response;
+math-verify runs `verify(parse("\\boxed{gold}"), parse(response))` serially in this process, its
+usual use. Reported per kind and overall: right, false positives (graded correct, labelled wrong)
+and false negatives for each, and pairs/s. Goals: ahead of math-verify in every kind, no false
+positive, and >= 3x its throughput on 2 cores. `--markdown` prints the per-kind table alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
-import re
+import logging
 import time
-from fractions import Fraction
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tracemill.grading import GradingParams, get_grader
 
-SEEDS = Path(__file__).resolve().parent.parent / "data" / "seeds"
+PAIRS = Path(__file__).resolve().parent.parent / "tests" / "data" / "grading" / "pairs.jsonl"
+THROUGHPUT_GOAL = 3.0
 
 
-def golds() -> list[str]:
-    out = []
-    for line in (SEEDS / "gsm8k_test.jsonl").open():
-        out.append(json.loads(line)["answer"].split("####")[-1].strip().replace(",", ""))
-    for line in (SEEDS / "math500_test.jsonl").open():
-        out.append(json.loads(line)["answer"])
-    return out
+@dataclass(frozen=True)
+class Pair:
+    gold: str
+    response: str
+    correct: bool
+    kind: str
+    source: str
 
 
-_FRAC = re.compile(r"^(-?)\\d?frac\{(\d+)\}\{(\d+)\}$")
-_PAIR = re.compile(r"^\(([^,()]+),([^,()]+)\)$")
+def load(path: Path) -> list[Pair]:
+    return [Pair(**json.loads(line)) for line in path.open()]
 
 
-def restate(gold: str, rng: random.Random) -> str:
-    if gold.lstrip("-").isdigit():
-        n = int(gold)
-        return rng.choice([
-            f"\\boxed{{{n:,}}}", f"The answer is {n}.", f"\\boxed{{{n}}}", f"#### {n}", f"\\boxed{{{n}.0}}",
-            f"\\boxed{{{n} \\text{{ dollars}}}}", f"The final answer is $x = {n}$.",
-        ])  # fmt: skip
-    if m := _FRAC.match(gold):
-        sign, num, den = m.groups()
-        value = Fraction(int(num), int(den)) * (-1 if sign else 1)
-        exact = [f"\\boxed{{{float(value)}}}"] if 10**6 % value.denominator == 0 else []
-        return rng.choice([f"\\boxed{{{_swap_frac(gold)}}}", f"$\\boxed{{ {gold} }}$", f"\\boxed{{{value}}}", *exact])
-    return rng.choice([f"\\boxed{{{gold}}}", f"so the answer is $\\boxed{{{gold}}}$"])
+def boxed_gold(gold: str) -> str:
+    return gold if "\\boxed" in gold else f"\\boxed{{{gold}}}"
 
 
-def _swap_frac(gold: str) -> str:
-    """`\\frac` as `\\dfrac` and back: the same fraction in another LaTeX form."""
-    return gold.replace("\\dfrac", "\\frac", 1) if "\\dfrac" in gold else gold.replace("\\frac", "\\dfrac", 1)
-
-
-def perturb(gold: str, others: list[str], rng: random.Random) -> str:
-    if gold.lstrip("-").isdigit():
-        n = int(gold)
-        wrong = sorted({n + 1, n - 1, n * 10, n // 10 if n > 9 else n + 2} - {n})
-        return rng.choice([f"\\boxed{{{rng.choice(wrong)}}}", f"\\boxed{{{n}.0001}}"])  # off by one, or a near miss
-    if (m := _FRAC.match(gold)) and rng.random() < 0.5:
-        sign, num, den = m.groups()
-        value = Fraction(int(num), int(den)) * (-1 if sign else 1)
-        if round(value, 2) != value:  # a rounded decimal is not the exact fraction asked for
-            return f"\\boxed{{{float(round(value, 2))}}}"
-    if (m := _PAIR.match(gold.replace(" ", ""))) and m.group(1) != m.group(2) and rng.random() < 0.5:
-        a, b = m.groups()
-        return rng.choice([f"\\boxed{{({b},{a})}}", f"\\boxed{{\\{{{a},{b}\\}}}}"])  # swapped, or as a set
-    other = rng.choice(others)
-    while _digits(other) == _digits(gold):  # "30" is a restatement of "30^\circ", not a wrong answer
-        other = rng.choice(others)
-    return f"\\boxed{{{other}}}"
-
-
-def _digits(answer: str) -> str:
-    return "".join(c for c in answer.replace("^\\circ", "") if c.isalnum())
-
-
-def pairs(n: int, seed: int = 0) -> list[tuple[str, str, bool]]:
-    rng = random.Random(seed)
-    pool = golds()
-    out = []
-    for i in range(n):
-        gold = rng.choice(pool)
-        same = i % 2 == 0
-        out.append((gold, restate(gold, rng) if same else perturb(gold, pool, rng), same))
-    return out
-
-
-def serial_math_verify(data: list[tuple[str, str, bool]]) -> tuple[float, list[bool]]:
+def serial_math_verify(pairs: Sequence[Pair]) -> tuple[float, list[bool]]:
     from math_verify import parse, verify
 
+    logging.getLogger("math_verify").setLevel(logging.CRITICAL)
     start = time.perf_counter()
     verdicts = []
-    for gold, response, _ in data:
+    for p in pairs:
         try:
-            verdicts.append(bool(verify(parse(f"${gold}$"), parse(response))))
-        except Exception:
+            verdicts.append(bool(verify(parse(boxed_gold(p.gold)), parse(p.response))))
+        except Exception:  # a pair it cannot read is a pair it does not call correct
             verdicts.append(False)
     return time.perf_counter() - start, verdicts
 
 
-def ours(data: list[tuple[str, str, bool]], workers: int) -> tuple[float, float, list[bool]]:
-    """(seconds to start the workers, seconds to grade `data`, verdicts)."""
+def ours(pairs: Sequence[Pair], workers: int) -> tuple[float, float, list[bool]]:
+    """(seconds to start the workers, seconds to grade `pairs`, verdicts)."""
     with get_grader(GradingParams(workers=workers)) as g:
         start = time.perf_counter()
         g.grade_many([({"domain": "math", "answer": "\\frac{1}{2}"}, "\\boxed{\\sqrt{1/4}}")] * workers)
         started = time.perf_counter()
-        verdicts = g.grade_many([({"domain": "math", "answer": gold}, response) for gold, response, _ in data])
+        verdicts = g.grade_many([({"domain": "math", "answer": p.gold}, p.response) for p in pairs])
         return started - start, time.perf_counter() - started, [v.correct for v in verdicts]
+
+
+@dataclass(frozen=True)
+class Score:
+    right: int
+    false_pos: int
+    false_neg: int
+    total: int
+
+    def cell(self) -> str:
+        return f"{self.right}/{self.total} ({100 * self.right / self.total:.1f} %)"
+
+
+def score(pairs: Sequence[Pair], verdicts: Sequence[bool]) -> Score:
+    labels = [p.correct for p in pairs]
+    return Score(
+        right=sum(v == y for v, y in zip(verdicts, labels)),
+        false_pos=sum(v and not y for v, y in zip(verdicts, labels)),
+        false_neg=sum(y and not v for v, y in zip(verdicts, labels)),
+        total=len(labels),
+    )
+
+
+def table(pairs: Sequence[Pair], v_ours: Sequence[bool], v_mv: Sequence[bool]) -> str:
+    """The per-kind Markdown table: right and false positives for each grader."""
+    kinds = sorted({p.kind for p in pairs})
+    lines = [
+        "| kind | pairs | tracemill right | tracemill FP | math-verify right | math-verify FP |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for kind in [*kinds, None]:
+        idx = [i for i, p in enumerate(pairs) if kind is None or p.kind == kind]
+        sub = [pairs[i] for i in idx]
+        a, b = score(sub, [v_ours[i] for i in idx]), score(sub, [v_mv[i] for i in idx])
+        name = "**all**" if kind is None else kind
+        lines.append(f"| {name} | {len(sub)} | {a.cell()} | {a.false_pos} | {b.cell()} | {b.false_pos} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pairs", type=int, default=10_000)
+    ap.add_argument("--pairs", type=Path, default=PAIRS)
     ap.add_argument("--workers", type=int, default=GradingParams().workers)
+    ap.add_argument("--markdown", action="store_true", help="print only the per-kind table, as Markdown")
+    ap.add_argument("--show", type=int, default=0, help="print this many of our wrong verdicts")
     args = ap.parse_args()
-    data = pairs(args.pairs)
-    labels = [same for _, _, same in data]
-    t_start, t_ours, v_ours = ours(data, args.workers)
-    t_base, v_base = serial_math_verify(data)
-
-    def agree(v: list[bool]) -> str:
-        right = sum(a == b for a, b in zip(v, labels))
-        fp = sum(a and not b for a, b in zip(v, labels))
-        fn = sum(b and not a for a, b in zip(v, labels))
-        return f"{right}/{len(labels)} agree with the labels ({fp} false positives, {fn} false negatives)"
-
-    print(f"pairs: {len(data)} from GSM8K and MATH-500 answers, half restated, half wrong")
-    print(f"ours ({args.workers} workers + exact fast path): {t_ours:.2f} s = {len(data) / t_ours:.0f} pairs/s; {agree(v_ours)}")
-    print(f"  (+ {t_start:.2f} s once to start the workers; {len(data) / (t_ours + t_start):.0f} pairs/s counting it)")
-    print(f"math-verify serial in process:  {t_base:.2f} s = {len(data) / t_base:.0f} pairs/s; {agree(v_base)}")
-    ratio = t_base / t_ours
-    print(f"throughput ratio: {ratio:.1f}x, {t_base / (t_ours + t_start):.1f}x counting start-up (goal >= 3x: {'ok' if ratio >= 3 else 'MISSED'})")
-    disagreements = [(g, r, s, o, b) for (g, r, s), o, b in zip(data, v_ours, v_base) if o != b]
-    print(f"verdicts differ on {len(disagreements)} pairs; ours right on {sum(o == s for _, _, s, o, _ in disagreements)} of them")
-    for g, r, s, o, b in disagreements[:5]:
-        print(f"  gold={g!r} response={r[:60]!r} label={s} ours={o} math-verify={b}")
+    pairs = load(args.pairs)
+    t_start, t_ours, v_ours = ours(pairs, args.workers)
+    t_mv, v_mv = serial_math_verify(pairs)
+    if args.markdown:
+        print(table(pairs, v_ours, v_mv))
+        return
+    a, b = score(pairs, v_ours), score(pairs, v_mv)
+    print(f"pairs: {len(pairs)} from {args.pairs}")
+    print(table(pairs, v_ours, v_mv))
+    print(f"ours ({args.workers} workers): {t_ours:.2f} s = {len(pairs) / t_ours:.0f} pairs/s; {a.false_neg} false negatives")
+    print(f"  (+ {t_start:.2f} s once to start the workers)")
+    print(f"math-verify serial in process: {t_mv:.2f} s = {len(pairs) / t_mv:.0f} pairs/s; {b.false_neg} false negatives")
+    ratio = t_mv / t_ours
+    print(f"throughput ratio: {ratio:.1f}x, {t_mv / (t_ours + t_start):.1f}x counting start-up (goal >= {THROUGHPUT_GOAL:g}x: {'ok' if ratio >= THROUGHPUT_GOAL else 'MISSED'})")
+    wrong = [(p, o) for p, o in zip(pairs, v_ours) if o != p.correct]
+    for p, o in wrong[: args.show]:
+        print(f"  [{p.kind}] label={p.correct} ours={o} gold={p.gold[-80:]!r} response={p.response[-160:]!r}  ({p.source})")
 
 
 if __name__ == "__main__":

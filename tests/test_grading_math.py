@@ -3,13 +3,16 @@ as regressions), hostile inputs, and the params section."""
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import pytest
 
 from tracemill.errors import ParamsError
 from tracemill.grading import GradingParams, Verdict, extract_answer, get_grader, grade_many
-from tracemill.grading.normalize import as_number, normalize, shape
+from tracemill.grading.math import Pending, decide
+from tracemill.grading.normalize import as_interval, as_number, normalize, shape, words_to_number
 from tracemill.params import parse_section
 
 TIMEOUT_S = 2.0
@@ -48,6 +51,37 @@ def test_extract_answer_finds_the_stated_answer(text: str, expected: str) -> Non
     assert extract_answer(text, fallback_last_number=False) == expected
 
 
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        # the answer is a sentence
+        ("Final Answer: The smallest $k$ is 12.", "12"),
+        (r"Hence $y \leq 3$ is the solution set.", r"y \leq 3"),
+        (r"The product is $\begin{pmatrix}2&0\\0&2\end{pmatrix}$.", r"\begin{pmatrix}2&0\\0&2\end{pmatrix}"),
+        ("Final Answer: The volume of $ABCDEFGH$ is 120. I hope it is correct.", "120"),
+        ("Answer \\[ 9 \\]", "9"),
+        ("So she pays six in total.\n\n**Answer:** six", "six"),
+        ("**Final Answer**\n\n$x+1$", "x+1"),
+        (r"So we get $\mathbf{7}$ as the final answer.", r"\mathbf{7}"),
+        ("Therefore, the probability is 2/3. <|im_start|>user\nNext question: 5", "2/3"),
+        (r"The final answer is $\$10$.", r"\$10"),
+        # several boxes
+        (r"\boxed{2}, \boxed{5}", "2, 5"),
+        (r"\boxed{(1,3)} \text{ and } \boxed{(3,1)}", "(1,3), (3,1)"),
+        (r"$\boxed{a=4}$ and $\boxed{b=7}$", "a=4, b=7"),
+        (r"x = \boxed{3}, so y = \boxed{5}", "5"),  # an intermediate box is no part of the answer
+        (r"So $\boxed{255}$ more, in all $10,455. Final Answer: The final answer is $10,455$.", "10,455"),
+    ],
+)
+def test_extract_answer_reads_what_models_write(text: str, expected: str) -> None:
+    assert extract_answer(text, fallback_last_number=False) == expected
+
+
+def test_extract_answer_keeps_no_answer_for_prose_without_a_stated_result() -> None:
+    for text in ("We computed 3 + 4 = 7 and then", "So we are done.", "Let $x = 3$. Then $y$ follows"):
+        assert extract_answer(text, fallback_last_number=False) is None
+
+
 def test_extract_answer_without_an_answer_returns_none_unless_fallback_is_on() -> None:
     text = "We computed 3 + 4 = 7, then doubled it to 14, so about 14 sheep"
     assert extract_answer(text, fallback_last_number=False) is None
@@ -74,7 +108,7 @@ def test_extract_answer_on_hostile_text_is_fast() -> None:
         (r"5\text{ cm}^2", "5"),
         ("18 dollars per day", "18"),
         ("x = 3", "3"),
-        ("y = 2x+3", "y = 2x+3"),
+        ("y = 2x+3", "y=2x+3"),  # spaces kept only between words
         (r"32,\!348", "32348"),
         (r"4\sqrt(2)", r"4\sqrt{2}"),
         (r"\text{Evelyn}", r"\text{Evelyn}"),
@@ -82,6 +116,42 @@ def test_extract_answer_on_hostile_text_is_fast() -> None:
 )
 def test_normalize_removes_surface_forms(raw: str, expected: str) -> None:
     assert normalize(raw).text == expected
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        # sympy's printer
+        ("pi/3", r"\pi/3"),
+        ("3*pi/4", r"3\pi/4"),
+        ("exp(2) + 1", "e^{2}+1"),
+        ("sqrt(2)/2", r"\sqrt{2}/2"),
+        ("2.0 + 3.0*I", "2.0+3.0i"),
+        ("x**5 - x**4", "x^5-x^4"),
+        # numbers in text
+        (r"12,\! 345,\! 678", "12345678"),
+        ("2 500", "2500"),
+        (r"2\,050", "2050"),
+        ("twenty-four", "24"),
+        ("one hundred and five", "105"),
+        ("45,000 dollars", "45000"),
+        # intervals and inequalities
+        (r"1 < x < 7.5", "(1,7.5)"),
+        (r"t \ge \sqrt3", r"[\sqrt3,\infty)"),
+        (r"x \in [-3,4]", "[-3,4]"),
+        (r"-3 \le x \le 4", "[-3,4]"),
+        (r"x<2 \text{ or } x>3", r"(-\infty,2)\cup(3,\infty)"),
+        (r"x \leq 4 \text{ and } 3 < x", "(3,4]"),
+    ],
+)
+def test_normalize_reads_program_output_numbers_in_text_and_inequalities(raw: str, expected: str) -> None:
+    assert normalize(raw).text == expected
+
+
+def test_inequalities_in_two_variables_or_of_an_expression_stay_as_written() -> None:
+    assert as_interval("a < b") is None
+    assert as_interval(r"1\leq|z|\leq 2") is None
+    assert words_to_number("hundred") is None and words_to_number("seven apples") is None
 
 
 def test_normalize_marks_percentages() -> None:
@@ -194,6 +264,26 @@ EQUIVALENCE = [
     (r"\text{Evelyn}", "Eve", False),
     ("2.5e-3", "0.0025", True),
     ("x^2+2x+1", "(x+1)^2", True),
+    # several boxes, program output, sets two ways, numbers in text
+    (r"\frac{3\pi}{4}", "3*pi/4", True),
+    (r"\frac{\sqrt{2}}{2}", "sqrt(2)/2", True),
+    ("2+3i", "2.0 + 3.0*I", True),
+    ("6+9i", "9*I + 6", True),
+    ("(1, 7.5)", "1 < x < 7.5", True),
+    (r"[\sqrt3, \infty)", r"t \ge \sqrt3", True),
+    (r"[\sqrt3, \infty)", r"t > \sqrt3", False),
+    ("24", "twenty-four", True),
+    ("23", "twenty-four", False),
+    ("12345678", r"12,\! 345,\! 678", True),
+    ("32349", "32, 349", False),  # a comma and a space make a list, not a thousands group
+    # math-verify's unsafe kinds, decided by our own rules
+    (r"2 - \frac{1}{e}", r"2 + \frac{1}{e}", False),
+    (r"2 - \frac{1}{e}", r"-\frac{1}{e} + 2", True),
+    (r"1, 2, 4, \ldots", r"1, 2, 3, \ldots", False),
+    (r"1, 2, 4, \ldots", "1,2,4,...", True),
+    ("1:2:3", "1:2:4", False),
+    ("3:5:7", "3 : 5 : 7", True),
+    (r"\forall x<0, g(x)=1", "g(x)=1", False),
 ]
 
 
@@ -204,6 +294,30 @@ def test_math_verify_grader_decides_equivalence(grader, gold: str, pred: str, co
     assert v.reason == ("equal" if correct else "not_equal")
     assert (v.grader, v.predicted) == ("math-verify", pred)
     assert "math-verify-0." in v.grader_version
+
+
+def test_several_boxes_are_one_answer_in_the_response_and_in_the_gold(grader) -> None:
+    items = [
+        (math(r"\{2, 5\}"), r"\boxed{5}, \boxed{2}"),
+        (math("-2, 1"), r"\boxed{-2} \text{ and } \boxed{2}"),
+        (math(r"\boxed{1}, \boxed{-2}"), r"\boxed{-2, 1}"),
+        (math(r"\boxed{1}, \boxed{-2}"), r"\boxed{1}"),
+    ]
+    assert [v.correct for v in grader.grade_many(items)] == [True, False, True, False]
+
+
+PAIRS = Path(__file__).parent / "data" / "grading" / "pairs.jsonl"
+
+
+def test_labelled_set_is_sourced_and_its_plain_verdicts_are_never_false_positives() -> None:
+    rows = [json.loads(line) for line in PAIRS.open()]
+    assert len(rows) >= 1500
+    assert {r["kind"] for r in rows} >= {"answer_sentence", "several_boxes", "program_notation", "sets_intervals", "numbers_in_text", "unsafe"}
+    assert all(r["source"] and isinstance(r["correct"], bool) for r in rows)
+    settled = [(r, decide(r["gold"], r["response"], GradingParams(), "g", "v")) for r in rows]
+    plain = [(r, v) for r, v in settled if not isinstance(v, Pending)]
+    assert not [r for r, v in plain if v.correct and not r["correct"]]
+    assert sum(v.correct == r["correct"] for r, v in plain) / len(plain) > 0.97
 
 
 def test_gsm8k_gold_and_answer_formats(grader) -> None:

@@ -13,7 +13,7 @@ from tracemill.grading.extract import extract_answer, gold_answer
 from tracemill.grading.normalize import compare_plain, normalize
 
 # Bump when extraction, normalisation or the plain comparisons change a verdict.
-RULES_VERSION = "1"
+RULES_VERSION = "2"
 
 
 @dataclass(frozen=True)

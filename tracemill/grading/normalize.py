@@ -31,11 +31,23 @@ _WORDS = re.compile(r"^[A-Za-z]{2,}(?: [A-Za-z]+)*$")
 _CHOICE = re.compile(r"^\(([A-Ea-e])\)$")
 _VAR_PREFIX = re.compile(r"^[A-Za-z](?:_\{?\w+\}?)?\s*=\s*(?=[^=]+$)")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
-_NUMBER_WORDS = re.compile(r"^(-?(?:\d+\.?\d*|\.\d+))\s+[A-Za-z][A-Za-z ./]*$")
+_NUMBER_WORDS = re.compile(r"^(-?(?:\d[\d,]*\.?\d*|\.\d+))\s+[A-Za-z][A-Za-z ./]*$")
 _DECIMAL = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
 _TIMES_TEN = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))\s*(?:\\times|\\cdot|\*)\s*10\^\{?([+-]?\d+)\}?$")
 _LATEX_FRAC = re.compile(r"^([+-]?)(\d*)\\frac(?:\{([+-]?\d+)\}|(\d))(?:\{([+-]?\d+)\}|(\d))$")
 _SLASH_FRAC = re.compile(r"^([+-]?\d+)\s*/\s*([+-]?\d+)$")
+# Thousands groups set apart by `,\!`, a thin space `\,` or a plain space: `12,\! 345`, `2 500`.
+_GROUPED = re.compile(r"(?<=\d),\\!\s*(?=\d{3}\b)|(?<=\d)\\,(?=\d{3}\b)")
+_SPACED_THOUSANDS = re.compile(r"^-?\d{1,3}(?: \d{3})+(?:\.\d+)?$")
+_BOLD = re.compile(r"^(?:\\mathbf|\\textbf|\\boldsymbol)\s*\{(.*)\}$|^\*\*(.*)\*\*$")
+# sympy's printer, as tool-integrated traces copy it: `3*pi/4`, `sqrt(2)/2`, `exp(2) + 1`, `x**2`, `2.0 + 3.0*I`.
+_PROGRAM = re.compile(r"\*\*|\*|\b(?:sqrt|exp|log|sin|cos|tan|cot|sec|csc|pi|oo|I)\b")
+_PROGRAM_FUNC = re.compile(r"\b(sqrt|log|sin|cos|tan|cot|sec|csc)\(")
+_PROGRAM_NAMES = ((re.compile(r"\bpi\b"), r"\\pi "), (re.compile(r"\boo\b"), r"\\infty "), (re.compile(r"\bI\b"), "i"), (re.compile(r"\bE\b"), "e"))
+_NUMBER_TIMES_NAME = re.compile(r"(?<=[\d)])\*(?=[A-Za-z\\(])")
+_QUANTIFIER = re.compile(r"\\forall|\\exists|\bfor all\b|\bthere exists?\b", re.IGNORECASE)
+_ELLIPSIS = re.compile(r"\\[lc]?dots|\\ldots|\.\.\.|…")
+_RATIO = re.compile(r"(?<![:=<>\\])\s*:\s*(?![=])")
 
 
 @dataclass(frozen=True)
@@ -47,9 +59,14 @@ class Answer:
 
 
 def normalize(answer: str) -> Answer:
-    s = answer.strip().replace("\n", " ")
+    s = answer.strip().replace("\n", " ").replace("...", r"\ldots ").replace("…", r"\ldots ")
     s = _unwrap_math(s)
+    if m := _BOLD.match(s):
+        s = (m.group(1) or m.group(2)).strip()
+    s = _GROUPED.sub("", s)
     s = _DROP.sub("", s)
+    if "\\" not in s and _PROGRAM.search(s):
+        s = _program_to_latex(s)
     s = _FRAC.sub(r"\\frac", s).replace("{,}", ",")
     s = _DEGREES.sub("", s)
     s, percent = _PERCENT.subn("", s)
@@ -57,10 +74,14 @@ def normalize(answer: str) -> Answer:
     s = _SQRT_PAREN.sub(r"\\sqrt{\1}", s)
     s = s.strip().rstrip(".").strip()
     s = _strip_units(s)
-    if _THOUSANDS.match(s):
-        s = s.replace(",", "")
     s = _NUMBER_WORDS.sub(r"\1", s)
+    if _THOUSANDS.match(s) or _SPACED_THOUSANDS.match(s):
+        s = s.replace(",", "").replace(" ", "")
     s = " ".join(s.split())
+    if (value := words_to_number(s)) is not None:
+        s = str(value)
+    s = as_interval(s) or s
+    s = _tight(s)
     # `x = 3` is the number 3; `y = 2x + 3` stays an equation for math-verify to compare as one.
     if (value := _VAR_PREFIX.sub("", s)) != s and as_number(value) is not None:
         s = value
@@ -80,6 +101,114 @@ def _strip_units(s: str) -> str:
     while (m := _TRAILING_UNIT.search(s)) and m.start() > 0 and s[: m.start()].rstrip()[-1:] in "0123456789}":
         s = s[: m.start()].rstrip()
     return s
+
+
+def _program_to_latex(s: str) -> str:
+    """sympy's printed form as LaTeX math-verify reads: `3*pi/4` -> `3\\cdot\\pi/4`, `x**2` -> `x^2`."""
+    s = s.replace("**", "^")
+    s = _PROGRAM_FUNC.sub(r"\\\1(", s)
+    s = _SQRT_PAREN.sub(r"\\sqrt{\1}", s)
+    s = re.sub(r"\bexp\(([^()]*)\)", r"e^{\1}", s)
+    for name, latex in _PROGRAM_NAMES:
+        s = name.sub(latex, s)
+    s = _NUMBER_TIMES_NAME.sub("", s)  # `5*i` is `5i`: math-verify reads `5\cdot i` as something else
+    s = re.sub(r"\^\(([^()]*)\)", r"^{\1}", s)
+    return s.replace("*", r"\cdot ").strip()
+
+
+def _tight(s: str) -> str:
+    """Spaces only where they separate words or a command from a letter: `(2, \\infty)` = `(2,\\infty)`."""
+    return re.sub(r"(?<![A-Za-z])\s+|\s+(?![A-Za-z])", "", s)
+
+
+_UNITS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen".split()
+)}
+_TENS = {w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())}
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
+
+
+def words_to_number(s: str) -> int | None:
+    """An English number word answer (`twenty-four`, `one hundred and five`), or None."""
+    tokens = s.lower().replace("-", " ").split()
+    if not tokens or any(t not in _UNITS and t not in _TENS and t not in _SCALES and t != "and" for t in tokens):
+        return None
+    if tokens[0] in _SCALES or tokens[-1] == "and":
+        return None
+    total = current = 0
+    for t in tokens:
+        if t in _UNITS:
+            current += _UNITS[t]
+        elif t in _TENS:
+            current += _TENS[t]
+        elif t == "hundred":
+            current *= 100
+        elif t in _SCALES:
+            total += current * _SCALES[t]
+            current = 0
+    return total + current
+
+
+# --- intervals and the inequalities that state them -------------------------------------------
+
+_REL = re.compile(r"\\leqslant|\\geqslant|\\leq|\\geq|\\le|\\ge|\\lt|\\gt|<=|>=|=<|=>|<|>")
+_REL_KIND = {"\\leqslant": "<=", "\\geqslant": ">=", "\\leq": "<=", "\\geq": ">=", "\\le": "<=", "\\ge": ">=",
+             "\\lt": "<", "\\gt": ">", "<=": "<=", ">=": ">=", "=<": "<=", "=>": ">=", "<": "<", ">": ">"}
+_OR = re.compile(r"\\text\{\s*or\s*\}|\\(?:vee|lor)\b|\bor\b|\\cup")
+_AND = re.compile(r"\\text\{\s*and\s*\}|\\(?:wedge|land)\b|\band\b")
+_VARIABLE = re.compile(r"^[A-Za-z](?:_\{?\w+\}?)?$")
+_IN = re.compile(r"^([A-Za-z](?:_\{?\w+\}?)?)\s*\\in\s*(.+)$")
+_INF = ("\\infty", "+\\infty", "\\infty", "-\\infty")
+Bound = tuple[str, bool]  # (endpoint, closed)
+
+
+def as_interval(s: str) -> str | None:
+    r"""An answer stated as inequalities in one variable, in interval notation: `1 < x < 7.5` ->
+    `(1,7.5)`, `t \ge \sqrt3` -> `[\sqrt3,\infty)`, `x<2 or x>3` -> `(-\infty,2)\cup(3,\infty)`;
+    `x \in S` -> `S`. None when `s` is not such a statement."""
+    if m := _IN.match(s):
+        return m.group(2).strip()
+    if not _REL.search(s):
+        return None
+    pieces, variable = [], None
+    for alternative in _OR.split(s):
+        lower: Bound = ("-\\infty", False)
+        upper: Bound = ("\\infty", False)
+        for clause in _AND.split(alternative):
+            bounds = _bounds(clause.strip())
+            if bounds is None or (variable is not None and bounds[0] != variable):
+                return None
+            variable = bounds[0]
+            lower = bounds[1] or lower
+            upper = bounds[2] or upper
+        pieces.append(f"{'[' if lower[1] else '('}{lower[0]},{upper[0]}{']' if upper[1] else ')'}")
+    return "\\cup".join(pieces)
+
+
+def _bounds(clause: str) -> tuple[str, Bound | None, Bound | None] | None:
+    """(variable, lower bound, upper bound) of `a < x`, `x >= b` or `a < x <= b`; None otherwise."""
+    parts = _REL.split(clause)
+    ops = [_REL_KIND[o] for o in _REL.findall(clause)]
+    parts = [p.strip() for p in parts]
+    if any(not p for p in parts) or len(ops) not in (1, 2):
+        return None
+    if len(ops) == 2:
+        if not _VARIABLE.match(parts[1]) or ops[0][0] != ops[1][0]:
+            return None
+        lo, hi = (0, 2) if ops[0][0] == "<" else (2, 0)
+        return parts[1], (parts[lo], "=" in ops[0]), (parts[hi], "=" in ops[1])
+    left, right, op = parts[0], parts[1], ops[0]
+    if _VARIABLE.match(left) and not _VARIABLE.match(right):
+        variable, value, op = left, right, op
+    elif _VARIABLE.match(right) and not _VARIABLE.match(left):
+        variable, value, op = right, left, op.replace("<", "#").replace(">", "<").replace("#", ">")
+    else:
+        return None
+    if value in _INF:
+        return variable, None, None  # `x < \infty` bounds nothing
+    bound = (value, "=" in op)
+    return (variable, None, bound) if op[0] == "<" else (variable, bound, None)
 
 
 def as_number(s: str) -> Fraction | None:
@@ -163,7 +292,9 @@ def _top_level_comma(s: str) -> bool:
 
 def compare_plain(gold: Answer, pred: Answer) -> bool | None:
     """A verdict where one needs no symbolic engine: same text, exact numbers, words, mismatched
-    shapes. None when it takes math-verify."""
+    shapes, and the kinds a symbolic engine calls equal too easily (quantified statements,
+    sequences with an ellipsis, ratios), which are decided here term by term. None when it takes
+    math-verify."""
     if gold.text == pred.text and gold.percent == pred.percent:
         return True
     g_num, p_num = as_number(gold.text), as_number(pred.text)
@@ -172,9 +303,71 @@ def compare_plain(gold: Answer, pred: Answer) -> bool | None:
     g_words, p_words = text_of(gold.text), text_of(pred.text)
     if g_words is not None or p_words is not None:
         return (g_words or _plain_words(gold.text)) == (p_words or _plain_words(pred.text))
-    if {shape(gold.text), shape(pred.text)} in ({"set", "tuple"}, {"list", "tuple"}):
+    if _QUANTIFIER.search(gold.text) or _QUANTIFIER.search(pred.text):
+        return False  # a restricted statement is another statement; equal text was settled above
+    if _ELLIPSIS.search(gold.text) or _ELLIPSIS.search(pred.text):
+        return _termwise(_split(_ELLIPSIS.sub("…", gold.text), ","), _split(_ELLIPSIS.sub("…", pred.text), ","))
+    g_ratio, p_ratio = _ratio(gold.text), _ratio(pred.text)
+    if g_ratio or p_ratio:
+        return _termwise(g_ratio or [gold.text], p_ratio or [pred.text])
+    g_shape, p_shape = shape(gold.text), shape(pred.text)
+    if {g_shape, p_shape} in ({"set", "tuple"}, {"list", "tuple"}):
         return False  # an unordered answer never equals an ordered pair or an interval
-    return None
+    if {g_shape, p_shape} == {"list", "scalar"} and (as_number(gold.text) is not None or as_number(pred.text) is not None):
+        return False  # `32, 349` lists two numbers: a comma and a space group no thousands
+    return _elementwise(gold.text, g_shape, pred.text, p_shape)
+
+
+def _split(s: str, sep: str) -> list[str]:
+    """`s` split at top-level `sep` (not inside brackets or braces)."""
+    parts, depth, start = [], 0, 0
+    for i, c in enumerate(s):
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif c == sep and depth == 0:
+            parts.append(s[start:i])
+            start = i + 1
+    return [p.strip() for p in [*parts, s[start:]]]
+
+
+def _ratio(s: str) -> list[str] | None:
+    """The terms of `a:b:c` (after any `name =`), or None if `s` is no ratio."""
+    s = s.rsplit("=", 1)[-1]  # `S_1:S_2 = 7:32` states the ratio 7:32; `A:B = 1` states no ratio
+    terms = _RATIO.split(s)
+    return terms if len(terms) > 1 and all(terms) else None
+
+
+def _termwise(gold: list[str], pred: list[str]) -> bool:
+    """Equal only when every term is plainly equal, in order: no symbolic engine's leniency."""
+    return len(gold) == len(pred) and all(_term_equal(normalize(g), normalize(p)) for g, p in zip(gold, pred))
+
+
+def _term_equal(gold: Answer, pred: Answer) -> bool:
+    if gold.text == pred.text:
+        return True
+    g_num, p_num = as_number(gold.text), as_number(pred.text)
+    return g_num is not None and p_num is not None and _numbers_equal(g_num, gold.percent, p_num, pred.percent)
+
+
+def _elementwise(gold: str, g_shape: str, pred: str, p_shape: str) -> bool | None:
+    """Lists, sets and tuples of plain numbers compared without math-verify: in order for a
+    tuple, as multisets otherwise. None when an element is not a plain number."""
+    if g_shape == "scalar" or p_shape == "scalar" or (g_shape == "tuple") != (p_shape == "tuple"):
+        return None
+    g_items, p_items = _items(gold, g_shape), _items(pred, p_shape)
+    g_nums, p_nums = [as_number(x) for x in g_items], [as_number(x) for x in p_items]
+    if None in g_nums or None in p_nums:
+        return None
+    if g_shape == "tuple":
+        return gold[0] + gold[-1] == pred[0] + pred[-1] and g_nums == p_nums
+    return sorted(g_nums) == sorted(p_nums)
+
+
+def _items(s: str, kind: str) -> list[str]:
+    inner = s[2:-2] if kind == "set" else s[1:-1] if kind == "tuple" else s
+    return _split(inner, ",")
 
 
 def _plain_words(s: str) -> str:

@@ -14,12 +14,16 @@ from functools import lru_cache
 from multiprocessing.connection import Connection
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
-from sympy import Expr, Float
+from sympy import Expr, Float, Rational
 
 _CONFIG = (LatexExtractionConfig(), ExprExtractionConfig())
-# Relative difference above which two exact numbers are different however close: math-verify
+# Relative difference above which two exact values are different however close: math-verify
 # compares them to `numeric_precision` absolute digits, so 1/2^99 and 1/2^98 came out equal.
 _EXACT_RTOL = 1e-30
+_DIGITS = 50  # working precision of the check, well past _EXACT_RTOL
+# Values given to free symbols when two expressions are checked at a point: rationals no identity
+# singles out, so `2 - 1/e` and `2 + 1/e` (e read as a symbol) cannot agree there by chance.
+_SAMPLE = (Rational(7, 3), Rational(-5, 11), Rational(13, 17), Rational(19, 7))
 
 
 def serve(conn: Connection, memory_mb: int) -> None:
@@ -45,7 +49,7 @@ def verify_pair(gold: str, pred: str, float_rounding: int) -> bool:
         return False
     if not verify(g, p, float_rounding=float_rounding, timeout_seconds=None):
         return False
-    return not _exact_numbers_differ(g[0], p[0])
+    return not _values_differ(g[0], p[0])
 
 
 @lru_cache(maxsize=4096)
@@ -58,14 +62,18 @@ def _parse(answer: str) -> list:
     return parse(f"${answer}$", extraction_config=_CONFIG, parsing_timeout=None)
 
 
-def _exact_numbers_differ(gold: object, pred: object) -> bool:
-    """True when both are exact constants (no symbols, no decimals) whose values differ."""
+def _values_differ(gold: object, pred: object) -> bool:
+    """True when two exact expressions (no decimals) take different values: as they are, or with
+    the same sample values for their symbols. A symbolic engine's "equal" on a sign flip or a
+    near miss does not survive evaluation."""
     if not (isinstance(gold, Expr) and isinstance(pred, Expr)):
         return False
-    if gold.free_symbols or pred.free_symbols or gold.atoms(Float) or pred.atoms(Float):
-        return False
-    diff = abs((gold - pred).evalf(50))
-    scale = max(abs(gold.evalf(50)), abs(pred.evalf(50)))
+    if gold.atoms(Float) or pred.atoms(Float):
+        return False  # a decimal answer is compared to `float_rounding` places, as configured
+    symbols = sorted(gold.free_symbols | pred.free_symbols, key=str)
+    point = {s: _SAMPLE[i % len(_SAMPLE)] + i for i, s in enumerate(symbols)}
+    g, p = gold.subs(point).evalf(_DIGITS), pred.subs(point).evalf(_DIGITS)
+    diff, scale = abs(g - p), max(abs(g), abs(p))
     if not (diff.is_number and scale.is_number and diff.is_finite and scale.is_finite):
         return False
     return bool(diff > _EXACT_RTOL * scale) if scale != 0 else bool(diff != 0)
