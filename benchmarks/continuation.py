@@ -19,6 +19,7 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -39,9 +40,9 @@ def model_folder(path: Path, workdir: Path) -> tuple[Path, str]:
     return built, f"model: '{path}' is absent — built a tiny random model with tracemill.tiny ({tiny.TinyConfig()})"
 
 
-def prompts(backend: TransformersBackend, count: int) -> list[str]:
+def prompts(tokenizer: Any, count: int) -> list[str]:
     return [
-        backend.tokenizer.apply_chat_template(
+        tokenizer.apply_chat_template(
             [{"role": "user", "content": f"Question {i}: what is {i} plus {7 * i}? Put the answer in \\boxed{{}}."}],
             tokenize=False,
             add_generation_prompt=True,
@@ -101,7 +102,7 @@ def main() -> None:
         params = LLMParams(device="cpu", max_batch=args.problems)
         cached = TransformersBackend(path, params)
         naive = TransformersBackend(path, params, reuse_cache=False)
-        texts = prompts(cached, args.problems)
+        texts = prompts(cached.tokenizer, args.problems)
         hint_infer(cached, texts[:4], 8)  # warm-up: first-call allocations and kernel selection
         ours, base = hint_infer(cached, texts, args.max_tokens), hint_infer(naive, texts, args.max_tokens)
         print(f"\n1. continuations: {args.problems} problems, 3 generate calls, max_tokens={args.max_tokens}, {args.threads} threads")

@@ -13,7 +13,8 @@ turn; the end token is not in the text) | length. `generated_tokens` counts ever
 the ones a stop cut away included. On the transformers backend n samples share one prefill (the
 first pays for the prompt, the others report it cached); vllm and servers report what their
 prefix cache reused. Sample j of a request with seed s draws from seed `s * 1_000_003 + j`, so a
-seeded request gives the same samples run to run, however it was batched.
+seeded request gives the same samples run to run, however it was batched (transformers: counter-
+based draws on the logits' device, see llm/hf.py).
 
 The `openai` backend is text-level: a continuation sends its whole text (predecessor's text plus
 `append`), the server tokenizes it and its own prefix cache decides what is reused.
