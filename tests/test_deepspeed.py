@@ -92,15 +92,35 @@ def single(base_model: Path, rows: list[dict[str, Any]], tmp_path_factory: pytes
     return out
 
 
-def launch(base_model: Path, rows: list[dict[str, Any]], params: SFTParams, tmp_path: Path) -> dict[str, Any]:
+# train_sft with `processes: 1` in a plain process, as a stage runs it: no launcher and no group beforehand.
+ALONE = """
+import json, os, sys
+from pathlib import Path
+import torch.distributed as dist
+from tracemill.train import SFTParams, train_sft
+from tracemill.train.launch import LAUNCHER_VARIABLES
+
+model, rows_file, out_dir, params_json, result = sys.argv[1:]
+metrics = train_sft(model, json.loads(Path(rows_file).read_text()), out_dir, SFTParams(**json.loads(params_json)))
+Path(result).write_text(json.dumps({"metrics": metrics, "group_left": not dist.is_initialized(),
+                                    "variables_left": [k for k in LAUNCHER_VARIABLES if k in os.environ]}))
+"""
+TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD))
+
+
+def launch(base_model: Path, rows: list[dict[str, Any]], params: SFTParams, tmp_path: Path, script: str = LAUNCHED,
+           launcher: tuple[str, ...] = TORCHRUN) -> dict[str, Any]:
+    from tracemill.train.launch import LAUNCHER_VARIABLES
+
     (tmp_path / "rows.json").write_text(json.dumps(rows))
-    (tmp_path / "launched.py").write_text(LAUNCHED)
+    (tmp_path / "launched.py").write_text(script)
+    outside = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD),
+        [sys.executable, *launcher,
          str(tmp_path / "launched.py"), str(base_model), str(tmp_path / "rows.json"), str(tmp_path / "out"),
          json.dumps(dataclasses.asdict(params)), str(tmp_path / "result.json")],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env=os.environ | {"PYTHONPATH": str(ROOT), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"},
+        env=outside | {"PYTHONPATH": str(ROOT), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return json.loads((tmp_path / "result.json").read_text())
@@ -142,3 +162,22 @@ def test_zero_sft_on_two_cpu_processes_matches_a_single_process(
         logits = AutoModelForCausalLM.from_pretrained(out).eval()(ids).logits
         expected = AutoModelForCausalLM.from_pretrained(single).eval()(ids).logits
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_zero3_with_one_process_forms_its_own_group_and_leaves_it(
+    shm_op: None, base_model: Path, rows: list[dict[str, Any]], single: Path, tmp_path: Path
+) -> None:
+    """`processes: 1` with DeepSpeed (params.gpu.yaml on a 1-GPU node) outside any launcher: train_sft makes
+    its process rank 0 of a group of one, trains to the weights of the run without DeepSpeed, and leaves
+    the group and its variables behind so the stage goes on as a plain process."""
+    from safetensors.torch import load_file
+
+    params = dataclasses.replace(PARAMS, deepspeed=str(ROOT / "configs" / "deepspeed" / "zero3.json"))
+    result = launch(base_model, rows, params, tmp_path, script=ALONE, launcher=())
+    assert result["group_left"] and result["variables_left"] == []
+    assert result["metrics"]["global_step"] == 2 * 80 // PARAMS.batch_size
+    weights, reference = load_file(tmp_path / "out" / "model.safetensors"), load_file(single / "model.safetensors")
+    assert weights.keys() == reference.keys()
+    for name, tensor in reference.items():
+        torch.testing.assert_close(weights[name], tensor, rtol=1e-4, atol=1e-5, msg=name)

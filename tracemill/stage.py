@@ -88,8 +88,8 @@ class HashCache:
 
     def save(self) -> None:
         """Merge new hashes into what is on disk now (another stage may have written since), dropping
-        files that are gone. Best effort: a cache that cannot be written only costs a re-hash."""
-        if not self.added:
+        files that are gone. Best effort: a cache that cannot be written only costs a re-hash. Rank 0 only."""
+        if not self.added or not store.is_main_process():
             return
         merged = {k: v for k, v in {**self._load(), **self.added}.items() if os.path.exists(k)}
         try:
@@ -101,11 +101,14 @@ class HashCache:
 
 def build_folder(out_dir: Path, build: Callable[[Path], dict[str, Any]], fresh: bool) -> dict[str, Any]:
     """Build a model folder as <out_dir>.partial, then swap it in; the scalar metrics of the build. A
-    training run keeps the partial folder, whose checkpoints it resumes from; `fresh` clears it first."""
+    training run keeps the partial folder, whose checkpoints it resumes from; `fresh` clears it first.
+    Under a launcher every rank builds (training is collective) and only rank 0 clears and swaps folders."""
     partial = out_dir.with_name(out_dir.name + ".partial")
-    if fresh:
+    main = store.is_main_process()
+    if fresh and main:
         shutil.rmtree(partial, ignore_errors=True)
     metrics = build(partial)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    partial.rename(out_dir)
+    if main:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        partial.rename(out_dir)
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}

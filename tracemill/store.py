@@ -11,6 +11,10 @@ paths, so an identical re-run leaves every byte, and DVC's hash of the folder, a
 
 Readers check each part against its marker's checksum (or, without one, that Parquet can read it) and
 raise CorruptPartError naming the file and the stage to re-run.
+
+Under a launcher that starts the stage once per rank (`torchrun --nnodes N`, `deepspeed --hostfile`), only
+global rank 0 writes (`is_main_process`): the other ranks validate what they would write, return the same
+counts, and leave every file alone, so N ranks on a shared filesystem write each file once.
 """
 
 from __future__ import annotations
@@ -36,6 +40,15 @@ PART_GLOB = "part-*.parquet"
 MANIFEST = "_manifest.json"
 SHARDS_DIR = "_shards"
 ROW_GROUP_SIZE = 65_536  # small enough that key-sorted row groups prune point lookups
+
+
+def is_main_process() -> bool:
+    """True unless this process is a rank other than 0 of a torch.distributed group: the group's own rank when
+    one is initialized (torch already imported), else the RANK its launcher set; a process outside any is 0."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def part_name(index: int) -> str:
@@ -76,7 +89,9 @@ def sha256_file(path: str | Path) -> str:
 
 
 def write_parquet(table: str, data: pa.Table | Iterable[Mapping[str, Any]], path: str | Path) -> pa.Table:
-    """Validate `data` against `table`'s schema, sort by its key and write it atomically to `path`."""
+    """Validate `data` against `table`'s schema, sort by its key and write it atomically to `path` (rank 0 only)."""
+    if not is_main_process():
+        return sort_by_key(table, records.validate(table, data))
     return _write_part(table, data, Path(path))[0]
 
 
@@ -239,7 +254,9 @@ class StageOutput:
         self.tables = tuple(tables)
         self.fingerprint = fingerprint
         self._intact: set[int] = set()  # shards written or verified by this process
-        self._open()
+        self._rows: dict[int, dict[str, int]] = {}  # off rank 0: what each shard of this process would hold
+        if is_main_process():
+            self._open()
 
     def _open(self) -> None:
         manifest = self.root / MANIFEST
@@ -268,8 +285,9 @@ class StageOutput:
             return False
         problem = self._marker_problem(shard, marker)
         if problem:
-            print(f"{self.root}: shard {shard} is not intact ({problem}) — writing it again", file=sys.stderr)
-            marker.unlink(missing_ok=True)
+            if is_main_process():
+                print(f"{self.root}: shard {shard} is not intact ({problem}) — writing it again", file=sys.stderr)
+                marker.unlink(missing_ok=True)
             return False
         self._intact.add(shard)
         return True
@@ -298,6 +316,10 @@ class StageOutput:
         unknown = set(tables) - set(self.tables)
         if unknown:
             raise TracemillError(f"stage output '{self.root}' does not declare table '{sorted(unknown)[0]}'")
+        if not is_main_process():
+            self._rows[shard] = {table: records.validate(table, tables.get(table, [])).num_rows for table in self.tables}
+            self._intact.add(shard)
+            return self._rows[shard]
         recorded = {}
         for table in self.tables:
             written, digest = _write_part(table, tables.get(table, []), self.root / table / part_name(shard))
@@ -314,17 +336,21 @@ class StageOutput:
         missing = sorted(s for s in wanted if not self.is_done(s))
         if missing:
             raise TracemillError(f"stage output '{self.root}': shard {missing[0]} is not complete — re-run the stage")
-        for table in self.tables:
-            for part in self.root.joinpath(table).glob(PART_GLOB):
-                if _shard_of_part(part) not in wanted:
-                    part.unlink()
-        for marker in self.root.joinpath(SHARDS_DIR).glob("*.done"):
-            if int(marker.stem) not in wanted:
-                marker.unlink()
+        if is_main_process():
+            for table in self.tables:
+                for part in self.root.joinpath(table).glob(PART_GLOB):
+                    if _shard_of_part(part) not in wanted:
+                        part.unlink()
+            for marker in self.root.joinpath(SHARDS_DIR).glob("*.done"):
+                if int(marker.stem) not in wanted:
+                    marker.unlink()
         totals: Counter[str] = Counter()
         for shard in wanted:
-            recorded = json.loads(self._marker(shard).read_text())
-            totals.update({table: recorded[table]["rows"] for table in self.tables})
+            if shard in self._rows:
+                totals.update(self._rows[shard])
+            else:
+                recorded = json.loads(self._marker(shard).read_text())
+                totals.update({table: recorded[table]["rows"] for table in self.tables})
         return {t: totals.get(t, 0) for t in self.tables}
 
 
@@ -334,7 +360,9 @@ def shard_of(key: str, num_shards: int) -> int:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Metrics and plot files: pretty, sorted, atomic, so `dvc metrics diff` reads clean diffs."""
+    """Metrics and plot files: pretty, sorted, atomic, so `dvc metrics diff` reads clean diffs (rank 0 only)."""
+    if not is_main_process():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     faults.hit("store.json")
@@ -343,7 +371,9 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> None:
     """A plot file for `dvc plots show`, written atomically: a header from `columns` (so a plot with no
-    points still names its axes), else from the first row's keys."""
+    points still names its axes), else from the first row's keys. Rank 0 only."""
+    if not is_main_process():
+        return
     import csv
     import io
 

@@ -20,7 +20,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from tracemill.records import content_id
 from tracemill.train.common import TrainError
 from tracemill.train.labels import IGNORE_INDEX
-from tracemill.train.launch import world_size
+from tracemill.train.launch import join_single_rank_group, world_size
 from tracemill.train.params import TrainerParams
 
 CHECKPOINTS = "checkpoints"
@@ -121,6 +121,8 @@ def causal_lm_collator(pad_id: int) -> Callable[[list[Mapping[str, Any]]], dict[
 
 
 def training_args(params: TrainerParams, checkpoints: Path) -> TrainingArguments:
+    if params.deepspeed:
+        join_single_rank_group()  # processes: 1 outside a launcher; train/launch.py leaves the group afterwards
     world = world_size()
     per_step = params.micro_batch_size * world
     if params.batch_size % per_step:
@@ -165,12 +167,12 @@ def eval_loss(trainer: Trainer, dataset: Sequence[Mapping[str, Any]]) -> float |
     Across processes, evaluate() must not run before train(): it marks the model as prepared, so train() would
     skip the DistributedDataParallel wrap and each rank would step on its own gradients; under DeepSpeed there
     is no engine yet (ZeRO-2 refuses to evaluate, "ZeRO inference only makes sense with ZeRO Stage 3", and a
-    ZeRO-3 inference engine leaves train() without one to step). So before a distributed run is wrapped, each
-    process computes the loss itself on the plain model, over the same micro-batches.
+    ZeRO-3 inference engine leaves train() without one to step, even on one rank). So before a distributed or
+    DeepSpeed run is wrapped, each process computes the loss itself on the plain model, over the same micro-batches.
     """
     if not dataset:
         return None
-    if trainer.args.world_size == 1 or trainer.model_wrapped is not trainer.model:
+    if not (trainer.args.world_size > 1 or trainer.is_deepspeed_enabled) or trainer.model_wrapped is not trainer.model:
         return float(trainer.evaluate(list(dataset))["eval_loss"])
     model, micro = trainer.model, trainer.args.per_device_eval_batch_size
     was_training, total = model.training, 0.0

@@ -5,12 +5,14 @@ nccl, DeepSpeed when configured), through torchrun's own launcher API.
 The stage itself stays one process: it reads its inputs, writes its tables, folder and metrics once, and only
 the Trainer's work fans out, so `dvc repro` runs the same command on one core or eight GPUs. A process that
 is already inside a launcher's group (WORLD_SIZE set, e.g. under `deepspeed` or `torchrun` on several nodes)
-trains where it is.
+trains where it is. With `processes: 1` and DeepSpeed, the stage's process forms a group of one itself.
+`processes: 0` means one process per visible GPU (1 on a CPU), so one params file serves any GPU node.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,6 +23,21 @@ from tracemill.train.common import TrainError
 def world_size() -> int:
     """Ranks in this process's torch.distributed group, as its launcher set them (1 outside a launcher)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def resolve_processes(processes: int, visible_gpus: int) -> int:
+    """The ranks a params set's `processes` asks for: 0 is one per visible GPU, and 1 where none is visible
+    (a CPU run keeps every core in one process unless told otherwise)."""
+    return processes or max(1, visible_gpus)
+
+
+def visible_gpus(device: str) -> int:
+    """CUDA devices this process may use for `device` (CUDA_VISIBLE_DEVICES applied); 0 for the CPU."""
+    if device == "cpu":
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def train_in_processes(fn: Callable[..., tuple[Any, list[Any]]], args: Sequence[Any], callbacks: Sequence[Any],
@@ -35,11 +52,15 @@ def train_in_processes(fn: Callable[..., tuple[Any, list[Any]]], args: Sequence[
 
 
 def in_processes(fn: Callable[..., Any], args: Sequence[Any], processes: int, device: str) -> Any:
-    """fn(*args) on `processes` ranks of one group; rank 0's result. fn and args must pickle (spawn)."""
+    """fn(*args) on `processes` ranks of one group (0: one per visible GPU); rank 0's result. fn and args
+    must pickle (spawn)."""
+    processes = resolve_processes(processes, visible_gpus(device))
     if device == "cpu":
         retain_freed_memory()
-    if processes == 1 or world_size() > 1:
+    if world_size() > 1:
         return fn(*args)
+    if processes == 1:
+        return _in_this_process(fn, args)
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -56,6 +77,46 @@ def in_processes(fn: Callable[..., Any], args: Sequence[Any], processes: int, de
             f"printed above; set train.*.processes to 1 to train in the stage's own process"
         ) from None
     return results[0]
+
+
+# What torchrun sets in each rank; train/hf.py sets them for a group of one (join_single_rank_group).
+LAUNCHER_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")
+
+
+def join_single_rank_group() -> None:
+    """Make this process rank 0 of a torch.distributed group of one, as `torchrun --nproc_per_node 1` would.
+    DeepSpeed builds its engine on a process group even on one device, and accelerate forms that group only
+    from these variables (without them: "Default process group has not been initialized"). A process that a
+    launcher started keeps what the launcher set."""
+    if "WORLD_SIZE" in os.environ:
+        return
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", LOCAL_RANK="0",
+                      WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _in_this_process(fn: Callable[..., Any], args: Sequence[Any]) -> Any:
+    """fn(*args) here; a group of one that fn formed (join_single_rank_group) is left, and its variables
+    removed, so the stage's process, and a later run in it, is outside any group again."""
+    before = {k: os.environ.get(k) for k in LAUNCHER_VARIABLES}
+    try:
+        return fn(*args)
+    finally:
+        if before["WORLD_SIZE"] is None and "WORLD_SIZE" in os.environ:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+            for key, value in before.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 def retain_freed_memory() -> None:

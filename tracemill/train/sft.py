@@ -8,44 +8,58 @@ from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase, TrainerCallback
-from transformers.loss.loss_utils import fixed_cross_entropy
 
 from tracemill.formats import FormatParams
 from tracemill.train.common import model_dir, require_rows, split_heldout
 from tracemill.train.hf import CHECKPOINTS, BucketTrainer, causal_lm_collator, eval_loss, fingerprint, run, training_args
 from tracemill.train.labels import IGNORE_INDEX, build_labels
 from tracemill.train.launch import train_in_processes
+from tracemill.train.loss import linear_cross_entropy
 from tracemill.train.params import SFTParams
 
 
 class LabelledTrainer(BucketTrainer):
-    """A causal-LM Trainer that forms logits only where a token carries a label.
+    """A causal-LM Trainer whose LM head scores only the positions where a token carries a label.
 
     Hint, tool-output and prompt tokens (about 40% of a tool-integrated trace) still pass through the backbone
-    as context, but the LM head and the softmax over the vocabulary run only on the positions whose next token
-    is learned: a pre-hook hands the head the labelled hidden states alone, and `labelled_loss` scores them.
-    The loss is the model's own causal-LM loss (a sum over labelled tokens divided by the Trainer's
-    num_items_in_batch, or their mean), so the gradients are those of the full forward.
+    as context, but for one forward a pre-hook hands the head the labelled hidden states alone, and the head's
+    own forward is replaced by one that returns their summed cross-entropy (train/loss.py: plain, or chunked so the full-vocabulary
+    fp32 logits never exist), which the model hands back as its `logits`. The head runs as the module it is,
+    so DeepSpeed ZeRO-3 still gathers its weight around that call. `labelled_loss` divides the sum by the
+    Trainer's num_items_in_batch (or the batch's labelled tokens): the model's own causal-LM loss, so the
+    gradients are those of the full forward.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, loss_chunk_tokens: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, compute_loss_func=labelled_loss, **kwargs)
+        self._chunk_tokens = loss_chunk_tokens
 
     def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        keep = inputs["labels"][:, 1:] != IGNORE_INDEX
+        shifted = inputs["labels"][:, 1:]
+        keep = shifted != IGNORE_INDEX
+        targets = shifted[keep]
         head = self.accelerator.unwrap_model(model).get_output_embeddings()
+
+        def summed_loss(labelled: torch.Tensor) -> torch.Tensor:
+            return linear_cross_entropy(labelled, head.weight, targets, self._chunk_tokens, head.bias)
+
         hook = head.register_forward_pre_hook(lambda _head, args: (args[0][:, :-1][keep],))
+        head.forward = summed_loss  # an instance attribute over the class's forward, removed below
         try:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         finally:
+            del head.forward
             hook.remove()
 
 
 def labelled_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
-    """Cross-entropy of the labelled positions' logits (LabelledTrainer) against their next tokens."""
-    shifted = labels[:, 1:]
-    return fixed_cross_entropy(outputs.logits.float(), shifted[shifted != IGNORE_INDEX], num_items_in_batch)
+    """LabelledTrainer's summed loss (the model's `logits`) over num_items_in_batch, else over the labelled tokens."""
+    if num_items_in_batch is None:
+        num_items_in_batch = (labels[:, 1:] != IGNORE_INDEX).sum()
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(outputs.logits.device)
+    return outputs.logits / num_items_in_batch
 
 
 def sft_features(
@@ -110,6 +124,7 @@ def _train_sft(
         callbacks=callbacks,
         lengths=[len(f["input_ids"]) for f in train],
         bucket_window=params.bucket_window,
+        loss_chunk_tokens=params.loss_chunk_tokens,
     )
     initial = eval_loss(trainer, heldout)
     metrics = run(trainer, tokenizer, out, fingerprint(path, ids, params), resume)
