@@ -19,7 +19,8 @@ def main() -> None:
     samples = store.read_rows("data/rft", "traces")
     problems = store.read_rows("data/problems", "problems")
     quarantine = store.Quarantine("d_start")
-    kept = select_rft(samples, sp.select, sp.filters, eval_ngrams(problems, sp), quarantine)
+    kept = select_rft(samples, sp.select, sp.filters, eval_ngrams(problems, sp), quarantine,
+                      {p["problem_id"]: p["domain"] for p in problems})
     if sp.select.merge_seed:
         have = {r["problem_id"] for r in kept}
         kept += [{**r, "reason_kept": "d_seed"} for r in store.read_rows("data/d_seed", "d_seed") if r["problem_id"] not in have]

@@ -4,8 +4,9 @@ Inputs: data/problems (split `evaluate.split`: never in any training table), the
 `evaluate.models` (a null path is the base policy), params `evaluate`, `format`, `llm`, `sandbox`,
 `grading`, `policy`, `seed`.
 Outputs: data/evaluate/traces (every graded answer, one shard per model, resumable),
-metrics/evaluate.json (per model: greedy pass@1 overall and per level, pass@k, maj@k),
-plots/eval_pass_at_1.csv (one bar per model), plots/eval_pass_at_k.csv (pass@k curves).
+metrics/evaluate.json (per model: greedy pass@1 overall and per level, tool calls per problem without
+hints, accuracy and tokens per hint round, pass@k, maj@k), plots/eval_pass_at_1.csv (one bar per model),
+plots/eval_pass_at_k.csv (pass@k curves), plots/eval_hint_rounds.csv (accuracy per hint round, a line per model).
 """
 
 from __future__ import annotations
@@ -52,9 +53,13 @@ def main() -> None:
     store.write_csv("plots/eval_pass_at_1.csv", [{"model": name, "pass@1": s["pass@1"]} for name, s in scores.items()])
     store.write_csv("plots/eval_pass_at_k.csv", [{"model": name, "k": int(k), "pass@k": v}
                                                  for name, s in scores.items() for k, v in s.get("pass@k", {}).items()])
+    store.write_csv("plots/eval_hint_rounds.csv", [{"model": name, "hint_rounds": int(n), "accuracy": r["accuracy"], "tokens": r["tokens"]}
+                                                   for name, s in scores.items() for n, r in s["hint_rounds"].items()])
     for name, s in scores.items():
         extra = "".join(f"  pass@{k} {v:.3f}" for k, v in s.get("pass@k", {}).items() if k != "1")
-        print(f"evaluate: {name:>12}  greedy pass@1 {s['pass@1']:.3f}{extra}")
+        rounds = " ".join(f"{r['accuracy']:.3f}" for r in s["hint_rounds"].values())
+        print(f"evaluate: {name:>12}  greedy pass@1 {s['pass@1']:.3f}{extra}  tool calls/problem {s['tool_calls_per_problem']:.2f}"
+              f"  accuracy by hint round {rounds}")
 
 
 if __name__ == "__main__":

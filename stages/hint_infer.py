@@ -1,8 +1,10 @@
-"""python -m stages.hint_infer — START hint-infer: a greedy trace per problem, then hinted traces.
+"""python -m stages.hint_infer — START hint-infer: a greedy trace per problem, then hinted traces
+(each a seeded draw of hint kind, wording and marker; `traces.hint_at` says where each hint landed).
 
 Inputs: data/problems, the policy (models/bootstrap or policy.model), params `start`, `run`,
 `format`, `llm`, `sandbox`, `grading`, `seed`.
-Outputs: data/hint_infer/traces (sharded, resumable), metrics/hint_infer.json,
+Outputs: data/hint_infer/traces (sharded, resumable), metrics/hint_infer.json (with `hint_at`: hints
+after a marker / at the stop),
 plots/hint_success.csv (success rate and greedy fixes per hint kind).
 """
 

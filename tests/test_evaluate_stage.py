@@ -6,6 +6,7 @@ table; the stage then scores two models (the policy under two names) on the held
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,13 @@ SYN = SyntheticParams(kinds=["arithmetic", "remainder"], levels=[1, 2], train_pe
 BP = BootstrapParams(vocab_size=300, hidden_size=48, intermediate_size=96, num_attention_heads=2, num_key_value_heads=1,
                      max_steps=60, warmup_steps=10, learning_rate=1e-2, steps_fraction=0.0, log_every=10)
 K = 3
+ROUNDS = 2  # hint rounds at test time: each greedy trace is scored before each hint and at its end
 
 
 def _params(models: list[dict[str, Any]]) -> dict[str, Any]:
     return {"seed": 0, "policy": {"model": "models/policy"}, "grading": {"math": "exact"},
             "evaluate": {"split": "eval", "max_problems": 12, "k": K, "max_tokens_per_turn": 48, "max_tokens_total": 96,
-                         "max_tool_calls": 2, "models": models}}
+                         "max_tool_calls": 2, "hint_rounds": ROUNDS, "tokens_per_hint_round": 32, "models": models}}
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +66,16 @@ def evaluated(workdir: Path) -> dict[str, Any]:
             "traces": store.read_rows(workdir / "data/evaluate", "traces")}
 
 
-def test_every_model_answers_every_held_out_problem_once_greedy_and_k_times_sampled(evaluated: dict[str, Any]) -> None:
+def test_every_model_answers_every_held_out_problem_greedy_per_hint_round_and_k_times_sampled(evaluated: dict[str, Any]) -> None:
     traces = evaluated["traces"]
     held_out = evaluated["metrics"]["problems"]
     assert held_out == 12
     for name in ("base", "copy"):
         rows = [t for t in traces if t["model"] == name]
-        assert len(rows) == held_out * (1 + K)
-        assert sum(t["sampling"]["temperature"] == 0.0 for t in rows) == held_out
+        assert len(rows) == held_out * (1 + ROUNDS + K)
+        greedy = [t for t in rows if t["sampling"]["temperature"] == 0.0]
+        assert sorted(t["sample_index"] for t in greedy) == sorted(list(range(1 + ROUNDS)) * held_out)
+        assert all((t["hint_id"] is None) == (t["sample_index"] == 0) for t in greedy)  # round 0: no hint
     assert {t["stage"] for t in traces} == {"evaluate"}
     assert len({t["trace_id"] for t in traces}) == len(traces)
 
@@ -84,8 +88,9 @@ def test_the_same_weights_score_the_same(evaluated: dict[str, Any]) -> None:
 def test_metrics_agree_with_the_stored_traces(evaluated: dict[str, Any]) -> None:
     m = evaluated["metrics"]["models"]["base"]
     rows = [t for t in evaluated["traces"] if t["model"] == "base"]
-    greedy = [t for t in rows if t["sampling"]["temperature"] == 0.0]
+    greedy = [t for t in rows if t["sampling"]["temperature"] == 0.0 and t["hint_id"] is None]
     assert m["pass@1"] == round(sum(t["correct"] for t in greedy) / len(greedy), 4)
+    assert m["tool_calls_per_problem"] == round(sum(t["tool_calls"] for t in greedy) / len(greedy), 4)
     curve = [m["pass@k"][str(k)] for k in k_points(K)]
     assert curve == sorted(curve)  # pass@k never falls as k grows
     assert m["pass@k"]["1"] == pytest.approx(m["sampled_accuracy"], abs=1e-3)
@@ -97,6 +102,24 @@ def test_plots_hold_one_bar_per_model_and_a_curve_per_model(evaluated: dict[str,
     assert bars[0] == "model,pass@1" and len(bars) == 3
     curve = (workdir / "plots/eval_pass_at_k.csv").read_text().splitlines()
     assert len(curve) == 1 + 2 * len(k_points(K))
+
+
+def test_accuracy_and_tokens_per_hint_round_are_in_the_metrics_and_the_plot(evaluated: dict[str, Any], workdir: Path) -> None:
+    m = evaluated["metrics"]["models"]["base"]
+    rounds = m["hint_rounds"]
+    assert list(rounds) == [str(r) for r in range(1 + ROUNDS)]
+    assert rounds["0"]["accuracy"] == m["pass@1"]
+    tokens = [rounds[str(r)]["tokens"] for r in range(1 + ROUNDS)]
+    assert tokens == sorted(tokens)  # a round only adds thinking to the one before
+    rows = [t for t in evaluated["traces"] if t["model"] == "base" and t["sampling"]["temperature"] == 0.0]
+    assert all(json.loads(t["metadata"])["hint_round"] == t["sample_index"] for t in rows)
+    by = {(t["problem_id"], t["sample_index"]): t for t in rows}
+    for (pid, r), t in by.items():  # a later round's trace goes on from the earlier round's answer
+        if r:
+            earlier = "".join(s["text"] for s in by[(pid, r - 1)]["segments"])
+            assert "".join(s["text"] for s in t["segments"]).startswith(earlier)
+    plot = (workdir / "plots/eval_hint_rounds.csv").read_text().splitlines()
+    assert plot[0] == "model,hint_rounds,accuracy,tokens" and len(plot) == 1 + 2 * (1 + ROUNDS)
 
 
 def test_a_rerun_keeps_scored_models_and_scores_only_the_missing_one(evaluated: dict[str, Any], workdir: Path,
@@ -119,7 +142,8 @@ def test_score_computes_pass_at_k_and_majority_from_rows() -> None:
     problems = [{"problem_id": "a", "difficulty": 1}, {"problem_id": "b", "difficulty": 2}]
 
     def row(pid: str, temperature: float, i: int, ok: bool, answer: str) -> dict[str, Any]:
-        return {"problem_id": pid, "sampling": {"temperature": temperature}, "sample_index": i, "correct": ok, "final_answer": answer}
+        return {"problem_id": pid, "sampling": {"temperature": temperature}, "sample_index": i, "correct": ok, "final_answer": answer,
+                "tool_calls": 1, "generated_tokens": 10}
 
     rows = [row("a", 0.0, 0, True, "1"), row("b", 0.0, 0, False, "9"),
             row("a", 0.6, 0, True, "1"), row("a", 0.6, 1, False, "2"),
@@ -129,6 +153,7 @@ def test_score_computes_pass_at_k_and_majority_from_rows() -> None:
     assert m["pass@k"] == {"1": 0.5, "2": 1.0}
     assert m["maj@2"] == 0.5  # each problem's two answers tie; half of the tied answers are right
     assert m["sampled_accuracy"] == 0.5
+    assert m["tool_calls_per_problem"] == 1.0 and m["hint_rounds"] == {"0": {"accuracy": 0.5, "tokens": 10.0}}
 
 
 def test_params_reject_duplicate_model_names() -> None:

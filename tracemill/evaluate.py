@@ -14,6 +14,7 @@ from typing import Any
 
 from tracemill.errors import ParamsError, TracemillError
 from tracemill.formats import STYLES
+from tracemill.hints import Hint
 from tracemill.params import at_least, bounded, choices
 
 
@@ -97,6 +98,13 @@ class EvalParams:
     max_tokens_per_turn: int = at_least(1, default=1024)
     max_tokens_total: int = at_least(1, default=8192)
     max_tool_calls: int = at_least(0, default=6)  # code executions per trace; 0: the model writes its own outputs
+    # START's sequential test-time scaling: the greedy trace gets the hint at its stop up to this many
+    # times, and each round's answer is scored (round 0: no hint, the plain greedy answer).
+    hint_rounds: int = bounded(0, 16, default=3)
+    tokens_per_hint_round: int = at_least(0, default=2048)  # thinking budget each round adds to max_tokens_total
+    hint_math: str = "Wait, maybe using Python here is a good idea."  # START's hint at the stop
+    hint_code: str = "Wait, let me run the code on the examples from the problem before answering.\n"
+    think_end: str | None = None  # a long-CoT model's end of thinking, where the hint goes; null: its end of turn
     models: list[EvalModel] = field(default_factory=lambda: [EvalModel("base")])
 
     def check(self) -> None:
@@ -115,33 +123,49 @@ def k_points(k: int) -> list[int]:
 
 
 def evaluate_traces(rt: Any, problems: Sequence[dict[str, Any]], ep: EvalParams, style: str, seed: int) -> list[dict[str, Any]]:
-    """The graded answers of the model open in runtime `rt`: one greedy trace per problem and, when
-    ep.k > 0, k sampled ones (`traces` rows of stage `evaluate`; `score` turns them into metrics)."""
+    """The graded answers of the model open in runtime `rt` (`traces` rows of stage `evaluate`; `score`
+    turns them into metrics): per problem one greedy trace, scored once per hint round (sample_index
+    and metadata `hint_round` r: the trace as it stood before its (r+1)-th hint, so round 0 is the
+    greedy answer without hints), and, when ep.k > 0, k sampled traces without hints."""
+    from dataclasses import replace
+
     from tracemill.formats import render_prompt
-    from tracemill.start import sample_jobs, trace_row
-    from tracemill.tir import LoopLimits, Sampling, run_traces
+    from tracemill.start import grade_results, sample_jobs, trace_row
+    from tracemill.tir import LoopLimits, Sampling, before_hint, run_traces
 
     limits = LoopLimits(max_tool_calls=ep.max_tool_calls, max_marker_hints=0, max_stop_hints=0)
     prompts = [render_prompt(p["question"], rt.tokenizer, rt.fmt, style) for p in problems]
-    runs = [(Sampling(temperature=0.0, max_tokens=ep.max_tokens_per_turn, seed=seed), 1)]
+    greedy = Sampling(temperature=0.0, max_tokens=ep.max_tokens_per_turn, seed=seed)
+    hints = {d: Hint(f"evaluate-{d}", text, d, "tool_use", "stop") for d, text in (("math", ep.hint_math), ("code", ep.hint_code))}
+    jobs = [replace(job, stop_hint=hints[p["domain"]] if ep.hint_rounds else None, tokens_per_stop_hint=ep.tokens_per_hint_round,
+                    stop_strings=(ep.think_end,) if ep.think_end else ())
+            for p, q in zip(problems, prompts) for job in sample_jobs(p, q, 1, greedy, ep.max_tokens_total)]
+    results = run_traces(rt.backend, rt.sandbox, jobs, rt.fmt, replace(limits, max_stop_hints=ep.hint_rounds))
+    cut = [(p, q, r, before_hint(res, r)) for p, q, res in zip(problems, prompts, results) for r in range(ep.hint_rounds + 1)]
+    verdicts = grade_results(rt, [c[0] for c in cut], [c[3] for c in cut])
+    rows = [trace_row(p, res, v, prompt=q, stage="evaluate", round=0, model=rt.model_name, sample_index=r, sampling=greedy,
+                      hint=hints[p["domain"]] if r else None, meta={"hint_round": r})
+            for (p, q, r, res), v in zip(cut, verdicts)]
     if ep.k:
-        runs.append((Sampling(temperature=ep.temperature, top_p=ep.top_p, max_tokens=ep.max_tokens_per_turn, seed=seed), ep.k))
-    rows: list[dict[str, Any]] = []
-    for sampling, k in runs:
-        owners = [(p, q, i) for p, q in zip(problems, prompts) for i in range(k)]
-        jobs = [job for p, q in zip(problems, prompts) for job in sample_jobs(p, q, k, sampling, ep.max_tokens_total)]
+        sampling = Sampling(temperature=ep.temperature, top_p=ep.top_p, max_tokens=ep.max_tokens_per_turn, seed=seed)
+        owners = [(p, q, i) for p, q in zip(problems, prompts) for i in range(ep.k)]
+        jobs = [job for p, q in zip(problems, prompts) for job in sample_jobs(p, q, ep.k, sampling, ep.max_tokens_total)]
         results = run_traces(rt.backend, rt.sandbox, jobs, rt.fmt, limits)
-        verdicts = rt.grader.grade_many([(p, r.response) for (p, _, _), r in zip(owners, results)])
+        verdicts = grade_results(rt, [o[0] for o in owners], results)
         rows.extend(trace_row(p, r, v, prompt=q, stage="evaluate", round=0, model=rt.model_name, sample_index=i, sampling=j.sampling, hint=None)
                     for (p, q, i), j, r, v in zip(owners, jobs, results, verdicts))
     return rows
 
 
 def score(rows: Sequence[dict[str, Any]], problems: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One model's metrics from its evaluate traces: greedy pass@1 overall and per difficulty level;
-    from the sampled traces (temperature > 0) the unbiased pass@k curve, maj@k and sample accuracy."""
+    """One model's metrics from its evaluate traces: greedy pass@1 overall and per difficulty level, tool
+    calls per problem, accuracy and generated tokens per hint round (greedy rows' sample_index); from the sampled traces (temperature > 0) the unbiased pass@k curve, maj@k and sample accuracy."""
     level = {p["problem_id"]: str(p["difficulty"]) for p in problems}
-    greedy = [r for r in rows if r["sampling"]["temperature"] == 0.0]
+    rounds: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["sampling"]["temperature"] == 0.0:
+            rounds[r["sample_index"]].append(r)
+    greedy = rounds[0]
     by_level: dict[str, list[bool]] = defaultdict(list)
     for r in greedy:
         by_level[level[r["problem_id"]]].append(r["correct"])
@@ -149,6 +173,11 @@ def score(rows: Sequence[dict[str, Any]], problems: Sequence[dict[str, Any]]) ->
         "problems": len(greedy),
         "pass@1": round(sum(r["correct"] for r in greedy) / max(1, len(greedy)), 4),
         "per_level": {lv: round(sum(ok) / len(ok), 4) for lv, ok in sorted(by_level.items())},
+        # START's measure of a model that calls tools unprompted: code runs per problem, greedy, no hint
+        "tool_calls_per_problem": round(sum(r["tool_calls"] for r in greedy) / max(1, len(greedy)), 4),
+        "hint_rounds": {str(n): {"accuracy": round(sum(r["correct"] for r in rs) / len(rs), 4),
+                                 "tokens": round(sum(r["generated_tokens"] for r in rs) / len(rs), 1)}
+                        for n, rs in sorted(rounds.items())},
     }
     sampled: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:

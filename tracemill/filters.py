@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tracemill.errors import ParamsError
+from tracemill.errors import ParamsError, TracemillError
 from tracemill.params import at_least, choices, fraction
 
 Verdict = tuple[bool, str]
@@ -21,6 +21,8 @@ KEEP: Verdict = (True, "kept")
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_CODE_ANSWER = re.compile(r"```python\n.*?\n```", re.S)  # a closed python block: a code problem's answer
+DOMAINS = ("math", "code")
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class FilterParams:
     repetition_max_line_repeats: int = at_least(1, default=4)  # the same non-trivial line at most this many times
     min_chars: int = at_least(0, default=20)
     max_chars: int = at_least(1, default=16_000)
-    require_boxed: bool = True
+    require_boxed: bool = True  # a final answer: \boxed{} for math, a closed python block for code
     near_dup: bool = True
     near_dup_threshold: float = fraction(default=0.8)  # Jaccard similarity of 5-word shingles
     near_dup_num_perm: int = at_least(1, default=128)
@@ -59,7 +61,7 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def repetition(text: str, p: FilterParams) -> Verdict:
+def repetition(text: str, p: FilterParams, domain: str = "math") -> Verdict:
     """Degenerate loops: a long n-gram repeated, or the same line over and over."""
     toks = words(text)
     n = p.repetition_ngram
@@ -74,7 +76,7 @@ def repetition(text: str, p: FilterParams) -> Verdict:
     return KEEP
 
 
-def length(text: str, p: FilterParams) -> Verdict:
+def length(text: str, p: FilterParams, domain: str = "math") -> Verdict:
     if len(text) < p.min_chars:
         return False, "too_short"
     if len(text) > p.max_chars:
@@ -82,24 +84,29 @@ def length(text: str, p: FilterParams) -> Verdict:
     return KEEP
 
 
-def format_ok(text: str, p: FilterParams) -> Verdict:
-    if p.require_boxed and not _BOXED.search(text):
+def format_ok(text: str, p: FilterParams, domain: str = "math") -> Verdict:
+    """A final answer of the problem's domain, and no code block left open."""
+    if p.require_boxed and domain == "code" and not _CODE_ANSWER.search(text):
+        return False, "no_code_answer"
+    if p.require_boxed and domain == "math" and not _BOXED.search(text):
         return False, "no_boxed_answer"
     if text.count("```") % 2:
         return False, "unclosed_code_block"
     return KEEP
 
 
-ROW_FILTERS: dict[str, Callable[[str, FilterParams], Verdict]] = {
+ROW_FILTERS: dict[str, Callable[[str, FilterParams, str], Verdict]] = {
     "length": length,
     "format": format_ok,
     "repetition": repetition,
 }
 
 
-def first_failure(text: str, p: FilterParams, names: Sequence[str] = tuple(ROW_FILTERS)) -> Verdict:
+def first_failure(text: str, p: FilterParams, names: Sequence[str] = tuple(ROW_FILTERS), domain: str = "math") -> Verdict:
+    if domain not in DOMAINS:
+        raise TracemillError(f"filters: domain '{domain}' is not one of {', '.join(DOMAINS)}")
     for name in names:
-        keep, reason = ROW_FILTERS[name](text, p)
+        keep, reason = ROW_FILTERS[name](text, p, domain)
         if not keep:
             return keep, reason
     return KEEP

@@ -112,6 +112,14 @@ def output_block(output: str, fmt: FormatParams) -> str:
     return f"{fmt.output_start}\n{output.rstrip()}\n{fmt.output_end}\n"
 
 
+def output_segments(output: str, fmt: FormatParams) -> list[dict[str, Any]]:
+    """`output_block(output)` as segments: its opener is the model's (it writes ```output to hand
+    control to the interpreter, so the opener carries loss); the rest is the interpreter's."""
+    block = output_block(output, fmt)
+    opener = f"{fmt.output_start}\n"
+    return [segment("model", opener), segment("output", block[len(opener):])]
+
+
 def _block_re(start: str, end: str) -> re.Pattern[str]:
     return re.compile(re.escape(start) + r"\n(.*?)\n?" + re.escape(end) + r"\n?", re.S)
 

@@ -16,12 +16,15 @@ import pyarrow as pa
 
 from tracemill.errors import SchemaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: traces' hint_at, sft's hint_loss
 
-# Segment kinds of a generated text. Loss is on model and code text only; hint and tool output
-# stay visible to later tokens but carry no loss.
+# Segment kinds of a generated text. In a generated trace the flag says who wrote the text: the
+# model's text and code carry loss, an inserted hint and the tool output do not. An `sft` row says
+# what trains: START's sft stage turns the hint's loss on (`start.hint_loss`), so the model learns
+# to produce the hint itself; tool output always stays visible context without loss.
 SEGMENT_KINDS = ("prompt", "model", "hint", "code", "output")
 LOSS_KINDS = frozenset({"model", "code"})
+HINT_POSITIONS = ("marker", "stop")  # where a hint was inserted: after a "Wait"/"Alternatively", or at the stop
 
 SEGMENT = pa.struct(
     [
@@ -72,6 +75,7 @@ _TRACE_FIELDS = [
     _f("finish_reason", pa.string(), False),
     _f("sampling", SAMPLING),
     _f("segments", SEGMENTS, False),
+    _f("hint_at", pa.list_(pa.string())),  # one entry per inserted hint, in order: HINT_POSITIONS
 ]
 
 _SELECTED_FIELDS = [
@@ -183,6 +187,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("problem_id", pa.string()),
             _f("prompt", pa.string(), False),
             _f("segments", SEGMENTS, False),
+            _f("hint_loss", pa.bool_()),  # START rows: whether hint segments were trained on; null where a source has no hints
             METADATA,
         ]
     ),

@@ -1,10 +1,11 @@
-"""Token ids and labels of one `sft` row: loss on model and code text, none on the prompt, hints and tool output.
+"""Token ids and labels of one `sft` row: loss where a segment's `loss` flag says so (START: model text,
+code, the tool-output opener and the hint), none on the prompt and the tool output.
 
 The prompt is rendered by formats.render_prompt (the tokenizer's chat template) and tokenized on its own, exactly as generation
 sees it. The completion (the segments, then the template's end of turn) is tokenized as one text, so
 its tokens are the ones the model would emit; a token carries loss only when every character it covers
 comes from a segment whose `loss` flag is set. Masked tokens stay in `input_ids`, so later tokens attend
-to them: a hint or a tool output is context, never a target.
+to them: a tool output (or a hint trained without loss) is context, never a target.
 """
 
 from __future__ import annotations
