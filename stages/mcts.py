@@ -1,11 +1,15 @@
 """python -m stages.mcts --round 1 — rStar-Math code-augmented MCTS, round r of self-evolution.
 
-Round r searches with policy r-1 (round 1: the base policy, `policy.model` or models/bootstrap;
-later rounds: `mcts.policy_dir`) and, from `mcts.ppm_from_round` on, PPM r-1 (`mcts.ppm_dir`).
+Round r searches with policy r-1 (round 1: `mcts.first_round_model` behind `mcts.first_round_backend`
+when set, else the base policy, `policy.model` or models/bootstrap; later rounds: `mcts.policy_dir`)
+and, from `mcts.ppm_from_round` on, PPM r-1 (`mcts.ppm_dir`), served on the policy's device (the GPU,
+bfloat16, when there is one). A PPM round with `mcts.compare_terminal` also searches that many of its
+problems without the PPM, so the metrics compare PPM-guided and terminal-guided search on them.
 Inputs: data/problems (split `mcts.split`, domains `mcts.domains`), the models above, params `mcts`,
 `run`, `format`, `llm`, `sandbox`, `grading`, `seed`.
 Outputs: data/mcts/round=<r>/{nodes,trajectories,pairs,rejected} (sharded, resumable),
-metrics/mcts_round<r>.json, plots/mcts_q_round<r>.csv (Q histogram of visited steps).
+metrics/mcts_round<r>.json (incl. trajectories per tree and the share of re-walked rollouts),
+plots/mcts_q_round<r>.csv (Q histogram of visited steps).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ def main() -> None:
     run = P.section(runner.RunParams, params, "run")
     run = dataclasses.replace(run, shards=mp.shards) if mp.shards else run
     model_path, model_name = _policy(params, mp, round_)
+    if round_ == 1 and mp.first_round_backend:
+        params = {**params, "llm": {**(params.get("llm") or {}), "backend": mp.first_round_backend}}
     ppm_path = Path(mp.ppm_dir.format(round=round_ - 1)) if mp.uses_ppm(round_) else None
     which = mp.problems(round_)
     problems = pick_problems(store.read_rows("data/problems", "problems"), which)
@@ -49,16 +55,22 @@ def main() -> None:
     inputs = [model_path, "data/problems", *([ppm_path] if ppm_path else [])]
     out_dir = f"data/mcts/round={round_}"
     out = store.StageOutput(out_dir, TABLES, stage.fingerprint([mp, round_, params.get("format"), seed, run.shards], inputs))
-    ppm = _load_ppm(ppm_path) if ppm_path else None
     with open_runtime(params, model_path, model_name) as rt:
+        ppm = _load_ppm(ppm_path, rt.backend, mp) if ppm_path else None
         work = partial(_shard, rt=rt, mp=mp, round_=round_, seed=seed, ppm=ppm)
         counts = runner.run_sharded(out, problems, "problem_id", work, run, f"mcts round {round_}")
+        # the same problems without the PPM (the PPM-guided side is the round's own trees, read below)
+        same = problems[: mp.compare_terminal] if ppm and counts else []
+        terminal = shard_tables(same, rt, mp, round_, seed, None, show_progress=False) if same else None
     if counts is None:
         print(f"mcts: worker {run.worker_index} of {run.workers} done; merge the workers' outputs to finish")
         return
     nodes, trajectories, pairs = (store.read_rows(out_dir, t) for t in ("nodes", "trajectories", "pairs"))
+    compare = _compare({p["problem_id"] for p in same}, (nodes, trajectories, pairs), terminal) if terminal else None
     metrics = {**round_metrics(nodes, trajectories, pairs), "round": round_, "problems": len(problems),
-               "rejected": counts["rejected"], "policy": model_name, "ppm": str(ppm_path) if ppm_path else None}
+               "rejected": counts["rejected"], "policy": model_name, "ppm": str(ppm_path) if ppm_path else None,
+               "temperature": mp.temperature_of(round_), "rollouts_per_problem": mp.rollouts_of(round_),
+               **({"guidance_on_same_problems": compare} if compare else {})}
     store.write_json(f"metrics/mcts_round{round_}.json", metrics)
     visited = [n["q"] for n in nodes if n["parent_id"] is not None and n["visits"] > 0]
     store.write_csv(f"plots/mcts_q_round{round_}.csv", q_histogram(visited, mp.q_hist_bins))
@@ -71,8 +83,23 @@ def _shard(shard: int, problems: list[dict[str, Any]], rt: Any, mp: MCTSParams, 
     return shard_tables(problems, rt, mp, round_, seed, ppm)
 
 
+def _compare(ids: set[str], guided: tuple[list[dict[str, Any]], ...], terminal: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Solve rate and trajectories per tree of the same problems searched with the PPM (the round's trees)
+    and without it."""
+    keys = ("trees", "solve_rate", "trajectories_per_tree", "correct_trajectories_per_solved_tree", "rewalked_rollout_share")
+    mine = [[r for r in rows if r["problem_id"] in ids] for rows in guided]
+    sides = {"ppm_guided": round_metrics(*mine),
+             "terminal_guided": round_metrics(terminal["nodes"], terminal["trajectories"], terminal["pairs"])}
+    return {name: {k: m[k] for k in keys} for name, m in sides.items()}
+
+
 def _policy(params: dict[str, Any], mp: MCTSParams, round_: int) -> tuple[Path, str]:
-    """Round 1 searches with the base policy; round r with the policy trained on round r-1."""
+    """Round 1 searches with mcts.first_round_model or the base policy; round r with the policy trained on round r-1."""
+    if round_ == 1 and mp.first_round_model:
+        path = Path(mp.first_round_model)
+        if mp.first_round_backend != "openai":  # a served model is a name, not a folder here
+            check_model_folder(path, "mcts.first_round_model")
+        return path, path.name
     if round_ == 1:
         return resolve_policy(params)
     path = Path(mp.policy_dir.format(round=round_ - 1))
@@ -83,10 +110,15 @@ def _policy(params: dict[str, Any], mp: MCTSParams, round_: int) -> tuple[Path, 
     return path, path.name
 
 
-def _load_ppm(path: Path) -> Any:
+def _load_ppm(path: Path, backend: Any, mp: MCTSParams) -> Any:
+    """PPM r-1 next to the policy: on the transformers backend's device, else on the GPU when there is one
+    (vLLM/openai hold the policy there or elsewhere); bfloat16 on a GPU."""
+    import torch
+
     from tracemill.train import load_ppm
 
-    return load_ppm(path)
+    device = getattr(backend, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
+    return load_ppm(path, device=str(device), batch_size=mp.ppm_batch_size)
 
 
 if __name__ == "__main__":

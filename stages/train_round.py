@@ -3,8 +3,8 @@ self-evolution: the policy and the process preference model (PPM) of round r, fr
 
 policy: the selected trajectories of data/mcts/round=<r> (the top-k correct per problem by average Q)
   become `sft` rows, each step as the search wrote it with the sandbox's output blocks masked from the
-  loss, in data/train_policy/round=<r>/{sft,rejected}; the base policy (`policy.model` or
-  models/bootstrap) is fine-tuned on them with `train.train_policy` into `mcts.policy_dir` (policy r).
+  loss, in data/train_policy/round=<r>/{sft,rejected}; `mcts.sft_base` (default: the base policy,
+  `policy.model` or models/bootstrap) is fine-tuned on them with `train.train_policy` into `mcts.policy_dir` (policy r).
   rStar-Math trains every round's policy from the base model, never from the previous round's.
 ppm: the pairs of data/mcts/round=<r> train a PPM initialised from policy r with `train.ppm` into
   `mcts.ppm_dir` (PPM r).
@@ -54,7 +54,8 @@ def main() -> None:
 
 def train_policy(params: dict[str, Any], mp: MCTSParams, train: TrainParams, round_: int, search_dir: Path) -> None:
     sp, fmt = train.train_policy, P.section(FormatParams, params, "format")
-    base, base_name = resolve_policy(params)
+    base, base_name = (check_model_folder(Path(mp.sft_base), "mcts.sft_base"), Path(mp.sft_base).name) if mp.sft_base \
+        else resolve_policy(params)
     from tracemill.train import LossCurve, train_sft  # torch: only once the inputs are known to be there
 
     trajectories = store.read_rows(search_dir, "trajectories")

@@ -7,6 +7,7 @@ node. A short system prompt keeps its sequences, and so its training, small.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,12 @@ from tracemill.llm import LLMParams, load_backend
 from tracemill.runtime import Runtime
 from tracemill.sandbox import SandboxParams, open_sandbox
 from tracemill.search import MCTSParams
-from tracemill.search.mcts import shard_tables
+from tracemill.search.extract import edit_distance
+from tracemill.search.mcts import SearchError, shard_tables
 
 FMT = FormatParams(step_system_prompt="Steps.")
-MP = MCTSParams(rollouts=6, children=3, max_depth=3, max_step_tokens=40, temperature=0.8, top_p=1.0, pair_margin=0.5)
+MP = MCTSParams(rollouts=6, children=3, max_depth=3, max_step_tokens=40, temperature=0.8, top_p=1.0, pair_margin=0.5,
+                  pair_min_edit_distance=4)  # the tiny problems' whole solutions differ by fewer than the reference's 20
 QUESTIONS = [(3, 4), (5, 8), (6, 9), (7, 2)]  # two land in each of two shards
 BP = BootstrapParams(
     vocab_size=300, hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=1,
@@ -87,7 +90,32 @@ def test_q_signs_follow_terminal_correctness(searched):
     for n in visited:
         assert (n["q"] > 0) == bool(n["correct"]) and abs(n["q"]) == 1.0
     roots = [n for n in searched["nodes"] if n["parent_id"] is None]
-    assert all(r["visits"] == MP.rollouts for r in roots)
+    answers: dict[str, int] = {}
+    for n in visited:
+        answers[n["tree_id"]] = answers.get(n["tree_id"], 0) + 1
+    for r in roots:  # each answer backed up once, when it was made; no rollout re-walks a finished leaf
+        meta = json.loads(r["metadata"])
+        assert r["visits"] == answers.get(r["tree_id"], 0) and meta["rewalks"] == 0
+        assert meta["rollouts"] == MP.rollouts or meta["exhausted"]
+
+
+def test_a_ppm_primes_every_new_open_node_in_one_batched_call_per_expansion(runtime: Runtime, tmp_path: Path):
+    from tracemill.search.mcts import search
+    from tracemill.train import PPMParams, init_ppm, load_ppm
+
+    ppm = load_ppm(init_ppm(runtime.model_path, tmp_path / "ppm", PPMParams(max_length=256)))  # scores every step tanh(0) = 0
+    trees, stats = search(PROBLEMS[:2], runtime, MP, 3, 0, ppm, show_progress=False)
+    nodes = [n for t in trees for n in t.nodes.values() if n.parent_id is not None]
+    primed = [n for n in nodes if n.exec_ok and not n.is_leaf]
+    assert primed and all(n.ppm_score == 0.0 and n.visits >= 1 for n in primed)
+    graded = [n for n in nodes if n.terminal and n.exec_ok]
+    assert graded and all(n.ppm_score is None and abs(n.q) == 1.0 for n in graded)  # rule-based, never scored
+    assert 0 < stats.ppm_calls <= stats.generate_calls  # one call per batch of expansions, not per parent
+
+
+def test_test_split_problems_are_never_searched(runtime: Runtime):
+    with pytest.raises(SearchError, match="outside the train split.*only split 'train' is ever searched"):
+        shard_tables([{**PROBLEMS[0], "split": "test"}], runtime, MP, 1, 0, show_progress=False)
 
 
 def test_failed_code_nodes_are_never_expanded(searched):
@@ -111,6 +139,7 @@ def test_pairs_share_their_prefix_and_respect_the_margin(searched):
     assert searched["pairs"]
     for p in searched["pairs"]:
         assert p["chosen_q"] - p["rejected_q"] >= MP.pair_margin
+        assert edit_distance(p["chosen"], p["rejected"], MP.pair_min_edit_distance) >= MP.pair_min_edit_distance
         chosen, rejected = nodes[p["chosen_node_id"]], nodes[p["rejected_node_id"]]
         if not p["final_step"]:
             assert chosen["parent_id"] == rejected["parent_id"]

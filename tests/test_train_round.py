@@ -29,7 +29,7 @@ from tracemill.search.tree import Node, Tree
 from tracemill.train import IGNORE_INDEX, build_labels
 
 FMT = FormatParams(step_system_prompt="Steps.")  # a short prompt keeps the sequences, and the training, small
-MP = MCTSParams(rounds=2, top_k=2)
+MP = MCTSParams(rounds=2, top_k=2, pair_min_edit_distance=0)  # "Add them." vs "Multiply them." are closer than 20 characters
 QUESTIONS = [(3, 4), (5, 8), (6, 9), (7, 2), (4, 4), (9, 1)]
 TINY = tiny.TinyConfig(vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)

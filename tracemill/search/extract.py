@@ -2,16 +2,22 @@
 step-level preference `pairs`, plus the round's metrics. Pure functions over `Tree`s; `sft_rows`
 turns a round's written tables back into the policy's next training set.
 
-Pairs follow rStar-Math: among the visited runnable children of one node (so they share the prefix
-up to it), the `pairs_per_side` highest-Q steps that lead to a correct answer are paired with the
-`pairs_per_side` lowest-Q steps that never do. Final answers rarely share a prefix, so for the
-final step the rule is relaxed: the highest average-Q correct trajectories against the lowest
-average-Q wrong ones, each written out whole after the question. Every pair's chosen Q exceeds its
-rejected Q by at least the margin. A pair's text is `prefix + step`, as the PPM scores it.
+Pairs follow rStar-Math's reference code (`extra_rm_file.py`, `train/sample_rm_data.py`): among the
+runnable children of one node (so they share the prefix up to it), the `pairs_per_side` highest-Q
+steps with a correct answer below them are paired with the `pairs_per_side` lowest-Q steps with a
+wrong answer below them (a subtree of dead ends only is no negative); when one side has a single
+step, the other side takes up to `pairs_when_one`. A pair is kept when its Q margin is at least
+`pair_margin`, the two steps differ by at least `pair_min_edit_distance` characters, and (with
+`pair_path_check`) the chosen step's best continuation averages a higher Q than the rejected
+step's worst. Final answers rarely share a prefix, so for the final step the paper relaxes the rule:
+the highest average-Q correct trajectories against the lowest average-Q wrong ones, each written out
+whole after the question, under the same margin and edit distance. A pair's text is
+`prefix + step`, as the PPM scores it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import product
 from typing import Any
@@ -44,7 +50,7 @@ def node_rows(tree: Tree) -> list[dict[str, Any]]:
         if n.dead_end is not None:
             meta["dead_end"] = n.dead_end
         if n.node_id == tree.root_id:
-            meta["rollouts"] = tree.rollouts
+            meta.update(rollouts=tree.rollouts, rewalks=tree.rewalks, exhausted=tree.exhausted)
         rows.append({
             "node_id": n.node_id, "tree_id": tree.tree_id, "parent_id": n.parent_id, "problem_id": tree.problem_id,
             "round": tree.round, "depth": n.depth, "step_text": n.step_text, "code": n.code, "exec_ok": n.exec_ok,
@@ -55,7 +61,8 @@ def node_rows(tree: Tree) -> list[dict[str, Any]]:
 
 
 def answered_leaves(tree: Tree) -> list[Node]:
-    """Terminal nodes whose code ran and that a rollout reached (their Q carries their outcome)."""
+    """Terminal nodes whose code ran and that were graded (their Q carries their outcome): each is a
+    distinct trajectory, since no rollout re-enters a leaf."""
     return [n for n in tree.nodes.values() if n.terminal and n.exec_ok and n.visits > 0]
 
 
@@ -81,38 +88,89 @@ def trajectory_rows(tree: Tree, top_k: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _outcomes_below(tree: Tree) -> dict[str, bool]:
-    """node_id -> whether a correct answered leaf lies in its subtree (itself included)."""
-    reaches: dict[str, bool] = {}
+def _answers_below(tree: Tree) -> dict[str, tuple[bool, bool]]:
+    """node_id -> (a correct answer lies in its subtree, a wrong answer does), itself included; dead ends
+    count as neither (the reference's final_correct / final_wrong)."""
+    below: dict[str, tuple[bool, bool]] = {}
     for node in sorted(tree.nodes.values(), key=lambda n: -n.depth):  # children before parents
-        reaches[node.node_id] = bool(node.terminal and node.exec_ok and node.visits and node.correct) or any(
-            reaches[c] for c in node.children
-        )
-    return reaches
+        graded = node.terminal and node.exec_ok and node.visits > 0
+        kids = [below[c] for c in node.children]
+        below[node.node_id] = (bool(graded and node.correct) or any(r for r, _ in kids),
+                               bool(graded and not node.correct) or any(w for _, w in kids))
+    return below
 
 
-def _pair(tree: Tree, kind: str, prefix: str, chosen: tuple[str, float, str], rejected: tuple[str, float, str]) -> dict[str, Any]:
+def edit_distance(a: str, b: str, cap: int) -> int:
+    """Levenshtein distance of two texts, computed only up to `cap` (any larger distance returns cap):
+    the filter needs to know whether two steps differ by at least that many characters."""
+    if abs(len(a) - len(b)) >= cap:
+        return cap
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+        if min(row) >= cap:
+            return cap
+    return min(row[-1], cap)
+
+
+def _path_avg(tree: Tree, node: Node, below: dict[str, tuple[bool, bool]], best: bool) -> float:
+    """Average Q from `node` down its best correct (or worst wrong) continuation, as the reference's
+    build_partial_solution follows it."""
+    side = 0 if best else 1
+    path = [node]
+    while True:
+        nxt = [c for c in tree.children(path[-1]) if below[c.node_id][side]]
+        if not nxt:
+            return sum(n.q for n in path) / len(path)
+        path.append(max(nxt, key=lambda c: c.q) if best else min(nxt, key=lambda c: c.q))
+
+
+def _pair(tree: Tree, kind: str, prefix: str, chosen: tuple[str, float, str], rejected: tuple[str, float, str],
+          counts: tuple[int, int]) -> dict[str, Any]:
     (c_text, c_q, c_id), (r_text, r_q, r_id) = chosen, rejected
     return {
         "pair_id": records.content_id(tree.tree_id, kind, c_id, r_id), "problem_id": tree.problem_id, "tree_id": tree.tree_id,
         "round": tree.round, "prefix": prefix, "chosen": c_text, "rejected": r_text, "chosen_q": c_q, "rejected_q": r_q,
-        "final_step": kind == "final", "chosen_node_id": c_id, "rejected_node_id": r_id, "metadata": records.to_json({"kind": kind}),
+        "final_step": kind == "final", "chosen_node_id": c_id, "rejected_node_id": r_id,
+        "metadata": records.to_json({"kind": kind, "pos_count": counts[0], "neg_count": counts[1]}),
     }
 
 
+def _sides(good: list[Any], bad: list[Any], mp: MCTSParams) -> tuple[list[Any], list[Any]]:
+    """The ranked candidates cut to pairs_per_side each, or pairs_when_one opposite a single step."""
+    g, b = good[: mp.pairs_per_side], bad[: mp.pairs_per_side]
+    if len(g) == 1:
+        b = bad[: mp.pairs_when_one]
+    if len(b) == 1:
+        g = good[: mp.pairs_when_one]
+    return g, b
+
+
+def _distinct(chosen: str, rejected: str, mp: MCTSParams) -> bool:
+    cap = mp.pair_min_edit_distance
+    return cap == 0 or edit_distance(chosen, rejected, cap) >= cap
+
+
 def sibling_pairs(tree: Tree, fmt: FormatParams, mp: MCTSParams) -> list[dict[str, Any]]:
-    reaches = _outcomes_below(tree)
+    below = _answers_below(tree)
     out = []
     for parent in tree.nodes.values():
-        visited = [c for c in tree.runnable_children(parent) if c.visits > 0]
-        good = sorted((c for c in visited if reaches[c.node_id]), key=lambda c: (-c.q, c.node_id))[: mp.pairs_per_side]
-        bad = sorted((c for c in visited if not reaches[c.node_id]), key=lambda c: (c.q, c.node_id))[: mp.pairs_per_side]
+        kids = tree.runnable_children(parent)
+        good = sorted((c for c in kids if below[c.node_id][0]), key=lambda c: (-c.q, c.node_id))
+        bad = sorted((c for c in kids if below[c.node_id][1]), key=lambda c: (c.q, c.node_id))
+        good, bad = _sides(good, bad, mp)
         if not good or not bad:
             continue
         prefix = prefix_text(tree, parent, fmt)
         for g, b in product(good, bad):
-            if g.q - b.q >= mp.pair_margin:
-                out.append(_pair(tree, "sibling", prefix, (step_text(g, fmt), g.q, g.node_id), (step_text(b, fmt), b.q, b.node_id)))
+            g_text, b_text = step_text(g, fmt), step_text(b, fmt)
+            if g.q - b.q < mp.pair_margin or not _distinct(g_text, b_text, mp):
+                continue
+            if mp.pair_path_check and _path_avg(tree, g, below, True) <= _path_avg(tree, b, below, False):
+                continue
+            out.append(_pair(tree, "sibling", prefix, (g_text, g.q, g.node_id), (b_text, b.q, b.node_id), (len(good), len(bad))))
     return out
 
 
@@ -121,11 +179,14 @@ def final_pairs(tree: Tree, trajectories: Sequence[dict[str, Any]], fmt: FormatP
         steps = [tree.nodes[i] for i in row["node_ids"][1:]]
         return "".join(step_text(n, fmt) for n in steps), row["avg_q"], row["node_ids"][-1]
 
-    right = sorted((t for t in trajectories if t["correct"]), key=lambda t: (-t["avg_q"], t["trajectory_id"]))[: mp.pairs_per_side]
-    wrong = sorted((t for t in trajectories if not t["correct"]), key=lambda t: (t["avg_q"], t["trajectory_id"]))[: mp.pairs_per_side]
-    return [
-        _pair(tree, "final", tree.prompt, whole(g), whole(b)) for g, b in product(right, wrong) if g["avg_q"] - b["avg_q"] >= mp.pair_margin
-    ]
+    right, wrong = _sides(sorted((t for t in trajectories if t["correct"]), key=lambda t: (-t["avg_q"], t["trajectory_id"])),
+                          sorted((t for t in trajectories if not t["correct"]), key=lambda t: (t["avg_q"], t["trajectory_id"])), mp)
+    out = []
+    for g, b in product(right, wrong):
+        chosen, rejected = whole(g), whole(b)
+        if g["avg_q"] - b["avg_q"] >= mp.pair_margin and _distinct(chosen[0], rejected[0], mp):
+            out.append(_pair(tree, "final", tree.prompt, chosen, rejected, (len(right), len(wrong))))
+    return out
 
 
 def extract(trees: Iterable[Tree], fmt: FormatParams, mp: MCTSParams) -> dict[str, list[dict[str, Any]]]:
@@ -178,6 +239,12 @@ def round_metrics(nodes: Sequence[dict[str, Any]], trajectories: Sequence[dict[s
     """What `dvc metrics show` reports for a round, computed from the written tables."""
     trees = {n["tree_id"] for n in nodes}
     solved = {t["tree_id"] for t in trajectories if t["correct"]}
+    roots = [json.loads(n["metadata"] or "{}") for n in nodes if n["parent_id"] is None]
+    rollouts = sum(r.get("rollouts", 0) for r in roots)
+    correct_per_tree: dict[str, int] = {}
+    for t in trajectories:
+        if t["correct"]:
+            correct_per_tree[t["tree_id"]] = correct_per_tree.get(t["tree_id"], 0) + 1
     steps = [n for n in nodes if n["parent_id"] is not None]
     with_code = [n for n in steps if n["code"] is not None]
     return {
@@ -188,7 +255,13 @@ def round_metrics(nodes: Sequence[dict[str, Any]], trajectories: Sequence[dict[s
         "exec_ok_rate": round(sum(n["exec_ok"] for n in with_code) / len(with_code), 4) if with_code else None,
         "terminal_nodes": sum(n["terminal"] for n in steps),
         "trajectories": len(trajectories),
+        "trajectories_per_tree": round(len(trajectories) / len(trees), 2) if trees else None,
         "correct_trajectories": sum(t["correct"] for t in trajectories),
+        "correct_trajectories_per_solved_tree": round(sum(correct_per_tree.values()) / len(solved), 2) if solved else None,
+        "solved_trees_with_2_correct": sum(c >= 2 for c in correct_per_tree.values()),
+        "rollouts": rollouts,
+        "rewalked_rollout_share": round(sum(r.get("rewalks", 0) for r in roots) / rollouts, 4) if rollouts else None,
+        "exhausted_trees": sum(bool(r.get("exhausted")) for r in roots),
         "selected": sum(t["selected"] for t in trajectories),
         "pairs": len(pairs),
         "final_step_pairs": sum(p["final_step"] for p in pairs),

@@ -1,13 +1,14 @@
 """rStar-Math's code-augmented MCTS, batched across problems.
 
 All trees advance together. Each iteration walks every live tree by UCT until it reaches a node to
-expand (a rollout that reaches a leaf is backed up on the spot and the next one starts), then one
-generation call carries the pending expansion of every tree, `children` samples each, stopping at
-the end of a step or at a code block to run. Every candidate's code runs in the sandbox after the
+expand (rollout semantics in tree.py: a leaf is evaluated once where it is created and never entered
+again), then one generation call carries the pending expansion of every tree, `children` samples
+each, stopping at the end of a step or at a code block to run. Every candidate's code runs in the sandbox after the
 code of its path (replayed in a fresh session, so no session outlives an iteration however large
 the trees grow); a candidate whose code fails is kept with `exec_ok = false` and never expanded.
-Terminal candidates (a boxed answer) are graded in one batch; with a PPM, new runnable nodes get
-its score as their initial Q. A node is continued from its own completion's handle, so the backend
+Terminal candidates (a boxed answer) are graded in one batch and backed up at once; with a PPM,
+every new runnable non-leaf node of the whole batch is scored in one batched call on the PPM's
+device, the score counting as the node's first visit. A node is continued from its own completion's handle, so the backend
 never re-encodes a path it already holds.
 
 Deterministic given the seed: each expansion samples with a seed derived from the node's id, and
@@ -23,10 +24,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracemill import records
+from tracemill.errors import TracemillError
 from tracemill.formats import FormatParams, Step, is_terminal, last_boxed, output_block, parse_step, render_prompt
-from tracemill.search.extract import prefix_text, step_text
+from tracemill.search.extract import prefix_text
 from tracemill.search.params import MCTSParams
 from tracemill.search.tree import Node, Tree
+
+class SearchError(TracemillError):
+    """The search was asked to do something it must not (search an evaluation problem)."""
+
 
 SEED_BITS = 8  # hex digits of a node id hash used as its sampling seed (fits every backend's seed)
 
@@ -42,6 +48,7 @@ class SearchStats:
     exec_s: float = 0.0
     grade_s: float = 0.0
     ppm_s: float = 0.0
+    ppm_calls: int = 0  # one per expansion batch that made open nodes
     wall_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -82,17 +89,20 @@ class Search:
     fmt: FormatParams
     mp: MCTSParams
     seed: int
-    ppm: Any = None  # a PPM scorer (`score(prefix, steps)`), or None for terminal-guided Q only
+    ppm: Any = None  # a PPM scorer (`score_many(texts)`), or None for terminal-guided Q only
+    last_round: bool = False  # unsolved trees get mp.escalate_rollouts more rollouts
     stats: SearchStats = field(default_factory=SearchStats)
+    round_: int = 1
     _live: dict[str, _Live] = field(default_factory=dict)
 
     def run(self, problems: Sequence[dict[str, Any]], round_: int, show_progress: bool = True) -> list[Tree]:
         """Search a tree per problem; returns the trees with every node, visit count and Q."""
         start = time.perf_counter()
+        self.round_ = round_
         by_id = {p["problem_id"]: p for p in problems}
         tokenizer = getattr(self.backend, "tokenizer", None)
         trees = [Tree.new(p["problem_id"], round_, render_prompt(p["question"], tokenizer, self.fmt, "steps")) for p in problems]
-        total = len(trees) * self.mp.rollouts
+        total = len(trees) * self._rollouts
         with _progress(show_progress, total) as advance:
             live = list(trees)
             while live:
@@ -113,14 +123,24 @@ class Search:
 
     # ---- rollouts --------------------------------------------------------------------------------
 
+    @property
+    def _rollouts(self) -> int:
+        return self.mp.rollouts_of(self.round_)
+
+    def _budget(self, tree: Tree) -> int:
+        """The tree's rollouts; in the last round a tree still unsolved after them gets the escalation."""
+        base = self._rollouts
+        if self.last_round and tree.rollouts >= base and not _solved(tree):
+            return base + self.mp.escalate_rollouts
+        return base
+
     def _advance(self, tree: Tree) -> Node | None:
-        """Back up every rollout that reaches a leaf; the node to expand next, or None when done."""
-        while tree.rollouts < self.mp.rollouts:
-            node = tree.walk(self.mp.uct_c, self.mp.max_depth)
-            if not node.is_leaf:
+        """The node the current rollout expands next, or None when the tree's budget is spent or every
+        path is finished (a rollout that could only re-walk leaves is never started)."""
+        while tree.rollouts < self._budget(tree) and not tree.exhausted:
+            node = tree.walk(self.mp.uct_c)
+            if node is not None:
                 return node
-            tree.backup(node)
-            self._forget(node)
         return None
 
     def _forget(self, node: Node) -> None:
@@ -149,14 +169,17 @@ class Search:
             candidates += self._dedupe([self._parse(tree, node, out) for out in outs])
         self._execute(candidates)
         self._grade(candidates, problems)
-        children = [self._add(c) for c in candidates]
-        self._score(pending, children)
-        for _, node in pending:
-            node.expanded = True
+        children = [(c.tree, self._add(c)) for c in candidates]
+        for tree, child in children:
+            if child.exec_ok and child.is_leaf:
+                tree.settle(child)  # graded (or a dead end) once, here; never selected again
+        for tree, node in pending:
+            tree.expanded(node)
+        self._score([(tree, child) for tree, child in children if child.exec_ok and not child.is_leaf])
 
     def _request(self, tree: Tree, node: Node, Request: Any) -> Any:
         common = dict(
-            stop=self.fmt.step_stop, n=self.mp.children, temperature=self.mp.temperature, top_p=self.mp.top_p,
+            stop=self.fmt.step_stop, n=self.mp.children, temperature=self.mp.temperature_of(self.round_), top_p=self.mp.top_p,
             max_tokens=self.mp.max_step_tokens, seed=int(records.content_id(self.seed, node.node_id, length=SEED_BITS), 16),
         )
         if node.node_id == tree.root_id:
@@ -226,6 +249,8 @@ class Search:
         )
         if c.exec_ok and not terminal and c.ended:
             node.dead_end = "ended_without_answer"
+        elif c.exec_ok and not terminal and node.depth >= self.mp.max_depth:
+            node.dead_end = "max_depth"
         if node.exec_ok and not node.is_leaf and node.depth < self.mp.max_depth:
             self._live[node.node_id] = _Live(c.completion, self._append(node))
         else:
@@ -237,20 +262,16 @@ class Search:
         shown = output_block(node.exec_output or "", self.fmt) if node.code is not None else ""
         return f"{shown}{self.fmt.step_delimiter}\n"
 
-    def _score(self, pending: list[tuple[Tree, Node]], children: list[Node]) -> None:
-        if self.ppm is None:
+    def _score(self, new: list[tuple[Tree, Node]]) -> None:
+        """The PPM's scores of every new open node of the batch, in one call: each is the node's first visit."""
+        if self.ppm is None or not new:
             return
         t0 = time.perf_counter()
-        by_parent: dict[str, list[Node]] = {}
-        for child in children:
-            if child.exec_ok:
-                by_parent.setdefault(child.parent_id or "", []).append(child)
-        for tree, parent in pending:
-            kids = by_parent.get(parent.node_id, [])
-            scores = self.ppm.score(prefix_text(tree, parent, self.fmt), [step_text(k, self.fmt) for k in kids]) if kids else []
-            for kid, score in zip(kids, scores, strict=True):
-                kid.ppm_score = float(score)
+        texts = [prefix_text(tree, node, self.fmt) for tree, node in new]
+        for (tree, node), score in zip(new, self.ppm.score_many(texts), strict=True):
+            tree.prime(node, float(score))
         self.stats.ppm_s += time.perf_counter() - t0
+        self.stats.ppm_calls += 1
 
 
 @contextmanager
@@ -267,10 +288,14 @@ def _progress(show: bool, total: int) -> Iterator[Callable[[int], None]]:
         yield lambda n: progress.advance(task, n)
 
 
+def _solved(tree: Tree) -> bool:
+    return any(n.terminal and n.correct for n in tree.nodes.values())
+
+
 def search(problems: Sequence[dict[str, Any]], rt: Any, mp: MCTSParams, round_: int, seed: int, ppm: Any = None,
            show_progress: bool = True) -> tuple[list[Tree], SearchStats]:
     """Search one tree per problem with a `tracemill.runtime.Runtime` (backend, sandbox, grader, formats)."""
-    s = Search(rt.backend, rt.sandbox, rt.grader, rt.fmt, mp, seed, ppm)
+    s = Search(rt.backend, rt.sandbox, rt.grader, rt.fmt, mp, seed, ppm, last_round=round_ == mp.rounds)
     return s.run(problems, round_, show_progress), s.stats
 
 
@@ -281,6 +306,12 @@ def shard_tables(problems: Sequence[dict[str, Any]], rt: Any, mp: MCTSParams, ro
     from tracemill.search.extract import extract
     from tracemill.store import Quarantine
 
+    leaked = sorted({p["problem_id"] for p in problems if p.get("split") != "train"})
+    if leaked:
+        # An evaluation problem in a search tree ends up in the trajectories, the pairs and every policy
+        # trained on them: refuse the shard rather than contaminate the evaluation.
+        raise SearchError(f"mcts: {len(leaked)} problem(s) outside the train split, e.g. '{leaked[0]}' — only split "
+                          "'train' is ever searched; fix mcts.sources / the source's split in params.yaml")
     quarantine = Quarantine("mcts")
     usable = []
     for p in problems:

@@ -1,7 +1,10 @@
 """The `mcts` section of params.yaml: rStar-Math's search, pair and selection knobs.
 
 Field defaults are the paper's values where it states them (16 rollouts, UCT constant 2, PPM from
-round 3, top-2 trajectories, 2 vs 2 sibling steps per pair, 4 rounds); params.yaml holds the
+round 3, top-2 trajectories, 2 vs 2 sibling steps per pair, 4 rounds, temperature 0.7 in round 1
+and 1.0 later, 64 more rollouts for problems the last round leaves unsolved) or, for the pair
+filters, the reference code's (`train/sample_rm_data.py`: margin 0.5, edit distance 20;
+`extra_rm_file.py`: up to 4 on the other side when one side has one); params.yaml holds the
 embedded CPU run's smaller numbers.
 """
 
@@ -27,21 +30,47 @@ def round_inputs(rounds: int, ppm_from_round: int, policy_dir: str = "models/pol
 
 
 @dataclass(frozen=True)
+class BestOfNParams:
+    """`mcts.bestofn`: each round's policy samples n solutions per held-out problem (the `evaluate` section's
+    problems and sampling) and PPM r picks one, against pass@1, maj@n and the oracle pass@n."""
+
+    n: int = at_least(1, default=64)  # samples per problem; the paper's largest test-time budget (rStar-Math64)
+    max_problems: int | None = at_least(1, default=None)  # the first held-out problems by id; None: evaluate.max_problems
+
+
+@dataclass(frozen=True)
 class MCTSParams:
     rounds: int = at_least(1, default=4)  # rounds of self-evolution (policy r and PPM r come from round r's data)
-    rollouts: int = at_least(1, default=16)  # root-to-leaf rollouts per problem
+    rollouts: int = at_least(1, default=16)  # rollouts per problem (rounds 2+)
+    first_round_rollouts: int | None = at_least(1, default=None)  # round 1; None: rollouts
+    escalate_rollouts: int = at_least(0, default=64)  # last round: more rollouts for a still-unsolved problem
+    # Round 1's search model (the paper bootstraps with a much larger model): a folder, or a served model's
+    # name with first_round_backend openai/vllm; None: the base policy (policy.model or the bootstrap).
+    first_round_model: str | None = None
+    first_round_backend: str | None = choices("transformers", "vllm", "openai", default=None)  # None: llm.backend
+    # The model each round's policy is fine-tuned from (the paper: the same small base every round);
+    # None: the base policy.
+    sft_base: str | None = None
     children: int = at_least(1, default=8)  # candidate steps sampled per expansion
     max_depth: int = at_least(1, default=16)  # steps on a path; a node this deep without an answer ends its rollout
     uct_c: float = at_least(0, default=2.0)  # exploration constant of UCT
     ppm_from_round: int = at_least(1, default=3)  # from this round on, the previous round's PPM initialises Q of new nodes
-    temperature: float = at_least(0, default=0.7)
+    temperature: float = at_least(0, default=0.7)  # round 1 (the reference's config/sample_mcts.yaml)
+    later_temperature: float = at_least(0, default=1.0)  # rounds 2+ (config/sft_sample_mcts.yaml)
     top_p: float = bounded(0, 1, lo_open=True, default=0.95)
     max_step_tokens: int = at_least(1, default=256)  # generated tokens per step; a step cut here is dropped
     max_output_chars: int = at_least(1, default=1_000)  # sandbox output shown to the policy (its tail)
     pair_margin: float = bounded(0, 2, default=0.5)  # a pair's chosen Q must exceed its rejected Q by at least this (Q is in [-1, 1])
     pairs_per_side: int = at_least(1, default=2)  # the k highest-Q and k lowest-Q siblings of a prefix are paired
+    pairs_when_one: int = at_least(1, default=4)  # when one side has a single step, this many on the other side
+    pair_min_edit_distance: int = at_least(0, default=20)  # characters; near-identical steps ("23" vs "28") teach nothing
+    pair_path_check: bool = True  # chosen's best continuation must average a higher Q than rejected's worst
+    ppm_batch_size: int = at_least(1, default=64)  # texts per PPM forward pass during the search
+    # PPM rounds: also search this many of the round's problems terminal-guided (no PPM, same policy), so
+    # the metrics compare the two on the same problems; 0: no comparison (the paper reports none)
+    compare_terminal: int = at_least(0, default=0)
     top_k: int = at_least(1, default=2)  # correct trajectories per problem selected for SFT, by average Q
-    split: str = choices("train", "eval", "test", default="train")
+    split: str = choices("train", default="train")  # test and eval sets are never searched
     sources: list[str] = field(default_factory=list)  # problem sources to search; empty: all
     domains: list[str] = choices("math", "code", default_factory=lambda: ["math"])
     max_problems: int = at_least(1, default=1_000_000)  # per round
@@ -56,6 +85,7 @@ class MCTSParams:
     # (`foreach: ${mcts.round_inputs}`); must match rounds and ppm_from_round (see round_inputs()).
     # None: not checked (a stage run outside DVC needs no list).
     round_inputs: dict[str, dict[str, str]] | None = None
+    bestofn: BestOfNParams = field(default_factory=BestOfNParams)  # the held-out best-of-N measure (ppm_bestofn@r)
 
     def problems(self, round_: int) -> "GenParams":
         """Which problems round `round_` searches."""
@@ -77,3 +107,9 @@ class MCTSParams:
 
     def uses_ppm(self, round_: int) -> bool:
         return round_ >= self.ppm_from_round
+
+    def rollouts_of(self, round_: int) -> int:
+        return self.first_round_rollouts if round_ == 1 and self.first_round_rollouts else self.rollouts
+
+    def temperature_of(self, round_: int) -> float:
+        return self.temperature if round_ == 1 else self.later_temperature

@@ -1,14 +1,22 @@
-"""The search tree of one problem: nodes, UCT selection, backup of terminal rewards.
+"""The search tree of one problem: nodes, UCT selection, rewards set once where a leaf is created.
 
-A node is one step (a sentence and optionally its python code with that code's output). A rollout
-walks from the root by UCT to a node that is not expanded yet (the driver expands it and the walk
-goes on) or to a leaf: a terminal node (a boxed answer, graded: +1 correct, -1 wrong) or a dead
-end (too deep, the policy ended its turn without an answer, no runnable child: -1). The leaf's
-reward is added to every node on the path. A node whose code failed is kept for inspection but
-is never selected, so never expanded.
+A node is one step (a sentence and optionally its python code with that code's output). Rollouts
+follow rStar-Math's reference code (`rstar_deepthink/agents/mcts.py`, `nodes/mcts_node.py`):
 
-Q is the mean reward of the rollouts through a node. From the round where a PPM is used, its score
-initialises Q: it counts as one pseudo-rollout, so Q = (ppm + sum of rewards) / (visits + 1).
+- A leaf is evaluated once, when it is created: a terminal node (a boxed answer, graded: +1 correct,
+  -1 wrong) adds its reward to every node from the root to it; a dead end (too deep, the policy ended
+  its turn without an answer, no runnable child) takes -1 on itself only, as the reference's invalid
+  final answers do. A leaf is never selected again, and a node whose children are all closed is
+  closed itself, so no rollout re-walks a finished path.
+- A rollout walks from the root by UCT over open children to a node not expanded yet; the driver
+  expands it and the same rollout goes on from there among the new children. It ends where no open
+  child is left (its last expansion made only leaves) and the next one starts at the root. Every
+  rollout therefore ends having created at least one leaf; `rewalks` counts those that did not.
+- Without a PPM an unvisited child has Q 0 and no exploration bonus (the reference's `puct`). With a
+  PPM a new runnable child gets its score as a first visit (N = 1, Q = score), so the PPM decides
+  which child the next walk takes; terminal nodes keep the rule-based reward.
+
+A node whose code failed is kept for inspection but is never selected, so never expanded.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ class Node:
     ppm_score: float | None = None
     dead_end: str | None = None  # why a runnable, unanswered node ends its rollouts
     expanded: bool = False
+    closed: bool = False  # a leaf, a failed step, or every child closed: no rollout enters it again
     visits: int = 0
     value_sum: float = 0.0
     children: list[str] = field(default_factory=list)
@@ -45,18 +54,20 @@ class Node:
 
     @property
     def q(self) -> float:
-        if self.ppm_score is None:
-            return self.value_sum / self.visits if self.visits else 0.0
-        return (self.ppm_score + self.value_sum) / (self.visits + 1)
+        return self.value_sum / self.visits if self.visits else 0.0
 
     @property
     def is_leaf(self) -> bool:
-        """A rollout that reaches this node ends here with a reward."""
+        """A rollout that creates this node has its reward here."""
         return self.terminal or self.dead_end is not None
 
     @property
     def reward(self) -> float:
         return CORRECT_REWARD if self.terminal and self.correct else WRONG_REWARD
+
+    def update(self, value: float) -> None:
+        self.visits += 1
+        self.value_sum += value
 
 
 @dataclass
@@ -68,16 +79,25 @@ class Tree:
     nodes: dict[str, Node]
     root_id: str
     rollouts: int = 0  # finished rollouts
+    rewalks: int = 0  # finished rollouts that created no leaf (re-walked old paths only)
+    leaves: int = 0  # leaves evaluated so far
+    cursor: str = ""  # where the current rollout stands; the root between rollouts
+    _leaves_at_start: int = 0
 
     @classmethod
     def new(cls, problem_id: str, round_: int, prompt: str) -> Tree:
         tree_id = records.content_id("mcts", problem_id, round_)
         root = Node(node_id=records.content_id(tree_id, "root"), parent_id=None, depth=0, step_text="")
-        return cls(tree_id, problem_id, round_, prompt, {root.node_id: root}, root.node_id)
+        return cls(tree_id, problem_id, round_, prompt, {root.node_id: root}, root.node_id, cursor=root.node_id)
 
     @property
     def root(self) -> Node:
         return self.nodes[self.root_id]
+
+    @property
+    def exhausted(self) -> bool:
+        """Every path is finished: another rollout would only re-walk leaves."""
+        return self.root.closed
 
     def add_child(self, parent: Node, step_text: str, code: str | None, **fields: Any) -> Node:
         """A new child of `parent`; an identical step (same text and code) returns the existing child."""
@@ -102,46 +122,87 @@ class Tree:
             out.append(self.nodes[out[-1].parent_id])
         return out[::-1]
 
-    def walk(self, c: float, max_depth: int) -> Node:
-        """Follow UCT from the root to a node to expand or a leaf. Nothing changes between the
-        expansions of one rollout except the new children, so walking again from the root after an
-        expansion continues the same rollout."""
-        node = self.root
-        while not node.is_leaf:
-            if not node.expanded:
-                if node.depth >= max_depth:
-                    node.dead_end = "max_depth"
-                    break
-                return node
+    # ---- rollouts ---------------------------------------------------------------------------------
+
+    def walk(self, c: float) -> Node | None:
+        """Continue the current rollout by UCT over open children to a node to expand; None when the
+        rollout has ended (no open child where it stands), which counts it and moves to the root."""
+        node = self.nodes[self.cursor]
+        while node.expanded:
             child = select_child(self, node, c)
             if child is None:
-                node.dead_end = "no_runnable_child"
-                break
+                self._end_rollout()
+                return None
             node = child
+        self.cursor = node.node_id
         return node
 
+    def _end_rollout(self) -> None:
+        self.rollouts += 1
+        self.rewalks += self.leaves == self._leaves_at_start
+        self._leaves_at_start = self.leaves
+        self.cursor = self.root_id
+
+    def expanded(self, node: Node) -> None:
+        """`node`'s children are all added (and the leaves among them settled): close what is finished.
+        A node with no runnable child is a dead end."""
+        node.expanded = True
+        for child in self.children(node):
+            if not child.exec_ok:
+                child.closed = True
+        if not self.runnable_children(node):
+            node.dead_end = "no_runnable_child"
+            self.settle(node)
+        else:
+            self._close_up(node)
+
+    def settle(self, leaf: Node) -> None:
+        """Evaluate a leaf once, where it is created: an answer's reward goes up to the root, a dead end's
+        stays on the node; either way no rollout enters it again."""
+        if leaf.terminal:
+            self.backup(leaf)
+        else:
+            leaf.update(WRONG_REWARD)
+        self.leaves += 1
+        leaf.closed = True
+        if leaf.parent_id is None:
+            self._end_rollout()  # the root itself is a dead end: the rollout in flight was the last
+        else:
+            self._close_up(self.nodes[leaf.parent_id])
+
     def backup(self, leaf: Node) -> float:
-        """Add the leaf's reward to every node from the root to it; one rollout is finished."""
+        """Add the leaf's reward to every node from the root to it."""
         reward = leaf.reward
         for node in self.path(leaf):
-            node.visits += 1
-            node.value_sum += reward
-        self.rollouts += 1
+            node.update(reward)
         return reward
+
+    def _close_up(self, node: Node) -> None:
+        while not node.closed and node.expanded and all(c.closed for c in self.children(node)):
+            node.closed = True
+            if node.parent_id is None:
+                self._end_rollout()  # the rollout in flight made the tree's last leaves: it is the last one
+                return
+            node = self.nodes[node.parent_id]
+
+    def prime(self, node: Node, score: float) -> None:
+        """The PPM's score of a new runnable node as its first visit (the reference's `update(value)`)."""
+        node.ppm_score = score
+        node.update(score)
 
 
 def uct(child: Node, parent_visits: int, c: float) -> float:
-    """Q + c * sqrt(ln N(parent) / N(child)); an unvisited child comes first."""
-    if child.visits == 0:
-        return math.inf
-    return child.q + c * math.sqrt(math.log(max(parent_visits, 1)) / child.visits)
+    """Q + c * sqrt(ln N(parent) / N(child)); no exploration bonus while either count is 0 (the
+    reference's `puct`), so an unvisited child scores 0 and a PPM-primed one its score."""
+    if child.visits == 0 or parent_visits == 0:
+        return child.q
+    return child.q + c * math.sqrt(math.log(parent_visits) / child.visits)
 
 
 def select_child(tree: Tree, node: Node, c: float) -> Node | None:
-    """The runnable child with the highest UCT; ties (unvisited children) go to the higher PPM score,
-    then to the child sampled first, so the search is deterministic."""
-    runnable = tree.runnable_children(node)
-    if not runnable:
+    """The open runnable child with the highest UCT, ties to the child sampled first (deterministic);
+    None when every child is closed."""
+    open_ = [ch for ch in tree.runnable_children(node) if not ch.closed]
+    if not open_:
         return None
-    order = {child.node_id: i for i, child in enumerate(runnable)}
-    return max(runnable, key=lambda ch: (uct(ch, node.visits, c), ch.ppm_score if ch.ppm_score is not None else 0.0, -order[ch.node_id]))
+    return max(open_, key=lambda ch: uct(ch, node.visits, c))  # max keeps the first of equals

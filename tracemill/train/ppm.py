@@ -1,7 +1,9 @@
-"""The process preference model: the policy backbone with a scalar head, score = tanh(head(last token)).
+"""The process preference model: the policy backbone with a scalar head on the last token.
 
-Trained on `pairs` rows with the pairwise Bradley-Terry loss -log sigmoid(r_chosen - r_rejected) on the
-tanh-bounded scores, as rStar-Math does. The saved folder is a standard sequence-classification model
+As rStar-Math's reference code does (`train/rm.py`, `train/train_RM.py`, `rstar_deepthink/llms/llms.py`):
+the pairwise Bradley-Terry loss -log sigmoid(r_chosen - r_rejected) is on the head's raw outputs, and
+`tanh` bounds a score only where it is used (the search's Q, best-of-N); the new head starts at
+normal(head_init_mean, head_init_std) and sees its input through dropout (head_dropout) in training. The saved folder is a standard sequence-classification model
 (one label) plus `ppm.json`; `load_ppm(path)` gives the scorer that MCTS and best-of-N call. `init_ppm`
 writes the same folder untrained, with a zero head, for a round that extracted no pairs.
 A scored text is always `prefix + step`: the same concatenation in training and in scoring.
@@ -10,6 +12,7 @@ A scored text is always `prefix + step`: the same concatenation in training and 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,10 +32,10 @@ def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Te
     return -torch.nn.functional.logsigmoid(chosen - rejected).mean()
 
 
-def scores(model: PreTrainedModel, input_ids: torch.Tensor) -> torch.Tensor:
-    """tanh of the head on each right-padded sequence's last real token (the model pools on the last non-pad
-    token). No attention mask: as in causal_lm_collator, right padding never reaches a real token."""
-    return torch.tanh(model(input_ids=input_ids).logits.squeeze(-1).float())
+def raw_scores(model: PreTrainedModel, input_ids: torch.Tensor) -> torch.Tensor:
+    """The head on each right-padded sequence's last real token (the model pools on the last non-pad
+    token), unbounded. No attention mask: as in causal_lm_collator, right padding never reaches a real token."""
+    return model(input_ids=input_ids).logits.squeeze(-1).float()
 
 
 def pair_features(
@@ -66,46 +69,62 @@ class PPMTrainer(BucketTrainer):
 
     def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        s = scores(model, inputs["input_ids"])
+        s = raw_scores(model, inputs["input_ids"])
         chosen, rejected = s.chunk(2)
         loss = bradley_terry_loss(chosen, rejected)
         return (loss, {"chosen": chosen, "rejected": rejected}) if return_outputs else loss
 
 
 class PPMScorer:
-    """Scores candidate next steps after a shared prefix; each score is in [-1, 1], higher is better."""
+    """Scores texts (`prefix + step`) in [-1, 1], higher is better: tanh of the raw head output."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
-        self.model, self.tokenizer, self.max_length = model.eval(), tokenizer, max_length
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_length: int,
+                 batch_size: int = 64) -> None:
+        self.model, self.tokenizer, self.max_length, self.batch_size = model.eval(), tokenizer, max_length, batch_size
+
+    def raw_many(self, texts: Sequence[str]) -> list[float]:
+        """The unbounded head output of each text, in batches of similar lengths (less padding)."""
+        # Keep the end of a long text: the step being judged is there.
+        ids = [t[-self.max_length:] for t in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]] if texts else []
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = [0.0] * len(ids)
+        with torch.no_grad():
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start:start + self.batch_size]
+                values = raw_scores(self.model, pad([ids[i] for i in chunk], self.tokenizer.pad_token_id).to(self.model.device))
+                for i, v in zip(chunk, values.tolist(), strict=True):
+                    out[i] = v
+        return out
+
+    def score_many(self, texts: Sequence[str]) -> list[float]:
+        return [math.tanh(v) for v in self.raw_many(texts)]
 
     def score(self, prefix: str, steps: Sequence[str]) -> list[float]:
-        if not steps:
-            return []
-        # Keep the end of a long text: the step being judged is there.
-        ids = [t[-self.max_length:] for t in self.tokenizer([prefix + s for s in steps], add_special_tokens=False)["input_ids"]]
-        with torch.no_grad():
-            out = scores(self.model, pad(ids, self.tokenizer.pad_token_id).to(self.model.device))
-        return out.tolist()
+        """Candidate next steps after one shared prefix."""
+        return self.score_many([prefix + s for s in steps])
 
 
-def load_ppm(path: str | Path, device: str = "cpu") -> PPMScorer:
-    """The scorer of a PPM folder written by train_ppm."""
+def load_ppm(path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None, batch_size: int = 64) -> PPMScorer:
+    """The scorer of a PPM folder written by train_ppm, on `device` (e.g. the policy's GPU); dtype None:
+    bfloat16 on a GPU, float32 on the CPU."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = model_dir(path, "PPM")
     if not (path / PPM_FILE).is_file():
         raise TrainError(f"PPM path '{path}' has no {PPM_FILE} — it is not a PPM folder; run the train_ppm stage")
     meta = json.loads((path / PPM_FILE).read_text(encoding="utf-8"))
-    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).to(device)
-    return PPMScorer(model, AutoTokenizer.from_pretrained(path), meta["max_length"])
+    if dtype is None:
+        dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).to(device)
+    return PPMScorer(model, AutoTokenizer.from_pretrained(path), meta["max_length"], batch_size)
 
 
 def heldout_metrics(scorer: PPMScorer, heldout: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
-    """Pairwise accuracy (a tie counts half) and the Bradley-Terry loss on pairs the PPM never saw."""
+    """Pairwise accuracy (a tie counts half) and the Bradley-Terry loss, on raw scores, of pairs the PPM never saw."""
     if not heldout:
         return {"heldout_pairwise_accuracy": None, "heldout_loss": None}
-    pairs = torch.tensor([scorer.score(r["prefix"], [r["chosen"], r["rejected"]]) for r in heldout])
-    chosen, rejected = pairs[:, 0], pairs[:, 1]
+    raw = torch.tensor(scorer.raw_many([r["prefix"] + side for r in heldout for side in (r["chosen"], r["rejected"])]))
+    chosen, rejected = raw[0::2], raw[1::2]
     accuracy = ((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean()
     return {"heldout_pairwise_accuracy": float(accuracy), "heldout_loss": float(bradley_terry_loss(chosen, rejected))}
 
@@ -129,6 +148,19 @@ def _ppm_model(path: Path, tokenizer: PreTrainedTokenizerBase) -> tuple[PreTrain
     )
     model.config.pad_token_id = tokenizer.pad_token_id
     return model, set(info["missing_keys"])
+
+
+def _reference_head(model: PreTrainedModel, head: set[str], params: PPMParams) -> None:
+    """The reference's ValueHead: weights from normal(mean, std) (a near-zero start, so early scores are
+    close and the loss starts at log 2), dropout on the head's input while training. The head of a
+    sequence-classification model has no bias, which the pairwise loss would cancel anyway."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in head:
+                param.normal_(params.head_init_mean, params.head_init_std)
+    if params.head_dropout:
+        p = params.head_dropout
+        model.score.register_forward_pre_hook(lambda m, args: (torch.nn.functional.dropout(args[0], p, m.training),))
 
 
 def _write_meta(out: Path, params: PPMParams) -> None:
@@ -191,7 +223,8 @@ def _train_ppm(
     ids = [f["pair_id"] for f in features]
     train, heldout = split_heldout(features, ids, params.heldout_fraction, params.seed)
     torch.manual_seed(params.seed)  # the new head's initial weights: the Trainer seeds only after the model exists
-    model, _ = _ppm_model(path, tokenizer)
+    model, head = _ppm_model(path, tokenizer)
+    _reference_head(model, head, params)
     out = Path(out_dir)
     trainer = PPMTrainer(
         model=model,
