@@ -1,16 +1,21 @@
-"""python -m stages.satori JOB — Satori's data and models from rStar-Math's search trees.
+"""python -m stages.satori JOB — Satori's data and models (COAT from rStar-Math's search trees).
 
 coat         data/mcts/round=<r> of every round -> data/coat/coat: COAT traces (plain, reflect, explore)
              with meta-action tokens, each row naming its source nodes; metrics/coat.json, plots/coat_kinds.csv.
 format_tune  data/coat -> data/format_tune/sft and models/format_tune: the base policy fine-tuned on the
              COAT traces (`train.format_tune`); a real model without the meta-action tokens gets them
              added and its embeddings resized first.
-rae_states   data/mcts/round=<r> -> data/rae_states/rae_states: restart-and-explore start states from
-             intermediate steps of correct and failed trajectories (failed ones end with <|reflect|>).
-rl           models/format_tune + data/rae_states -> models/rl: GRPO with the grader's verdict as the
-             rule reward, Satori's reflection bonus and format penalty (`satori.rl`); rollouts run their
-             code in the sandbox with the output masked from the loss; metrics/rl.json and
-             plots/rl_reward.csv (the reward curve).
+rae_states   models/format_tune -> data/rae_states: the format-tuned policy's own samples on training problems
+             (`traces`, stage 'rae_states', sharded and resumable) and the restart states of Algorithm 1 built
+             from them (`rae_states`: per problem one right and one wrong sample backed up at most
+             satori.rae_states.max_backup_steps steps, both ending with <|reflect|>, plus the bare problem);
+             metrics/rae_states.json (with the policy's sampled accuracy).
+orm          data/rae_states traces -> models/orm: the outcome reward model, Bradley-Terry on the policy's right
+             over wrong samples with train/ppm.py's trainer (`satori.orm`); metrics/orm.json, plots/orm_loss.csv.
+rl           models/format_tune + data/rae_states + models/orm -> models/rl: GRPO with Satori's reward (rule +
+             sigmoid(ORM) + reflection bonus on reflect states, `satori.rl`); rollouts run their code in the
+             sandbox with the output masked from the loss; metrics/rl.json (self-correction and break rates),
+             plots/rl_reward.csv (the curve and its parts per step), plots/rl_rollouts.csv (every rollout).
 distill      models/rl samples on training problems (data/distill/traces, sharded and resumable); its
              correct traces (data/distill/sft) teach a smaller student -> models/distill.
 Params: `satori`, `train.format_tune`, `train.distill`, `mcts.rounds`, `format`, `policy`, and for the
@@ -20,6 +25,7 @@ generating jobs `run`, `llm`, `sandbox`, `grading`, `seed`.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from collections import Counter, defaultdict
@@ -34,7 +40,7 @@ from tracemill.formats import FormatParams
 from tracemill.policy import check_model_folder, resolve_policy
 from tracemill.search import MCTSParams
 
-FORMAT_TUNED, RL_MODEL, STUDENT = Path("models/format_tune"), Path("models/rl"), Path("models/distill")
+FORMAT_TUNED, ORM, RL_MODEL, STUDENT = Path("models/format_tune"), Path("models/orm"), Path("models/rl"), Path("models/distill")
 
 
 def _search_inputs(params: dict[str, Any]) -> list[str]:
@@ -71,11 +77,53 @@ def coat(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> 
 
 
 def rae_states(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> None:
-    rows = _from_trees(params, "rae_states", satori.build_rae_states, sp.rae_states, fmt)
+    from tracemill.runtime import open_runtime
+    from tracemill.start import pick_problems, trace_metrics
+
+    rp = sp.rae_states
+    run = P.section(runner.RunParams, params, "run")
+    check_model_folder(FORMAT_TUNED, "the format-tuned policy (dvc repro format_tune)")
+    problems = pick_problems(store.read_rows("data/problems", "problems"), rp.sample)
+    seed = int(params.get("seed", 0))
+    out = store.StageOutput("data/rae_states", ["traces", "rae_states"],
+                            stage.fingerprint([rp, fmt, seed, run.shards], [FORMAT_TUNED, "data/problems"]))
+    with open_runtime(params, FORMAT_TUNED, "format_tune") as rt:
+        if runner.run_sharded(out, problems, "problem_id", partial(satori.rae_shard, rt=rt, rp=rp, seed=seed), run, "rae_states") is None:
+            return
+    rows = store.read_rows("data/rae_states", "rae_states")
     outcomes = Counter(r["outcome"] for r in rows)
-    store.write_json("metrics/rae_states.json", {"states": len(rows), "problems": len({r["problem_id"] for r in rows}),
-                                                 "from_correct": outcomes.get("correct", 0), "from_failed": outcomes.get("failed", 0)})
-    print(f"rae_states: {len(rows)} states ({outcomes.get('correct', 0)} from correct, {outcomes.get('failed', 0)} from failed trajectories)")
+    cut = [json.loads(r["metadata"])["backup_steps"] for r in rows if r["ends_with_reflect"]]
+    sampled = trace_metrics("data", "rae_states")
+    store.write_json("metrics/rae_states.json", {
+        "states": len(rows), "problems": len({r["problem_id"] for r in rows}),
+        "distinct_prompts": len({(r["problem_id"], tuple(r["prefix_steps"])) for r in rows}),
+        "bare": outcomes.get("bare", 0), "from_correct": outcomes.get("correct", 0), "from_failed": outcomes.get("failed", 0),
+        "ending_with_reflect": len(cut), "mean_backup_steps": sum(cut) / len(cut) if cut else None,
+        # the format-tuned policy's sampled accuracy on the training problems (satori.rae_states.sample)
+        "samples": sampled.get("traces"), "sampled_accuracy": sampled.get("accuracy")})
+    print(f"rae_states: {len(rows)} states ({outcomes.get('bare', 0)} bare, {outcomes.get('correct', 0)} from correct, "
+          f"{outcomes.get('failed', 0)} from wrong samples); sampled accuracy {sampled.get('accuracy')}")
+
+
+def orm(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> None:
+    from tracemill.train import LossCurve, init_ppm, train_ppm
+
+    check_model_folder(FORMAT_TUNED, "the format-tuned policy (dvc repro format_tune)")
+    pairs = satori.orm_pairs(store.read_rows("data/rae_states", "traces"))
+    curve = LossCurve()
+
+    def build(partial_dir: Path) -> dict[str, Any]:
+        if pairs:
+            return train_ppm(FORMAT_TUNED, pairs, partial_dir, sp.orm, resume=True, callbacks=[curve])
+        # Every sample right (or every one wrong): the ORM prefers nothing, so the preference bonus is flat.
+        print(f"orm: no problem has a right and a wrong sample — {ORM} scores every response 0", file=sys.stderr)
+        init_ppm(FORMAT_TUNED, partial_dir, sp.orm)
+        return {}
+
+    metrics = stage.build_folder(ORM, build, fresh=not pairs)
+    store.write_csv("plots/orm_loss.csv", curve.rows, LossCurve.COLUMNS)
+    store.write_json("metrics/orm.json", {**metrics, "pairs_built": len(pairs), "trained": bool(pairs)})
+    print(f"orm: {len(pairs)} right-over-wrong pairs of the format-tuned policy's samples -> {ORM}")
 
 
 def _questions() -> dict[str, str]:
@@ -125,7 +173,7 @@ def format_tune(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatPara
 
 def rl(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> None:
     from tracemill.grading import GradingParams, get_grader
-    from tracemill.rl import train_rl
+    from tracemill.rl import CURVE_COLUMNS, ROLLOUT_COLUMNS, reflection_rates, train_rl
     from tracemill.sandbox import SandboxParams, open_sandbox
 
     check_model_folder(FORMAT_TUNED, "the format-tuned policy (dvc repro format_tune)")
@@ -141,8 +189,10 @@ def rl(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> No
             return {}
 
         stage.build_folder(RL_MODEL, untrained, fresh=True)
-        store.write_csv("plots/rl_reward.csv", [], ["step", "reward", "reward_std"])
-        store.write_json("metrics/rl.json", {"states": 0, "steps": 0, "trained": False, "reward_first": None, "reward_last": None})
+        store.write_csv("plots/rl_reward.csv", [], CURVE_COLUMNS)
+        store.write_csv("plots/rl_rollouts.csv", [], ROLLOUT_COLUMNS)
+        store.write_json("metrics/rl.json", {"states": 0, "steps": 0, "trained": False, "reward_first": None, "reward_last": None,
+                                             **reflection_rates([])})
         return
     result: dict[str, Any] = {}
 
@@ -151,14 +201,16 @@ def rl(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> No
         with open_sandbox(P.section(SandboxParams, params, "sandbox")) as sandbox, \
                 get_grader(P.section(GradingParams, params, "grading"), sandbox=sandbox) as grader:
             result.update(train_rl(FORMAT_TUNED, states, problems, lambda p, text: grader.grade_many([(p, text)])[0].correct,
-                                   partial_dir, sp.rl, fmt, sandbox=sandbox, resume=True))
+                                   partial_dir, sp.rl, fmt, sandbox=sandbox, resume=True,
+                                   orm=check_model_folder(ORM, "the outcome reward model (dvc repro orm)") if sp.rl.reward.preference_bonus else None))
         return {}
 
     stage.build_folder(RL_MODEL, build, fresh=False)
-    curve = result.pop("curve")
-    store.write_csv("plots/rl_reward.csv", curve, ["step", "reward", "reward_std"])
+    store.write_csv("plots/rl_reward.csv", result.pop("curve"), CURVE_COLUMNS)
+    store.write_csv("plots/rl_rollouts.csv", result.pop("rollouts"), ROLLOUT_COLUMNS)
     store.write_json("metrics/rl.json", {**result, "trained": True})
-    print(f"rl: {result['states']} restart states, {result['steps']} GRPO steps, reward {result['reward_first']} -> {result['reward_last']}")
+    print(f"rl: {result['states']} restart states, {result['steps']} GRPO steps, reward {result['reward_first']} -> {result['reward_last']}, "
+          f"self-correction {result['self_correction_rate']}, break {result['break_rate']}")
 
 
 def distill(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> None:
@@ -200,7 +252,7 @@ def distill(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) 
     print(f"distill: {len(rows)} correct RL traces of {len(traces)} samples -> {STUDENT}")
 
 
-JOBS = {"coat": coat, "format_tune": format_tune, "rae_states": rae_states, "rl": rl, "distill": distill}
+JOBS = {"coat": coat, "format_tune": format_tune, "rae_states": rae_states, "orm": orm, "rl": rl, "distill": distill}
 
 
 def main() -> None:

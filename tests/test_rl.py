@@ -1,12 +1,14 @@
-"""One GRPO step from restart states on a real tiny model: the policy changes and a reward is logged."""
+"""Satori's reward on hand-built rollouts; GRPO steps from restart states on a real tiny model: the policy
+changes, every rollout's reward parts are logged, a killed run resumes without losing or repeating one."""
 
+import math
 from pathlib import Path
 
 import torch
 
 from tracemill import records, tiny
 from tracemill.formats import FormatParams, last_boxed
-from tracemill.rl import RewardParams, RLParams, make_reward, train_rl
+from tracemill.rl import RewardParams, RLParams, make_reward, reflection_rates, reward_curve, train_rl
 
 FMT = FormatParams()
 PROBLEM = {"problem_id": "p1", "question": "What is 6 times 7?", "answer": "42", "domain": "math"}
@@ -16,13 +18,31 @@ def exact(problem, response):
     return last_boxed(response, FMT) == problem["answer"]
 
 
-def test_reward_adds_reflection_bonus_and_format_penalty():
+SIGMA = {"\\boxed{42}": 0.0, "\\boxed{41}": math.log(3), "no answer": math.log(3)}  # raw ORM scores: sigmoid 0.5, 0.75
+
+
+def test_satori_reward_parts_on_hand_built_rollouts():
+    """Rule (verdict - 1), sigmoid(ORM score), and the reflection bonus only on reflect states; no format penalty."""
     log = []
-    reward = make_reward({"p1": PROBLEM}, exact, RewardParams(), FMT, log)
-    got = reward(["", "", "", ""], ["\\boxed{42}", "\\boxed{42}", "\\boxed{41}", "no answer"], problem_id=["p1"] * 4,
-                 outcome=["correct", "failed", "correct", "failed"])
-    assert got == [1.0, 1.5, -1.5, -1.5]
-    assert log == got
+    reward = make_reward({"p1": PROBLEM}, exact, RewardParams(), lambda texts: [SIGMA[t.removeprefix("Q")] for t in texts], log.extend)
+    starts = ["bare", "bare", "failed", "failed", "correct", "correct", "failed"]
+    answers = ["\\boxed{42}", "\\boxed{41}"] * 3 + ["no answer"]
+    got = reward(["Q"] * 7, answers, problem_id=["p1"] * 7, state_id=[f"s{i}" for i in range(7)], outcome=starts)
+    assert got == [0.5, -0.25, 1.0, -0.25, 0.5, -0.75, -0.25]
+    assert [r["reflection"] for r in log] == [0.0, 0.0, 0.5, 0.0, 0.0, -0.5, 0.0]
+    assert [r["rule"] for r in log] == [0.0, -1.0, 0.0, -1.0, 0.0, -1.0, -1.0]
+    assert [r["preference"] for r in log] == [0.5, 0.75, 0.5, 0.75, 0.5, 0.75, 0.75]
+    assert all(r["reward"] == r["rule"] + r["preference"] + r["reflection"] for r in log)
+    rates = reflection_rates(log)  # 1 of 3 wrong starts fixed, 1 of 2 right starts broken
+    assert rates["self_correction_rate"] == 1 / 3 and rates["break_rate"] == 0.5
+    assert (rates["rollouts_from_failed"], rates["rollouts_from_correct"]) == (3, 2)
+    [step] = reward_curve(log)
+    assert step["reflection"] == 0.0 and step["accuracy"] == 3 / 7 and step["reward"] == sum(got) / 7
+    without = make_reward({"p1": PROBLEM}, exact, RewardParams(preference_bonus=False))
+    assert without(["Q"], ["\\boxed{42}"], problem_id=["p1"], state_id=["s"], outcome=["failed"]) == [0.5]
+
+
+PLAIN = RewardParams(preference_bonus=False)
 
 
 def test_one_rl_step_changes_the_policy_and_logs_a_reward(tmp_path):
@@ -49,8 +69,13 @@ def test_one_rl_step_changes_the_policy_and_logs_a_reward(tmp_path):
         for i in range(4)
     ]
     params = RLParams(max_steps=1, per_device_train_batch_size=8, num_generations=8, max_completion_length=8, learning_rate=1e-2, temperature=1.0)
-    result = train_rl(src, states, {"p1": PROBLEM}, exact, tmp_path / "rl", params, FMT)
+    from tracemill.train import PPMParams, init_ppm
+
+    orm = init_ppm(src, tmp_path / "orm", PPMParams())  # a real ORM folder with a zero head: sigmoid(0) = 0.5 for all
+    result = train_rl(src, states, {"p1": PROBLEM}, exact, tmp_path / "rl", params, FMT, orm=orm)
     assert result["curve"] and isinstance(result["curve"][0]["reward"], float)
+    assert len(result["rollouts"]) == 8 and {r["preference"] for r in result["rollouts"]} == {0.5}
+    assert {result[k] for k in ("self_correction_rate", "break_rate")} - {None}  # the step's state is a reflect state
     from transformers import AutoModelForCausalLM
 
     a = AutoModelForCausalLM.from_pretrained(src).state_dict()
@@ -85,7 +110,7 @@ def test_tool_rollouts_run_the_policys_code_in_the_sandbox(tmp_path):
     states = [{"state_id": "s", "problem_id": "p1", "prefix_steps": [], "node_id": "n", "q": 0.0, "outcome": "correct",
                "ends_with_reflect": False, "metadata": None}]
     params = RLParams(max_steps=1, per_device_train_batch_size=4, num_generations=4, max_completion_length=40,
-                      learning_rate=1e-3, temperature=0.3)
+                      learning_rate=1e-3, temperature=0.3, reward=PLAIN)
     with open_sandbox(SandboxParams()) as sandbox:
         train_rl(src, states, {"p1": PROBLEM}, grade, tmp_path / "rl", params, FMT, sandbox=sandbox)
     assert len(seen) == 4
@@ -97,9 +122,10 @@ def test_tool_rollouts_run_the_policys_code_in_the_sandbox(tmp_path):
 
 KILLED_RL = """
 import json, sys
-from tracemill.rl import RLParams, train_rl
+from tracemill.rl import RewardParams, RLParams, train_rl
 from tracemill.formats import FormatParams, last_boxed
-src, out, states, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), RLParams(**json.loads(sys.argv[4]))
+params = RLParams(**json.loads(sys.argv[4]), reward=RewardParams(preference_bonus=False))
+src, out, states = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 problem = {"problem_id": "p1", "question": "What is 6 times 7?", "answer": "42", "domain": "math"}
 train_rl(src, states, {"p1": problem}, lambda p, r: last_boxed(r, FormatParams()) == "42", out, params, FormatParams(), resume=True)
 """
@@ -126,9 +152,10 @@ def test_rl_killed_after_a_checkpoint_resumes_from_it(tmp_path):
     killed = subprocess.run(cmd, env=env | {"TRACEMILL_FAILPOINT": "train.saved:1"}, capture_output=True, text=True)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert (out / "checkpoints" / "checkpoint-1").is_dir() and not (out / "model.safetensors").exists()
-    result = train_rl(src, states, {"p1": PROBLEM}, exact, out, RLParams(**params), FMT, resume=True)
+    result = train_rl(src, states, {"p1": PROBLEM}, exact, out, RLParams(**params, reward=PLAIN), FMT, resume=True)
     assert result["resumed_from_step"] == 1
     assert [c["step"] for c in result["curve"]] == [1, 2, 3]  # the steps before the kill come back with the checkpoint
+    assert sorted(r["step"] for r in result["rollouts"]) == [1] * 4 + [2] * 4 + [3] * 4  # no rollout lost or written twice
     assert (out / "model.safetensors").exists() and not (out / "checkpoints").exists()
-    fresh = train_rl(src, states, {"p1": PROBLEM}, exact, tmp_path / "other", RLParams(**params), FMT, resume=True)
+    fresh = train_rl(src, states, {"p1": PROBLEM}, exact, tmp_path / "other", RLParams(**params, reward=PLAIN), FMT, resume=True)
     assert fresh["resumed_from_step"] == 0

@@ -1,3 +1,7 @@
+import json
+
+import pytest
+
 from tracemill import records, satori
 from tracemill.formats import FormatParams
 
@@ -66,12 +70,63 @@ def test_exploration_goes_from_a_failed_branch_to_a_successful_one():
     assert [a for a, _ in satori.parse(at_root["text"])] == [satori.CONTINUE, satori.CONTINUE, satori.EXPLORE, satori.CONTINUE]
 
 
-def test_rae_states_include_failed_trajectories_ending_with_reflect():
-    states = satori.build_rae_states(NODES, TRAJS, satori.RaeParams(), FMT)
+C, R = satori.CONTINUE, satori.REFLECT
+
+
+def sample(pid, index, steps, correct):
+    """A graded sample of the format-tuned policy: its prompt and a COAT response of `steps` steps."""
+    body = "".join(f"{C}step {i}\n" for i in range(steps))
+    return {"trace_id": f"{pid}-{index}", "problem_id": pid, "sample_index": index, "correct": correct,
+            "segments": [{"kind": "prompt", "text": f"Q {pid}?"}, {"kind": "model", "text": body}]}
+
+
+SAMPLES = [sample("p1", 0, 4, False), sample("p1", 1, 5, True), sample("p1", 2, 3, False), sample("p1", 3, 6, True),
+           sample("p2", 0, 3, True), sample("p2", 1, 2, True), sample("p3", 0, 1, False)]
+
+
+def test_rae_states_follow_algorithm_1_on_the_policys_own_samples():
+    states = satori.build_rae_states(SAMPLES, satori.RaeParams(), seed=0)
     records.validate("rae_states", states)
-    failed = [s for s in states if s["outcome"] == "failed"]
-    assert failed and all(s["ends_with_reflect"] and s["prefix_steps"][-1] == satori.REFLECT for s in failed)
-    correct = [s for s in states if s["outcome"] == "correct"]
-    assert sorted(len(s["prefix_steps"]) for s in correct) == [0, 1]  # intermediate states only
-    no_failed = satori.build_rae_states(NODES, TRAJS, satori.RaeParams(include_failed=False), FMT)
-    assert {s["outcome"] for s in no_failed} == {"correct"}
+    by = {(s["problem_id"], s["outcome"]): s for s in states}
+    # every problem bare; one right and one wrong start where the samples hold them (the first of each)
+    assert sorted(by) == [("p1", "bare"), ("p1", "correct"), ("p1", "failed"), ("p2", "bare"), ("p2", "correct"),
+                          ("p3", "bare"), ("p3", "failed")]
+    assert by[("p1", "correct")]["node_id"] == "p1-1" and by[("p1", "failed")]["node_id"] == "p1-0"
+    for (pid, outcome), s in by.items():
+        if outcome == "bare":
+            assert s["prefix_steps"] == [] and not s["ends_with_reflect"]
+            continue
+        # both right- and wrong-based states end with <|reflect|>, after the sample's own steps minus 0..2 from its end
+        assert s["ends_with_reflect"] and s["prefix_steps"][-1] == R
+        source = next(t for t in SAMPLES if t["trace_id"] == s["node_id"])
+        steps = satori.coat_steps(source["segments"][1]["text"])
+        kept = s["prefix_steps"][:-1]
+        back = json.loads(s["metadata"])["backup_steps"]
+        assert kept == steps[: len(steps) - back] and 0 <= back <= 2 and kept
+        assert json.loads(s["metadata"])["reflect_status"] == (1 if outcome == "correct" else -1)
+    # a one-step trajectory is never backed up to nothing
+    assert by[("p3", "failed")]["prefix_steps"] == [f"{C}step 0\n", R]
+    assert satori.build_rae_states(SAMPLES, satori.RaeParams(), seed=0) == states  # same cut on a re-run
+
+
+def test_rae_backup_depth_is_a_param_and_bare_problems_can_be_left_out():
+    deep = [sample(f"p{i}", 0, 6, True) for i in range(40)]
+    backs = {json.loads(s["metadata"])["backup_steps"] for s in satori.build_rae_states(deep, satori.RaeParams(), seed=0) if s["ends_with_reflect"]}
+    assert backs == {0, 1, 2}  # every depth up to the paper's 2 occurs, none beyond
+    none = satori.build_rae_states(deep, satori.RaeParams(max_backup_steps=0, bare_problems=False), seed=0)
+    assert all(s["outcome"] == "correct" and len(s["prefix_steps"]) == 7 for s in none)
+
+
+def test_orm_pairs_put_every_right_sample_over_every_wrong_one_of_its_problem():
+    pairs = satori.orm_pairs(SAMPLES)
+    assert len(pairs) == 4 and {p["problem_id"] for p in pairs} == {"p1"}  # p2 all right, p3 all wrong
+    assert all(p["prefix"] == "Q p1?" and p["chosen"].count(C) in (5, 6) and p["rejected"].count(C) in (3, 4) for p in pairs)
+    assert len({p["pair_id"] for p in pairs}) == 4
+
+
+def test_meta_init_naming_a_token_that_is_no_meta_action_is_turned_away():
+    from tracemill import params as P
+    from tracemill.errors import ParamsError
+
+    with pytest.raises(ParamsError, match="not a meta-action"):
+        P.section(satori.SatoriParams, {"satori": {"coat": {"meta_init": {"<|pause|>": "Hmm"}}}}, "satori")

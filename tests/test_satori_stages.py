@@ -1,4 +1,4 @@
-"""`stages.satori`: coat -> format_tune -> rae_states -> rl -> distill on real tables and a tiny model.
+"""`stages.satori`: coat -> format_tune -> rae_states -> orm -> rl -> distill on real tables and a tiny model.
 
 The search rounds are real trees written through the real extraction and store (the fixtures of
 test_train_round), the base policy a tiny random Qwen2 model, generation the HF backend and the local
@@ -19,7 +19,6 @@ import torch
 from test_train_round import FMT, QUESTIONS, TINY, build_project
 
 from tracemill import satori, stage, store, tiny
-from tracemill.errors import ParamsError
 from tracemill.formats import FormatParams, render_prompt
 from tracemill.train import IGNORE_INDEX, build_labels
 
@@ -32,6 +31,10 @@ PARAMS = {
     "train": {"format_tune": TRAIN, "distill": TRAIN},
     "satori": {
         "coat": {"meta_warmup_epochs": 3, "meta_warmup_lr": 1.0e-2},
+        "rae_states": {"sample": {"split": "train", "max_problems": 3, "k": 4, "temperature": 1.0, "max_tokens_per_turn": 12,
+                                  "max_tokens_total": 24}},
+        "orm": {**{k: TRAIN[k] for k in ("learning_rate", "batch_size", "micro_batch_size", "epochs", "max_length", "warmup_ratio",
+                                         "save_steps", "logging_steps")}, "heldout_fraction": 0.0},
         "rl": {"max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 12,
                "learning_rate": 1.0e-2, "temperature": 1.0},
         "distill": {"student_layers": 1, "sample": {"split": "train", "max_problems": 3, "k": 2, "temperature": 1.0,
@@ -43,7 +46,7 @@ PARAMS = {
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     built = build_project(tmp_path_factory.mktemp("satori"), PARAMS)
-    for job in ("coat", "rae_states", "format_tune", "rl", "distill"):
+    for job in ("coat", "format_tune", "rae_states", "orm", "rl", "distill"):
         code, err = run_job(built["root"], job)
         assert code == 0, f"{job}: {err[-3000:]}"
     return built
@@ -132,16 +135,35 @@ def test_meta_token_warm_up_moves_only_the_meta_rows_and_lowers_the_loss(project
     assert m["epochs"] == 3 and m["loss_last"] < m["loss_first"]
 
 
-def test_rae_states_hold_failed_restarts_ending_with_reflect(project: dict[str, Any]) -> None:
-    states = store.read_rows(project["root"] / "data/rae_states", "rae_states")
-    m = metrics(project["root"], "rae_states")
-    assert m["states"] == len(states) and m["from_failed"] > 0 and m["from_correct"] > 0
+def test_rae_states_come_from_the_format_tuned_policys_own_samples(project: dict[str, Any]) -> None:
+    root = project["root"]
+    traces = store.read_rows(root / "data/rae_states", "traces")
+    states = store.read_rows(root / "data/rae_states", "rae_states")
+    m = metrics(root, "rae_states")
+    assert len(traces) == 3 * 4 and {t["stage"] for t in traces} == {"rae_states"} and {t["model"] for t in traces} == {"format_tune"}
+    assert m["states"] == len(states) and m["bare"] == 3 and m["samples"] == len(traces)
+    assert m["from_correct"] == len({t["problem_id"] for t in traces if t["correct"]})
+    assert m["from_failed"] == len({t["problem_id"] for t in traces if not t["correct"]}) > 0
+    source = {t["trace_id"]: t for t in traces}
     for s in states:
-        assert s["ends_with_reflect"] == (s["outcome"] == "failed")
-        assert all(step.startswith(satori.CONTINUE) for step in s["prefix_steps"] if step != satori.REFLECT)
+        assert s["ends_with_reflect"] == (s["outcome"] != "bare")  # right- and wrong-based states both end with reflect
+        if s["outcome"] != "bare":
+            assert source[s["node_id"]]["correct"] == (s["outcome"] == "correct")
+            assert 0 <= json.loads(s["metadata"])["backup_steps"] <= 2
 
 
-def test_rl_writes_the_policy_and_the_reward_curve(project: dict[str, Any]) -> None:
+def test_orm_is_a_ppm_folder_from_the_policys_samples(project: dict[str, Any]) -> None:
+    from tracemill.train import load_ppm
+
+    root = project["root"]
+    traces = store.read_rows(root / "data/rae_states", "traces")
+    m = metrics(root, "orm")
+    assert m["pairs_built"] == len(satori.orm_pairs(traces)) and m["trained"] == bool(m["pairs_built"])
+    [score] = load_ppm(root / "models/orm").score("", ["What is 2 + 2? \\boxed{4}"])
+    assert isinstance(score, float)
+
+
+def test_rl_writes_the_policy_the_reward_parts_and_the_reflection_rates(project: dict[str, Any]) -> None:
     # A random policy earns the same reward on every completion, so GRPO's advantages are zero here;
     # test_rl checks on a pre-trained tiny policy that a step changes the weights.
     root = project["root"]
@@ -149,8 +171,16 @@ def test_rl_writes_the_policy_and_the_reward_curve(project: dict[str, Any]) -> N
     assert before.keys() == after.keys()
     m = metrics(root, "rl")
     assert m["steps"] == 1 and m["states"] > 0 and m["trained"] is True and isinstance(m["reward_first"], float)
+    assert {"self_correction_rate", "break_rate", "rollouts_from_failed", "rollouts_from_correct"} <= set(m)
     curve = (root / "plots/rl_reward.csv").read_text().splitlines()
-    assert curve[0] == "step,reward,reward_std" and len(curve) == 2
+    assert curve[0] == "step,reward,reward_std,rule,preference,reflection,accuracy" and len(curve) == 2
+    import csv
+
+    rollouts = list(csv.DictReader((root / "plots/rl_rollouts.csv").open()))
+    assert len(rollouts) == 4 and {r["step"] for r in rollouts} == {"1"}
+    for r in rollouts:  # the parts add up to the reward; the preference bonus is sigmoid(ORM score), in (0, 1)
+        assert abs(float(r["rule"]) + float(r["preference"]) + float(r["reflection"]) - float(r["reward"])) < 1e-9
+        assert 0 < float(r["preference"]) < 1
     assert not (root / "models/rl/checkpoints").exists()
 
 
@@ -183,5 +213,4 @@ def test_a_real_model_without_meta_tokens_gets_them_added(tmp_path: Path) -> Non
     assert ids[0] == tokenizer.convert_tokens_to_ids(satori.REFLECT) and len(tokenizer) == len(tok) + 3
     assert model.get_input_embeddings().weight.shape[0] >= len(tokenizer)
     assert satori.with_meta_tokens(out, tmp_path / "again", {})[1] == []  # already there: nothing added
-    with pytest.raises(ParamsError, match="not a meta-action"):
-        satori.with_meta_tokens(out, tmp_path / "bad", {"<|pause|>": "Hmm"})
+    # a meta_init naming anything else never gets here: CoatParams.check refuses it (test_satori)

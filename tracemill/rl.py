@@ -1,10 +1,13 @@
 """Satori's self-improvement stage: RL from restart-and-explore states with TRL's GRPO trainer.
 
-Each RAE state becomes a prompt (the problem as ChatML plus the state's prefix steps; a failed
-state ends with <|reflect|>). The reward is the shared grader's verdict (the same function that
-labels traces and scores evaluation) plus Satori's reflection bonus — a restart from a failed
-state that ends correct earns it, a restart from a correct state that ends wrong loses it — and a
-format penalty for a response without a final boxed answer.
+Each RAE state becomes a prompt (the problem as ChatML plus the state's prefix steps; a state cut
+from a sampled trajectory ends with <|reflect|>). The reward is Satori's, as its code computes it
+(`satori_reward`): the rule reward from the shared grader's verdict (the same function that labels
+traces and scores evaluation), plus the preference bonus sigmoid(ORM score) from the outcome reward
+model, plus the reflection bonus on reflect states only — a restart from a wrong trajectory that ends
+right earns it, a restart from a right one that ends wrong loses it. Every rollout's components are
+logged (`rollouts`), so the reward curve can be taken apart and the self-correction and break rates
+read off.
 
 With a sandbox, rollouts are tool-integrated like every other trace of the pipeline: the policy
 being trained writes code, the sandbox runs it, the output block is fed back and generation goes
@@ -15,15 +18,17 @@ on (`tool_rollout`, TRL's rollout_func); the output tokens are masked from the p
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from collections.abc import Callable, Sequence
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tracemill import faults, records
 from tracemill.errors import ParamsError
-from tracemill.formats import FormatParams, last_boxed, render_prompt
+from tracemill.formats import FormatParams, render_prompt
 from tracemill.params import above, at_least, bounded
 
 # grade(problem_row, response_text) -> correct?
@@ -32,10 +37,11 @@ GradeFn = Callable[[dict[str, Any], str], bool]
 
 @dataclass(frozen=True)
 class RewardParams:
-    correct: float = bounded(default=1.0)  # rule-based reward for a correct final answer
+    # Rule reward: Satori's code shapes the verdict to verdict - 1 (0 right, -1 wrong)
+    correct: float = bounded(default=0.0)
     wrong: float = bounded(default=-1.0)
-    reflection_bonus: float = at_least(0, default=0.5)  # Satori: recovering from a failed restart state (and its mirror penalty)
-    format_penalty: float = bounded(hi=0, default=-0.5)  # added when there is no \boxed{} final answer
+    reflection_bonus: float = at_least(0, default=0.5)  # Satori's bonus_scale: +/- on reflect states only
+    preference_bonus: bool = True  # add sigmoid(ORM score) (Satori's reward model); false: rule + reflection only
 
     def check(self) -> None:
         if self.correct <= self.wrong:
@@ -54,7 +60,6 @@ class RLParams:
     top_p: float = bounded(0, 1, lo_open=True, default=0.95)
     beta: float = at_least(0, default=0.0)  # KL coefficient to the reference policy
     max_states: int = at_least(1, default=256)
-    eval_fraction: float = bounded(0, 1, hi_open=True, default=0.1)
     seed: int = at_least(0, default=0)
     reward: RewardParams = field(default_factory=RewardParams)
     deepspeed: str | None = None  # a ZeRO config path on GPU
@@ -83,31 +88,106 @@ def dataset_rows(states: Sequence[dict[str, Any]], problems: dict[str, dict[str,
         problem = problems.get(s["problem_id"])
         if problem is None or problem["domain"] != "math":
             continue
-        rows.append({"prompt": state_prompt(s, problem, tokenizer, fmt), "problem_id": s["problem_id"], "outcome": s["outcome"]})
+        rows.append({"prompt": state_prompt(s, problem, tokenizer, fmt), "problem_id": s["problem_id"], "state_id": s["state_id"],
+                     "outcome": s["outcome"]})
     return rows
 
 
-def make_reward(problems: dict[str, dict[str, Any]], grade: GradeFn, rp: RewardParams, fmt: FormatParams,
-                log: list[float] | None = None) -> Callable[..., list[float]]:
-    """TRL reward function; every reward it hands out is also appended to `log` when one is given."""
+def satori_reward(correct: bool, start: str, preference: float, rp: RewardParams) -> dict[str, float]:
+    """Satori's reward of one rollout and its parts. `start` is the restart state's outcome: 'failed'
+    (cut from a wrong trajectory, ends with <|reflect|>), 'correct' (cut from a right one, ends with
+    <|reflect|>) or 'bare' (the problem alone: no reflection bonus either way). `preference` is
+    sigmoid(ORM score), 0 without an ORM."""
+    rule = rp.correct if correct else rp.wrong
+    reflection = 0.0
+    if start == "failed" and correct:
+        reflection = rp.reflection_bonus  # a wrong start fixed
+    elif start == "correct" and not correct:
+        reflection = -rp.reflection_bonus  # a right start broken
+    return {"rule": rule, "preference": preference, "reflection": reflection, "reward": rule + preference + reflection}
 
-    def satori_reward(prompts: list[str], completions: list[str], problem_id: list[str], outcome: list[str], **_: Any) -> list[float]:
-        rewards = []
-        for completion, pid, start in zip(completions, problem_id, outcome):
+
+# orm_score(texts) -> raw ORM scores of prompt + completion texts
+OrmFn = Callable[[list[str]], list[float]]
+
+
+def make_reward(problems: dict[str, dict[str, Any]], grade: GradeFn, rp: RewardParams, orm_score: OrmFn | None = None,
+                log: Callable[[list[dict[str, Any]]], None] | None = None) -> Callable[..., list[float]]:
+    """TRL reward function computing `satori_reward` per completion; `log` receives one row per rollout
+    (step, state, start, verdict and each reward part) when given."""
+    import math
+
+    def reward(prompts: list[str], completions: list[str], problem_id: list[str], state_id: list[str], outcome: list[str],
+               trainer_state: Any = None, **_: Any) -> list[float]:
+        scores = orm_score([p + c for p, c in zip(prompts, completions)]) if orm_score else [None] * len(completions)
+        rows = []
+        for completion, pid, sid, start, score in zip(completions, problem_id, state_id, outcome, scores):
             ok = grade(problems[pid], completion)
-            r = rp.correct if ok else rp.wrong
-            if start == "failed" and ok:
-                r += rp.reflection_bonus
-            elif start == "correct" and not ok:
-                r -= rp.reflection_bonus
-            if last_boxed(completion, fmt) is None:
-                r += rp.format_penalty
-            rewards.append(r)
+            parts = satori_reward(ok, start, 0.0 if score is None else 1.0 / (1.0 + math.exp(-score)), rp)
+            # TRL scores the rollouts of optimizer step global_step + 1 before taking it
+            step = trainer_state.global_step + 1 if trainer_state is not None else 0
+            rows.append({"step": step, "state_id": sid, "problem_id": pid, "start": start, "correct": ok, **parts})
         if log is not None:
-            log.extend(rewards)
-        return rewards
+            log(rows)
+        return [r["reward"] for r in rows]
 
-    return satori_reward
+    return reward
+
+
+def _rate(rows: Sequence[dict[str, Any]], start: str, correct: bool) -> float | None:
+    mine = [r for r in rows if r["start"] == start]
+    return sum(r["correct"] == correct for r in mine) / len(mine) if mine else None
+
+
+def reflection_rates(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """On reflect states: the self-correction rate (a wrong start that ends right) and the break rate
+    (a right start that ends wrong), with the rollout counts they rest on."""
+    return {"self_correction_rate": _rate(rows, "failed", True), "break_rate": _rate(rows, "correct", False),
+            "rollouts_from_failed": sum(r["start"] == "failed" for r in rows),
+            "rollouts_from_correct": sum(r["start"] == "correct" for r in rows)}
+
+
+CURVE_COLUMNS = ["step", "reward", "reward_std", "rule", "preference", "reflection", "accuracy"]
+
+
+def reward_curve(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per optimizer step: the mean reward (and its spread), the mean of each part, and the accuracy."""
+    import statistics
+
+    by_step: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_step.setdefault(r["step"], []).append(r)
+    return [
+        {"step": step, "reward": statistics.fmean(r["reward"] for r in rs), "reward_std": statistics.pstdev(r["reward"] for r in rs),
+         **{k: statistics.fmean(r[k] for r in rs) for k in ("rule", "preference", "reflection")},
+         "accuracy": statistics.fmean(float(r["correct"]) for r in rs)}
+        for step, rs in sorted(by_step.items())
+    ]
+
+
+ROLLOUT_COLUMNS = ["step", "state_id", "problem_id", "start", "correct", "rule", "preference", "reflection", "reward"]
+
+
+class RolloutLog:
+    """Every rollout's reward parts as JSON lines in the checkpoints folder, so a resumed run keeps the
+    rollouts of the steps its checkpoint holds and writes the later steps again."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def restart(self, keep_through_step: int) -> None:
+        """Drop the rollouts of steps after the checkpoint the run resumes from (all of them on a fresh run)."""
+        kept = [r for r in self.rows() if r["step"] <= keep_through_step]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+
+    def rows(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line]
+
+    def __call__(self, rows: list[dict[str, Any]]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
 def tool_rollout(sandbox: Any, fmt: FormatParams, params: RLParams, llm: Any = None) -> Callable[[list[str], Any], dict[str, Any]]:
@@ -167,8 +247,11 @@ def train_rl(
     fmt: FormatParams,
     sandbox: Any = None,
     resume: bool = False,
+    orm: str | Path | None = None,
 ) -> dict[str, Any]:
-    """GRPO from RAE states; saves the policy to out_dir and returns the reward curve per step.
+    """GRPO from RAE states with Satori's reward (the preference bonus from the ORM folder `orm`, which
+    params.reward.preference_bonus requires); saves the policy to out_dir and returns the reward curve
+    per step, every rollout's reward parts and the reflection rates.
     With `sandbox` and params.tools, rollouts run their code in it (`tool_rollout`). Checkpoints go to
     out_dir/checkpoints every params.save_steps; with `resume`, a run with the same model, states and
     params continues from the last one (another run's checkpoints are cleared first)."""
@@ -178,6 +261,7 @@ def train_rl(
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
     from tracemill.train.hf import resume_point, step_of
+    from tracemill.train.ppm import load_ppm
     from tracemill.train.launch import retain_freed_memory
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental; tool_rollout is tested here
@@ -190,6 +274,13 @@ def train_rl(
     rows = dataset_rows(states[: params.max_states], problems, tokenizer, fmt)
     if not rows:
         raise ParamsError("rl: no math restart states to train on — check the rae_states stage output")
+    log = RolloutLog(Path(out_dir) / "checkpoints" / "rollouts.jsonl")
+    orm_score: OrmFn | None = None
+    if params.reward.preference_bonus:
+        if orm is None:
+            raise ParamsError("rl: params 'satori.rl.reward.preference_bonus' is true but no ORM was given — run the orm stage "
+                              "or set it to false")
+        orm_score = partial(load_ppm(orm).score, "")  # the texts are whole: prompt + completion
 
     class Failpoint(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):  # noqa: ANN001 — transformers' signature
@@ -216,7 +307,7 @@ def train_rl(
     )
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=make_reward(problems, grade, params.reward, fmt),
+        reward_funcs=make_reward(problems, grade, params.reward, orm_score, log),
         args=config,
         train_dataset=datasets.Dataset.from_list(rows),
         processing_class=tokenizer,
@@ -224,17 +315,19 @@ def train_rl(
         rollout_func=tool_rollout(sandbox, fmt, params) if sandbox is not None and params.tools else None,
     )
     run_id = records.content_id(str(Path(model_path).resolve()), (Path(model_path) / "config.json").read_text(encoding="utf-8"),
-                                [r["prompt"] for r in rows], dataclasses.asdict(params))
+                                [r["prompt"] for r in rows], dataclasses.asdict(params), str(Path(orm).resolve()) if orm_score else None)
     checkpoint = resume_point(trainer, run_id, resume)
+    log.restart(step_of(checkpoint))
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
+    # The whole run's rollouts, the steps before a resume included (kept with the checkpoint).
+    rollouts = log.rows()
     shutil.rmtree(Path(out_dir) / "checkpoints", ignore_errors=True)  # the folder is complete; no optimizer state in DVC
-    # The whole run's history, the steps before a resume included (restored with the checkpoint).
-    curve = [{"step": e["step"], "reward": float(e["reward"]), "reward_std": float(e.get("reward_std", 0.0))}
-             for e in trainer.state.log_history if "reward" in e]
-    return {"states": len(rows), "steps": params.max_steps, "curve": curve, "reward_first": curve[0]["reward"] if curve else None,
-            "reward_last": curve[-1]["reward"] if curve else None, "resumed_from_step": step_of(checkpoint)}
+    curve = reward_curve(rollouts)
+    return {"states": len(rows), "steps": params.max_steps, "curve": curve, "rollouts": rollouts, **reflection_rates(rollouts),
+            "reward_first": curve[0]["reward"] if curve else None, "reward_last": curve[-1]["reward"] if curve else None,
+            "resumed_from_step": step_of(checkpoint)}
 
 
 def _cuda() -> bool:

@@ -1,4 +1,5 @@
-"""Satori's data from rStar-style search trees: COAT traces and restart-and-explore (RAE) states.
+"""Satori's data: COAT traces from rStar-style search trees, and restart-and-explore (RAE) states from
+the format-tuned policy's own samples (the paper's Algorithm 1).
 
 A search tree already holds what Chain-of-Action-Thought needs: a correct path (`plain`: steps
 joined by <|continue|>), a wrong step beside a right sibling (`reflect`: the wrong step,
@@ -21,8 +22,9 @@ from tracemill.errors import ParamsError
 from tracemill.formats import FormatParams, _block_re, code_block, output_block
 from tracemill.params import above, at_least, bounded
 from tracemill.rl import RLParams
-from tracemill.start import GenParams
+from tracemill.start import GenParams, response_text
 from tracemill.tiny import META_ACTIONS
+from tracemill.train.params import PPMParams
 
 CONTINUE, REFLECT, EXPLORE = META_ACTIONS
 COAT_KINDS = ("plain", "reflect", "explore")
@@ -66,11 +68,20 @@ class CoatParams:
             raise ParamsError(f"params 'satori.coat.meta_init' names '{strange[0]}', not a meta-action; allowed: {', '.join(META_ACTIONS)}")
 
 
+def _rae_sampling() -> GenParams:
+    return GenParams(split="train", max_problems=10_000, temperature=0.6, top_p=0.95, k=8)
+
+
 @dataclass(frozen=True)
 class RaeParams:
-    include_failed: bool = True  # Satori restarts from failed trajectories too, ending with <|reflect|>
-    states_per_trajectory: int = at_least(1, default=3)  # intermediate restart points taken from one trajectory
-    max_total: int = at_least(0, default=10_000)
+    """Restart-and-explore states by the paper's Algorithm 1, from the format-tuned policy's own samples."""
+
+    # The policy's samples per training problem; a problem gives restart states only where they hold a
+    # correct and a wrong trajectory (Satori: T=0.6, as its RL rollouts).
+    sample: GenParams = field(default_factory=_rae_sampling)
+    max_backup_steps: int = at_least(0, default=2)  # Satori: back up at most T=2 steps from a trajectory's end
+    bare_problems: bool = True  # Satori: the problems themselves are restart states too (plain RL prompts)
+    max_tool_calls: int = at_least(0, default=6)
 
 
 def _distill_sampling() -> GenParams:
@@ -91,10 +102,14 @@ class DistillParams:
 
 @dataclass(frozen=True)
 class SatoriParams:
-    """The `satori` section: COAT synthesis, restart-and-explore states, RL, distillation."""
+    """The `satori` section: COAT synthesis, restart-and-explore states, the outcome reward model, RL,
+    distillation."""
 
     coat: CoatParams = field(default_factory=CoatParams)
     rae_states: RaeParams = field(default_factory=RaeParams)
+    # The outcome reward model behind RL's preference bonus: Bradley-Terry on the rae_states samples
+    # (train/ppm.py's trainer, the prompt as prefix, a correct response chosen over a wrong one).
+    orm: PPMParams = field(default_factory=PPMParams)
     rl: RLParams = field(default_factory=RLParams)
     distill: DistillParams = field(default_factory=DistillParams)
 
@@ -116,9 +131,8 @@ def with_meta_tokens(model_dir: str | Path, out_dir: Path, init: dict[str, str])
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     tables = {model.get_input_embeddings().weight, model.get_output_embeddings().weight}  # one when tied
     with torch.no_grad():
-        for token, phrase in init.items():
-            if token not in META_ACTIONS:
-                raise ParamsError(f"params 'satori.coat.meta_init' names '{token}', not a meta-action; allowed: {', '.join(META_ACTIONS)}")
+        # Only the meta-actions are looked up: CoatParams.check turns any other key away when params load.
+        for token, phrase in ((t, init[t]) for t in META_ACTIONS if t in init):
             ids = tokenizer(phrase, add_special_tokens=False)["input_ids"]
             row = tokenizer.convert_tokens_to_ids(token)
             for weight in tables:
@@ -387,46 +401,88 @@ def build_coat(nodes: Sequence[dict[str, Any]], trajectories: Sequence[dict[str,
     return out
 
 
-def build_rae_states(nodes: Sequence[dict[str, Any]], trajectories: Sequence[dict[str, Any]], rp: RaeParams, fmt: FormatParams) -> list[dict[str, Any]]:
-    """Restart states from intermediate steps of correct and failed trajectories. A failed
-    trajectory's states keep its wrong steps and end with <|reflect|>, so RL learns to recover."""
-    index = {n["node_id"]: n for n in nodes}
+def coat_steps(response: str) -> list[str]:
+    """A sampled COAT response as its actions, each step opened by its meta-action token (text the model
+    wrote before its first token, if any, is a step of its own)."""
+    parts = _SPLIT.split(response)
+    head = [parts[0]] if parts[0].strip() else []
+    return head + [parts[i] + parts[i + 1] for i in range(1, len(parts) - 1, 2)]
+
+
+# reflect_status of Satori's prompt data: which reflection bonus a restart state can earn.
+REFLECT_STATUS = {"bare": 0, "correct": 1, "failed": -1}
+
+
+def _backup(steps: int, most: int, *key: Any) -> int:
+    """How many steps to back up from a trajectory's end: uniform over 0..most (never the whole
+    trajectory), drawn from a hash of `key` so a re-run cuts the same place."""
+    span = min(most, steps - 1) + 1
+    return int(records.content_id("rae-backup", *key, length=8), 16) % span
+
+
+def _state(problem_id: str, outcome: str, prefix: list[str], source: str, q: float, meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "state_id": records.content_id("rae", problem_id, outcome, source, prefix),
+        "problem_id": problem_id,
+        "prefix_steps": prefix,
+        "node_id": source,
+        "q": q,
+        "outcome": outcome,
+        "ends_with_reflect": bool(prefix) and prefix[-1] == REFLECT,
+        "metadata": records.to_json(meta),
+    }
+
+
+def build_rae_states(traces: Sequence[dict[str, Any]], rp: RaeParams, seed: int) -> list[dict[str, Any]]:
+    """Algorithm 1 of Satori on the policy's own graded samples (`traces` rows): per problem its first
+    correct and its first wrong sample (by sample index), each backed up 0..rp.max_backup_steps steps
+    from its end and followed by <|reflect|>, plus the bare problem. A state's `node_id` is the trace it
+    was cut from (the problem id for a bare one), its `q` that trace's outcome (1 right, -1 wrong, 0 bare)."""
+    by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for t in traces:
+        by_problem[t["problem_id"]].append(t)
     out: list[dict[str, Any]] = []
-    for traj in sorted(trajectories, key=lambda t: t["trajectory_id"]):
-        if not traj["correct"] and not rp.include_failed:
-            continue
-        steps = [index[i] for i in traj["node_ids"] if index[i]["parent_id"] is not None]
-        if not steps:
-            continue
-        cut_points = _evenly(len(steps), rp.states_per_trajectory, traj["correct"])
-        for cut in cut_points:
-            prefix = [CONTINUE + step_body(n, fmt) for n in steps[:cut]]
-            if not traj["correct"]:
-                prefix = prefix + [REFLECT]
-            node = steps[cut - 1] if cut else index[traj["node_ids"][0]]
-            out.append(
-                {
-                    "state_id": records.content_id("rae", traj["trajectory_id"], cut),
-                    "problem_id": traj["problem_id"],
-                    "prefix_steps": prefix,
-                    "node_id": node["node_id"],
-                    "q": float(node["q"]),
-                    "outcome": "correct" if traj["correct"] else "failed",
-                    "ends_with_reflect": not traj["correct"],
-                    "metadata": records.to_json({"trajectory_id": traj["trajectory_id"], "depth": cut}),
-                }
-            )
-    return out[: rp.max_total]
+    for pid in sorted(by_problem):
+        samples = sorted(by_problem[pid], key=lambda t: t["sample_index"])
+        if rp.bare_problems:
+            out.append(_state(pid, "bare", [], pid, 0.0, {"reflect_status": 0}))
+        for outcome, want in (("correct", True), ("failed", False)):
+            picked = next(((t, st) for t in samples if bool(t["correct"]) == want and (st := coat_steps(response_text(t)))), None)
+            if picked is None:
+                continue
+            trace, steps = picked
+            back = _backup(len(steps), rp.max_backup_steps, seed, trace["trace_id"])
+            prefix = steps[: len(steps) - back] + [REFLECT]
+            out.append(_state(pid, outcome, prefix, trace["trace_id"], 1.0 if want else -1.0,
+                              {"reflect_status": REFLECT_STATUS[outcome], "backup_steps": back, "trajectory_steps": len(steps)}))
+    return out
 
 
-def _evenly(length: int, count: int, correct: bool) -> list[int]:
-    """Cut points: for a correct trajectory, intermediate prefixes (0..length-1 steps) spread evenly;
-    for a failed one, the whole wrong trajectory plus earlier prefixes."""
-    candidates = list(range(length)) if correct else list(range(1, length + 1))
-    if len(candidates) <= count:
-        return candidates
-    step = len(candidates) / count
-    picks = sorted({candidates[int(i * step)] for i in range(count)})
-    if not correct and candidates[-1] not in picks:
-        picks[-1] = candidates[-1]
-    return picks
+def rae_shard(shard: int, problems: list[dict[str, Any]], *, rt: Any, rp: RaeParams, seed: int) -> dict[str, list[dict[str, Any]]]:
+    """One shard of the rae_states stage: rp.sample's samples of the policy in `rt`, graded (`traces`,
+    stage 'rae_states'), and the restart states built from them."""
+    from tracemill.start import sample_shard
+    from tracemill.tir import LoopLimits
+
+    traces = sample_shard(shard, problems, rt=rt, gp=rp.sample, limits=LoopLimits(max_tool_calls=rp.max_tool_calls), seed=seed,
+                          stage="rae_states", style="coat")["traces"]
+    return {"traces": traces, "rae_states": build_rae_states(traces, rp, seed)}
+
+
+def orm_pairs(traces: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Bradley-Terry pairs for the outcome reward model from graded samples: for each problem, every
+    correct response chosen over every wrong one, after the prompt they share (`pairs`-shaped rows
+    for train/ppm.py)."""
+    by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for t in traces:
+        by_problem[t["problem_id"]].append(t)
+    out = []
+    for pid in sorted(by_problem):
+        samples = sorted(by_problem[pid], key=lambda t: t["sample_index"])
+        right = [t for t in samples if t["correct"]]
+        wrong = [t for t in samples if not t["correct"]]
+        for good in right:
+            for bad in wrong:
+                out.append({"pair_id": records.content_id("orm", good["trace_id"], bad["trace_id"]), "problem_id": pid,
+                            "prefix": good["segments"][0]["text"], "chosen": response_text(good), "rejected": response_text(bad)})
+    return out
