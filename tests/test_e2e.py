@@ -15,7 +15,7 @@ from conftest import ROOT, copy_repo, run
 from tracemill import sql
 
 STAGES = ["problems", "bootstrap", "hint_infer", "d_seed", "sft_start0", "rft", "d_start", "sft_start", "mcts@1", "mcts@2",
-          "train_policy@1", "train_policy@2", "train_ppm@1", "train_ppm@2", "coat", "format_tune", "rae_states", "rl",
+          "train_policy@1", "train_policy@2", "train_ppm@1", "train_ppm@2", "ppm_bestofn@1", "ppm_bestofn@2", "coat", "format_tune", "rae_states", "orm", "rl",
           "distill", "evaluate", "publish"]
 MODELS = ["bootstrap", "start0", "start", "policy_r1", "policy_r2", "ppm_r1", "ppm_r2", "format_tune", "rl", "distill"]
 
@@ -56,7 +56,7 @@ def test_every_table_agrees_with_its_stage_metrics(graph: Path) -> None:
     assert stages["hint_infer"] == 4 * 2  # greedy + one hint per problem
     assert stages["rft"] == 4 * 2 and stages["distill"] == 2 * 2
     evaluated = {m["name"] for m in yaml.safe_load((graph / "params.yaml").read_text())["evaluate"]["models"]}
-    assert stages["evaluate"] == len(evaluated) * 4 * (1 + 2)
+    assert stages["evaluate"] == len(evaluated) * 4 * (1 + 1 + 2)  # greedy, greedy after one hint round, 2 samples
     assert q("SELECT count(*) FROM d_seed")[0][0] == metrics(graph, "d_seed")["size"]
     assert q("SELECT count(*) FROM d_start")[0][0] == metrics(graph, "d_start")["size"]
     for r in (1, 2):
@@ -65,18 +65,21 @@ def test_every_table_agrees_with_its_stage_metrics(graph: Path) -> None:
         assert q(f"SELECT count(*) FROM pairs WHERE round = {r}")[0][0] == m["pairs"]
         assert q(f"SELECT count(*) FILTER (WHERE selected) FROM trajectories WHERE round = {r}")[0][0] == \
             metrics(graph, f"train_policy_round{r}")["examples"]
-        scored = q(f"SELECT count(*) FILTER (WHERE ppm_score IS NOT NULL), count(*) FROM nodes WHERE round = {r} AND depth > 0 AND exec_ok")[0]
-        assert (scored[0] == scored[1] > 0) if r == 2 else scored[0] == 0  # PPM 1 scores every new node of round 2
+        # PPM 1 scores every open node of round 2 as its first visit; answers keep their rule-based value
+        scored = q(f"SELECT count(*) FILTER (WHERE ppm_score IS NOT NULL), count(*) FILTER (WHERE NOT terminal), "
+                   f"count(*) FILTER (WHERE terminal AND ppm_score IS NOT NULL) FROM nodes WHERE round = {r} AND depth > 0 AND exec_ok")[0]
+        assert (scored[0] == scored[1] and scored[2] == 0) if r == 2 else scored[0] == 0
         # failed code is never expanded
         assert q(f"SELECT count(*) FROM nodes c JOIN nodes p ON c.parent_id = p.node_id WHERE NOT p.exec_ok AND c.round = {r}")[0][0] == 0
     assert q("SELECT count(*) FROM coat")[0][0] == metrics(graph, "coat")["rows"] == metrics(graph, "format_tune")["examples"]
     assert q("SELECT count(*) FROM rae_states")[0][0] == metrics(graph, "rae_states")["states"]
-    assert q("SELECT count(*) FROM rae_states WHERE ends_with_reflect <> (outcome = 'failed')")[0][0] == 0
+    assert q("SELECT count(*) FROM rae_states WHERE ends_with_reflect <> (outcome <> 'bare')")[0][0] == 0
     assert q("SELECT count(*) FROM sft WHERE source = 'distill'")[0][0] == metrics(graph, "distill")["examples"]
     evaluation = metrics(graph, "evaluate")
     assert set(evaluation["models"]) == evaluated >= {"base", "start0", "start", "rstar_r1", "rstar_r2", "satori_ft", "satori_rl", "satori_distill"}
     for model, score in evaluation["models"].items():
-        greedy = q(f"SELECT avg(correct::INT) FROM traces WHERE stage = 'evaluate' AND model = '{model}' AND sampling.temperature = 0")[0][0]
+        greedy = q(f"SELECT avg(correct::INT) FROM traces WHERE stage = 'evaluate' AND model = '{model}' AND sampling.temperature = 0 "
+                   "AND sample_index = 0")[0][0]
         assert score["pass@1"] == pytest.approx(greedy), model
     rl = metrics(graph, "rl")  # a tiny policy that never reached an answer leaves RL nothing to start from
     assert rl["steps"] == (1 if metrics(graph, "rae_states")["states"] else 0) and rl["trained"] == bool(rl["steps"])

@@ -94,13 +94,15 @@ def test_labels_train_on_model_and_code_text_only(tokenizer: Any, rows: list[dic
     assert set(labels[:prompt_len]) == {IGNORE_INDEX}
 
 
-@pytest.mark.parametrize("labelled_only", [True, False], ids=["head-on-labelled-positions", "model-loss"])
+@pytest.mark.parametrize(("labelled_only", "chunk_tokens"), [(True, 0), (True, 7), (False, 0)],
+                         ids=["head-on-labelled-positions", "chunked-head", "model-loss"])
 def test_masked_tokens_change_neither_loss_nor_gradient(base_model: Path, tokenizer: Any, rows: list[dict[str, Any]],
-                                                        tmp_path: Path, labelled_only: bool) -> None:
+                                                        tmp_path: Path, labelled_only: bool, chunk_tokens: int) -> None:
     """The Trainer's loss over two accumulated micro-batches equals the mean over unmasked tokens only, and
     its gradient equals that of a loss whose masked labels were set to arbitrary tokens and then excluded.
     The reference passes an explicit attention mask, so the mask-free collator is checked too. train_sft's
-    LabelledTrainer gives the same loss and gradient while its LM head sees only the labelled positions."""
+    LabelledTrainer gives the same loss and gradient while its LM head sees only the labelled positions,
+    in one piece or in chunks of 7 (loss_chunk_tokens)."""
     from transformers import AutoModelForCausalLM
 
     from tracemill.train.hf import BucketTrainer, causal_lm_collator, training_args
@@ -112,8 +114,11 @@ def test_masked_tokens_change_neither_loss_nor_gradient(base_model: Path, tokeni
     n_loss_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro)
 
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
-    kind = LabelledTrainer if labelled_only else BucketTrainer
-    trainer = kind(model=model, args=training_args(SFT, tmp_path / "ckpt"), lengths=[], bucket_window=1)
+    args = training_args(SFT, tmp_path / "ckpt")
+    if labelled_only:
+        trainer = LabelledTrainer(model=model, args=args, lengths=[], bucket_window=1, loss_chunk_tokens=chunk_tokens)
+    else:
+        trainer = BucketTrainer(model=model, args=args, lengths=[], bucket_window=1)
     head_rows: list[int] = []
     hook = model.lm_head.register_forward_hook(lambda _m, args, _out: head_rows.append(args[0].numel() // TINY.hidden_size))
     model.zero_grad()
@@ -144,6 +149,53 @@ def test_masked_tokens_change_neither_loss_nor_gradient(base_model: Path, tokeni
     assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
     for name, param in model.named_parameters():
         torch.testing.assert_close(param.grad, grads[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("chunk_tokens", [0, 1, 7, 100_000])
+def test_chunked_linear_cross_entropy_equals_the_plain_head_without_keeping_logits(
+        base_model: Path, tokenizer: Any, rows: list[dict[str, Any]], chunk_tokens: int) -> None:
+    """train/loss.py on a tiny Qwen2: the summed loss and every parameter's gradient equal those of the plain
+    lm_head + cross-entropy over the same positions, IGNORE_INDEX labels (prompt, hint, output, padding)
+    included. Chunked, nothing but its inputs is kept for the backward pass (the chunks' logits are
+    recomputed there); unchunked (0), the fp32 logits of every position are."""
+    from transformers import AutoModelForCausalLM
+
+    from tracemill.train.hf import causal_lm_collator
+    from tracemill.train.loss import linear_cross_entropy
+
+    features = [dict(zip(("input_ids", "labels"), build_labels(tokenizer, r["prompt"], r["segments"]))) for r in rows[:4]]
+    batch = causal_lm_collator(tokenizer.pad_token_id)(features)
+    targets = batch["labels"][:, 1:].reshape(-1)
+    assert 0 < int((targets == IGNORE_INDEX).sum()) < targets.numel()
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    vocab = model.config.vocab_size
+
+    logits = model(input_ids=batch["input_ids"]).logits[:, :-1].reshape(-1, vocab)
+    plain = torch.nn.functional.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    plain.backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+
+    hidden = model.model(input_ids=batch["input_ids"]).last_hidden_state[:, :-1].reshape(-1, TINY.hidden_size)
+    weight = model.lm_head.weight
+    kept: dict[int, int] = {}  # storage -> bytes, of every tensor autograd saves for the backward pass
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        chunked = linear_cross_entropy(hidden, weight, targets, chunk_tokens)
+    chunked.backward()
+
+    assert chunked.dtype == torch.float32
+    assert chunked.item() == pytest.approx(plain.item(), rel=1e-6)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, expected[name], rtol=1e-4, atol=1e-5, msg=name)  # fp32 sums, another order
+    inputs = {t.untyped_storage().data_ptr() for t in (hidden, weight, targets)}
+    beyond_inputs = sum(n for ptr, n in kept.items() if ptr not in inputs)
+    full_logits = targets.numel() * vocab * 4
+    assert beyond_inputs >= full_logits if chunk_tokens == 0 else beyond_inputs == 0
 
 
 def test_sft_lowers_heldout_loss_and_saves_a_loadable_model(base_model: Path, rows: list[dict[str, Any]],
@@ -368,3 +420,28 @@ def test_training_processes_reuse_freed_memory_instead_of_faulting_it_in_again()
     if default < pages / 2:
         pytest.skip(f"this libc keeps freed memory by itself ({default:.0f} of {pages} pages faulted per step)")
     assert retained < pages / 100, f"{retained:.0f} of {pages} pages faulted again per step"
+
+
+@pytest.mark.parametrize(("processes", "gpus", "ranks"), [(0, 0, 1), (0, 1, 1), (0, 8, 8), (1, 8, 1), (2, 0, 2), (3, 8, 3)])
+def test_processes_zero_is_one_rank_per_visible_gpu_and_one_without(processes: int, gpus: int, ranks: int) -> None:
+    from tracemill.train.launch import resolve_processes
+
+    assert resolve_processes(processes, gpus) == ranks
+
+
+def test_processes_zero_trains_in_the_stage_process_without_cuda() -> None:
+    """No CUDA device visible: `processes: 0` parses, passes the batch check and runs the training function
+    in this very process (a spawned rank would report another pid), as `processes: 1` does."""
+    from tracemill.train.launch import in_processes, visible_gpus
+
+    parsed = params_mod.parse_section(TrainParams, {"sft_start": {"processes": 0, "batch_size": 8, "micro_batch_size": 4}},
+                                      "train")
+    assert parsed.sft_start.processes == 0
+    with pytest.raises(params_mod.ParamsError, match="train.ppm.processes"):
+        params_mod.parse_section(TrainParams, {"ppm": {"processes": -1}}, "train")
+    if not torch.cuda.is_available():
+        assert visible_gpus("auto") == 0
+    assert visible_gpus("cpu") == 0
+    assert in_processes(os.getpid, (), parsed.sft_start.processes, "cpu") == os.getpid()
+    with pytest.raises(params_mod.ParamsError, match=r"'train.ppm.micro_batch_size' = 8 x 'train.ppm.processes' = 0"):
+        params_mod.parse_section(TrainParams, {"ppm": {"batch_size": 12, "micro_batch_size": 8, "processes": 0}}, "train")

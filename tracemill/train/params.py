@@ -40,12 +40,14 @@ class TrainerParams:
     gradient_checkpointing: bool = False
     deepspeed: str | None = None  # a config under configs/deepspeed/ (GPU, or CPU with gloo)
     # Local training processes in one torch.distributed group (train/launch.py): data-parallel ranks over the
-    # CPU cores (gloo) or one per GPU (nccl). 1 trains in the stage's own process with every core.
-    processes: int = at_least(1, default=1)
+    # CPU cores (gloo) or one per GPU (nccl). 1 trains in the stage's own process with every core; 0: one
+    # per visible GPU, 1 on a CPU (launch.resolve_processes), so one params file fits any GPU node.
+    processes: int = at_least(0, default=1)
 
     def validate(self, where: str) -> None:
-        """Raise ParamsError naming `where` (e.g. 'train.sft_start') when the batch does not split evenly."""
-        if self.batch_size % (self.micro_batch_size * self.processes):
+        """Raise ParamsError naming `where` (e.g. 'train.sft_start') when the batch does not split evenly.
+        With processes 0 the rank count is known only on the node: train/hf.py checks the split there."""
+        if self.batch_size % (self.micro_batch_size * max(1, self.processes)):
             raise ParamsError(
                 f"params '{where}.batch_size' = {self.batch_size} must be a multiple of "
                 f"'{where}.micro_batch_size' = {self.micro_batch_size} x '{where}.processes' = {self.processes}"
@@ -58,14 +60,22 @@ class SFTParams(TrainerParams):
 
     # The system prompt the questions are rendered with (formats.STYLES): the one the data was generated with.
     prompt_style: str = choices(*STYLES, default="tir")
+    # Labelled positions whose vocabulary logits exist at once in the loss (train/loss.py); 0: all of them, in
+    # fp32. Above 0: Liger Kernel's fused kernel on CUDA when installed, else torch chunks of this many tokens.
+    loss_chunk_tokens: int = at_least(0, default=0)
 
 
 @dataclass(frozen=True)
 class PPMParams(TrainerParams):
     """The process preference model trained on the `pairs` table with the Bradley-Terry loss.
 
-    micro_batch_size counts pairs: each forward pass scores twice as many sequences.
+    micro_batch_size counts pairs: each forward pass scores twice as many sequences. The head follows
+    rStar-Math's reference ValueHead (train/rm.py): its init and dropout below.
     """
+
+    head_init_mean: float = bounded(default=5e-7)
+    head_init_std: float = at_least(0, default=1e-6)
+    head_dropout: float = bounded(0, 1, hi_open=True, default=0.1)  # on the head's input, training only
 
 
 @dataclass(frozen=True)
