@@ -92,6 +92,25 @@ def test_bootstrap_block_from_its_metrics_and_the_locked_steps(tmp_path):
     ]
 
 
+def test_grading_block_renders_the_per_kind_counts_the_check_wrote(tmp_path):
+    from tracemill.grading import GradingParams
+    from tracemill.grading.labelled import Pair, check
+
+    pairs = [Pair(r"\frac{1}{2^{99}}", r"\boxed{\frac{1}{2^{98}}}", False, "unsafe", "t"),  # math-verify says yes
+             Pair(r"\sqrt{8}", r"\boxed{2\sqrt{2}}", True, "plain", "t"),
+             Pair("1500", r"\boxed{1.5e3}", True, "plain", "t")]  # math-verify reads e as Euler's number
+    root = _write_run(tmp_path, {"grading": check(GradingParams(math="exact"), pairs)})
+    text = report.grading_block(report.load_run(root))
+    assert text.startswith("The labelled set graded by `exact` (version ")
+    assert text.splitlines()[2:] == [
+        "| kind | pairs | tracemill right | tracemill FP | math-verify right | math-verify FP |",
+        "| --- | --- | --- | --- | --- | --- |",
+        "| plain | 2 | 2/2 (100.0 %) | 0 | 1/2 (50.0 %) | 0 |",
+        "| unsafe | 1 | 1/1 (100.0 %) | 0 | 0/1 (0.0 %) | 1 |",
+        "| **all** | 3 | 3/3 (100.0 %) | 0 | 1/3 (33.3 %) | 1 |",
+    ]
+
+
 def test_readme_check_fails_on_drift_and_write_fixes_it(tmp_path):
     root = _write_run(tmp_path / "run", {"evaluate": {"k": 2, "problems": 20, "models": {"base": _model(0.8, 0.55, 0.825, (1, 0.6))}}})
     readme = tmp_path / "README.md"

@@ -39,6 +39,10 @@ _MAX_BOX_CHARS = 20_000
 # "\boxed{(1,3)} \text{ and } \boxed{(3,1)}", "$\boxed{a=4}$ and $\boxed{b=7}$".
 _JOINER = re.compile(r"\\text\{[^{}\d=]{0,30}\}|\\q?quad|\\[(),;!\[\]]|\band\b|\bor\b|[\s,;.$&]")
 _MAX_JOIN_GAP = 60
+# What may also stand between two boxes of one answer: a unit word right after a box ("\boxed{1}
+# papers and \boxed{2} bins") and the name of the next box ("y_1 = \boxed{..} and y_2 = \boxed{..}").
+_UNIT_AFTER_BOX = re.compile(r"^\s*[A-Za-z]{2,}(?:\s+[A-Za-z]{2,})?(?=\s*(?:[,;]|\band\b))")
+_NAME_BEFORE_BOX = re.compile(r"(?<![\w\\])[A-Za-z](?:_\{?\w+\}?)?\s*=\s*\$?\s*$")
 # A sentence that states its answer is short; a longer tail is prose, not an answer.
 _MAX_SENTENCE_CHARS = 400
 
@@ -110,7 +114,8 @@ def _final_boxes(text: str) -> str | None:
     final = [boxes[-1]]
     for box in reversed(boxes[:-1]):
         gap = text[box[1] : final[0][0]]
-        if box[1] > final[0][0] or len(gap) > _MAX_JOIN_GAP or _JOINER.sub("", gap):
+        bare = _NAME_BEFORE_BOX.sub("", _UNIT_AFTER_BOX.sub("", gap))
+        if box[1] > final[0][0] or len(gap) > _MAX_JOIN_GAP or _JOINER.sub("", bare):
             break
         final.insert(0, box)
     contents = list(dict.fromkeys(c for _, _, c in final))  # a box repeated is one answer

@@ -1,4 +1,4 @@
-"""Math grading: extract, normalise, settle plain cases at once, leave the rest to math-verify.
+"""Math grading: extract, normalise, settle plain and arithmetic cases at once, leave the rest to math-verify.
 
 `decide` is pure and cheap; it returns a Verdict, or a `Pending` pair for the worker pool.
 """
@@ -11,9 +11,10 @@ from importlib.metadata import version
 from tracemill.grading.core import GradingParams, Verdict
 from tracemill.grading.extract import extract_answer, gold_answer
 from tracemill.grading.normalize import compare_plain, normalize
+from tracemill.grading.numeric import compare_numeric
 
-# Bump when extraction, normalisation or the plain comparisons change a verdict.
-RULES_VERSION = "2"
+# Bump when extraction, normalisation, the plain or the numeric comparisons change a verdict.
+RULES_VERSION = "3"
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,11 @@ def decide(gold: str | None, response: str, params: GradingParams, grader: str, 
     if len(predicted) > params.max_answer_chars:
         return verdict(False, "too_long", predicted[: params.max_answer_chars])
     g, p = normalize(gold_answer(gold)), normalize(predicted)
-    plain = compare_plain(g, p)
-    if plain is not None:
-        return verdict(plain, "equal" if plain else "not_equal", predicted)
+    settled = compare_plain(g, p)
+    if settled is None and not (g.percent or p.percent):
+        settled = compare_numeric(g.text, p.text)
+    if settled is not None:
+        return verdict(settled, "equal" if settled else "not_equal", predicted)
     return Pending(predicted, g.text, p.text)
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
+from tracemill.grading.numeric import compare_numeric
+
 # Bounds on numbers read exactly: a longer literal or larger exponent goes to the worker pool,
 # whose hard timeout protects the caller (Fraction(Decimal("1e999999999")) would not return).
 _MAX_DIGITS = 60
@@ -47,6 +49,13 @@ _PROGRAM_NAMES = ((re.compile(r"\bpi\b"), r"\\pi "), (re.compile(r"\boo\b"), r"\
 _NUMBER_TIMES_NAME = re.compile(r"(?<=[\d)])\*(?=[A-Za-z\\(])")
 _QUANTIFIER = re.compile(r"\\forall|\\exists|\bfor all\b|\bthere exists?\b", re.IGNORECASE)
 _ELLIPSIS = re.compile(r"\\[lc]?dots|\\ldots|\.\.\.|…")
+_NEQ = re.compile(r"\\neq?(?![A-Za-z])|!=")
+# `[\begin{array}{cc}..\end{array}]` (after `\left`/`\right` are dropped) and bmatrix are pmatrix:
+# the brackets are typography. vmatrix is a determinant and stays.
+_MATRIX = re.compile(
+    r"\\begin\{[pb]matrix\}(?P<body>.*?)\\end\{[pb]matrix\}"
+    r"|[\[(]\s*\\begin\{array\}\{[lcr|\s]*\}(?P<body2>.*?)\\end\{array\}\s*[\])]"
+)
 _RATIO = re.compile(r"(?<![:=<>\\])\s*:\s*(?![=])")
 
 
@@ -68,6 +77,8 @@ def normalize(answer: str) -> Answer:
     if "\\" not in s and _PROGRAM.search(s):
         s = _program_to_latex(s)
     s = _FRAC.sub(r"\\frac", s).replace("{,}", ",")
+    s = _NEQ.sub(r"\\neq ", s)
+    s = _MATRIX.sub(lambda m: "\\begin{pmatrix}" + (m.group("body") or m.group("body2")) + "\\end{pmatrix}", s)
     s = _DEGREES.sub("", s)
     s, percent = _PERCENT.subn("", s)
     s = _CURRENCY.sub("", s)
@@ -158,6 +169,9 @@ _REL_KIND = {"\\leqslant": "<=", "\\geqslant": ">=", "\\leq": "<=", "\\geq": ">=
 _OR = re.compile(r"\\text\{\s*or\s*\}|\\(?:vee|lor)\b|\bor\b|\\cup")
 _AND = re.compile(r"\\text\{\s*and\s*\}|\\(?:wedge|land)\b|\band\b")
 _VARIABLE = re.compile(r"^[A-Za-z](?:_\{?\w+\}?)?$")
+_NAMED = re.compile(r"^([A-Za-z](?:_\{?\w+\}?)?)\s*=\s*([^=]+)$")
+_PMATRIX = ("\\begin{pmatrix}", "\\end{pmatrix}")
+_HOLE = re.compile(r"^([A-Za-z](?:_\{?\w+\}?)?)\s*\\neq\s*(.+)$")
 _IN = re.compile(r"^([A-Za-z](?:_\{?\w+\}?)?)\s*\\in\s*(.+)$")
 _INF = ("\\infty", "+\\infty", "\\infty", "-\\infty")
 Bound = tuple[str, bool]  # (endpoint, closed)
@@ -169,21 +183,44 @@ def as_interval(s: str) -> str | None:
     `x \in S` -> `S`. None when `s` is not such a statement."""
     if m := _IN.match(s):
         return m.group(2).strip()
-    if not _REL.search(s):
+    if not _REL.search(s) and not _HOLE.match(s):
         return None
     pieces, variable = [], None
     for alternative in _OR.split(s):
         lower: Bound = ("-\\infty", False)
         upper: Bound = ("\\infty", False)
+        holes = []
         for clause in _AND.split(alternative):
-            bounds = _bounds(clause.strip())
+            clause = clause.strip()
+            if m := _HOLE.match(clause):
+                bounds = (m.group(1), None, None)
+                holes.append(m.group(2))
+            else:
+                bounds = _bounds(clause)
             if bounds is None or (variable is not None and bounds[0] != variable):
                 return None
             variable = bounds[0]
             lower = bounds[1] or lower
             upper = bounds[2] or upper
-        pieces.append(f"{'[' if lower[1] else '('}{lower[0]},{upper[0]}{']' if upper[1] else ')'}")
+        cut = _cut(lower, upper, holes)
+        if cut is None:
+            return None
+        pieces += cut
     return "\\cup".join(pieces)
+
+
+def _cut(lower: Bound, upper: Bound, holes: list[str]) -> list[str] | None:
+    """`lower..upper` in interval notation, split at the excluded points `holes` (`x \\neq 9`);
+    None unless every hole is a number strictly inside, so the pieces come out in order."""
+    values = [as_number(h) for h in holes]
+    if None in values:
+        return None
+    order = sorted(range(len(holes)), key=lambda i: values[i])
+    low, high = as_number(lower[0]), as_number(upper[0])
+    if any((low is not None and values[i] <= low) or (high is not None and values[i] >= high) for i in order):
+        return None
+    ends = [lower] + [(holes[i], False) for i in order for _ in (0, 1)] + [upper]
+    return [f"{'[' if a[1] else '('}{a[0]},{b[0]}{']' if b[1] else ')'}" for a, b in zip(ends[::2], ends[1::2])]
 
 
 def _bounds(clause: str) -> tuple[str, Bound | None, Bound | None] | None:
@@ -199,6 +236,9 @@ def _bounds(clause: str) -> tuple[str, Bound | None, Bound | None] | None:
         lo, hi = (0, 2) if ops[0][0] == "<" else (2, 0)
         return parts[1], (parts[lo], "=" in ops[0]), (parts[hi], "=" in ops[1])
     left, right, op = parts[0], parts[1], ops[0]
+    if left[:1] == "-" and _VARIABLE.match(left[1:]) and (value := as_number(right)) is not None:
+        # `-x > -1` is `x < 1`
+        left, right, op = left[1:], str(-value), op.replace("<", "#").replace(">", "<").replace("#", ">")
     if _VARIABLE.match(left) and not _VARIABLE.match(right):
         variable, value, op = left, right, op
     elif _VARIABLE.match(right) and not _VARIABLE.match(left):
@@ -310,6 +350,11 @@ def compare_plain(gold: Answer, pred: Answer) -> bool | None:
     g_ratio, p_ratio = _ratio(gold.text), _ratio(pred.text)
     if g_ratio or p_ratio:
         return _termwise(g_ratio or [gold.text], p_ratio or [pred.text])
+    g_cells, p_cells = _matrix(gold.text), _matrix(pred.text)
+    if g_cells is not None and p_cells is not None:
+        if [len(r) for r in g_cells] != [len(r) for r in p_cells]:
+            return False
+        return _all_equal([_element_equal(g, p) for g_row, p_row in zip(g_cells, p_cells) for g, p in zip(g_row, p_row)])
     g_shape, p_shape = shape(gold.text), shape(pred.text)
     if {g_shape, p_shape} in ({"set", "tuple"}, {"list", "tuple"}):
         return False  # an unordered answer never equals an ordered pair or an interval
@@ -352,17 +397,72 @@ def _term_equal(gold: Answer, pred: Answer) -> bool:
 
 
 def _elementwise(gold: str, g_shape: str, pred: str, p_shape: str) -> bool | None:
-    """Lists, sets and tuples of plain numbers compared without math-verify: in order for a
-    tuple, as multisets otherwise. None when an element is not a plain number."""
+    """Lists, sets and tuples (intervals too) compared element by element without math-verify:
+    in order for a tuple, as multisets otherwise. None when an element pair is undecided."""
     if g_shape == "scalar" or p_shape == "scalar" or (g_shape == "tuple") != (p_shape == "tuple"):
         return None
     g_items, p_items = _items(gold, g_shape), _items(pred, p_shape)
-    g_nums, p_nums = [as_number(x) for x in g_items], [as_number(x) for x in p_items]
-    if None in g_nums or None in p_nums:
-        return None
+    if len(g_items) != len(p_items):
+        return False if all(as_number(x) is not None for x in g_items + p_items) else None
     if g_shape == "tuple":
-        return gold[0] + gold[-1] == pred[0] + pred[-1] and g_nums == p_nums
-    return sorted(g_nums) == sorted(p_nums)
+        same = [_element_equal(g, p) for g, p in zip(g_items, p_items)]
+        if False not in same and None not in same and gold[0] + gold[-1] != pred[0] + pred[-1]:
+            return False
+        return _all_equal(same)
+    g_named, p_named = [_NAMED.match(x) for x in g_items], [_NAMED.match(x) for x in p_items]
+    if all(g_named) and all(p_named):
+        # `a=4, b=7` and `b=7, a=4`: values compared by name
+        g_by, p_by = ({m.group(1): m.group(2) for m in named} for named in (g_named, p_named))
+        if len(g_by) != len(g_items) or set(g_by) != set(p_by):
+            return None
+        return _all_equal([_element_equal(g_by[k], p_by[k]) for k in g_by])
+    if all(g_named) and not any(p_named):
+        # `y_1=.., y_2=..` answered `.., ..`: in the order of the names
+        return _all_equal([_element_equal(m.group(2), p) for m, p in zip(g_named, p_items)])
+    return _same_multiset(g_items, p_items)
+
+
+def _all_equal(same: list[bool | None]) -> bool | None:
+    return False if False in same else None if None in same else True
+
+
+def _matrix(s: str) -> list[list[str]] | None:
+    """The cells of a `\\begin{pmatrix}` answer (every matrix environment is one after
+    normalising), row by row; None if `s` is no single matrix."""
+    if not (s.startswith(_PMATRIX[0]) and s.endswith(_PMATRIX[1])) or s.count(_PMATRIX[0]) != 1:
+        return None
+    rows = s[len(_PMATRIX[0]) : -len(_PMATRIX[1])].split("\\\\")
+    return [[cell.strip() for cell in row.split("&")] for row in rows if row.strip()]
+
+
+def _same_multiset(gold: list[str], pred: list[str]) -> bool | None:
+    """Equal element counts matched greedily (equality is an equivalence, so greedy suffices);
+    None when an undecided comparison could change the matching."""
+    left = list(pred)
+    for g in gold:
+        same = [_element_equal(g, p) for p in left]
+        if True in same:
+            del left[same.index(True)]
+        elif None in same:
+            return None
+        else:
+            return False
+    return True
+
+
+_INFINITIES = {"\\infty": "+", "+\\infty": "+", "-\\infty": "-"}
+
+
+def _element_equal(gold: str, pred: str) -> bool | None:
+    """One element: exact numbers, infinities by sign, otherwise the interval evaluation."""
+    if gold == pred:
+        return True
+    g_num, p_num = as_number(gold), as_number(pred)
+    if g_num is not None and p_num is not None:
+        return g_num == p_num
+    if gold in _INFINITIES or pred in _INFINITIES:
+        return _INFINITIES.get(gold, gold) == _INFINITIES.get(pred, pred)
+    return compare_numeric(gold, pred)
 
 
 def _items(s: str, kind: str) -> list[str]:

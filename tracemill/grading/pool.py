@@ -18,7 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
+from tracemill.grading.core import GradingError
+
 OUTCOMES = ("equal", "not_equal", "timeout", "verifier_error")
+# A worker imports sympy and math-verify before it says it is ready; on a loaded host that takes
+# seconds, which must not count against the first pair's `timeout_s`.
+_START_S = 120.0
 
 
 @dataclass
@@ -72,6 +77,14 @@ class VerifyPool:
         )
         theirs.close()
         worker = self._slots[slot] = _Worker(process, Connection(ours.detach()))
+        try:
+            ready = worker.conn.poll(_START_S) and worker.conn.recv() == "ready"
+        except (EOFError, OSError):  # it exited while importing
+            ready = False
+        if not ready:
+            self._kill(slot)
+            raise GradingError(f"a math-verify worker (python -m tracemill.grading.worker) did not start within "
+                               f"{_START_S:g} s — run it by hand to see why; `pip install math-verify` if it is missing")
         return worker
 
     def _live(self, slot: int) -> _Worker:

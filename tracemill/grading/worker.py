@@ -31,6 +31,10 @@ def serve(conn: Connection, memory_mb: int) -> None:
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)  # it warns once that its timeouts are off
+    # sympy and the LaTeX parser build their tables on first use (seconds on a loaded host): done
+    # here, before "ready", so the pool's per-pair deadline measures the pair and not the warm-up.
+    verify_pair("2x+4y-3=0", "y=-\\frac{x}{2}+\\frac{3}{4}", 6)
+    conn.send("ready")
     while True:
         try:
             gold, pred, float_rounding = conn.recv()
