@@ -1,7 +1,8 @@
 """python -m stages.satori JOB — Satori's data and models (COAT from rStar-Math's search trees).
 
-coat         data/mcts/round=<r> of every round -> data/coat/coat: COAT traces (plain, reflect, explore)
-             with meta-action tokens, each row naming its source nodes; metrics/coat.json, plots/coat_kinds.csv.
+coat         data/mcts/round=<r> of every round -> data/coat/coat: COAT traces of Satori's four kinds (plain, reflect,
+             confirm, explore) with meta-action tokens, each row naming its source nodes; every check after
+             <|reflect|> runs in the sandbox and its critique quotes what it printed; metrics/coat.json, plots/coat_kinds.csv.
 format_tune  data/coat -> data/format_tune/sft and models/format_tune: the base policy fine-tuned on the
              COAT traces (`train.format_tune`); a real model without the meta-action tokens gets them
              added and its embeddings resized first.
@@ -12,13 +13,20 @@ rae_states   models/format_tune -> data/rae_states: the format-tuned policy's ow
              metrics/rae_states.json (with the policy's sampled accuracy).
 orm          data/rae_states traces -> models/orm: the outcome reward model, Bradley-Terry on the policy's right
              over wrong samples with train/ppm.py's trainer (`satori.orm`); metrics/orm.json, plots/orm_loss.csv.
-rl           models/format_tune + data/rae_states + models/orm -> models/rl: GRPO with Satori's reward (rule +
-             sigmoid(ORM) + reflection bonus on reflect states, `satori.rl`); rollouts run their code in the
-             sandbox with the output masked from the loss; metrics/rl.json (self-correction and break rates),
-             plots/rl_reward.csv (the curve and its parts per step), plots/rl_rollouts.csv (every rollout).
-distill      models/rl samples on training problems (data/distill/traces, sharded and resumable); its
-             correct traces (data/distill/sft) teach a smaller student -> models/distill.
-Params: `satori`, `train.format_tune`, `train.distill`, `mcts.rounds`, `format`, `policy`, and for the
+rl           round 1: models/format_tune + data/rae_states + models/orm -> models/rl: GRPO with Satori's reward
+             (rule + sigmoid(ORM) + reflection bonus on reflect states, `satori.rl`); rollouts run their code in
+             the sandbox with the output masked from the loss; metrics/rl.json (self-correction and break rates,
+             per restart state and within rollouts), plots/rl_reward.csv (the curve and its parts per step),
+             plots/rl_rollouts.csv (every rollout).
+rl_sft       models/rl samples on training problems (data/rl_sft/traces, sharded and resumable); its correct
+             traces (data/rl_sft/selected) fine-tune the base again (`train.format_tune`) -> models/rl_sft,
+             round 2's start; metrics/rl_sft.json, plots/rl_sft_loss.csv.
+rl_r2        round 2: models/rl_sft + models/orm -> models/rl_r2: GRPO from the bare problems rl_sft sampled (no
+             restart states) at satori.round2's temperature and group size; metrics/rl_r2.json,
+             plots/rl_r2_reward.csv, plots/rl_r2_rollouts.csv.
+distill      Satori's small-model distillation: models/rl_r2 samples on training problems (data/distill/traces,
+             sharded and resumable); its correct traces (data/distill/selected) teach a smaller student -> models/distill.
+Params: `satori`, `train.format_tune` (format_tune, rl_sft), `train.distill`, `mcts.rounds`, `format`, `policy`, and for the
 generating jobs `run`, `llm`, `sandbox`, `grading`, `seed`.
 """
 
@@ -40,7 +48,8 @@ from tracemill.formats import FormatParams
 from tracemill.policy import check_model_folder, resolve_policy
 from tracemill.search import MCTSParams
 
-FORMAT_TUNED, ORM, RL_MODEL, STUDENT = Path("models/format_tune"), Path("models/orm"), Path("models/rl"), Path("models/distill")
+FORMAT_TUNED, ORM, STUDENT = Path("models/format_tune"), Path("models/orm"), Path("models/distill")
+RL_MODEL, RL_SFT, RL_R2 = Path("models/rl"), Path("models/rl_sft"), Path("models/rl_r2")  # Satori's rounds 1 and 2
 
 
 def _search_inputs(params: dict[str, Any]) -> list[str]:
@@ -58,17 +67,16 @@ def search_rows(params: dict[str, Any], table: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _from_trees(params: dict[str, Any], table: str, build: Any, knobs: Any, fmt: FormatParams) -> list[dict[str, Any]]:
-    """`table` built from every round's nodes and trajectories, written to data/<table> in one shard."""
-    rows = build(search_rows(params, "nodes"), search_rows(params, "trajectories"), knobs, fmt)
-    out = store.StageOutput(f"data/{table}", [table], stage.fingerprint([knobs, fmt], _search_inputs(params)))
-    out.write_shard(0, {table: rows})
-    out.finalize([0])
-    return rows
-
-
 def coat(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> None:
-    rows = _from_trees(params, "coat", satori.build_coat, sp.coat, fmt)
+    from tracemill.sandbox import SandboxParams, open_sandbox
+
+    sb = P.section(SandboxParams, params, "sandbox")
+    nodes, trajectories = search_rows(params, "nodes"), search_rows(params, "trajectories")
+    with open_sandbox(sb) as sandbox:  # every critique quotes what its check printed here
+        rows = satori.build_coat(nodes, trajectories, sp.coat, fmt, satori.sandbox_check(sandbox))
+    out = store.StageOutput("data/coat", ["coat"], stage.fingerprint([sp.coat, fmt, sb], _search_inputs(params)))
+    out.write_shard(0, {"coat": rows})
+    out.finalize([0])
     kinds = Counter(r["kind"] for r in rows)
     store.write_json("metrics/coat.json", {"rows": len(rows), "problems": len({r["problem_id"] for r in rows}),
                                            "by_kind": {k: kinds.get(k, 0) for k in satori.COAT_KINDS}})
@@ -148,51 +156,76 @@ def _train_into(out_dir: Path, init: Path, rows: list[dict[str, Any]], sft_param
     return metrics
 
 
+def _tuning_start(params: dict[str, Any], sp: satori.SatoriParams, rows: list[dict[str, Any]], tp: Any, fmt: FormatParams,
+                  folder: Path) -> tuple[Path, list[str], dict[str, Any]]:
+    """Where fine-tuning the base on COAT text starts: the base policy with the meta-action tokens (their
+    embeddings at their phrases), warmed on `rows` when satori.coat.meta_warmup_epochs asks, in folder.
+    Returns (model folder, tokens added, warm-up metrics)."""
+    init, added = satori.with_meta_tokens(resolve_policy(params)[0], folder / "base_with_meta_tokens", sp.coat.meta_init)
+    warmup: dict[str, Any] = {"epochs": 0}
+    if sp.coat.meta_warmup_epochs and rows:
+        warmed = folder / "meta_tokens_warmed"
+        warmup = satori.warm_meta_tokens(init, warmed, rows, tp, fmt, sp.coat.meta_warmup_epochs, sp.coat.meta_warmup_lr)
+        init = warmed
+    return init, added, warmup
+
+
 def format_tune(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> None:
     from tracemill.train import TrainParams
 
     tp = P.section(TrainParams, params, "train").format_tune
-    base, base_name = resolve_policy(params)
     coat_rows = store.read_rows("data/coat", "coat")
     rows = satori.coat_sft_rows(coat_rows, _questions(), fmt)
     out = store.StageOutput("data/format_tune", ["sft"], stage.fingerprint([tp, fmt], ["data/coat", "data/problems"]))
     out.write_shard(0, {"sft": rows})
     out.finalize([0])
-    init, added = satori.with_meta_tokens(base, Path("data/format_tune/base_with_meta_tokens"), sp.coat.meta_init)
-    warmup: dict[str, Any] = {"epochs": 0}
-    if sp.coat.meta_warmup_epochs and rows:
-        warmed = Path("data/format_tune/meta_tokens_warmed")
-        warmup = satori.warm_meta_tokens(init, warmed, rows, tp, fmt, sp.coat.meta_warmup_epochs, sp.coat.meta_warmup_lr)
-        init = warmed
+    init, added, warmup = _tuning_start(params, sp, rows, tp, fmt, Path("data/format_tune"))
     metrics = _train_into(FORMAT_TUNED, init, rows, tp, fmt)
     kinds = Counter(r["kind"] for r in coat_rows)
-    store.write_json("metrics/format_tune.json", {**metrics, "base": base_name, "examples": len(rows), "by_kind": dict(sorted(kinds.items())),
-                                                  "meta_tokens_added": added, "meta_init": sp.coat.meta_init, "meta_warmup": warmup})
+    store.write_json("metrics/format_tune.json", {**metrics, "base": resolve_policy(params)[1], "examples": len(rows),
+                                                  "by_kind": dict(sorted(kinds.items())), "meta_tokens_added": added,
+                                                  "meta_init": sp.coat.meta_init, "meta_warmup": warmup})
     print(f"format_tune: {len(rows)} COAT examples -> {FORMAT_TUNED}")
 
 
-def rl(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> None:
+# Satori's two RL rounds: (stage and model name, the policy it starts from)
+ROUNDS = {1: ("rl", FORMAT_TUNED), 2: ("rl_r2", RL_SFT)}
+
+
+def _round_states(sp: satori.SatoriParams, round_: int) -> list[dict[str, Any]]:
+    """Round 1 restarts from the rae_states stage's states; round 2 from the bare problems its SFT sampled."""
+    from tracemill.start import pick_problems
+
+    if round_ == 1:
+        return store.read_rows("data/rae_states", "rae_states")
+    return satori.bare_states([p["problem_id"] for p in pick_problems(store.read_rows("data/problems", "problems"), sp.round2.sample)])
+
+
+def rl(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams, round_: int) -> None:
     from tracemill.grading import GradingParams, get_grader
     from tracemill.rl import CURVE_COLUMNS, ROLLOUT_COLUMNS, reflection_rates, train_rl
     from tracemill.sandbox import SandboxParams, open_sandbox
 
-    check_model_folder(FORMAT_TUNED, "the format-tuned policy (dvc repro format_tune)")
-    states = store.read_rows("data/rae_states", "rae_states")
+    name, init = ROUNDS[round_]
+    model = Path("models") / name
+    check_model_folder(init, f"round {round_}'s starting policy (dvc repro {init.name})")
+    rp = sp.rl if round_ == 1 else sp.round2.rl(sp.rl)
+    states = _round_states(sp, round_)
     problems = {p["problem_id"]: p for p in store.read_rows("data/problems", "problems")}
     if not any(problems.get(s["problem_id"], {}).get("domain") == "math" for s in states):
-        # No search trajectory reached an answer (a weak policy on a small run): the next stages still
-        # need a policy, so this one is the format-tuned policy unchanged, and the metrics say so.
-        print(f"rl: no math restart states in data/rae_states — {RL_MODEL} is {FORMAT_TUNED} untrained", file=sys.stderr)
+        # No math prompt to restart from (a weak policy on a small run): the next stages still need a
+        # policy, so this one is the round's starting policy unchanged, and the metrics say so.
+        print(f"{name}: no math states — {model} is {init} untrained", file=sys.stderr)
 
         def untrained(partial_dir: Path) -> dict[str, Any]:
-            shutil.copytree(FORMAT_TUNED, partial_dir)
+            shutil.copytree(init, partial_dir)
             return {}
 
-        stage.build_folder(RL_MODEL, untrained, fresh=True)
-        store.write_csv("plots/rl_reward.csv", [], CURVE_COLUMNS)
-        store.write_csv("plots/rl_rollouts.csv", [], ROLLOUT_COLUMNS)
-        store.write_json("metrics/rl.json", {"states": 0, "steps": 0, "trained": False, "reward_first": None, "reward_last": None,
-                                             **reflection_rates([])})
+        stage.build_folder(model, untrained, fresh=True)
+        store.write_csv(f"plots/{name}_reward.csv", [], CURVE_COLUMNS)
+        store.write_csv(f"plots/{name}_rollouts.csv", [], ROLLOUT_COLUMNS)
+        store.write_json(f"metrics/{name}.json", {"round": round_, "states": 0, "steps": 0, "trained": False, "reward_first": None,
+                                                  "reward_last": None, **reflection_rates([])})
         return
     result: dict[str, Any] = {}
 
@@ -200,59 +233,92 @@ def rl(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> No
         # The reward is the grader every other stage labels with (a code problem's tests run in the sandbox).
         with open_sandbox(P.section(SandboxParams, params, "sandbox")) as sandbox, \
                 get_grader(P.section(GradingParams, params, "grading"), sandbox=sandbox) as grader:
-            result.update(train_rl(FORMAT_TUNED, states, problems, lambda p, text: grader.grade_many([(p, text)])[0].correct,
-                                   partial_dir, sp.rl, fmt, sandbox=sandbox, resume=True,
-                                   orm=check_model_folder(ORM, "the outcome reward model (dvc repro orm)") if sp.rl.reward.preference_bonus else None))
+            result.update(train_rl(init, states, problems, lambda p, text: grader.grade_many([(p, text)])[0].correct,
+                                   partial_dir, rp, fmt, sandbox=sandbox, resume=True,
+                                   orm=check_model_folder(ORM, "the outcome reward model (dvc repro orm)") if rp.reward.preference_bonus else None))
         return {}
 
-    stage.build_folder(RL_MODEL, build, fresh=False)
-    store.write_csv("plots/rl_reward.csv", result.pop("curve"), CURVE_COLUMNS)
-    store.write_csv("plots/rl_rollouts.csv", result.pop("rollouts"), ROLLOUT_COLUMNS)
-    store.write_json("metrics/rl.json", {**result, "trained": True})
-    print(f"rl: {result['states']} restart states, {result['steps']} GRPO steps, reward {result['reward_first']} -> {result['reward_last']}, "
-          f"self-correction {result['self_correction_rate']}, break {result['break_rate']}")
+    stage.build_folder(model, build, fresh=False)
+    store.write_csv(f"plots/{name}_reward.csv", result.pop("curve"), CURVE_COLUMNS)
+    store.write_csv(f"plots/{name}_rollouts.csv", result.pop("rollouts"), ROLLOUT_COLUMNS)
+    store.write_json(f"metrics/{name}.json", {"round": round_, **result, "temperature": rp.temperature,
+                                              "num_generations": rp.num_generations, "trained": True})
+    print(f"{name}: {result['states']} states, {result['steps']} GRPO steps, reward {result['reward_first']} -> {result['reward_last']}, "
+          f"self-correction {result['self_correction_rate']} / in rollouts {result['in_rollout_self_correction_rate']}, "
+          f"break {result['break_rate']} / in rollouts {result['in_rollout_break_rate']}")
+
+
+def _correct_samples(params: dict[str, Any], job: str, teacher: Path, teacher_name: str, knobs: Any,
+                     fmt: FormatParams) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+    """`teacher` samples knobs.sample on training problems (data/<job>/traces, stage `job`, sharded and
+    resumable); at most knobs.max_per_problem correct ones per problem become `sft` rows
+    (data/<job>/selected). Returns (sft rows, traces), or None while shards are still running."""
+    from stages.sft import sft_rows
+    from tracemill.runtime import open_runtime
+    from tracemill.start import pick_problems, sample_shard
+    from tracemill.tir import LoopLimits
+
+    run = P.section(runner.RunParams, params, "run")
+    problems = pick_problems(store.read_rows("data/problems", "problems"), knobs.sample)
+    seed = int(params.get("seed", 0))
+    # A changed fingerprint clears data/<job>, everything the caller later writes under it included.
+    out = store.StageOutput(f"data/{job}", ["traces"], stage.fingerprint([knobs, fmt, seed, run.shards], [teacher, "data/problems"]))
+    with open_runtime(params, teacher, teacher_name) as rt:
+        work = partial(sample_shard, rt=rt, gp=knobs.sample, limits=LoopLimits(max_tool_calls=knobs.max_tool_calls), seed=seed,
+                       stage=job, style="coat")
+        if runner.run_sharded(out, problems, "problem_id", work, run, job) is None:
+            return None
+    traces = sorted(store.read_rows(f"data/{job}", "traces"), key=lambda t: (t["problem_id"], t["sample_index"]))
+    kept: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for t in traces:
+        if t["correct"] and len(kept[t["problem_id"]]) < knobs.max_per_problem:
+            kept[t["problem_id"]].append(t)
+    rows = sft_rows([t for ts in kept.values() for t in ts], {p["problem_id"]: p for p in problems}, job)
+    selected = store.StageOutput(f"data/{job}/selected", ["sft"], stage.fingerprint([knobs], [f"data/{job}/traces"]))
+    selected.write_shard(0, {"sft": rows})
+    selected.finalize([0])
+    return rows, traces
+
+
+def rl_sft(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> None:
+    from tracemill.start import trace_metrics
+    from tracemill.train import TrainParams
+
+    check_model_folder(RL_MODEL, "the round-1 RL policy (dvc repro rl)")
+    tp = P.section(TrainParams, params, "train").format_tune  # the same base fine-tuned on COAT text, as format tuning
+    got = _correct_samples(params, "rl_sft", RL_MODEL, "rl", sp.round2, fmt)
+    if got is None:
+        return
+    rows, traces = got
+    init, _, warmup = _tuning_start(params, sp, rows, tp, fmt, Path("data/rl_sft"))
+    metrics = _train_into(RL_SFT, init, rows, tp, fmt)
+    store.write_json("metrics/rl_sft.json", {**metrics, "samples": len(traces), "teacher_accuracy": trace_metrics("data", "rl_sft").get("accuracy"),
+                                             "examples": len(rows), "problems": len({r["problem_id"] for r in rows}), "meta_warmup": warmup})
+    print(f"rl_sft: {len(rows)} correct round-1 RL samples of {len(traces)} -> the base fine-tuned into {RL_SFT}")
 
 
 def distill(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams) -> None:
-    from stages.sft import sft_rows
-    from tracemill.runtime import open_runtime
-    from tracemill.start import pick_problems, sample_shard, trace_metrics
-    from tracemill.tir import LoopLimits
+    from tracemill.start import trace_metrics
     from tracemill.train import TrainParams
 
     dp = sp.distill
     tp = P.section(TrainParams, params, "train").distill
-    run = P.section(runner.RunParams, params, "run")
-    check_model_folder(RL_MODEL, "the RL policy (dvc repro rl)")
+    check_model_folder(RL_R2, "the round-2 RL policy (dvc repro rl_r2)")
     student = check_model_folder(Path(dp.student), "satori.distill.student") if dp.student else None
-    problems = pick_problems(store.read_rows("data/problems", "problems"), dp.sample)
-    seed = int(params.get("seed", 0))
-    # Opened first: a changed fingerprint clears data/distill, the student's starting copy included.
-    out = store.StageOutput("data/distill", ["traces"], stage.fingerprint([dp, fmt, seed, run.shards], [RL_MODEL, "data/problems"]))
+    got = _correct_samples(params, "distill", RL_R2, "rl_r2", dp, fmt)
+    if got is None:
+        return
+    rows, traces = got
     if student is None:
         student = satori.cut_layers(resolve_policy(params)[0], Path("data/distill/student_init"), dp.student_layers)
-    with open_runtime(params, RL_MODEL, "rl") as rt:
-        work = partial(sample_shard, rt=rt, gp=dp.sample, limits=LoopLimits(max_tool_calls=dp.max_tool_calls), seed=seed,
-                       stage="distill", style="coat")
-        if runner.run_sharded(out, problems, "problem_id", work, run, "distill") is None:
-            return
-    traces = sorted(store.read_rows("data/distill", "traces"), key=lambda t: (t["problem_id"], t["sample_index"]))
-    kept: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for t in traces:
-        if t["correct"] and len(kept[t["problem_id"]]) < dp.max_per_problem:
-            kept[t["problem_id"]].append(t)
-    rows = sft_rows([t for ts in kept.values() for t in ts], {p["problem_id"]: p for p in problems}, "distill")
-    selected = store.StageOutput("data/distill/selected", ["sft"], stage.fingerprint([dp, tp], ["data/distill/traces"]))
-    selected.write_shard(0, {"sft": rows})
-    selected.finalize([0])
     metrics = _train_into(STUDENT, student, rows, tp, fmt)
-    sampled = trace_metrics("data", "distill")
-    store.write_json("metrics/distill.json", {**metrics, "samples": len(traces), "teacher_accuracy": sampled.get("accuracy"),
+    store.write_json("metrics/distill.json", {**metrics, "samples": len(traces), "teacher_accuracy": trace_metrics("data", "distill").get("accuracy"),
                                               "examples": len(rows), "student": str(dp.student or f"base cut to {dp.student_layers} layers")})
-    print(f"distill: {len(rows)} correct RL traces of {len(traces)} samples -> {STUDENT}")
+    print(f"distill: {len(rows)} correct round-2 RL traces of {len(traces)} samples -> {STUDENT}")
 
 
-JOBS = {"coat": coat, "format_tune": format_tune, "rae_states": rae_states, "orm": orm, "rl": rl, "distill": distill}
+JOBS = {"coat": coat, "format_tune": format_tune, "rae_states": rae_states, "orm": orm, "rl": partial(rl, round_=1), "rl_sft": rl_sft,
+        "rl_r2": partial(rl, round_=2), "distill": distill}
 
 
 def main() -> None:

@@ -42,6 +42,23 @@ def test_satori_reward_parts_on_hand_built_rollouts():
     assert without(["Q"], ["\\boxed{42}"], problem_id=["p1"], state_id=["s"], outcome=["failed"]) == [0.5]
 
 
+def test_an_answer_revised_after_the_rollouts_own_reflection_is_counted_fixed_or_broken():
+    """Bare prompts have no restart outcome; the answer a rollout gave before its first <|reflect|> or
+    <|explore|> stands in for it."""
+    log = []
+    reward = make_reward({"p1": PROBLEM}, exact, RewardParams(preference_bonus=False), log=log.extend)
+    completions = ["So \\boxed{41}.<|reflect|>6*7 is 42, so \\boxed{42}.",   # wrong, then fixed
+                   "So \\boxed{40}.<|reflect|>Still \\boxed{40}.",            # wrong, stays wrong
+                   "So \\boxed{42}.<|explore|>Or \\boxed{43}.",               # right, then broken
+                   "So \\boxed{42}.<|reflect|>Yes, \\boxed{42}.",             # right, stays right
+                   "<|reflect|>Then \\boxed{42}.", "Just \\boxed{42}."]       # no answer to revise
+    reward(["Q"] * 6, completions, problem_id=["p1"] * 6, state_id=["s"] * 6, outcome=["bare"] * 6)
+    assert [r["correct_before"] for r in log] == [False, False, True, True, None, None]
+    rates = reflection_rates(log)
+    assert rates["in_rollout_self_correction_rate"] == 0.5 and rates["in_rollout_break_rate"] == 0.5
+    assert rates["rollouts_revising_an_answer"] == 4 and rates["self_correction_rate"] is None  # no reflect states
+
+
 PLAIN = RewardParams(preference_bonus=False)
 
 

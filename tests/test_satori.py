@@ -37,37 +37,89 @@ TRAJS = [traj("ok", ["root", "a1", "a1t"], True, 0.75), traj("w1", ["root", "a1"
 BY_ID = {n["node_id"]: n for n in NODES}
 
 
-def test_coat_rows_parse_back_into_steps_and_meta_actions():
-    rows = satori.build_coat(NODES, TRAJS, satori.CoatParams(), FMT)
+# One sentence per checked kind that shows both values plainly, so a test can read them back.
+CP = satori.CoatParams(critique_templates={"reflect": ["REFLECT {printed} vs {got}."], "confirm": ["CONFIRM {printed}."],
+                                           "explore": ["EXPLORE {printed} vs {got}."]})
+
+
+@pytest.fixture(scope="module")
+def check():
+    from tracemill.sandbox import SandboxParams, open_sandbox
+
+    with open_sandbox(SandboxParams(pool_size=2, spares=1)) as sandbox:
+        yield satori.sandbox_check(sandbox)
+
+
+def checked_step(row):
+    """The body opened by the row's <|reflect|>: the check's code, its output and the critique."""
+    parsed = satori.parse(row["text"])
+    return [a for a, _ in parsed], parsed[[a for a, _ in parsed].index(satori.REFLECT)][1]
+
+
+def test_coat_has_all_four_kinds_and_parses_back_into_steps_and_meta_actions(check):
+    rows = satori.build_coat(NODES, TRAJS, CP, FMT, check)
     records.validate("coat", rows)
-    kinds = sorted(r["kind"] for r in rows)
-    assert kinds == ["explore", "explore", "plain", "reflect", "reflect"]
+    assert sorted(r["kind"] for r in rows) == ["confirm", "explore", "plain", "reflect"]
     plain = next(r for r in rows if r["kind"] == "plain")
     parsed = satori.parse(plain["text"])
     assert [a for a, _ in parsed] == [satori.CONTINUE, satori.CONTINUE]
     assert parsed[0][1] == satori.step_body(BY_ID["a1"], FMT) and "```output\n42\n```" in parsed[0][1]
     assert plain["source_node_ids"] == ["a1", "a1t"]
-
-
-def test_reflection_fixes_a_wrong_node_with_a_correct_one():
-    rows = [r for r in satori.build_coat(NODES, TRAJS, satori.CoatParams(), FMT) if r["kind"] == "reflect"]
     for row in rows:
-        parsed = satori.parse(row["text"])
-        actions = [a for a, _ in parsed]
-        at = actions.index(satori.REFLECT)
-        wrong = BY_ID[row["source_node_ids"][at - 1]]
-        assert wrong["q"] <= 0 and wrong["node_id"] in {"b1", "a1w"}
-        assert "recomputing" in parsed[at][1] or "direct check" in parsed[at][1]
+        assert "c1" not in row["source_node_ids"]  # failed code is never part of a trace
         last = BY_ID[row["source_node_ids"][-1]]
         assert last["terminal"] and last["correct"]
-        assert "c1" not in row["source_node_ids"]  # failed code is never part of a trace
 
 
-def test_exploration_goes_from_a_failed_branch_to_a_successful_one():
-    rows = [r for r in satori.build_coat(NODES, TRAJS, satori.CoatParams(), FMT) if r["kind"] == "explore"]
-    at_root = next(r for r in rows if r["source_node_ids"][0] == "b1")
-    assert at_root["source_node_ids"] == ["b1", "b1t", "a1", "a1t"]
-    assert [a for a, _ in satori.parse(at_root["text"])] == [satori.CONTINUE, satori.CONTINUE, satori.EXPLORE, satori.CONTINUE]
+def test_reflection_on_a_wrong_step_quotes_a_check_run_in_the_sandbox(check):
+    [row] = [r for r in satori.build_coat(NODES, TRAJS, CP, FMT, check) if r["kind"] == "reflect"]
+    actions, body = checked_step(row)
+    # a1w answered 41 after a1 computed 6*7; a1's code, run again, prints 42
+    assert row["source_node_ids"] == ["a1", "a1w", "a1t"] and actions == [satori.CONTINUE, satori.CONTINUE, satori.REFLECT, satori.CONTINUE]
+    assert body == "```python\nprint(6*7)\n```\n```output\n42\n```\nREFLECT 42 vs 41.\n"
+    assert json.loads(row["metadata"])["check_printed"] == "42"
+
+
+def test_confirmation_reruns_a_right_step_and_agrees(check):
+    [row] = [r for r in satori.build_coat(NODES, TRAJS, CP, FMT, check) if r["kind"] == "confirm"]
+    actions, body = checked_step(row)
+    assert actions == [satori.CONTINUE, satori.REFLECT, satori.CONTINUE] and row["source_node_ids"] == ["a1", "a1t"]
+    assert body.endswith("CONFIRM 42.\n") and "```output\n42\n```" in body
+
+
+def test_exploration_refutes_a_wrong_answer_then_takes_the_other_branch(check):
+    [row] = [r for r in satori.build_coat(NODES, TRAJS, CP, FMT, check) if r["kind"] == "explore"]
+    actions, body = checked_step(row)
+    assert row["source_node_ids"] == ["b1", "b1t", "a1", "a1t"]
+    assert actions == [satori.CONTINUE, satori.CONTINUE, satori.REFLECT, satori.EXPLORE, satori.CONTINUE]
+    assert body.endswith("EXPLORE 42 vs 13.\n")
+
+
+def test_a_check_runs_after_every_earlier_step_and_one_that_fails_or_proves_nothing_is_dropped(check):
+    # s2's check needs n from s1: it prints 42 only when the earlier steps ran first in the same session
+    def tree(good_code, bad_out):
+        return [node("r", None, "", depth=0) | {"tree_id": "t2", "problem_id": "p2"},
+                *(n | {"tree_id": "t2", "problem_id": "p2"} for n in (
+                    node("s1", "r", "Set n.", code="n = 6", out="", q=0.5),
+                    node("s2", "s1", "Multiply.", code=good_code, out="42", q=0.8, depth=2),
+                    node("s2t", "s2", "\\boxed{42}", q=1.0, terminal=True, correct=True, answer="42", depth=3),
+                    node("s3", "s1", "Add.", code="print(n + 7)", out=bad_out, q=-1.0, depth=2),
+                    node("s3t", "s3", "\\boxed{13}", q=-1.0, terminal=True, correct=False, answer="13", depth=3)))]
+
+    only_reflect = satori.CoatParams(mix={"reflect": 1.0}, critique_templates=CP.critique_templates)
+    [row] = satori.build_coat(tree("print(n * 7)", "13"), [], only_reflect, FMT, check)
+    assert checked_step(row)[1].endswith("REFLECT 42 vs 13.\n")
+    assert satori.build_coat(tree("print(m * 7)", "13"), [], only_reflect, FMT, check) == []  # NameError: no check
+    assert satori.build_coat(tree("print(n * 7)", "42"), [], only_reflect, FMT, check) == []  # agrees with the wrong step
+
+
+def test_coat_templates_are_required_for_every_checked_kind_in_the_mix():
+    from tracemill import params as P
+    from tracemill.errors import ParamsError
+
+    with pytest.raises(ParamsError, match="critique_templates.confirm"):
+        P.section(satori.SatoriParams, {"satori": {"coat": {"critique_templates": {"reflect": ["{printed}"], "explore": ["{printed}"]}}}}, "satori")
+    P.section(satori.SatoriParams, {"satori": {"coat": {"mix": {"plain": 1.0}, "critique_templates": {}}}}, "satori")
 
 
 C, R = satori.CONTINUE, satori.REFLECT

@@ -1,4 +1,5 @@
-"""`stages.satori`: coat -> format_tune -> rae_states -> orm -> rl -> distill on real tables and a tiny model.
+"""`stages.satori`: coat -> format_tune -> rae_states -> orm -> rl -> rl_sft -> rl_r2 -> distill on real tables and a
+tiny model.
 
 The search rounds are real trees written through the real extraction and store (the fixtures of
 test_train_round), the base policy a tiny random Qwen2 model, generation the HF backend and the local
@@ -37,6 +38,9 @@ PARAMS = {
                                          "save_steps", "logging_steps")}, "heldout_fraction": 0.0},
         "rl": {"max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 12,
                "learning_rate": 1.0e-2, "temperature": 1.0},
+        "round2": {"max_per_problem": 2, "sample": {"split": "train", "max_problems": 2, "k": 2, "temperature": 1.0,
+                                                    "max_tokens_per_turn": 12, "max_tokens_total": 24},
+                   "max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2},
         "distill": {"student_layers": 1, "sample": {"split": "train", "max_problems": 3, "k": 2, "temperature": 1.0,
                                                     "max_tokens_per_turn": 12, "max_tokens_total": 24}},
     },
@@ -46,7 +50,7 @@ PARAMS = {
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     built = build_project(tmp_path_factory.mktemp("satori"), PARAMS)
-    for job in ("coat", "format_tune", "rae_states", "orm", "rl", "distill"):
+    for job in ("coat", "format_tune", "rae_states", "orm", "rl", "rl_sft", "rl_r2", "distill"):
         code, err = run_job(built["root"], job)
         assert code == 0, f"{job}: {err[-3000:]}"
     return built
@@ -90,9 +94,13 @@ def test_coat_rows_come_from_both_rounds_nodes(project: dict[str, Any]) -> None:
         last = nodes[row["source_node_ids"][-1]]
         assert last["terminal"] and last["correct"]
         actions = [a for a, _ in satori.parse(row["text"])]
-        assert len(actions) == len(row["source_node_ids"]) + (row["kind"] == "reflect")
+        # one <|reflect|> step beyond the source nodes in every kind but plain, and its check ran in the sandbox
+        assert len(actions) == len(row["source_node_ids"]) + (row["kind"] != "plain")
+        if row["kind"] != "plain":
+            printed = json.loads(row["metadata"])["check_printed"]
+            assert f"{FMT.output_start}" in row["text"] and printed in row["text"].split(satori.REFLECT, 1)[1]
     csv = (root / "plots/coat_kinds.csv").read_text().splitlines()
-    assert csv[0] == "kind,count" and len(csv) == 4
+    assert csv[0] == "kind,count" and len(csv) == 1 + len(satori.COAT_KINDS)
 
 
 def test_format_tune_trains_on_coat_with_tool_output_masked(project: dict[str, Any]) -> None:
@@ -182,14 +190,35 @@ def test_rl_writes_the_policy_the_reward_parts_and_the_reflection_rates(project:
         assert abs(float(r["rule"]) + float(r["preference"]) + float(r["reflection"]) - float(r["reward"])) < 1e-9
         assert 0 < float(r["preference"]) < 1
     assert not (root / "models/rl/checkpoints").exists()
+    assert {"in_rollout_self_correction_rate", "in_rollout_break_rate", "rollouts_revising_an_answer"} <= set(m)
 
 
-def test_distill_samples_the_rl_policy_and_trains_a_smaller_student(project: dict[str, Any]) -> None:
+def test_round_2_distils_the_rl_policy_into_the_base_then_runs_rl_from_bare_problems(project: dict[str, Any]) -> None:
+    import csv
+
+    root = project["root"]
+    traces = store.read_rows(root / "data/rl_sft", "traces")
+    assert len(traces) == 2 * 2 and {t["stage"] for t in traces} == {"rl_sft"} and {t["model"] for t in traces} == {"rl"}
+    m = metrics(root, "rl_sft")
+    assert m["samples"] == 4 and m["examples"] == len(store.read_rows(root / "data/rl_sft/selected", "sft"))
+    assert m["examples"] == min(sum(t["correct"] for t in traces), 4)
+    # the base again (with the meta-action tokens), not the RL policy: round 2 starts from a distilled base
+    assert (root / "data/rl_sft/base_with_meta_tokens/config.json").is_file()
+    r2 = metrics(root, "rl_r2")
+    assert r2["round"] == 2 and r2["trained"] is True and r2["steps"] == 1 and r2["states"] == 2
+    assert r2["temperature"] == 1.2 and r2["num_generations"] == 2  # satori.round2's, not satori.rl's
+    rollouts = list(csv.DictReader((root / "plots/rl_r2_rollouts.csv").open()))
+    assert len(rollouts) == 2 and {r["start"] for r in rollouts} == {"bare"}  # no restart states in round 2
+    assert {r["reflection"] for r in rollouts} == {"0.0"} and r2["self_correction_rate"] is None
+    assert (root / "plots/rl_r2_reward.csv").read_text().startswith("step,reward")
+
+
+def test_distill_samples_the_round_2_policy_and_trains_a_smaller_student(project: dict[str, Any]) -> None:
     from transformers import AutoModelForCausalLM
 
     root = project["root"]
     traces = store.read_rows(root / "data/distill", "traces")
-    assert len(traces) == 3 * 2 and {t["stage"] for t in traces} == {"distill"} and {t["model"] for t in traces} == {"rl"}
+    assert len(traces) == 3 * 2 and {t["stage"] for t in traces} == {"distill"} and {t["model"] for t in traces} == {"rl_r2"}
     assert all(t["segments"][0]["text"].startswith(render_prompt("", None, COAT_FMT, "coat")[:30])
                for t in traces)
     student = AutoModelForCausalLM.from_pretrained(root / "models/distill")

@@ -7,7 +7,8 @@ traces and scores evaluation), plus the preference bonus sigmoid(ORM score) from
 model, plus the reflection bonus on reflect states only — a restart from a wrong trajectory that ends
 right earns it, a restart from a right one that ends wrong loses it. Every rollout's components are
 logged (`rollouts`), so the reward curve can be taken apart and the self-correction and break rates
-read off.
+read off: per restart state, and within a rollout (an answer given before the rollout's own first
+<|reflect|> or <|explore|>, graded against its final one — the measure that bare prompts allow).
 
 With a sandbox, rollouts are tool-integrated like every other trace of the pipeline: the policy
 being trained writes code, the sandbox runs it, the output block is fed back and generation goes
@@ -93,6 +94,16 @@ def dataset_rows(states: Sequence[dict[str, Any]], problems: dict[str, dict[str,
     return rows
 
 
+def answer_before_reflection(completion: str) -> str | None:
+    """The completion up to its first <|reflect|> or <|explore|> when that part already gives an answer,
+    else None (nothing to revise)."""
+    from tracemill.grading.extract import extract_answer
+    from tracemill.tiny import META_ACTIONS
+
+    cut = min((i for i in (completion.find(t) for t in META_ACTIONS[1:]) if i >= 0), default=-1)
+    return completion[:cut] if cut > 0 and extract_answer(completion[:cut], fallback_last_number=False) is not None else None
+
+
 def satori_reward(correct: bool, start: str, preference: float, rp: RewardParams) -> dict[str, float]:
     """Satori's reward of one rollout and its parts. `start` is the restart state's outcome: 'failed'
     (cut from a wrong trajectory, ends with <|reflect|>), 'correct' (cut from a right one, ends with
@@ -123,10 +134,12 @@ def make_reward(problems: dict[str, dict[str, Any]], grade: GradeFn, rp: RewardP
         rows = []
         for completion, pid, sid, start, score in zip(completions, problem_id, state_id, outcome, scores):
             ok = grade(problems[pid], completion)
+            first = answer_before_reflection(completion)
             parts = satori_reward(ok, start, 0.0 if score is None else 1.0 / (1.0 + math.exp(-score)), rp)
             # TRL scores the rollouts of optimizer step global_step + 1 before taking it
             step = trainer_state.global_step + 1 if trainer_state is not None else 0
-            rows.append({"step": step, "state_id": sid, "problem_id": pid, "start": start, "correct": ok, **parts})
+            rows.append({"step": step, "state_id": sid, "problem_id": pid, "start": start, "correct": ok,
+                         "correct_before": None if first is None else grade(problems[pid], first), **parts})
         if log is not None:
             log(rows)
         return [r["reward"] for r in rows]
@@ -134,17 +147,21 @@ def make_reward(problems: dict[str, dict[str, Any]], grade: GradeFn, rp: RewardP
     return reward
 
 
-def _rate(rows: Sequence[dict[str, Any]], start: str, correct: bool) -> float | None:
-    mine = [r for r in rows if r["start"] == start]
+def _rate(rows: Sequence[dict[str, Any]], key: str, was: Any, correct: bool) -> float | None:
+    mine = [r for r in rows if r.get(key) == was]
     return sum(r["correct"] == correct for r in mine) / len(mine) if mine else None
 
 
 def reflection_rates(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """On reflect states: the self-correction rate (a wrong start that ends right) and the break rate
-    (a right start that ends wrong), with the rollout counts they rest on."""
-    return {"self_correction_rate": _rate(rows, "failed", True), "break_rate": _rate(rows, "correct", False),
+    (a right start that ends wrong). Within rollouts that answered before their own first reflection:
+    the same two rates with that answer as the start. Each with the rollout count it rests on."""
+    return {"self_correction_rate": _rate(rows, "start", "failed", True), "break_rate": _rate(rows, "start", "correct", False),
             "rollouts_from_failed": sum(r["start"] == "failed" for r in rows),
-            "rollouts_from_correct": sum(r["start"] == "correct" for r in rows)}
+            "rollouts_from_correct": sum(r["start"] == "correct" for r in rows),
+            "in_rollout_self_correction_rate": _rate(rows, "correct_before", False, True),
+            "in_rollout_break_rate": _rate(rows, "correct_before", True, False),
+            "rollouts_revising_an_answer": sum(r.get("correct_before") is not None for r in rows)}
 
 
 CURVE_COLUMNS = ["step", "reward", "reward_std", "rule", "preference", "reflection", "accuracy"]
@@ -165,7 +182,7 @@ def reward_curve(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-ROLLOUT_COLUMNS = ["step", "state_id", "problem_id", "start", "correct", "rule", "preference", "reflection", "reward"]
+ROLLOUT_COLUMNS = ["step", "state_id", "problem_id", "start", "correct", "correct_before", "rule", "preference", "reflection", "reward"]
 
 
 class RolloutLog:

@@ -1,18 +1,22 @@
 """Satori's data: COAT traces from rStar-style search trees, and restart-and-explore (RAE) states from
 the format-tuned policy's own samples (the paper's Algorithm 1).
 
-A search tree already holds what Chain-of-Action-Thought needs: a correct path (`plain`: steps
-joined by <|continue|>), a wrong step beside a right sibling (`reflect`: the wrong step,
-<|reflect|>, a check that finds the error, the right step and its continuation), and a failed
-branch beside a successful one (`explore`: the failed branch, <|explore|>, the alternative). Every
-COAT row records the node ids it was built from, so it can be traced back to the tree.
+A search tree already holds what Chain-of-Action-Thought needs, in Satori's four kinds: a correct path
+(`plain`: steps joined by <|continue|>); a wrong step beside a right sibling (`reflect`: the wrong step,
+<|reflect|>, a check that finds the error, the right step and its continuation); a right step checked
+and confirmed (`confirm`: the step, <|reflect|>, a check that agrees, then the rest of the path); and a
+failed branch beside a successful one (`explore`: the branch to a wrong answer, <|reflect|>, a check
+that refutes it, <|explore|>, the alternative). Every check is real: code from the tree runs in the
+sandbox after every earlier step of the trace, and the critique quotes what it printed. Every COAT row
+records the node ids it was built from, so it can be traced back to the tree.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +31,20 @@ from tracemill.tiny import META_ACTIONS
 from tracemill.train.params import PPMParams
 
 CONTINUE, REFLECT, EXPLORE = META_ACTIONS
-COAT_KINDS = ("plain", "reflect", "explore")
+COAT_KINDS = ("plain", "reflect", "confirm", "explore")
+CHECKED_KINDS = ("reflect", "confirm", "explore")  # the kinds whose <|reflect|> step runs a check
 
 
-def _default_templates() -> list[str]:
-    return [
-        "Let me check this step. It gives {wrong}, but recomputing it gives {right}, so the step is wrong.",
-        "Wait, this step looks off: {wrong} does not agree with a direct check, which gives {right}. Let me fix it.",
-    ]
+def _default_templates() -> dict[str, list[str]]:
+    # {printed}: the last line the check printed; {got}: what the wrong step or answer gave.
+    return {
+        "reflect": ["It prints {printed}, but this step got {got}, so the step is wrong.",
+                    "The check gives {printed}, not {got}, so this step is wrong; let me fix it."],
+        "confirm": ["It prints {printed} again, which agrees with this step, so the step is right.",
+                    "The check gives {printed} as before, so this step holds."],
+        "explore": ["It prints {printed}, which does not fit the answer {got}, so this approach is wrong.",
+                    "The check gives {printed}, not {got}, so the answer is wrong and another way is needed."],
+    }
 
 
 def _default_meta_init() -> dict[str, str]:
@@ -45,8 +55,10 @@ def _default_meta_init() -> dict[str, str]:
 class CoatParams:
     max_total: int = at_least(0, default=10_000)  # Satori: about 10K demonstrations for format tuning
     max_per_problem: int = at_least(1, default=6)
-    mix: dict[str, float] = at_least(0, default_factory=lambda: {"plain": 0.4, "reflect": 0.3, "explore": 0.3})
-    reflect_templates: list[str] = field(default_factory=_default_templates)
+    # Shares of the four kinds (the paper publishes no mix; its demonstrations hold every kind)
+    mix: dict[str, float] = at_least(0, default_factory=lambda: {"plain": 0.4, "reflect": 0.2, "confirm": 0.1, "explore": 0.3})
+    # The one sentence after a check's code and output, per checked kind; one is picked by a hash of the node
+    critique_templates: dict[str, list[str]] = field(default_factory=_default_templates)
     wrong_q_max: float = bounded(-1, 1, default=0.0)  # a step is wrong when its Q (in [-1, 1]) is at most this (or its subtree only fails)
     # Format tuning starts each meta-action token's embedding at the mean of its phrase (with_meta_tokens).
     meta_init: dict[str, str] = field(default_factory=_default_meta_init)
@@ -61,8 +73,10 @@ class CoatParams:
             raise ParamsError(f"params 'satori.coat.mix.{sorted(unknown)[0]}' is not a COAT kind; allowed: {', '.join(COAT_KINDS)}")
         if not sum(self.mix.values()):
             raise ParamsError("params 'satori.coat.mix' needs shares that do not all vanish")
-        if not self.reflect_templates:
-            raise ParamsError("params 'satori.coat.reflect_templates' must not be empty")
+        for kind in CHECKED_KINDS:
+            if self.mix.get(kind) and not self.critique_templates.get(kind):
+                raise ParamsError(f"params 'satori.coat.critique_templates.{kind}' needs at least one template "
+                                  f"while 'satori.coat.mix.{kind}' is above 0")
         strange = sorted(set(self.meta_init) - set(META_ACTIONS))
         if strange:
             raise ParamsError(f"params 'satori.coat.meta_init' names '{strange[0]}', not a meta-action; allowed: {', '.join(META_ACTIONS)}")
@@ -90,7 +104,8 @@ def _distill_sampling() -> GenParams:
 
 @dataclass(frozen=True)
 class DistillParams:
-    """Satori's distillation: the RL policy's correct traces on training problems teach a smaller model."""
+    """Satori's small-model distillation: the last RL policy's correct traces on training problems teach a
+    smaller model."""
 
     # A model folder for the student; null: the base policy cut to its first `student_layers` layers.
     student: str | None = None
@@ -100,17 +115,51 @@ class DistillParams:
     max_per_problem: int = at_least(1, default=1)  # correct traces kept per problem
 
 
+def _round2_sampling() -> GenParams:
+    return GenParams(split="train", max_problems=10_000, temperature=0.6, top_p=0.95, k=8)
+
+
+@dataclass(frozen=True)
+class Round2Params:
+    """Satori's second round of self-improvement: the round-1 RL policy distilled back into the base (SFT
+    on its correct samples of the training problems, with `train.format_tune`'s knobs), then RL again
+    from the bare problems alone (no restart states) at a higher temperature with more samples per
+    prompt; every other RL knob is `satori.rl`'s."""
+
+    # The RL policy's samples per training problem; the problems it samples are round 2's RL prompts too.
+    sample: GenParams = field(default_factory=_round2_sampling)
+    max_tool_calls: int = at_least(0, default=6)
+    max_per_problem: int = at_least(1, default=1)  # correct samples kept per problem for the SFT
+    temperature: float = above(0, default=1.2)  # paper: round 2 samples at 1.2
+    num_generations: int = at_least(2, default=8)  # paper: 8 samples per prompt
+    per_device_train_batch_size: int = at_least(1, default=8)
+    max_steps: int | None = at_least(1, default=None)  # None: satori.rl.max_steps
+
+    def check(self) -> None:
+        if self.per_device_train_batch_size % self.num_generations:
+            raise ParamsError(
+                f"params 'satori.round2.per_device_train_batch_size' = {self.per_device_train_batch_size} must be a multiple of "
+                f"'satori.round2.num_generations' = {self.num_generations} (GRPO groups complete per batch)")
+
+    def rl(self, first: RLParams) -> RLParams:
+        """Round 2's RL knobs: round 1's with this round's sampling, group and steps."""
+        return dataclasses.replace(first, temperature=self.temperature, num_generations=self.num_generations,
+                                   per_device_train_batch_size=self.per_device_train_batch_size,
+                                   max_steps=self.max_steps or first.max_steps)
+
+
 @dataclass(frozen=True)
 class SatoriParams:
-    """The `satori` section: COAT synthesis, restart-and-explore states, the outcome reward model, RL,
-    distillation."""
+    """The `satori` section: COAT synthesis, restart-and-explore states, the outcome reward model, RL in two
+    rounds, distillation to a smaller model."""
 
     coat: CoatParams = field(default_factory=CoatParams)
     rae_states: RaeParams = field(default_factory=RaeParams)
     # The outcome reward model behind RL's preference bonus: Bradley-Terry on the rae_states samples
     # (train/ppm.py's trainer, the prompt as prefix, a correct response chosen over a wrong one).
     orm: PPMParams = field(default_factory=PPMParams)
-    rl: RLParams = field(default_factory=RLParams)
+    rl: RLParams = field(default_factory=RLParams)  # round 1, from the restart states
+    round2: Round2Params = field(default_factory=Round2Params)
     distill: DistillParams = field(default_factory=DistillParams)
 
 
@@ -303,13 +352,46 @@ class Tree:
         return None
 
 
-def _coat_row(tree: Tree, kind: str, text: str, correct: bool, node_ids: list[str], meta: dict[str, Any]) -> dict[str, Any]:
+# check(jobs) -> per job the sandbox's stdout of its last cell, None when a cell failed (`sandbox_check`)
+CheckFn = Callable[[list[tuple[str, ...]]], list[str | None]]
+
+
+def sandbox_check(sandbox: Any) -> CheckFn:
+    """Each job's cells in a fresh sandbox session, in order, as the trace they stand for would run them;
+    the last cell's stdout is what the check printed."""
+    def check(jobs: list[tuple[str, ...]]) -> list[str | None]:
+        results = sandbox.run_many([list(j) for j in jobs])
+        return [r[-1].stdout if all(x.ok for x in r) else None for r in results]
+
+    return check
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A COAT trace before its check has run: the steps before the <|reflect|> step (with their actions),
+    the check's code, what the checked step or answer gave, the steps after it, their source nodes."""
+
+    kind: str
+    before: list[tuple[str, dict[str, Any]]]
+    code: str
+    got: str
+    after: list[tuple[str, dict[str, Any]]]
+    node_ids: list[str]
+    key: str  # picks the template
+    meta: dict[str, Any]
+
+    def cells(self) -> tuple[str, ...]:
+        """Every earlier step's code, then the check: one sandbox session, as the trace runs."""
+        return tuple(n["code"] for _, n in self.before if n.get("code")) + (self.code,)
+
+
+def _coat_row(problem_id: str, kind: str, text: str, node_ids: list[str], meta: dict[str, Any]) -> dict[str, Any]:
     return {
-        "coat_id": records.content_id("coat", tree.problem_id, kind, node_ids),
-        "problem_id": tree.problem_id,
+        "coat_id": records.content_id("coat", problem_id, kind, node_ids),
+        "problem_id": problem_id,
         "kind": kind,
         "text": text,
-        "correct": correct,
+        "correct": True,  # every kind ends on a search path that reached the right answer
         "source_node_ids": node_ids,
         "metadata": records.to_json(meta),
     }
@@ -322,7 +404,7 @@ def plain_traces(tree: Tree, trajectories: Sequence[dict[str, Any]], fmt: Format
             continue
         steps = [tree.nodes[i] for i in traj["node_ids"] if tree.nodes[i]["parent_id"] is not None]
         text = join([step_body(n, fmt) for n in steps], [CONTINUE] * len(steps))
-        out.append(_coat_row(tree, "plain", text, True, [n["node_id"] for n in steps], {"trajectory_id": traj["trajectory_id"]}))
+        out.append(_coat_row(tree.problem_id, "plain", text, [n["node_id"] for n in steps], {"trajectory_id": traj["trajectory_id"]}))
     return out
 
 
@@ -331,35 +413,66 @@ def _summary(node: dict[str, Any]) -> str:
     return out[-1] if out else (node.get("answer") or node["step_text"].strip()[:80])
 
 
-def reflect_traces(tree: Tree, cp: CoatParams, fmt: FormatParams) -> list[dict[str, Any]]:
-    """A wrong step, <|reflect|>, a check naming the error, then the right sibling and its path."""
+def _first_code(nodes: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((n for n in nodes if n.get("code")), None)
+
+
+def _continued(nodes: Sequence[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [(CONTINUE, n) for n in nodes]
+
+
+def _wrong_and_right(tree: Tree, kids: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], dict[str, Any]]]]:
+    """Among runnable siblings: those with no correct answer below, and those with one (with that leaf)."""
+    runnable = [k for k in kids if k["exec_ok"]]
+    return ([k for k in runnable if tree.correct_leaf_below(k) is None],
+            [(k, leaf) for k in runnable if (leaf := tree.correct_leaf_below(k)) is not None])
+
+
+def reflect_drafts(tree: Tree, cp: CoatParams) -> list[Draft]:
+    """A wrong step, <|reflect|>, a check that refutes it (the right sibling's path's first code, else the
+    last code before the fork), then the right sibling and its path."""
     out = []
     for parent_id, kids in sorted(tree.children.items(), key=lambda kv: str(kv[0])):
-        runnable = [k for k in kids if k["exec_ok"]]
-        wrong = [k for k in runnable if k["q"] <= cp.wrong_q_max and tree.correct_leaf_below(k) is None]
-        right = [(k, leaf) for k in runnable if (leaf := tree.correct_leaf_below(k)) is not None]
+        failing, right = _wrong_and_right(tree, kids)
+        wrong = [k for k in failing if k["q"] <= cp.wrong_q_max]
         if not wrong or not right:
             continue
         bad = min(wrong, key=lambda k: (k["q"], k["node_id"]))
         good, leaf = max(right, key=lambda kl: (kl[0]["q"], kl[0]["node_id"]))
         prefix = tree.path(parent_id) if parent_id is not None else []
         fix = tree.path(leaf["node_id"])[len(prefix) :]
-        template = cp.reflect_templates[int(records.content_id(bad["node_id"], length=8), 16) % len(cp.reflect_templates)]
-        check = template.format(wrong=_summary(bad), right=_summary(good)).strip() + "\n"
-        bodies = [step_body(n, fmt) for n in prefix] + [step_body(bad, fmt), check] + [step_body(n, fmt) for n in fix]
-        actions = [CONTINUE] * (len(prefix) + 1) + [REFLECT] + [CONTINUE] * len(fix)
-        ids = [n["node_id"] for n in prefix] + [bad["node_id"]] + [n["node_id"] for n in fix]
-        out.append(_coat_row(tree, "reflect", join(bodies, actions), True, ids, {"wrong_node_id": bad["node_id"], "fixed_node_id": good["node_id"]}))
+        source = _first_code(fix) or _first_code(prefix[::-1])
+        if source is None:
+            continue
+        out.append(Draft("reflect", _continued(prefix + [bad]), source["code"], _summary(bad), _continued(fix),
+                         [n["node_id"] for n in prefix + [bad] + fix], bad["node_id"],
+                         {"wrong_node_id": bad["node_id"], "fixed_node_id": good["node_id"], "check_node_id": source["node_id"]}))
     return out
 
 
-def explore_traces(tree: Tree, fmt: FormatParams) -> list[dict[str, Any]]:
-    """A whole failed branch to a wrong answer, <|explore|>, then a sibling branch that succeeds."""
+def confirm_drafts(tree: Tree, trajectories: Sequence[dict[str, Any]]) -> list[Draft]:
+    """A correct trajectory whose first code step is run again after it: <|reflect|>, the check agreeing,
+    then the rest of the path."""
+    out = []
+    for traj in sorted(trajectories, key=lambda t: (-t["avg_q"], t["trajectory_id"])):
+        steps = [tree.nodes[i] for i in traj["node_ids"] if tree.nodes[i]["parent_id"] is not None]
+        checked = _first_code(steps) if traj["correct"] else None
+        if checked is None:
+            continue
+        at = steps.index(checked) + 1
+        out.append(Draft("confirm", _continued(steps[:at]), checked["code"], _summary(checked), _continued(steps[at:]),
+                         [n["node_id"] for n in steps], checked["node_id"],
+                         {"trajectory_id": traj["trajectory_id"], "confirmed_node_id": checked["node_id"]}))
+    return out
+
+
+def explore_drafts(tree: Tree) -> list[Draft]:
+    """A whole failed branch to a wrong answer, <|reflect|>, a check that refutes the answer (the
+    alternative's first code), <|explore|>, then the sibling branch that succeeds."""
     out = []
     for parent_id, kids in sorted(tree.children.items(), key=lambda kv: str(kv[0])):
-        runnable = [k for k in kids if k["exec_ok"]]
-        failed = [(k, leaf) for k in runnable if tree.correct_leaf_below(k) is None and (leaf := tree.failed_leaf_below(k)) is not None]
-        success = [(k, leaf) for k in runnable if (leaf := tree.correct_leaf_below(k)) is not None]
+        failing, success = _wrong_and_right(tree, kids)
+        failed = [(k, leaf) for k in failing if (leaf := tree.failed_leaf_below(k)) is not None]
         if not failed or not success:
             continue
         _, bad_leaf = min(failed, key=lambda kl: (kl[0]["q"], kl[0]["node_id"]))
@@ -367,30 +480,57 @@ def explore_traces(tree: Tree, fmt: FormatParams) -> list[dict[str, Any]]:
         prefix = tree.path(parent_id) if parent_id is not None else []
         branch = tree.path(bad_leaf["node_id"])[len(prefix) :]
         alt = tree.path(good_leaf["node_id"])[len(prefix) :]
-        bodies = [step_body(n, fmt) for n in prefix + branch + alt]
-        actions = [CONTINUE] * (len(prefix) + len(branch)) + [EXPLORE] + [CONTINUE] * (len(alt) - 1)
-        ids = [n["node_id"] for n in prefix + branch + alt]
-        out.append(_coat_row(tree, "explore", join(bodies, actions), True, ids, {"failed_leaf_id": bad_leaf["node_id"], "success_leaf_id": good_leaf["node_id"]}))
+        source = _first_code(alt)
+        if source is None:
+            continue
+        out.append(Draft("explore", _continued(prefix + branch), source["code"], bad_leaf.get("answer") or _summary(bad_leaf),
+                         [(EXPLORE, alt[0])] + _continued(alt[1:]), [n["node_id"] for n in prefix + branch + alt], bad_leaf["node_id"],
+                         {"failed_leaf_id": bad_leaf["node_id"], "success_leaf_id": good_leaf["node_id"], "check_node_id": source["node_id"]}))
     return out
 
 
-def build_coat(nodes: Sequence[dict[str, Any]], trajectories: Sequence[dict[str, Any]], cp: CoatParams, fmt: FormatParams) -> list[dict[str, Any]]:
-    """COAT rows for every tree, at most max_per_problem each, the kinds drawn in `mix` proportions."""
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def render(draft: Draft, printed: str | None, problem_id: str, cp: CoatParams, fmt: FormatParams) -> dict[str, Any] | None:
+    """The COAT row of a draft once its check has run; None when the check failed, printed nothing, or
+    (reflect, explore) printed what the wrong step gave — a check that proves nothing teaches nothing."""
+    quoted = _last_line(printed or "")
+    agrees = quoted == draft.got.strip()
+    if not quoted or agrees != (draft.kind == "confirm"):
+        return None
+    templates = cp.critique_templates[draft.kind]
+    template = templates[int(records.content_id(draft.key, length=8), 16) % len(templates)]
+    check = code_block(draft.code, fmt) + output_block(printed.strip(), fmt) + template.format(printed=quoted, got=draft.got.strip()) + "\n"
+    steps = draft.before + [(REFLECT, None)] + draft.after
+    text = "".join(a + (check if n is None else step_body(n, fmt)) for a, n in steps)
+    return _coat_row(problem_id, draft.kind, text, draft.node_ids, {**draft.meta, "check_printed": quoted})
+
+
+def build_coat(nodes: Sequence[dict[str, Any]], trajectories: Sequence[dict[str, Any]], cp: CoatParams, fmt: FormatParams,
+               check: CheckFn) -> list[dict[str, Any]]:
+    """COAT rows for every tree, at most max_per_problem each, the kinds drawn in `mix` proportions; every
+    check runs through `check` (one batch, each distinct cell sequence once)."""
     by_tree: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for n in nodes:
         by_tree[n["tree_id"]].append(n)
     trajs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for t in trajectories:
         trajs[t["tree_id"]].append(t)
+    trees = {tree_id: Tree(by_tree[tree_id]) for tree_id in sorted(by_tree)}
+    drafts = {tree_id: {"reflect": reflect_drafts(tree, cp), "confirm": confirm_drafts(tree, trajs[tree_id]), "explore": explore_drafts(tree)}
+              for tree_id, tree in trees.items()}
+    jobs = sorted({d.cells() for kinds in drafts.values() for ds in kinds.values() for d in ds})
+    printed = dict(zip(jobs, check(jobs))) if jobs else {}
+    share = {k: max(1, round(cp.max_per_problem * cp.mix.get(k, 0))) if cp.mix.get(k, 0) else 0 for k in COAT_KINDS}
     pools: dict[str, list[dict[str, Any]]] = {k: [] for k in COAT_KINDS}
-    for tree_id in sorted(by_tree):
-        tree = Tree(by_tree[tree_id])
-        per_kind = {
-            "plain": plain_traces(tree, trajs[tree_id], fmt),
-            "reflect": reflect_traces(tree, cp, fmt),
-            "explore": explore_traces(tree, fmt),
-        }
-        share = {k: max(1, round(cp.max_per_problem * cp.mix.get(k, 0))) if cp.mix.get(k, 0) else 0 for k in COAT_KINDS}
+    for tree_id, tree in trees.items():
+        per_kind = {"plain": plain_traces(tree, trajs[tree_id], fmt)}
+        for kind, ds in drafts[tree_id].items():
+            rendered = (render(d, printed[d.cells()], tree.problem_id, cp, fmt) for d in ds)
+            per_kind[kind] = [r for r in rendered if r is not None]
         for kind, rows in per_kind.items():
             pools[kind].extend(rows[: share[kind]])
     total = sum(cp.mix.values())
@@ -433,6 +573,11 @@ def _state(problem_id: str, outcome: str, prefix: list[str], source: str, q: flo
     }
 
 
+def bare_states(problem_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The problems themselves as restart states: no prefix, no reflection bonus either way."""
+    return [_state(pid, "bare", [], pid, 0.0, {"reflect_status": REFLECT_STATUS["bare"]}) for pid in problem_ids]
+
+
 def build_rae_states(traces: Sequence[dict[str, Any]], rp: RaeParams, seed: int) -> list[dict[str, Any]]:
     """Algorithm 1 of Satori on the policy's own graded samples (`traces` rows): per problem its first
     correct and its first wrong sample (by sample index), each backed up 0..rp.max_backup_steps steps
@@ -445,7 +590,7 @@ def build_rae_states(traces: Sequence[dict[str, Any]], rp: RaeParams, seed: int)
     for pid in sorted(by_problem):
         samples = sorted(by_problem[pid], key=lambda t: t["sample_index"])
         if rp.bare_problems:
-            out.append(_state(pid, "bare", [], pid, 0.0, {"reflect_status": 0}))
+            out.extend(bare_states([pid]))
         for outcome, want in (("correct", True), ("failed", False)):
             picked = next(((t, st) for t in samples if bool(t["correct"]) == want and (st := coat_steps(response_text(t)))), None)
             if picked is None:
