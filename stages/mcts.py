@@ -55,8 +55,10 @@ def main() -> None:
     inputs = [model_path, "data/problems", *([ppm_path] if ppm_path else [])]
     out_dir = f"data/mcts/round={round_}"
     out = store.StageOutput(out_dir, TABLES, stage.fingerprint([mp, round_, params.get("format"), seed, run.shards], inputs))
+    from tracemill.train.ppm import load_ppm_beside  # torch: only once the inputs are known to be there
+
     with open_runtime(params, model_path, model_name) as rt:
-        ppm = _load_ppm(ppm_path, rt.backend, mp) if ppm_path else None
+        ppm = load_ppm_beside(ppm_path, rt.backend, mp.ppm_batch_size) if ppm_path else None
         work = partial(_shard, rt=rt, mp=mp, round_=round_, seed=seed, ppm=ppm)
         counts = runner.run_sharded(out, problems, "problem_id", work, run, f"mcts round {round_}")
         # the same problems without the PPM (the PPM-guided side is the round's own trees, read below)
@@ -108,17 +110,6 @@ def _policy(params: dict[str, Any], mp: MCTSParams, round_: int) -> tuple[Path, 
                              "(dvc repro) or fix mcts.policy_dir in params.yaml")
     check_model_folder(path, "mcts.policy_dir")
     return path, path.name
-
-
-def _load_ppm(path: Path, backend: Any, mp: MCTSParams) -> Any:
-    """PPM r-1 next to the policy: on the transformers backend's device, else on the GPU when there is one
-    (vLLM/openai hold the policy there or elsewhere); bfloat16 on a GPU."""
-    import torch
-
-    from tracemill.train import load_ppm
-
-    device = getattr(backend, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
-    return load_ppm(path, device=str(device), batch_size=mp.ppm_batch_size)
 
 
 if __name__ == "__main__":

@@ -68,9 +68,29 @@ def test_curve_has_every_method_at_powers_of_two_up_to_n_and_summary_names_n() -
     assert (s["problems"], s["n"], s["ppm_best_of_8"]) == (2, 8, 0.0)  # the highest score is sample 7, answer "1", wrong
 
 
+def test_the_best_of_n_knobs_are_a_section_of_their_own_so_changing_them_leaves_the_searches_current() -> None:
+    from dataclasses import fields
+
+    from tracemill import params as P
+    from tracemill.bestofn import BestOfNParams
+    from tracemill.errors import ParamsError
+    from tracemill.search import MCTSParams
+
+    root = Path(__file__).resolve().parents[1]
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    assert "ppm_bestofn" in stages["ppm_bestofn"]["do"]["params"]
+    assert "ppm_bestofn" not in stages["mcts"]["do"]["params"]  # mcts@r fingerprints all of `mcts`
+    assert "bestofn" not in {f.name for f in fields(MCTSParams)}
+    with pytest.raises(ParamsError, match="mcts.bestofn"):
+        P.parse_section(MCTSParams, {"bestofn": {"n": 2}}, "mcts")
+    shipped = yaml.safe_load((root / "params.yaml").read_text())["ppm_bestofn"]
+    assert P.section(BestOfNParams, P.load(root / "params.yaml"), "ppm_bestofn") == BestOfNParams(**shipped)
+
+
 # ---- the stage on a real tiny policy and PPM --------------------------------------------------------
 
-SYN = SyntheticParams(kinds=["arithmetic"], levels=[1], train_per_level=60, eval_per_level=4, code_problems=0)
+SYN = SyntheticParams(kinds=["arithmetic"], levels=[1], train_per_level=60, eval_per_level=4, code_train_per_task=0,
+                     code_eval_per_task=0)
 BP = BootstrapParams(vocab_size=300, hidden_size=48, intermediate_size=96, num_attention_heads=2, num_key_value_heads=1,
                      max_steps=60, warmup_steps=10, learning_rate=1e-2, steps_fraction=0.0, log_every=10)
 N = 4
@@ -100,7 +120,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.save_pretrained(ppm_dir)
     (root / "params.yaml").write_text(yaml.safe_dump({
         "seed": 0, "grading": {"math": "exact"}, "evaluate": EVAL,
-        "mcts": {"rounds": 1, "bestofn": {"n": N, "max_problems": 3}},
+        "mcts": {"rounds": 1}, "ppm_bestofn": {"n": N, "max_problems": 3},
     }))
     return root
 

@@ -7,6 +7,7 @@ each new open node its PPM score as a first visit."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -15,7 +16,9 @@ import pytest
 from tracemill import records
 from tracemill.formats import FormatParams
 from tracemill.search import MCTSParams, Tree, extract, q_histogram, round_metrics, uct
+from tracemill.errors import ParamsError
 from tracemill.search.extract import edit_distance, prefix_text, sibling_pairs, step_text, trajectory_rows
+from tracemill.search.params import round_inputs
 from tracemill.search.tree import Node
 
 FMT = FormatParams()
@@ -215,6 +218,8 @@ def test_one_chosen_step_is_paired_with_up_to_four_rejected():
     grow(tree, plan, rollouts=40)
     pairs = sibling_pairs(tree, FMT, MP)
     assert len(pairs) == MP.pairs_when_one == 4 and len({p["rejected_node_id"] for p in pairs}) == 4
+    # the counts the PPM weighs each pair by (1/(pos x neg)): one chosen against the four rejected
+    assert {(json.loads(p["metadata"])["pos_count"], json.loads(p["metadata"])["neg_count"]) for p in pairs} == {(1, 4)}
     assert len(sibling_pairs(tree, FMT, MCTSParams(pairs_when_one=2))) == 2
 
 
@@ -261,3 +266,17 @@ def test_rows_pass_their_schemas_and_metrics_count_them():
     assert m["trajectories_per_tree"] == 3 and m["correct_trajectories_per_solved_tree"] == 1 and m["rewalked_rollout_share"] == 0
     hist = q_histogram([r["q"] for r in tables["nodes"]], 4)
     assert [h["q"] for h in hist] == [-0.75, -0.25, 0.25, 0.75] and sum(h["count"] for h in hist) == 7
+
+
+def test_a_first_round_model_folder_is_what_round_one_reads_so_dvc_reruns_it_when_it_changes():
+    named = MCTSParams(rounds=2, ppm_from_round=2, first_round_model="models/big",
+                       round_inputs=round_inputs(2, 2, first_policy="models/big"))
+    named.check()
+    assert named.round_inputs["1"] == {"policy": "models/big", "ppm": "models/big"}
+    assert named.round_inputs["2"] == {"policy": "models/policy_r1", "ppm": "models/ppm_r1"}
+    bootstrap = MCTSParams(rounds=2, ppm_from_round=2, first_round_model="models/big", round_inputs=round_inputs(2, 2))
+    with pytest.raises(ParamsError, match=r"mcts.first_round_model = models/big(.|\n)*\"1\": \{policy: models/big, ppm: models/big\}"):
+        bootstrap.check()
+    # a model served behind openai is a name, no file: round 1 keeps the bootstrap folder
+    MCTSParams(rounds=2, ppm_from_round=2, first_round_model="deepseek-coder", first_round_backend="openai",
+               round_inputs=round_inputs(2, 2)).check()

@@ -307,6 +307,33 @@ def test_ppm_ranks_held_out_pairs_above_chance(base_model: Path, pairs: list[dic
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+def test_ppm_loss_weighs_each_pair_by_how_many_its_prefix_paired(base_model: Path, pairs: list[dict[str, Any]],
+                                                                   tokenizer: Any) -> None:
+    """pair_weighting count (the reference's train/rm.py): a prefix with 2 chosen x 2 rejected steps gives
+    each of its pairs 1/4, one chosen against 4 rejected 1/4 too, a lone pair (or one without counts) 1."""
+    from transformers import AutoModelForSequenceClassification
+
+    from tracemill.train.ppm import PPMTrainer, pair_collator, pair_features, raw_scores
+
+    counts = [(2, 2), (1, 4), (1, 1), None]
+    rows = [dict(p, metadata=json.dumps({"kind": "sibling", "pos_count": c[0], "neg_count": c[1]}) if c else None)
+            for p, c in zip(pairs, counts)]
+    features, _ = pair_features(tokenizer, rows, 128, "count")
+    assert [f["weight"] for f in features] == [0.25, 0.25, 1.0, 1.0]
+    assert [f["weight"] for f in pair_features(tokenizer, rows, 128, "uniform")[0]] == [1.0] * 4
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1).eval()
+    model.config.pad_token_id = tokenizer.pad_token_id
+    batch = pair_collator(tokenizer.pad_token_id)(features)
+    with torch.no_grad():
+        loss = PPMTrainer.compute_loss(None, model, batch)  # self is unused: the loss is the batch's alone
+        chosen, rejected = raw_scores(model, batch["input_ids"]).chunk(2)
+    per_pair = -torch.nn.functional.logsigmoid(chosen - rejected)
+    assert float(loss) == pytest.approx(float((per_pair * torch.tensor([0.25, 0.25, 1.0, 1.0])).mean()), rel=1e-5)
+    assert float(loss) != pytest.approx(float(per_pair.mean()), rel=1e-3)  # the random head scores pairs apart
+
+
 # 96 rows, 16 held out: 80 training rows fill every optimizer step of 8 (4 per process x 2 processes), so two
 # data-parallel ranks see exactly the micro-batches one process accumulates.
 PARALLEL = dataclasses.replace(SFT, heldout_fraction=1 / 6, logging_steps=1)

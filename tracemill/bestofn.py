@@ -17,13 +17,24 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from tracemill.evaluate import EvalParams, MetricError, best_of_n, evaluate_traces, k_points, maj_at_k, pass_at_k
+from tracemill.params import at_least
 
 METHODS = ("pass@1", "maj@n", "ppm_best_of_n", "pass@n")
 CSV_COLUMNS = ["round", "n_samples", "method", "accuracy"]
+
+
+@dataclass(frozen=True)
+class BestOfNParams:
+    """The `ppm_bestofn` section of params.yaml: each round's policy samples n solutions per held-out problem
+    (the `evaluate` section's problems and sampling) and PPM r picks one, against pass@1, maj@n and the
+    oracle pass@n. A section of its own, not part of `mcts`: the search stages fingerprint all of `mcts`,
+    so a change here re-runs only ppm_bestofn@r."""
+
+    n: int = at_least(1, default=64)  # samples per problem; the paper's largest test-time budget (rStar-Math64)
+    max_problems: int | None = at_least(1, default=None)  # the first held-out problems by id; None: evaluate.max_problems
 
 
 @dataclass(frozen=True)
@@ -89,13 +100,3 @@ def sample_groups(rt: Any, ppm: Any, problems: Sequence[dict[str, Any]], ep: Eva
         by_problem[r["problem_id"]].append((r["sample_index"], Sample(r["final_answer"], bool(r["correct"]), score)))
     return [[s for _, s in sorted(by_problem[p["problem_id"]], key=lambda t: t[0])] for p in problems]
 
-
-def load_ppm_beside(path: str | Path, backend: Any, batch_size: int) -> Any:
-    """The PPM on the policy's device: the transformers backend's, else the GPU when there is one (vLLM
-    and openai hold the policy there or elsewhere); bfloat16 on a GPU."""
-    import torch
-
-    from tracemill.train import load_ppm
-
-    device = getattr(backend, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
-    return load_ppm(path, device=str(device), batch_size=batch_size)

@@ -271,6 +271,7 @@ SECTIONS: dict[str, str] = {
     "evaluate": "tracemill.evaluate:EvalParams",
     "publish": "tracemill.publish:PublishParams",
     "mcts": "tracemill.search:MCTSParams",
+    "ppm_bestofn": "tracemill.bestofn:BestOfNParams",
     "satori": "tracemill.satori:SatoriParams",
 }
 

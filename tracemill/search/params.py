@@ -18,24 +18,16 @@ from tracemill.policy import BOOTSTRAP_DIR
 
 
 def round_inputs(rounds: int, ppm_from_round: int, policy_dir: str = "models/policy_r{round}",
-                 ppm_dir: str = "models/ppm_r{round}") -> dict[str, dict[str, str]]:
-    """The model folders round r reads, for dvc.yaml's foreach: policy r-1 (round 1: the bootstrap) and,
-    from ppm_from_round on, PPM r-1 (DVC has no optional dependency: a round without one names its policy
-    twice). Keys are strings: DVC's foreach skips a params dict with integer keys."""
+                 ppm_dir: str = "models/ppm_r{round}", first_policy: str = str(BOOTSTRAP_DIR)) -> dict[str, dict[str, str]]:
+    """The model folders round r reads, for dvc.yaml's foreach: policy r-1 (round 1: `first_policy`, the
+    bootstrap or mcts.first_round_model) and, from ppm_from_round on, PPM r-1 (DVC has no optional
+    dependency: a round without one names its policy twice). Keys are strings: DVC's foreach skips a
+    params dict with integer keys."""
     out = {}
     for r in range(1, rounds + 1):
-        policy = str(BOOTSTRAP_DIR) if r == 1 else policy_dir.format(round=r - 1)
+        policy = first_policy if r == 1 else policy_dir.format(round=r - 1)
         out[str(r)] = {"policy": policy, "ppm": ppm_dir.format(round=r - 1) if r > 1 and r >= ppm_from_round else policy}
     return out
-
-
-@dataclass(frozen=True)
-class BestOfNParams:
-    """`mcts.bestofn`: each round's policy samples n solutions per held-out problem (the `evaluate` section's
-    problems and sampling) and PPM r picks one, against pass@1, maj@n and the oracle pass@n."""
-
-    n: int = at_least(1, default=64)  # samples per problem; the paper's largest test-time budget (rStar-Math64)
-    max_problems: int | None = at_least(1, default=None)  # the first held-out problems by id; None: evaluate.max_problems
 
 
 @dataclass(frozen=True)
@@ -82,10 +74,10 @@ class MCTSParams:
     ppm_dir: str = "models/ppm_r{round}"
     q_hist_bins: int = at_least(1, default=20)  # bins of the Q histogram plot
     # What each round reads, as dvc.yaml's mcts / train_policy / train_ppm stages iterate over it
-    # (`foreach: ${mcts.round_inputs}`); must match rounds and ppm_from_round (see round_inputs()).
+    # (`foreach: ${mcts.round_inputs}`); must match rounds, ppm_from_round and first_round_model (round 1
+    # names that folder, so DVC re-runs round 1 when it changes; see round_inputs()).
     # None: not checked (a stage run outside DVC needs no list).
     round_inputs: dict[str, dict[str, str]] | None = None
-    bestofn: BestOfNParams = field(default_factory=BestOfNParams)  # the held-out best-of-N measure (ppm_bestofn@r)
 
     def problems(self, round_: int) -> "GenParams":
         """Which problems round `round_` searches."""
@@ -99,11 +91,18 @@ class MCTSParams:
             if "{round}" not in getattr(self, key):
                 raise ParamsError(f"params 'mcts.{key}' must contain '{{round}}', e.g. 'models/policy_r{{round}}'")
 
-        want = round_inputs(self.rounds, self.ppm_from_round, self.policy_dir, self.ppm_dir)
+        first = self.first_round_folder()
+        want = round_inputs(self.rounds, self.ppm_from_round, self.policy_dir, self.ppm_dir, first or str(BOOTSTRAP_DIR))
         if self.round_inputs is not None and {str(k): dict(v) for k, v in self.round_inputs.items()} != want:
             lines = "\n".join(f'    "{r}": {{policy: {v["policy"]}, ppm: {v["ppm"]}}}' for r, v in want.items())
-            raise ParamsError(f"params 'mcts.round_inputs' does not match mcts.rounds = {self.rounds} and "
-                              f"mcts.ppm_from_round = {self.ppm_from_round}; it must read:\n  round_inputs:\n{lines}")
+            raise ParamsError(f"params 'mcts.round_inputs' does not match mcts.rounds = {self.rounds}, "
+                              f"mcts.ppm_from_round = {self.ppm_from_round} and mcts.first_round_model = "
+                              f"{first or 'null'}; it must read:\n  round_inputs:\n{lines}")
+
+    def first_round_folder(self) -> str | None:
+        """first_round_model when it is a folder here, which round 1 then depends on; a model served
+        behind first_round_backend openai is a name, not a file DVC could track."""
+        return self.first_round_model if self.first_round_model and self.first_round_backend != "openai" else None
 
     def uses_ppm(self, round_: int) -> bool:
         return round_ >= self.ppm_from_round

@@ -76,6 +76,9 @@ class PPMParams(TrainerParams):
     head_init_mean: float = bounded(default=5e-7)
     head_init_std: float = at_least(0, default=1e-6)
     head_dropout: float = bounded(0, 1, hi_open=True, default=0.1)  # on the head's input, training only
+    # A pair's share of the loss. count (train/rm.py): 1/(pos x neg), the chosen and rejected steps its prefix
+    # paired, so a prefix's pairs weigh 1 together however many it made; uniform: every pair 1
+    pair_weighting: str = choices("count", "uniform", default="count")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The process preference model: the policy backbone with a scalar head on the last token.
 
 As rStar-Math's reference code does (`train/rm.py`, `train/train_RM.py`, `rstar_deepthink/llms/llms.py`):
-the pairwise Bradley-Terry loss -log sigmoid(r_chosen - r_rejected) is on the head's raw outputs, and
+the pairwise Bradley-Terry loss -log sigmoid(r_chosen - r_rejected) is on the head's raw outputs, each
+pair weighted by 1/(pos x neg) of its prefix (`pair_weighting`), and
 `tanh` bounds a score only where it is used (the search's Q, best-of-N); the new head starts at
 normal(head_init_mean, head_init_std) and sees its input through dropout (head_dropout) in training. The saved folder is a standard sequence-classification model
 (one label) plus `ppm.json`; `load_ppm(path)` gives the scorer that MCTS and best-of-N call. `init_ppm`
@@ -28,8 +29,22 @@ from tracemill.train.params import PPMParams
 PPM_FILE = "ppm.json"  # marks a PPM folder and records how its texts are built
 
 
-def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
-    return -torch.nn.functional.logsigmoid(chosen - rejected).mean()
+def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean over pairs of -log sigmoid(chosen - rejected), each times its weight. The reference sums
+    the weighted losses of a micro-batch instead: the same gradient times the micro-batch size, which a
+    mean keeps out of the learning rate."""
+    loss = -torch.nn.functional.logsigmoid(chosen - rejected)
+    return (loss * weight if weight is not None else loss).mean()
+
+
+def pair_weight(row: Mapping[str, Any], weighting: str) -> float:
+    """A pair's weight in the loss: with "count", 1/(pos x neg) of the counts the search recorded in its
+    metadata (how many chosen and rejected steps its prefix paired; a pair without them counts as alone,
+    1); with "uniform", 1."""
+    if weighting == "uniform":
+        return 1.0
+    meta = json.loads(row.get("metadata") or "{}")
+    return 1.0 / (meta.get("pos_count", 1) * meta.get("neg_count", 1))
 
 
 def raw_scores(model: PreTrainedModel, input_ids: torch.Tensor) -> torch.Tensor:
@@ -39,7 +54,7 @@ def raw_scores(model: PreTrainedModel, input_ids: torch.Tensor) -> torch.Tensor:
 
 
 def pair_features(
-    tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Mapping[str, Any]], max_length: int
+    tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Mapping[str, Any]], max_length: int, weighting: str
 ) -> tuple[list[dict[str, Any]], int]:
     """(features, dropped): a pair is dropped when either side is longer than max_length."""
     features, dropped = [], 0
@@ -50,15 +65,18 @@ def pair_features(
         if max(len(chosen), len(rejected)) > max_length:
             dropped += 1
             continue
-        features.append({"pair_id": row["pair_id"], "chosen": chosen, "rejected": rejected})
+        features.append({"pair_id": row["pair_id"], "chosen": chosen, "rejected": rejected,
+                         "weight": pair_weight(row, weighting)})
     return features, dropped
 
 
 def pair_collator(pad_id: int) -> Callable[[list[Mapping[str, Any]]], dict[str, torch.Tensor]]:
-    """Chosen sequences, then rejected ones, in one right-padded batch: one forward pass scores both."""
+    """Chosen sequences, then rejected ones, in one right-padded batch: one forward pass scores both; and
+    each pair's loss weight."""
 
     def collate(features: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        return {"input_ids": pad([f["chosen"] for f in features] + [f["rejected"] for f in features], pad_id)}
+        return {"input_ids": pad([f["chosen"] for f in features] + [f["rejected"] for f in features], pad_id),
+                "weight": torch.tensor([f["weight"] for f in features], dtype=torch.float32)}
 
     return collate
 
@@ -71,7 +89,7 @@ class PPMTrainer(BucketTrainer):
                      num_items_in_batch: Any = None) -> Any:
         s = raw_scores(model, inputs["input_ids"])
         chosen, rejected = s.chunk(2)
-        loss = bradley_terry_loss(chosen, rejected)
+        loss = bradley_terry_loss(chosen, rejected, inputs["weight"])
         return (loss, {"chosen": chosen, "rejected": rejected}) if return_outputs else loss
 
 
@@ -117,6 +135,14 @@ def load_ppm(path: str | Path, device: str = "cpu", dtype: torch.dtype | None = 
         dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
     model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).to(device)
     return PPMScorer(model, AutoTokenizer.from_pretrained(path), meta["max_length"], batch_size)
+
+
+def load_ppm_beside(path: str | Path, backend: Any, batch_size: int) -> PPMScorer:
+    """The PPM next to a policy served by `backend`: on the transformers backend's device, else on the GPU
+    when there is one (vLLM and openai hold the policy there or elsewhere), so scoring never copies
+    texts' tensors across devices; bfloat16 on a GPU. The search and best-of-N both load it so."""
+    device = getattr(backend, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
+    return load_ppm(path, device=str(device), batch_size=batch_size)
 
 
 def heldout_metrics(scorer: PPMScorer, heldout: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
@@ -218,7 +244,7 @@ def _train_ppm(
 ) -> tuple[tuple[dict[str, Any], list[str]], list[TrainerCallback]]:
     path = model_dir(model_path)
     tokenizer = _tokenizer(path)
-    features, dropped = pair_features(tokenizer, pairs, params.max_length)
+    features, dropped = pair_features(tokenizer, pairs, params.max_length, params.pair_weighting)
     require_rows(features, "pairs", dropped, params.max_length)
     ids = [f["pair_id"] for f in features]
     train, heldout = split_heldout(features, ids, params.heldout_fraction, params.seed)
