@@ -37,6 +37,7 @@ MODEL_LABELS = {
     "start": "START",
     "satori_ft": "Satori format-tuned (COAT)",
     "satori_rl": "Satori after RL",
+    "satori_rl_r2": "Satori after RL, round 2",
     "satori_distill": "Satori distilled student",
 }
 RSTAR = re.compile(r"rstar_r(\d+)$")
@@ -290,9 +291,11 @@ def findings_block(run: Run) -> str:
         return (f"- Satori's format-tuned policy scores {compare(ft, base)} the base greedily ({fixed(ft)} vs {fixed(base)}) "
                 f"and {compare(ft_s, base_s)} it sampled ({fixed(ft_s)} vs {fixed(base_s)}). After "
                 f"{run.need('rl', 'steps')} GRPO steps it scores {fixed(rl)} greedily and {fixed(rl_s)} sampled "
-                f"({change}). The distilled student scores "
-                f"{fixed(greedy('satori_distill'))} greedily, trained on {run.need('distill', 'examples')} of the RL "
-                f"policy's correct samples.")
+                f"({change}). Round 2 (the base fine-tuned on the RL policy's {run.need('rl_sft', 'examples')} correct "
+                f"samples, then {run.need('rl_r2', 'steps')} GRPO steps from the bare problems) scores "
+                f"{fixed(greedy('satori_rl_r2'))} greedily and {fixed(sampled('satori_rl_r2'))} sampled. The distilled "
+                f"student scores {fixed(greedy('satori_distill'))} greedily, trained on {run.need('distill', 'examples')} "
+                f"of the round-2 policy's correct samples.")
 
     return sentences(start, rstar, satori)
 
@@ -358,12 +361,32 @@ def _range(stats: Mapping[str, Any] | None) -> str:
     return f"{fixed(stats['min'])}–{fixed(stats['max'])}" if stats else NOT_RUN
 
 
+def grading_block(run: Run) -> str:
+    report = run.metrics.get("grading")
+    if not report:
+        return f"*{NOT_RUN}: `metrics/grading.json` is missing — `dvc repro grading_check` writes it.*"
+    return (f"The labelled set graded by `{report['grader']}` (version {report['grader_version']}) and by "
+            f"math-verify {report['math_verify_version']} alone, `metrics/grading.json`:\n\n" + grading_table(report))
+
+
+def grading_table(report: Mapping[str, Any]) -> str:
+    """Per kind, then over all pairs: right (of pairs) and false positives of each grader."""
+    def right(counts: Mapping[str, int], grader: str) -> str:
+        return f"{counts[grader + '_right']}/{counts['pairs']} ({fixed(100 * counts[grader + '_right'] / counts['pairs'], 1)} %)"
+
+    rows = [[name, str(c["pairs"]), right(c, "ours"), str(c["ours_false_positives"]),
+             right(c, "math_verify"), str(c["math_verify_false_positives"])]
+            for name, c in [*report["kinds"].items(), ("**all**", report["all"])]]
+    return table(["kind", "pairs", "tracemill right", "tracemill FP", "math-verify right", "math-verify FP"], rows)
+
+
 BLOCKS: dict[str, Callable[[Run], str]] = {
     "bootstrap": bootstrap_block,
     "satori": satori_block,
     "evaluation": evaluation_block,
     "findings": findings_block,
     "seeds": seeds_block,
+    "grading": grading_block,
 }
 
 
