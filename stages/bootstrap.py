@@ -1,10 +1,10 @@
 """python -m stages.bootstrap — train the embedded tiny policy from a synthetic corpus.
 
-Inputs: params `synthetic`, `bootstrap`, `format`, `start` (its math hints); `llm`, `sandbox`, `grading` for the evaluation.
+Inputs: params `synthetic`, `bootstrap`, `format`, `start` (its hint library); `llm`, `sandbox`, `grading` for the evaluation.
 The corpus is drawn from the synthetic train split (the one the problems stage writes); the eval
 split is never trained on.
-Outputs: models/bootstrap/ (a Hugging Face model folder), metrics/bootstrap.json (greedy pass@1
-without and with tools, per level), plots/bootstrap_loss.csv.
+Outputs: models/bootstrap/ (a Hugging Face model folder), metrics/bootstrap.json (greedy pass@1 on
+math without and with tools, per level, and on code), plots/bootstrap_loss.csv.
 """
 
 from __future__ import annotations
@@ -52,8 +52,7 @@ def main() -> None:
     fmt = P.section(FormatParams, params, "format")
     llm = P.section(LLMParams, params, "llm")
     problems = synthetic_problems(syn)
-    hints = [h.text for h in P.section(StartParams, params, "start").hints.library if h.domain == "math" and h.position != "marker"]
-    pairs = corpus(problems, fmt, bp, hints)
+    pairs = corpus(problems, fmt, bp, P.section(StartParams, params, "start").hints.library)
     partial = BOOTSTRAP_DIR.with_name(BOOTSTRAP_DIR.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     result = train(pairs, partial, bp, progress=_progress_lines(bp))
@@ -71,7 +70,7 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(result["curve"])
     print(f"bootstrap: pass@1 no tools {evaluation['no_tools']['pass@1']:.3f}, with tools {evaluation['tools']['pass@1']:.3f}, "
-          f"{size / 1e6:.1f} MB")
+          f"code {evaluation['code']['pass@1']:.3f}, {size / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":

@@ -18,10 +18,12 @@ import pytest
 
 from tracemill import params as P
 from tracemill import tiny
-from tracemill.bootstrap import BootstrapParams, corpus, evaluate_policy, train
+from tracemill.bootstrap import BootstrapParams, corpus, evaluate_policy, marker_kinds, train
 from tracemill.errors import TracemillError
 from tracemill.formats import FormatParams
+from tracemill.formats import code_blocks
 from tracemill.grading import GradingParams, get_grader
+from tracemill.hints import HintParams
 from tracemill.llm import LLMParams
 from tracemill.policy import resolve_policy
 from tracemill.sandbox import SandboxParams, open_sandbox
@@ -31,10 +33,13 @@ from tracemill.tiny import META_ACTIONS, SPECIAL_TOKENS
 pytestmark = pytest.mark.slow
 
 FMT = FormatParams()
-SYN = SyntheticParams(kinds=["arithmetic", "remainder"], levels=[1, 2], train_per_level=200, eval_per_level=10, code_problems=0)
+LIBRARY = HintParams().library
+SYN = SyntheticParams(kinds=["arithmetic", "remainder"], levels=[1, 2], train_per_level=200, eval_per_level=10, code_train_per_task=0,
+                      code_eval_per_task=0)
 BP = BootstrapParams(
     vocab_size=400, hidden_size=64, intermediate_size=192, num_attention_heads=2, num_key_value_heads=1,
     max_steps=900, warmup_steps=20, steps_fraction=0.2, cot_fraction=0.0, log_every=10, eval_max_tokens=120, eval_max_total_tokens=240,
+    marker_share=1.0, alternatively_share=0.5,
 )
 
 
@@ -135,11 +140,9 @@ def test_policy_defaults_to_the_bootstrap_folder_and_says_how_to_build_it(tmp_pa
 
 
 def test_words_only_answers_end_where_hint_infer_inserts_a_hint_and_python_corrects_them() -> None:
-    from tracemill.hints import HintParams
-
-    hints = [h.text for h in HintParams().library if h.domain == "math"]
+    hints = [h.text for h in LIBRARY if h.domain == "math"]
     problems = synthetic_problems(replace(SYN, train_per_level=40))
-    pairs = corpus(problems, FMT, replace(BP, cot_fraction=0.5, hinted_fraction=0.5), hints)
+    pairs = corpus(problems, FMT, replace(BP, cot_fraction=0.5, hinted_fraction=0.5), LIBRARY)
     words_only = [r for _, r in pairs if FMT.code_start not in r]
     hinted = [r for _, r in pairs if any(f"}}. {h}\n{FMT.code_start}" in r for h in hints)]
     assert words_only and hinted
@@ -149,3 +152,47 @@ def test_words_only_answers_end_where_hint_infer_inserts_a_hint_and_python_corre
             question = next(q for q in answers if q in prompt)
             assert response.removesuffix(tiny.IM_END).endswith(f"{FMT.boxed}{{{answers[question]}}}.")
     assert any(r.count(FMT.boxed) == 2 and len(set(re.findall(r"boxed\{([^}]*)\}", r))) == 2 for r in hinted)  # some guesses were wrong
+
+
+@pytest.mark.parametrize("share", [0.4, 0.8])
+def test_a_seeded_share_of_math_kinds_self_check_after_a_marker_in_every_tir_demo(share: float) -> None:
+    problems = synthetic_problems(SyntheticParams(train_per_level=6, eval_per_level=0, code_train_per_task=0, code_eval_per_task=0))
+    bp = replace(BP, cot_fraction=0.0, steps_fraction=0.0, marker_share=share, alternatively_share=0.3)
+    kind_of = {p["question"]: json.loads(p["metadata"])["kind"] for p in problems}
+    marked: dict[str, set[str | None]] = {}
+    for prompt, response in corpus(problems, FMT, bp, LIBRARY):
+        kind = next(k for q, k in kind_of.items() if q in prompt)
+        marked.setdefault(kind, set()).add(next((m for m in ("Wait", "Alternatively") if f"{m}, let me" in response), None))
+    assert all(len(markers) == 1 for markers in marked.values())  # a habit of the kind, never a coin per demo
+    with_marker = {kind: markers.pop() for kind, markers in marked.items() if None not in markers}
+    assert len(with_marker) == round(share * len(marked))
+    assert set(with_marker.values()) == {"Wait", "Alternatively"}
+    assert with_marker == marker_kinds(problems, bp)
+    assert marker_kinds(problems, replace(bp, seed=3)) != with_marker
+
+
+def test_code_demos_are_their_share_of_the_corpus_run_as_written_and_pass_the_hidden_tests() -> None:
+    problems = synthetic_problems(replace(SYN, train_per_level=20, code_train_per_task=2))
+    bp = replace(BP, code_share=0.2, code_check_fraction=0.6, code_draft_fraction=0.5)
+    pairs = corpus(problems, FMT, bp, LIBRARY)
+    code_problems = {p["question"]: p for p in problems if p["domain"] == "code" and p["split"] == "train"}
+    demos = [(next(p for q, p in code_problems.items() if q in prompt), r.removesuffix(tiny.IM_END)) for prompt, r in pairs
+             if "Write a function" in prompt]
+    assert len(demos) == round(0.2 * len(pairs))
+    code_hints = [h.text for h in LIBRARY if h.domain == "code"]
+    checks = [r for _, r in demos if any(h + FMT.code_start in r for h in code_hints)]
+    fixes = [r for r in checks if "AssertionError" in r]
+    assert 0 < len(fixes) < len(checks) < len(demos)
+    block = re.compile(r"```python\n(.*?)\n```\n```output\n(.*?)\n```\n", re.S)
+    with open_sandbox(SandboxParams()) as sandbox, get_grader(GradingParams(), sandbox) as grader:
+        for _, response in demos:  # every output block is what the real sandbox prints for the block before it
+            with sandbox.session() as session:
+                for code, shown in block.findall(response):
+                    run = session.run(code)
+                    assert (run.stdout if run.ok else run.stdout + run.stderr).rstrip() == shown
+        verdicts = grader.grade_many([(p, f"{FMT.code_start}\n{code_blocks(r, FMT)[-1]}\n{FMT.code_end}\n") for p, r in demos])
+    assert all(v.correct for v in verdicts)
+
+
+def test_greedy_traces_of_the_trained_policy_say_a_marker_unprompted(trained: dict[str, Any]) -> None:
+    assert trained["eval"]["tools"]["with_marker"] > 0.5  # both kinds self-check (BP.marker_share = 1)

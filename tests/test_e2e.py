@@ -16,8 +16,8 @@ from tracemill import sql
 
 STAGES = ["problems", "bootstrap", "hint_infer", "d_seed", "sft_start0", "rft", "d_start", "sft_start", "mcts@1", "mcts@2",
           "train_policy@1", "train_policy@2", "train_ppm@1", "train_ppm@2", "ppm_bestofn@1", "ppm_bestofn@2", "coat", "format_tune", "rae_states", "orm", "rl",
-          "distill", "evaluate", "publish"]
-MODELS = ["bootstrap", "start0", "start", "policy_r1", "policy_r2", "ppm_r1", "ppm_r2", "format_tune", "rl", "distill"]
+          "rl_sft", "rl_r2", "distill", "evaluate", "publish"]
+MODELS = ["bootstrap", "start0", "start", "policy_r1", "policy_r2", "ppm_r1", "ppm_r2", "format_tune", "rl", "rl_sft", "rl_r2", "distill"]
 
 
 def metrics(repo: Path, name: str) -> dict:
@@ -84,6 +84,9 @@ def test_every_table_agrees_with_its_stage_metrics(graph: Path) -> None:
     rl = metrics(graph, "rl")  # a tiny policy that never reached an answer leaves RL nothing to start from
     assert rl["steps"] == (1 if metrics(graph, "rae_states")["states"] else 0) and rl["trained"] == bool(rl["steps"])
     assert (graph / "plots/rl_reward.csv").read_text().startswith("step,reward")
+    r2 = metrics(graph, "rl_r2")  # round 2 starts from bare training problems, so it always has prompts
+    assert r2["round"] == 2 and r2["steps"] == 1 and r2["trained"] is True
+    assert (graph / "plots/rl_r2_reward.csv").read_text().startswith("step,reward")
 
 
 def test_summary_and_a_noop_repro(graph: Path) -> None:

@@ -2,11 +2,13 @@
 graph runs with real signal on a laptop with no GPU and no download.
 
 The corpus renders each synthetic train problem in the formats the pipeline uses: START-style
-tool-integrated reasoning (text, a python block, its output block, a boxed answer; some demos
-first guess, say "Wait," and check with Python, some end with an "Alternatively," re-check) and
-rStar-style steps (one sentence and its code per step, ended by the step delimiter). Loss is on
-the response only. The model is meant to be imperfect: without running its code it must write
-the output block itself, which it often gets wrong on harder levels, so tools help.
+tool-integrated reasoning (text, a python block, its output block, a boxed answer; in some kinds
+of problem the demos self-check mid-solution after a "Wait," or "Alternatively,", the markers
+hint-infer puts hints after), words-only answers, rStar-style steps (one sentence and its code per
+step, ended by the step delimiter), and code problems answered with a function, often tested on the
+problem's example with START's code hint and template. Loss is on the response only. The model is
+meant to be imperfect: without running its code it must write the output block itself, which it
+often gets wrong on harder levels, so tools help.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import Any
 
 from tracemill import tiny
 from tracemill.errors import ParamsError
-from tracemill.formats import FormatParams, Step, boxed, code_block, output_block, render_prompt, render_steps
-from tracemill.params import above, at_least, fraction
+from tracemill.formats import FormatParams, Step, boxed, code_block, code_blocks, output_block, render_prompt, render_steps
+from tracemill.hints import Hint, example_tests, fill_template
+from tracemill.params import above, at_least, bounded, fraction
 
 
 @dataclass(frozen=True)
@@ -36,20 +39,26 @@ class BootstrapParams:
     num_attention_heads: int = at_least(1, default=4)
     num_key_value_heads: int = at_least(1, default=2)
     max_position_embeddings: int = at_least(1, default=1024)
-    seq_len: int = at_least(1, default=320)  # longer demos are dropped from the corpus
+    seq_len: int = at_least(1, default=448)  # longer demos are dropped from the corpus (a code demo fixing its draft: ~430)
     batch_size: int = at_least(1, default=16)  # many small updates: copying emerges after ~700 of them
     max_steps: int = at_least(1, default=3000)
     learning_rate: float = above(0, default=3e-3)
     warmup_steps: int = at_least(1, default=40)  # the schedule divides by it
     weight_decay: float = at_least(0, default=0.01)
-    wait_fraction: float = fraction(default=0.35)  # TIR demos that guess, say "Wait," and check with Python
-    alternatively_fraction: float = fraction(default=0.15)  # TIR demos that end with an "Alternatively," re-check
+    # Share of the math kinds whose TIR demos self-check mid-solution after a marker, so the policy
+    # writes markers that hint-infer can put hints after; of those kinds, the share whose check
+    # opens with "Alternatively," (the rest: a guess, then "Wait," and python).
+    marker_share: float = fraction(default=0.2)  # each marked kind costs that kind tools accuracy in the tiny policy (measured)
+    alternatively_share: float = fraction(default=0.3)
+    code_share: float = bounded(0, 1, hi_open=True, default=0.1)  # share of the corpus that is code demos (synthetic code problems)
+    code_check_fraction: float = fraction(default=0.6)  # code demos that run the example test after the function (START's code hint)
+    code_draft_fraction: float = fraction(default=0.5)  # of those, a first draft that fails the example and is then fixed
     steps_fraction: float = fraction(default=0.5)  # problems also rendered as rStar steps
     cot_fraction: float = fraction(default=0.4)  # problems answered in words only (the model does the arithmetic itself)
     hinted_fraction: float = fraction(default=0.5)  # of those, the share where a hint follows the answer and python re-checks it
     max_grad_norm: float = above(0, default=1.0)  # 0 would clip every gradient to nothing
     bucket_batches: int = at_least(1, default=16)  # batches drawn together and sorted by length, so padding stays small
-    eval_max_problems: int = at_least(0, default=200)
+    eval_max_problems: int = at_least(0, default=200)  # per domain
     eval_max_tokens: int = at_least(1, default=200)  # per generation turn
     eval_max_total_tokens: int = at_least(1, default=400)  # all turns of one trace together
     eval_max_tool_calls: int = at_least(0, default=6)
@@ -88,20 +97,35 @@ def _wrong(output: str, rng: random.Random) -> str:
     return str(int(value) + delta) if value.is_integer() else str(round(value + delta, 2))
 
 
-def tir_response(problem: dict[str, Any], fmt: FormatParams, rng: random.Random, bp: BootstrapParams) -> str:
+def marker_kinds(problems: Sequence[dict[str, Any]], bp: BootstrapParams) -> dict[str, str]:
+    """kind -> the marker its TIR demos self-check with, for a seeded `marker_share` of the math kinds.
+    A habit tied to the kind of problem, which the question's wording shows, is one the model learns
+    and repeats under greedy decoding; a coin per demo would teach a probability below one half,
+    which greedy never takes."""
+    kinds = sorted({json.loads(p["metadata"])["kind"] for p in problems if p["domain"] == "math"})
+    random.Random(f"{bp.seed}:markers").shuffle(kinds)
+    chosen = kinds[: round(bp.marker_share * len(kinds))]
+    alternatively = round(bp.alternatively_share * len(chosen))
+    return {kind: "Alternatively" if i < alternatively else "Wait" for i, kind in enumerate(chosen)}
+
+
+def tir_response(problem: dict[str, Any], fmt: FormatParams, rng: random.Random, marker: str | None) -> str:
+    """Text, code and output per step, then the boxed answer. With `marker` "Wait" the first step is
+    first guessed (right or a near miss, evenly), then checked with python; with "Alternatively" the
+    first step's result is re-checked once more right after it."""
     steps = _steps(problem)
     parts = []
     for i, step in enumerate(steps):
         parts.append(step["text"] + "\n")
-        if i == 0 and rng.random() < bp.wait_fraction:
-            parts.append(f"That gives {_wrong(step['output'], rng)}. Wait, let me check it with Python.\n")
+        if i == 0 and marker == "Wait":
+            guess = _wrong(step["output"], rng) if rng.random() < 0.5 else step["output"]
+            parts.append(f"That gives {guess}. Wait, let me check it with Python.\n")
         parts.append(code_block(step["code"], fmt))
         parts.append(output_block(step["output"], fmt))
-    if rng.random() < bp.alternatively_fraction:
-        last = steps[-1]
-        parts.append("Alternatively, let me verify the last step once more.\n")
-        parts.append(code_block(last["code"], fmt))
-        parts.append(output_block(last["output"], fmt))
+        if i == 0 and marker == "Alternatively":
+            parts.append("Alternatively, let me verify this step once more.\n")
+            parts.append(code_block(step["code"], fmt))
+            parts.append(output_block(step["output"], fmt))
     parts.append(f"The answer is {boxed(problem['answer'], fmt)}.")
     return "".join(parts)
 
@@ -130,19 +154,60 @@ def steps_response(problem: dict[str, Any], fmt: FormatParams) -> str:
     return render_steps(steps, fmt)
 
 
-def corpus(problems: Sequence[dict[str, Any]], fmt: FormatParams, bp: BootstrapParams, hints: Sequence[str] = ()) -> list[tuple[str, str]]:
-    """(prompt, response) pairs from the train split's math problems; `hints` are the math hint texts
-    of the START hint library (params `start.hints.library`)."""
+# What the local sandbox shows for a cell: START's code template prints this once its examples pass,
+# and a failed assert ends in this traceback (tests check both against the real sandbox).
+EXAMPLES_PASS = "examples pass"
+
+
+def _assert_failed(check: str, fmt: FormatParams) -> str:
+    code = code_blocks(check, fmt)[0]
+    line = next(i for i, text in enumerate(code.splitlines(), 1) if text.startswith("assert "))
+    return f'Traceback (most recent call last):\n  File "<cell>", line {line}, in <module>\nAssertionError'
+
+
+def code_response(problem: dict[str, Any], fmt: FormatParams, rng: random.Random, bp: BootstrapParams, code_hints: Sequence[Hint]) -> str:
+    """A function for a code problem (its definition runs, printing nothing). In `code_check_fraction`
+    of them a START code hint follows and runs its template on the example test, as hint-infer does,
+    so the policy learns to test its code unprompted; in `code_draft_fraction` of those the first
+    function is a near-miss draft whose example fails, and the fixed function runs the example again."""
+    solution, done = problem["answer"], f"That defines {problem['entry_point']}."
+    if not code_hints or rng.random() >= bp.code_check_fraction:
+        return code_block(solution, fmt) + output_block("", fmt) + done
+    hint, examples = rng.choice(list(code_hints)), example_tests(problem)
+    draft = json.loads(problem["metadata"])["draft"] if rng.random() < bp.code_draft_fraction else None
+    first = draft or solution
+    check = fill_template(hint, first, examples)
+    parts = [code_block(first, fmt), output_block("", fmt), hint.text, check]
+    if draft:
+        parts += [output_block(_assert_failed(check, fmt), fmt),
+                  "The example fails, so the function has a bug. Let me fix it and run the example again.\n", fill_template(hint, solution, examples)]
+    parts += [output_block(EXAMPLES_PASS, fmt), f"The example passes. {done}"]
+    return "".join(parts)
+
+
+def corpus(problems: Sequence[dict[str, Any]], fmt: FormatParams, bp: BootstrapParams, hints: Sequence[Hint] = ()) -> list[tuple[str, str]]:
+    """(prompt, response) pairs from the train split: each math problem as a TIR or words-only demo
+    (and some as rStar steps), then code demos, `code_share` of all pairs, cycling through the code
+    problems. `hints` is the START hint library (params `start.hints.library`): its math hints that
+    may go at the stop follow words-only answers; its code hints with a template test functions."""
     rng = random.Random(bp.seed)
+    train = [p for p in problems if p["split"] == "train"]
+    math_hints = [h.text for h in hints if h.domain == "math" and h.position != "marker"]
+    code_hints = [h for h in hints if h.domain == "code" and h.template]
+    markers = marker_kinds(train, bp)
     out = []
-    for p in problems:
-        if p["split"] != "train" or p["domain"] != "math":
-            continue
-        words_only = rng.random() < bp.cot_fraction
-        response = cot_response(p, fmt, rng, bp, hints) if words_only else tir_response(p, fmt, rng, bp)
+    for p in (p for p in train if p["domain"] == "math"):
+        if rng.random() < bp.cot_fraction:
+            response = cot_response(p, fmt, rng, bp, math_hints)
+        else:
+            response = tir_response(p, fmt, rng, markers.get(json.loads(p["metadata"])["kind"]))
         out.append((render_prompt(p["question"], None, fmt, "tir"), response + tiny.IM_END))
         if rng.random() < bp.steps_fraction:
             out.append((render_prompt(p["question"], None, fmt, "steps"), steps_response(p, fmt) + tiny.IM_END))
+    code = [p for p in train if p["domain"] == "code"]
+    for i in range(round(len(out) * bp.code_share / (1 - bp.code_share)) if code else 0):
+        p = code[i % len(code)]
+        out.append((render_prompt(p["question"], None, fmt, "tir"), code_response(p, fmt, rng, bp, code_hints) + tiny.IM_END))
     return out
 
 
@@ -226,27 +291,41 @@ def train(pairs: Sequence[tuple[str, str]], out_dir: str | Path, bp: BootstrapPa
 
 def evaluate_policy(model_dir: str | Path, problems: Sequence[dict[str, Any]], fmt: FormatParams, bp: BootstrapParams,
                     sandbox: Any, grader: Any, llm_params: Any) -> dict[str, Any]:
-    """Greedy pass@1 on the held-out split, without tools (the model writes its own output blocks)
-    and with tools (the sandbox runs each code block), overall and per difficulty level."""
+    """Greedy pass@1 on the held-out split: math without tools (the model writes its own output
+    blocks) and with tools (the sandbox runs each code block), overall and per difficulty level;
+    code problems with tools, graded by their hidden tests. `with_marker`: the share of those
+    traces that say "Wait"/"Alternatively" (`format.hint_markers`) unprompted."""
     from tracemill.llm import load_backend
     from tracemill.tir import LoopLimits, Sampling, TraceJob, run_traces
 
-    chosen = sorted((p for p in problems if p["split"] == "eval" and p["domain"] == "math"), key=lambda p: p["problem_id"])
-    chosen = chosen[: bp.eval_max_problems]
     backend = load_backend(llm_params, model_dir)
     sampling = Sampling(temperature=0.0, max_tokens=bp.eval_max_tokens, seed=bp.seed)
-    results: dict[str, Any] = {}
-    for name, tools in (("no_tools", 0), ("tools", bp.eval_max_tool_calls)):
+
+    def held_out(domain: str) -> list[dict[str, Any]]:
+        chosen = sorted((p for p in problems if p["split"] == "eval" and p["domain"] == domain), key=lambda p: p["problem_id"])
+        return chosen[: bp.eval_max_problems]
+
+    def run(chosen: list[dict[str, Any]], tools: int) -> tuple[list[bool], float]:
+        """Each problem's verdict, and the share of traces with a hint marker (where hint-infer can put a hint)."""
         jobs = [TraceJob(key=p["problem_id"], prompt=render_prompt(p["question"], backend.tokenizer, fmt, "tir"), sampling=sampling,
                          max_turn_tokens_total=bp.eval_max_total_tokens) for p in chosen]
         traces = run_traces(backend, sandbox, jobs, fmt, LoopLimits(max_tool_calls=tools, max_marker_hints=0, max_stop_hints=0))
-        verdicts = grader.grade_many([(p, t.response) for p, t in zip(chosen, traces)])
+        marked = sum(any(m in t.response for m in fmt.hint_markers) for t in traces)
+        return [v.correct for v in grader.grade_many([(p, t.response) for p, t in zip(chosen, traces)])], round(marked / max(1, len(traces)), 4)
+
+    math, code = held_out("math"), held_out("code")
+    results: dict[str, Any] = {}
+    for name, tools in (("no_tools", 0), ("tools", bp.eval_max_tool_calls)):
+        verdicts, marked = run(math, tools)
         by_level: dict[int, list[bool]] = defaultdict(list)
-        for p, v in zip(chosen, verdicts):
-            by_level[p["difficulty"]].append(v.correct)
+        for p, ok in zip(math, verdicts):
+            by_level[p["difficulty"]].append(ok)
         results[name] = {
-            "pass@1": round(sum(v.correct for v in verdicts) / max(1, len(verdicts)), 4),
+            "pass@1": round(sum(verdicts) / max(1, len(verdicts)), 4),
             "per_level": {str(k): round(sum(v) / len(v), 4) for k, v in sorted(by_level.items())},
+            "with_marker": marked,
         }
-    results["eval_problems"] = len(chosen)
+    results["eval_problems"] = len(math)
+    verdicts, marked = run(code, bp.eval_max_tool_calls) if code else ([], 0.0)
+    results["code"] = {"pass@1": round(sum(verdicts) / max(1, len(verdicts)), 4), "with_marker": marked, "eval_problems": len(code)}
     return results

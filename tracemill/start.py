@@ -9,6 +9,7 @@ generation jobs, the grading of a trace (a code problem's final solution), and t
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import defaultdict
@@ -22,12 +23,16 @@ from tracemill.start_params import GenParams, SelectParams, StartParams  # the s
 from tracemill.store import Quarantine
 
 def pick_problems(problems: Sequence[dict[str, Any]], gp: GenParams) -> list[dict[str, Any]]:
-    """The problems a generating stage works on, in a stable order (by id) so shards are stable."""
+    """The problems a generating stage works on, in a stable order (by id, domains in turn when
+    `interleave_domains`) so shards are stable."""
     chosen = [
         p for p in problems
         if p["split"] == gp.split and p["domain"] in gp.domains and (not gp.sources or p["source"] in gp.sources)
     ]
     chosen.sort(key=lambda p: p["problem_id"])
+    if gp.interleave_domains:
+        by_domain = [[p for p in chosen if p["domain"] == d] for d in gp.domains]
+        chosen = [p for group in itertools.zip_longest(*by_domain) for p in group if p is not None]
     return chosen[gp.offset : gp.offset + gp.max_problems]
 
 

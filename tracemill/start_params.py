@@ -26,6 +26,7 @@ class GenParams:
     domains: list[str] = choices("math", "code", default_factory=lambda: ["math"])
     max_problems: int = at_least(0, default=64)
     offset: int = at_least(0, default=0)  # skip this many problems of the id-ordered list first (disjoint slices for different stages)
+    interleave_domains: bool = False  # take the domains in turn (each in id order), so a small domain is not crowded out by a large one
     max_tokens_per_turn: int = at_least(1, default=256)
     max_tokens_total: int = at_least(1, default=768)
     temperature: float = at_least(0, default=0.0)

@@ -3,9 +3,14 @@
 Math kinds: multi-step arithmetic, fractions, percentages, linear equations, remainders; level 1
 uses small numbers and one step, higher levels larger numbers and more steps. Each problem carries
 its solution as steps (a sentence, the python that computes it, that code's exact output) in its
-metadata, so the bootstrap corpus can render it in every format the pipeline uses. A handful of
-tiny code problems come with MBPP-style asserts. The eval split is drawn from its own random
-stream and never shares a question with train.
+metadata, so the bootstrap corpus can render it in every format the pipeline uses.
+
+Code problems are small functions in MBPP's easiest style (arithmetic on lists, string ops), each a
+task specialised by a constant and a function name. The question shows one example assert; the
+hidden tests (`tests`, MBPP format, the example first) are what the code-tests grader runs. Each
+carries a near-miss draft in its metadata (the constant miscopied), so the corpus can show a first
+attempt that fails the example and is fixed. The eval splits are drawn from their own random
+streams and never share a question (for code: a function) with train.
 """
 
 from __future__ import annotations
@@ -26,13 +31,53 @@ ITEMS = ("apples", "marbles", "books", "stickers", "coins", "pencils", "cards", 
 
 
 @dataclass(frozen=True)
+class CodeTask:
+    """A small function in MBPP's easiest style, specialised by a constant `c` (a number or a letter)."""
+
+    names: tuple[str, ...]  # the function's name is one of these
+    arg: str  # "xs" (a list of ints) or "s" (a string)
+    spec: str  # what it returns, with {c}
+    body: str  # the reference body, with {c}
+    ref: Callable[[Any, Any], Any]  # the same function in Python, to compute the tests' expected values
+    constants: tuple[Any, ...] = tuple(range(2, 10))
+
+
+CODE_TASKS: dict[str, CodeTask] = {
+    "sum_above": CodeTask(("sum_above", "total_over", "add_big"), "xs", "the sum of the numbers in xs that are greater than {c}",
+                          "return sum(x for x in xs if x > {c})", lambda xs, c: sum(x for x in xs if x > c)),
+    "count_value": CodeTask(("count_value", "how_many", "tally"), "xs", "how many times {c} appears in xs",
+                            "return xs.count({c})", lambda xs, c: xs.count(c)),
+    "scale": CodeTask(("scale", "times_all", "multiply_each"), "xs", "a new list with every number in xs multiplied by {c}",
+                      "return [x * {c} for x in xs]", lambda xs, c: [x * c for x in xs]),
+    "shift": CodeTask(("shift", "add_to_all", "raise_each"), "xs", "a new list with {c} added to every number in xs",
+                      "return [x + {c} for x in xs]", lambda xs, c: [x + c for x in xs]),
+    "below": CodeTask(("below", "keep_small", "under"), "xs", "the numbers in xs that are less than {c}, in order",
+                      "return [x for x in xs if x < {c}]", lambda xs, c: [x for x in xs if x < c]),
+    "divisible": CodeTask(("divisible", "count_multiples", "multiples_of"), "xs", "how many numbers in xs are divisible by {c}",
+                          "return sum(1 for x in xs if x % {c} == 0)", lambda xs, c: sum(1 for x in xs if x % c == 0)),
+    "head": CodeTask(("head", "first_few", "take_front"), "xs", "the first {c} numbers of xs",
+                     "return xs[:{c}]", lambda xs, c: xs[:c], tuple(range(1, 6))),
+    "repeat": CodeTask(("repeat", "copy_text", "echo"), "s", "the string s repeated {c} times",
+                       "return s * {c}", lambda s, c: s * c, tuple(range(2, 6))),
+    "count_letter": CodeTask(("count_letter", "letter_count", "tally_char"), "s", "how many times the letter '{c}' appears in s",
+                             "return s.count('{c}')", lambda s, c: s.count(c), tuple("aeiost")),
+    "drop_letter": CodeTask(("drop_letter", "strip_char", "without"), "s", "s with every letter '{c}' removed",
+                            "return s.replace('{c}', '')", lambda s, c: s.replace(c, ""), tuple("aeiost")),
+}
+WORDS = ("banana", "tomato", "seesaw", "potato", "kitten", "sunset", "cassis", "teatime", "avocado", "toast", "ocean", "street")
+CODE_TESTS = 3  # per problem; the first is shown in the question as the example; all are run by the code-tests grader
+
+
+@dataclass(frozen=True)
 class SyntheticParams:
     seed: int = at_least(0, default=0)
     kinds: list[str] = choices(*MATH_KINDS, default_factory=lambda: list(MATH_KINDS))
     levels: list[int] = bounded(1, 4, default_factory=lambda: [1, 2, 3, 4])
     train_per_level: int = at_least(0, default=400)  # per kind and level: enough variety that a model learns to copy, not memorize
     eval_per_level: int = at_least(0, default=10)  # per kind and level, held out
-    code_problems: int = at_least(0, default=6)  # tiny code problems with tests (train and eval alike)
+    code_tasks: list[str] = choices(*CODE_TASKS, default_factory=lambda: list(CODE_TASKS))
+    code_train_per_task: int = at_least(0, default=8)  # code problems per task, each a function (name, constant) of its own
+    code_eval_per_task: int = at_least(0, default=1)  # per task, held out: a function no train problem asks for
 
     def check(self) -> None:
         if not self.levels:
@@ -140,21 +185,32 @@ GENERATORS: dict[str, Callable[[int, random.Random], tuple[str, str, list[Step]]
     "arithmetic": arithmetic, "fractions": fractions_kind, "percent": percent, "linear": linear, "remainder": remainder,
 }
 
-CODE_PROBLEMS = [
-    ("Write a function add_nums(a, b) that returns the sum of a and b.", "add_nums", "def add_nums(a, b):\n    return a + b",
-     ["assert add_nums(2, 3) == 5", "assert add_nums(-1, 1) == 0", "assert add_nums(10, 5) == 15"]),
-    ("Write a function is_even(n) that returns True when n is even.", "is_even", "def is_even(n):\n    return n % 2 == 0",
-     ["assert is_even(4)", "assert not is_even(7)", "assert is_even(0)"]),
-    ("Write a function max_of(xs) that returns the largest number in the list xs.", "max_of", "def max_of(xs):\n    return max(xs)",
-     ["assert max_of([1, 5, 3]) == 5", "assert max_of([-2, -9]) == -2", "assert max_of([7]) == 7"]),
-    ("Write a function reverse_str(s) that returns s reversed.", "reverse_str", "def reverse_str(s):\n    return s[::-1]",
-     ["assert reverse_str('abc') == 'cba'", "assert reverse_str('') == ''", "assert reverse_str('aa') == 'aa'"]),
-    ("Write a function count_vowels(s) that counts the vowels a, e, i, o, u in s.", "count_vowels",
-     "def count_vowels(s):\n    return sum(c in 'aeiou' for c in s)",
-     ["assert count_vowels('hello') == 2", "assert count_vowels('xyz') == 0", "assert count_vowels('aeiou') == 5"]),
-    ("Write a function square_all(xs) that returns the list of squares of xs.", "square_all", "def square_all(xs):\n    return [x * x for x in xs]",
-     ["assert square_all([1, 2, 3]) == [1, 4, 9]", "assert square_all([]) == []", "assert square_all([-2]) == [4]"]),
-]
+
+def _code_input(task: CodeTask, rng: random.Random) -> Any:
+    if task.arg == "s":
+        return rng.choice(WORDS)[: rng.randint(3, 7)] if rng.random() < 0.3 else rng.choice(WORDS)
+    return [rng.randint(0, 12) for _ in range(rng.randint(3, 6))]
+
+
+def code_problem(name: str, rng: random.Random) -> tuple[str, str, str, list[str], str]:
+    """(question, entry point, solution, tests, draft): the draft swaps the constant for a near one
+    and fails the example test — a first attempt that running the example catches."""
+    task = CODE_TASKS[name]
+    entry, c = rng.choice(task.names), rng.choice(task.constants)
+    others = [d for d in task.constants if d != c]
+    while True:  # until the tests tell c from every other constant, so only the asked-for function passes
+        inputs = [_code_input(task, rng) for _ in range(CODE_TESTS)]
+        if len({repr(x) for x in inputs}) == CODE_TESTS and all(any(task.ref(x, d) != task.ref(x, c) for x in inputs) for d in others):
+            near = [d for d in others if task.ref(inputs[0], d) != task.ref(inputs[0], c)]
+            if near:
+                break
+    tests = [f"assert {entry}({x!r}) == {task.ref(x, c)!r}" for x in inputs]
+
+    def define(const: Any) -> str:
+        return f"def {entry}({task.arg}):\n    {task.body.format(c=const)}"
+
+    question = f"Write a function {entry}({task.arg}) that returns {task.spec.format(c=c)}.\nYour code should pass this example test:\n{tests[0]}"
+    return question, entry, define(c), tests, define(rng.choice(near))
 
 
 def _row(split: str, kind: str, level: int, question: str, answer: str, steps: list[Step]) -> dict[str, Any]:
@@ -166,6 +222,18 @@ def _row(split: str, kind: str, level: int, question: str, answer: str, steps: l
     }
 
 
+def _unique(count: int, draw: Callable[[], Any], key: Callable[[Any], str], seen: set[str]) -> list[Any]:
+    """Up to `count` draws whose key no earlier draw had (a bounded number of tries)."""
+    out, tries = [], 0
+    while len(out) < count and tries < count * 20:
+        tries += 1
+        item = draw()
+        if key(item) not in seen:
+            seen.add(key(item))
+            out.append(item)
+    return out
+
+
 def synthetic_problems(cfg: SyntheticParams) -> list[dict[str, Any]]:
     """Train and eval rows for the `problems` table; eval questions never appear in train."""
     rows: list[dict[str, Any]] = []
@@ -174,21 +242,17 @@ def synthetic_problems(cfg: SyntheticParams) -> list[dict[str, Any]]:
         rng = random.Random(f"{cfg.seed}:{stream}")
         for kind in cfg.kinds:
             for level in cfg.levels:
-                made, tries = 0, 0
-                while made < count and tries < count * 20:
-                    tries += 1
-                    question, answer, steps = GENERATORS[kind](level, rng)
-                    if question in seen:
-                        continue
-                    seen.add(question)
+                for question, answer, steps in _unique(count, lambda: GENERATORS[kind](level, rng), lambda made: made[0], seen):
                     rows.append(_row(split, kind, level, question, answer, steps))
-                    made += 1
-    for i, (text, entry, solution, tests) in enumerate(CODE_PROBLEMS[: cfg.code_problems]):
-        rows.append({
-            "problem_id": records.content_id("problem", "synthetic", "code", text),
-            "source": "synthetic", "source_id": f"code-{i}", "split": "eval" if i % 3 == 2 else "train", "domain": "code",
-            "difficulty": 1, "question": f"{text}\nYour code should pass these tests:\n" + "\n".join(tests), "answer": solution,
-            "tests": tests, "test_format": "mbpp", "entry_point": entry, "test_setup": None, "license": "Apache-2.0",
-            "metadata": records.to_json({"kind": "code"}),
-        })
+    for split, count, stream in (("eval", cfg.code_eval_per_task, 3), ("train", cfg.code_train_per_task, 2)):
+        rng = random.Random(f"{cfg.seed}:{stream}")
+        for name in cfg.code_tasks:
+            # keyed on the spec line: held-out code problems ask for a function train never specifies
+            for question, entry, solution, tests, draft in _unique(count, lambda: code_problem(name, rng), lambda made: made[0].split("\n", 1)[0], seen):
+                rows.append({
+                    "problem_id": records.content_id("problem", "synthetic", "code", question),
+                    "source": "synthetic", "source_id": None, "split": split, "domain": "code", "difficulty": 1,
+                    "question": question, "answer": solution, "tests": tests, "test_format": "mbpp", "entry_point": entry,
+                    "test_setup": None, "license": "Apache-2.0", "metadata": records.to_json({"kind": name, "draft": draft}),
+                })
     return rows
