@@ -111,6 +111,51 @@ def test_grading_block_renders_the_per_kind_counts_the_check_wrote(tmp_path):
     ]
 
 
+def test_start_block_counts_hint_positions_and_tabulates_accuracy_per_hint_round(tmp_path):
+    rounds = {"0": {"accuracy": 0.5, "tokens": 40.0}, "1": {"accuracy": 0.625, "tokens": 71.5}}
+    root = _write_run(tmp_path, {
+        "hint_infer": {"hint_at": {"stop": 30, "marker": 6}},
+        "d_seed": {"size": 4, "hinted_problems": 12, "kept_hint_at": {"marker": 1, "stop": 3}, "modify": "unbox",
+                   "rows_per_hinted_problem": 4 / 12, "rows_per_hinted_problem_by_domain": {"math": 0.4, "code": 0.0}},
+        "d_start": {"size": 9},
+        "evaluate": {"models": {"base": {"tool_calls_per_problem": 0.25, "hint_rounds": rounds},
+                                "start": {"tool_calls_per_problem": 1.5, "hint_rounds": {"0": rounds["0"]}}}},
+    })
+    first, *rest = report.start_block(report.load_run(root)).splitlines()
+    assert first == ("- Hint-infer's hints landed marker 6, stop 30 (after a Wait/Alternatively marker or at the stop) on 12 "
+                     "problems; D_seed kept 4 rows (marker 1, stop 3), 0.333 per hinted problem (code 0.000, math 0.400); "
+                     "D_start 9 rows. Modify step: `unbox`.")
+    assert rest[-2:] == ["| base (bootstrap) | 0.25 | 0.500 (40 tok) | 0.625 (72 tok) |", "| START | 1.50 | 0.500 (40 tok) | not run |"]
+
+
+def test_rstar_block_has_a_row_per_round_and_the_guidance_comparison(tmp_path):
+    side = {"trees": 3, "solve_rate": 0.5, "trajectories_per_tree": 2.0}
+    root = _write_run(tmp_path, {
+        "mcts_round1": {"solve_rate": 0.5, "rewalked_rollout_share": 0.0, "trajectories_per_tree": 4.0,
+                        "correct_trajectories_per_solved_tree": 2.0, "solved_trees_with_2_correct": 3, "pairs": 7, "ppm": None},
+        "mcts_round2": {"solve_rate": 0.75, "rewalked_rollout_share": 0.05, "trajectories_per_tree": 5.0,
+                        "correct_trajectories_per_solved_tree": None, "solved_trees_with_2_correct": 1, "pairs": 2,
+                        "ppm": "models/ppm_r1", "guidance_on_same_problems": {"ppm_guided": side,
+                                                                              "terminal_guided": {**side, "solve_rate": 0.25}}},
+        "train_ppm_round1": {"heldout_pairwise_accuracy": 0.8},
+        "ppm_bestofn_round1": {"n": 4, "pass@1": 0.5, "maj@4": 0.6, "ppm_best_of_4": 0.7},
+    })
+    lines = report.rstar_block(report.load_run(root)).splitlines()
+    assert lines[4] == "| 1 | no | 0.500 | 0% | 4.000 | 2.000 | 3 | 7 | 0.800 | 0.500 / 0.600 / 0.700 (N=4) |"
+    assert lines[5] == "| 2 | yes | 0.750 | 5% | 5.000 | not run | 1 | 2 | not run | not run |"
+    assert lines[6] == ("- On the same 3 problems of round 2: PPM-guided solve rate 0.500, 2.000 trajectories per tree; "
+                        "terminal-guided solve rate 0.250, 2.000 trajectories per tree.")
+
+
+def test_satori_measures_block_has_a_row_per_rl_round(tmp_path):
+    rl = {"steps": 4, "reward_first": -0.5, "reward_last": 0.25, "self_correction_rate": 0.3, "break_rate": 0.1,
+          "in_rollout_self_correction_rate": None, "in_rollout_break_rate": 0.0}
+    root = _write_run(tmp_path, {"rae_states": {"states": 10, "sampled_accuracy": 0.4}, "rl": rl})
+    lines = report.satori_measures_block(report.load_run(root)).splitlines()
+    assert lines[0] == "- Restart states: 10 from the format-tuned policy's samples (sampled accuracy 0.400)."
+    assert lines[-1] == "| 1 (restart states) | 4 | -0.500 | 0.250 | 0.300 | 0.100 | not run | 0.000 |"
+
+
 def test_readme_check_fails_on_drift_and_write_fixes_it(tmp_path):
     root = _write_run(tmp_path / "run", {"evaluate": {"k": 2, "problems": 20, "models": {"base": _model(0.8, 0.55, 0.825, (1, 0.6))}}})
     readme = tmp_path / "README.md"

@@ -380,6 +380,98 @@ def grading_table(report: Mapping[str, Any]) -> str:
     return table(["kind", "pairs", "tracemill right", "tracemill FP", "math-verify right", "math-verify FP"], rows)
 
 
+def _counts(counts: Mapping[str, int] | None) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted((counts or {}).items())) or "none"
+
+
+def start_block(run: Run) -> str:
+    """START's measures: where hints landed, D_seed's yield, tool calls without hints, accuracy per hint round."""
+    def data() -> str:
+        by_domain = run.need("d_seed", "rows_per_hinted_problem_by_domain")
+        return (f"- Hint-infer's hints landed {_counts(run.need('hint_infer', 'hint_at'))} (after a Wait/Alternatively "
+                f"marker or at the stop) on {run.need('d_seed', 'hinted_problems')} problems; D_seed kept {run.need('d_seed', 'size')} rows ({_counts(run.get('d_seed', 'kept_hint_at'))}), "
+                f"{fixed(run.need('d_seed', 'rows_per_hinted_problem'))} per hinted problem "
+                f"({', '.join(f'{d} {fixed(v)}' for d, v in sorted(by_domain.items()))}); D_start "
+                f"{run.need('d_start', 'size')} rows. Modify step: `{run.need('d_seed', 'modify')}`.")
+
+    def rounds() -> str:
+        models = [m for m in ("base", "start0", "start") if run.get("evaluate", "models", m)]
+        if not models:
+            raise Missing("`metrics/evaluate.json` has no START models")
+        counts = sorted({r for m in models for r in (run.need("evaluate", "models", m, "hint_rounds") or {})}, key=int)
+        rows = [[model_label(m), fixed(run.need("evaluate", "models", m, "tool_calls_per_problem"), 2),
+                 *(f"{fixed(h[r]['accuracy'])} ({fixed(h[r]['tokens'], 0)} tok)" if r in h else NOT_RUN
+                   for h in [run.need("evaluate", "models", m, "hint_rounds")] for r in counts)] for m in models]
+        return ("Held-out greedy: tool calls per problem with no hint, and accuracy (mean generated tokens) after 0 "
+                f"to {counts[-1] if counts else 0} hints at the stop, `metrics/evaluate.json`:\n\n"
+                + table(["model", "tool calls, no hint", *(f"{r} hint rounds" for r in counts)], rows))
+
+    return sentences(data, rounds)
+
+
+def rstar_block(run: Run) -> str:
+    """rStar-Math's measures per round: search yield, re-walks, PPM guidance, the PPM, best-of-N."""
+    def search() -> str:
+        rounds = _rounds(run)
+        if not rounds:
+            raise Missing("`metrics/mcts_round1.json` is missing")
+        keys = [("solve_rate", "solve rate", fixed), ("rewalked_rollout_share", "re-walked rollouts", percent),
+                ("trajectories_per_tree", "trajectories / tree", fixed),
+                ("correct_trajectories_per_solved_tree", "correct / solved tree", fixed),
+                ("solved_trees_with_2_correct", "solved trees with ≥ 2 correct", str), ("pairs", "pairs", str)]
+        rows = []
+        for r in rounds:
+            m = run.metrics[f"mcts_round{r}"]
+            ppm = run.get(f"train_ppm_round{r}", "heldout_pairwise_accuracy")
+            best = run.metrics.get(f"ppm_bestofn_round{r}") or {}
+            n = best.get("n")
+            picks = (f"{fixed(best.get('pass@1'))} / {fixed(best.get(f'maj@{n}'))} / {fixed(best.get(f'ppm_best_of_{n}'))}"
+                     f" (N={n})") if n else NOT_RUN
+            rows.append([str(r), "yes" if m.get("ppm") else "no",
+                         *(NOT_RUN if m.get(k) is None else fmt(m[k]) for k, _, fmt in keys), fixed(ppm), picks])
+        return ("Per round, `metrics/mcts_round<r>.json`, `train_ppm_round<r>.json`, `ppm_bestofn_round<r>.json` "
+                "(held-out: pass@1 / maj@N / best-of-N by the round's PPM):\n\n"
+                + table(["round", "PPM-guided", *(t for _, t, _ in keys), "PPM held-out pair acc.", "pass@1 / maj / PPM best"], rows))
+
+    def guidance() -> str:
+        found = [(r, run.metrics[f"mcts_round{r}"]["guidance_on_same_problems"]) for r in _rounds(run)
+                 if run.get(f"mcts_round{r}", "guidance_on_same_problems")]
+        if not found:
+            raise Missing("no PPM-guided round wrote `guidance_on_same_problems`")
+        r, g = found[-1]
+        side = lambda k: (f"solve rate {fixed(g[k]['solve_rate'])}, {fixed(g[k]['trajectories_per_tree'])} trajectories "  # noqa: E731
+                          f"per tree")
+        return (f"- On the same {g['ppm_guided']['trees']} problems of round {r}: PPM-guided {side('ppm_guided')}; "
+                f"terminal-guided {side('terminal_guided')}.")
+
+    return sentences(search, guidance)
+
+
+def satori_measures_block(run: Run) -> str:
+    """Satori's measures: the format-tuned policy's own samples, the reward's parts, self-correction per round."""
+    def states() -> str:
+        return (f"- Restart states: {run.need('rae_states', 'states')} from the format-tuned policy's samples "
+                f"(sampled accuracy {fixed(run.get('rae_states', 'sampled_accuracy'))}).")
+
+    def rates() -> str:
+        rows = []
+        for name, label in (("rl", "1 (restart states)"), ("rl_r2", "2 (bare problems)")):
+            m = run.metrics.get(name)
+            if not m:
+                continue
+            rows.append([label, str(m.get("steps", 0)), fixed(m.get("reward_first")), fixed(m.get("reward_last")),
+                         fixed(m.get("self_correction_rate")), fixed(m.get("break_rate")),
+                         fixed(m.get("in_rollout_self_correction_rate")), fixed(m.get("in_rollout_break_rate"))])
+        if not rows:
+            raise Missing("`metrics/rl.json` is missing")
+        return ("RL rounds, `metrics/rl.json` and `metrics/rl_r2.json` (self-correction: a wrong start or earlier answer "
+                "ends right; break: a right one ends wrong):\n\n"
+                + table(["round", "steps", "reward first", "reward last", "self-correction (states)", "break (states)",
+                         "self-correction (in rollout)", "break (in rollout)"], rows))
+
+    return sentences(states, rates)
+
+
 BLOCKS: dict[str, Callable[[Run], str]] = {
     "bootstrap": bootstrap_block,
     "satori": satori_block,
@@ -387,6 +479,9 @@ BLOCKS: dict[str, Callable[[Run], str]] = {
     "findings": findings_block,
     "seeds": seeds_block,
     "grading": grading_block,
+    "start": start_block,
+    "rstar": rstar_block,
+    "satori_measures": satori_measures_block,
 }
 
 
