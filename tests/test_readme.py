@@ -294,3 +294,14 @@ def test_seeds_collect_from_real_dvc_experiments(tmp_path):
     assert seeds["models"]["base"]["pass@1"]["values"] == [0.5, 0.61]
     missing = run(["tracemill", "seeds", "collect", "0", "2"], cwd=repo)
     assert missing.returncode == 2 and "seed 2" in missing.stderr
+
+
+def test_seeds_block_warns_when_the_committed_seed_does_not_reproduce_the_committed_evaluation(tmp_path):
+    seeds = {"seeds": [0, 1], "k": 2, "problems": 4,
+             "models": {"base": {"pass@1": {"mean": 0.5, "std": 0.0, "min": 0.5, "max": 0.5, "values": [0.5, 0.5]}}}}
+    same = _write_run(tmp_path / "same", {"seeds": seeds, "evaluate": {"models": {"base": {"pass@1": 0.5}}}}, {"seed": 0})
+    assert report.seeds_block(report.load_run(same)).startswith("Seeds 0, 1 (n=2")
+    moved = _write_run(tmp_path / "moved", {"seeds": seeds, "evaluate": {"models": {"base": {"pass@1": 0.75},
+                                                                                    "start": {"pass@1": 0.5}}}}, {"seed": 0})
+    assert report.seeds_block(report.load_run(moved)).startswith(
+        "*Stale: seed 0 of these runs does not reproduce the committed evaluation (base, start not in the seed runs)")

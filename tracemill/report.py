@@ -346,9 +346,30 @@ def seeds_block(run: Run) -> str:
         rows.append([model_label(name), *(_mean_std(stats.get(key)) for key, _ in columns),
                      _range(stats.get("pass@1"))])
     seeds = ", ".join(str(s) for s in report.get("seeds", []))
-    return (f"Seeds {seeds} (n={len(report.get('seeds', []))}; {report.get('problems')} held-out problems, k={k}): mean ± "
+    stale = _seeds_stale(run, report)
+    return (stale + f"Seeds {seeds} (n={len(report.get('seeds', []))}; {report.get('problems')} held-out problems, k={k}): mean ± "
             f"standard deviation over seeds, `metrics/seeds.json`.\n\n"
             + table(["model", *(title for _, title in columns), "greedy pass@1 min–max"], rows))
+
+
+def _seeds_stale(run: Run, report: Mapping[str, Any]) -> str:
+    """A warning when the seeds' run of the committed seed is not the committed run: the spread was measured on
+    other code or params, so it says nothing about the figures above."""
+    seed = run.param("seed")
+    order = list(report.get("seeds", []))
+    if seed not in order:
+        return ""
+    at = order.index(seed)
+    moved = sorted(name for name, stats in report.get("models", {}).items()
+                   if (values := (stats.get("pass@1") or {}).get("values")) and at < len(values)
+                   and run.get("evaluate", "models", name, "pass@1") is not None
+                   and fixed(values[at]) != fixed(run.get("evaluate", "models", name, "pass@1")))
+    missing = sorted(set(run.get("evaluate", "models") or {}) - set(report.get("models", {})))
+    if not moved and not missing:
+        return ""
+    return (f"*Stale: seed {seed} of these runs does not reproduce the committed evaluation "
+            f"({', '.join(moved + [m + ' not in the seed runs' for m in missing])}) — the code or params changed "
+            f"since `make seeds`; run it again.*\n\n")
 
 
 def _mean_std(stats: Mapping[str, Any] | None) -> str:
