@@ -101,7 +101,7 @@ def test_grading_block_renders_the_per_kind_counts_the_check_wrote(tmp_path):
              Pair("1500", r"\boxed{1.5e3}", True, "plain", "t")]  # math-verify reads e as Euler's number
     root = _write_run(tmp_path, {"grading": check(GradingParams(math="exact"), pairs)})
     text = report.grading_block(report.load_run(root))
-    assert text.startswith("The labelled set graded by `exact` (version ")
+    assert text.startswith("The labelled set graded by tracemill (`grading.math: exact`, grader version ")
     assert text.splitlines()[2:] == [
         "| kind | pairs | tracemill right | tracemill FP | math-verify right | math-verify FP |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -241,7 +241,7 @@ def test_seed_runs_take_each_seeds_newest_experiment_and_aggregate_mean_std_min_
     sampled = statistics.fmean(round(b["sampled_accuracy"] + s, 4) for s in (0.0, -0.0125, 0.025))
     std = report.fixed(base["std"])
     assert (f"| base (bootstrap) | {statistics.fmean(values):.3f} ± {std} | {sampled:.3f} ± {std} | "
-            f"{b['pass@k']['2']:.3f} ± 0.000 | {b['maj@2']:.3f} ± 0.000 | {min(values):.3f}–{max(values):.3f} |") in block
+            f"{b['pass@k']['2']:.3f} ± 0.000 | {b['maj@2']:.3f} ± 0.000 | {report.fixed(min(values))}–{report.fixed(max(values))} |") in block
 
 
 def test_seed_runs_fail_naming_the_seed_without_an_experiment():

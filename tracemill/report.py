@@ -309,8 +309,10 @@ def satori_block(run: Run) -> str:
         return (f"On the embedded run: COAT {run.need('coat', 'rows')} traces "
                 f"({', '.join(f'{n} {kind}' for kind, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))}, from "
                 f"{run.need('coat', 'problems')} problems; the {trees} trees solve {solved} of their problems), "
-                f"{run.need('rae_states', 'states')} restart states ({run.need('rae_states', 'from_correct')} from correct "
-                f"trajectories, {run.need('rae_states', 'from_failed')} from failed ones).")
+                f"{run.need('rae_states', 'states')} restart states from the format-tuned policy's "
+                f"{run.need('rae_states', 'samples')} samples ({run.need('rae_states', 'from_correct')} cut from right "
+                f"samples, {run.need('rae_states', 'from_failed')} from wrong ones, {run.need('rae_states', 'bare')} bare "
+                f"problems).")
 
     def rl() -> str:
         curve = run.need_plot("rl_reward")
@@ -324,8 +326,8 @@ def satori_block(run: Run) -> str:
                 f"(mean reward per step from {min(rewards):+.2f} to {max(rewards):+.2f}{tail}).")
 
     def distill() -> str:
-        return (f"The student trained on {run.need('distill', 'examples')} of the RL policy's correct samples (the RL "
-                f"policy answered {percent(run.need('distill', 'teacher_accuracy'))} of its "
+        return (f"The student trained on {run.need('distill', 'examples')} of the round-2 policy's correct samples (it "
+                f"answered {percent(run.need('distill', 'teacher_accuracy'))} of its "
                 f"{run.need('distill', 'samples')} samples right).")
 
     return sentences(data, rl, distill)
@@ -386,8 +388,9 @@ def grading_block(run: Run) -> str:
     report = run.metrics.get("grading")
     if not report:
         return f"*{NOT_RUN}: `metrics/grading.json` is missing — `dvc repro grading_check` writes it.*"
-    return (f"The labelled set graded by `{report['grader']}` (version {report['grader_version']}) and by "
-            f"math-verify {report['math_verify_version']} alone, `metrics/grading.json`:\n\n" + grading_table(report))
+    return (f"The labelled set graded by tracemill (`grading.math: {report['grader']}`, grader version "
+            f"{report['grader_version']}) and by math-verify {report['math_verify_version']} alone (`parse` + `verify`, gold "
+            f"in `\\boxed`), `metrics/grading.json`:\n\n" + grading_table(report))
 
 
 def grading_table(report: Mapping[str, Any]) -> str:
