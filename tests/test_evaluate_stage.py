@@ -21,7 +21,7 @@ from tracemill.evaluate import EvalParams, k_points, score
 from tracemill.formats import FormatParams
 from tracemill.synthetic import SyntheticParams, synthetic_problems
 
-SYN = SyntheticParams(kinds=["arithmetic", "remainder"], levels=[1, 2], train_per_level=60, eval_per_level=3, code_problems=0)
+SYN = SyntheticParams(kinds=["arithmetic", "remainder"], levels=[1, 2], train_per_level=60, eval_per_level=3, code_train_per_task=0, code_eval_per_task=0)
 BP = BootstrapParams(vocab_size=300, hidden_size=48, intermediate_size=96, num_attention_heads=2, num_key_value_heads=1,
                      max_steps=60, warmup_steps=10, learning_rate=1e-2, steps_fraction=0.0, log_every=10)
 K = 3
