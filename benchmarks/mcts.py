@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/mcts.py [--model models/bootstrap] [--problems 16] [--rollouts 8]
 
-1. A round of search over `--problems` train problems (params.yaml's `mcts`, `llm`, `sandbox`,
+1. A round of search over `--problems` train problems (params.yaml's `rstar`, `llm`, `sandbox`,
    `grading`, `format` sections; the flags override the search size): wall time and generated tokens.
 2. Plain batched sampling on the same backend: every problem's steps prompt, `children` samples
    each, whole solutions in one call per round, repeated until it has generated at least as many
@@ -25,8 +25,8 @@ from tracemill import params as P
 from tracemill import store
 from tracemill.formats import render_prompt
 from tracemill.llm import Request
+from tracemill.rstar import MCTSParams, Search
 from tracemill.runtime import open_runtime
-from tracemill.search import MCTSParams, Search
 from tracemill.synthetic import SyntheticParams, synthetic_problems
 
 
@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--max-depth", type=int, default=None)
     args = ap.parse_args()
     params = P.load(args.params)
-    mp = P.section(MCTSParams, params, "mcts")
+    mp = P.section(MCTSParams, params, "rstar")
     overrides = {k: v for k, v in {"rollouts": args.rollouts, "children": args.children, "max_depth": args.max_depth}.items() if v}
     mp = dataclasses.replace(mp, **overrides)
     seed = int(params.get("seed", 0))

@@ -1,10 +1,10 @@
-"""python -m stages.bootstrap — train the embedded tiny policy from a synthetic corpus.
+"""python -m stages.bootstrap model=DIR metrics=FILE loss_plot=FILE — train the embedded tiny policy from a synthetic corpus.
 
 Inputs: params `synthetic`, `bootstrap`, `format`, `start` (its hint library); `llm`, `sandbox`, `grading` for the evaluation.
 The corpus is drawn from the synthetic train split (the one the problems stage writes); the eval
 split is never trained on.
-Outputs: models/bootstrap/ (a Hugging Face model folder), metrics/bootstrap.json (greedy pass@1 on
-math without and with tools, per level, and on code), plots/bootstrap_loss.csv.
+Outputs: `model` (a Hugging Face model folder), `metrics` (greedy pass@1 on math without and with tools,
+per level, and on code), `loss_plot`.
 """
 
 from __future__ import annotations
@@ -22,13 +22,9 @@ from tracemill.bootstrap import BootstrapParams, corpus, evaluate_policy, train
 from tracemill.formats import FormatParams
 from tracemill.grading import GradingParams, get_grader
 from tracemill.llm import LLMParams
-from tracemill.policy import BOOTSTRAP_DIR
 from tracemill.sandbox import SandboxParams, open_sandbox
-from tracemill.start import StartParams
+from tracemill.start_params import StartParams
 from tracemill.synthetic import SyntheticParams, synthetic_problems
-
-METRICS = Path("metrics/bootstrap.json")
-PLOT = Path("plots/bootstrap_loss.csv")
 
 
 def _progress_lines(bp: BootstrapParams) -> Callable[[int, float], None]:
@@ -46,6 +42,8 @@ def _progress_lines(bp: BootstrapParams) -> Callable[[int, float], None]:
 
 
 def main() -> None:
+    a = stage.args(["model", "metrics", "loss_plot"])
+    model, plot = Path(a["model"]), Path(a["loss_plot"])
     params = P.load(stage.params_path())
     syn = P.section(SyntheticParams, params, "synthetic")
     bp = P.section(BootstrapParams, params, "bootstrap")
@@ -53,19 +51,19 @@ def main() -> None:
     llm = P.section(LLMParams, params, "llm")
     problems = synthetic_problems(syn)
     pairs = corpus(problems, fmt, bp, P.section(StartParams, params, "start").hints.library)
-    partial = BOOTSTRAP_DIR.with_name(BOOTSTRAP_DIR.name + ".partial")
+    partial = model.with_name(model.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     result = train(pairs, partial, bp, progress=_progress_lines(bp))
-    shutil.rmtree(BOOTSTRAP_DIR, ignore_errors=True)
-    os.replace(partial, BOOTSTRAP_DIR)  # a killed run never leaves a half-written model
+    shutil.rmtree(model, ignore_errors=True)
+    os.replace(partial, model)  # a killed run never leaves a half-written model
     with open_sandbox(P.section(SandboxParams, params, "sandbox")) as sandbox, get_grader(P.section(GradingParams, params, "grading"), sandbox) as grader:
-        evaluation = evaluate_policy(BOOTSTRAP_DIR, problems, fmt, bp, sandbox, grader, llm)
-    size = sum(f.stat().st_size for f in BOOTSTRAP_DIR.iterdir())
-    store.write_json(METRICS, {**evaluation, "parameters": result["parameters"], "corpus_examples": result["examples"],
+        evaluation = evaluate_policy(model, problems, fmt, bp, sandbox, grader, llm)
+    size = sum(f.stat().st_size for f in model.iterdir())
+    store.write_json(a["metrics"], {**evaluation, "parameters": result["parameters"], "corpus_examples": result["examples"],
                                "train_seconds": result["train_seconds"], "train_tokens_per_s": result["tokens_per_s"],
                                "final_loss": result["curve"][-1]["loss"], "model_bytes": size})
-    PLOT.parent.mkdir(parents=True, exist_ok=True)
-    with open(PLOT, "w", newline="") as fh:
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    with open(plot, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["step", "loss"])
         writer.writeheader()
         writer.writerows(result["curve"])

@@ -1,7 +1,7 @@
-"""python -m stages.problems — normalise every source in params.yaml `problems.sources`.
+"""python -m stages.problems out=DIR metrics=FILE — normalise every source in params.yaml `problems.sources`.
 
-Inputs: the files named by the sources (data/seeds/*.jsonl by default).
-Outputs: data/problems/{problems,rejected}/part-00000.parquet, metrics/problems.json.
+Inputs: the files named by the sources (the seed files by default).
+Outputs: `out`/{problems,rejected}/part-00000.parquet, `metrics`.
 """
 
 from __future__ import annotations
@@ -13,17 +13,15 @@ from tracemill import params as P
 from tracemill import stage, store
 from tracemill.problems import ProblemsParams, build_problems
 
-OUT = "data/problems"
-METRICS = "metrics/problems.json"
-
 
 def main() -> None:
+    a = stage.args(["out", "metrics"])
     params = P.load(stage.params_path())
     cfg = P.section(ProblemsParams, params, "problems")
     quarantine = store.Quarantine("problems")
     rows, reports = build_problems(cfg, quarantine, params.get("synthetic"))
     inputs = [s.path for s in cfg.sources if s.path]
-    out = store.StageOutput(OUT, ["problems", "rejected"], stage.fingerprint([cfg, params.get("synthetic")], inputs))
+    out = store.StageOutput(a["out"], ["problems", "rejected"], stage.fingerprint([cfg, params.get("synthetic")], inputs))
     out.write_shard(0, {"problems": rows, "rejected": quarantine.take()})
     counts = out.finalize([0])
     rejected_by_reason: dict[str, int] = {}
@@ -31,7 +29,7 @@ def main() -> None:
         for reason, n in rep.rejected.items():
             rejected_by_reason[reason] = rejected_by_reason.get(reason, 0) + n
     store.write_json(
-        METRICS,
+        a["metrics"],
         {
             "problems": counts["problems"],
             "rejected": counts["rejected"],

@@ -1,10 +1,10 @@
-"""python -m stages.publish — build a Hub-ready folder for every dataset in params.yaml `publish.datasets`.
+"""python -m stages.publish metrics=FILE — build a Hub-ready folder for every dataset in params.yaml `publish.datasets`.
 
-Inputs: the stage directories each config names (publish.datasets[].configs[].data: data/problems,
-data/hint_infer, data/evaluate, ...; `PublishParams.reads()` lists them, and the stage's deps in
+Inputs: the stage directories each config names (publish.datasets[].configs[].data: the problems,
+hint_infer, evaluate, ... outputs; `PublishParams.reads()` lists them, and the stage's deps in
 dvc.yaml must cover them), publish.problems for splits, questions and licenses, dvc.lock (hashes and
 params of the stages that wrote them) and the git HEAD.
-Outputs: publish/<dataset>/{README.md, data/<config>/<split>-*.parquet}, metrics/publish.json (rows
+Outputs: <publish.out_dir>/<dataset>/{README.md, data/<config>/<split>-*.parquet}, `metrics` (rows
 per config and split, rows held back from train splits and why, skipped configs, license).
 Pushing to the Hub is `tracemill publish --repo-id ORG/NAME`, never part of `dvc repro`.
 """
@@ -20,14 +20,13 @@ from tracemill import params as P
 from tracemill import stage, store
 from tracemill.publish import BuildReport, PublishParams, build
 
-METRICS = "metrics/publish.json"
-
 
 def main() -> None:
+    a = stage.args(["metrics"])
     raw = P.load(stage.params_path())
     cfg = P.section(PublishParams, raw, "publish")
     reports = [build(cfg, ds, Path("."), raw) for ds in cfg.datasets]
-    store.write_json(METRICS, {r.name: _metrics(r) for r in reports})
+    store.write_json(a["metrics"], {r.name: _metrics(r) for r in reports})
     for report in reports:
         _summary(report)
 

@@ -20,15 +20,13 @@ from tracemill import params as P
 from tracemill import tiny
 from tracemill.bootstrap import BootstrapParams, corpus, evaluate_policy, marker_kinds, train
 from tracemill.errors import TracemillError
-from tracemill.formats import FormatParams
-from tracemill.formats import code_blocks
+from tracemill.formats import META_ACTIONS, SPECIAL_TOKENS, FormatParams, code_blocks
 from tracemill.grading import GradingParams, get_grader
 from tracemill.hints import HintParams
 from tracemill.llm import LLMParams
 from tracemill.policy import resolve_policy
 from tracemill.sandbox import SandboxParams, open_sandbox
 from tracemill.synthetic import SyntheticParams, synthetic_problems
-from tracemill.tiny import META_ACTIONS, SPECIAL_TOKENS
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from tracemill import pipeline_deps as D
 from tracemill.cli import app
 
 # The stages that build a grader (directly or through tracemill.runtime) and run model code in the sandbox.
-GRADING_STAGES = {"bootstrap", "hint_infer", "rft", "mcts", "rl", "distill", "evaluate"}
+GRADING_STAGES = {"bootstrap", "hint_infer", "rft", "rstar_search", "rl", "distill", "evaluate"}
 
 
 def _drift(dvc_yaml: Path, params: Path = ROOT / "params.yaml", root: Path = ROOT) -> list[D.Drift]:
@@ -31,7 +31,7 @@ def test_every_stage_that_grades_depends_on_grading_and_sandbox():
     by_stage = {sd.stage: sd.code for sd in computed}
     for stage in GRADING_STAGES:
         assert {"tracemill/grading", "tracemill/sandbox"} <= set(by_stage[stage]), stage
-    assert "tracemill/train" in by_stage["sft_start0"] and "tracemill/search" in by_stage["train_ppm"]
+    assert "tracemill/train" in by_stage["sft_start0"] and "tracemill/rstar" in by_stage["rstar_ppm"]
 
 
 def test_check_reports_a_dep_removed_from_dvc_yaml(tmp_path):
@@ -132,6 +132,16 @@ def test_write_adds_code_and_params_paths_keeps_data_deps_and_drops_stale_entrie
     assert [d.extra for d in _drift(tmp_path / "dvc.yaml", params, tmp_path)] == [("seeds/a.jsonl",)]
 
 
+def test_a_path_argument_that_no_dep_or_output_declares_is_reported(tmp_path):
+    cmd = "cmd: python -m stages.job in=data/in/b.jsonl out=data/out other=data/other n=3"
+    _write(tmp_path, {**MINI, "dvc.yaml": MINI["dvc.yaml"].replace("cmd: python -m stages.job --flag", cmd)})
+    by_stage = {d.stage: d for d in _drift(tmp_path / "dvc.yaml", tmp_path / "params.yaml", tmp_path)}
+    assert by_stage["job"].undeclared == ("other=data/other",)  # in: under the data/in dep; out: an output; n: no path
+    assert "job: argument other=data/other is neither a dep nor an output" in "\n".join(by_stage["job"].lines())
+    args = ["deps", "--dvc-yaml", str(tmp_path / "dvc.yaml"), "--params", str(tmp_path / "params.yaml"), "--write"]
+    assert CliRunner().invoke(app, args).exit_code == 1  # --write fixes code deps, not a stage's arguments
+
+
 def _commit_every_stage(repo: Path) -> None:
     """Mark every stage as run, without running one: placeholder outputs, then `dvc commit -f`."""
     script = dedent("""\
@@ -171,4 +181,4 @@ def test_dvc_status_lists_the_stages_whose_code_changed(repo_copy):
     assert json.loads(run(["dvc", "status", "--json"], cwd=repo_copy).stdout) == {}
     assert GRADING_STAGES <= _stale_after_edit(repo_copy, "tracemill/grading/core.py")
     assert GRADING_STAGES <= _stale_after_edit(repo_copy, "tracemill/sandbox/local.py")
-    assert _stale_after_edit(repo_copy, "tracemill/publish.py") == {"publish"}
+    assert _stale_after_edit(repo_copy, "tracemill/publish/build.py") == {"publish"}

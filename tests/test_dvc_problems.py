@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import run
+from conftest import run, stage_cmd
 
 from tracemill import sql
 
@@ -22,7 +22,7 @@ def test_dvc_repro_problems_then_noop(repo_copy):
 def test_bad_params_fail_with_one_line_and_nonzero_exit(repo_copy):
     params = repo_copy / "params.yaml"
     params.write_text(params.read_text().replace("  kind: gsm8k\n", "  kind: gsm9k\n", 1))  # the gsm8k test source, not gsm8k_train
-    out = run(["python", "-m", "stages.problems"], cwd=repo_copy)
+    out = run(stage_cmd("problems"), cwd=repo_copy)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "error: params 'problems.sources[1].kind' = 'gsm9k' is not allowed; choose one of: "

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, copy_repo, run
+from conftest import ROOT, copy_repo, run, stage_cmd
 
 from tracemill import sql
 
-STAGES = ["problems", "bootstrap", "hint_infer", "d_seed", "sft_start0", "rft", "d_start", "sft_start", "mcts@1", "mcts@2",
-          "train_policy@1", "train_policy@2", "train_ppm@1", "train_ppm@2", "ppm_bestofn@1", "ppm_bestofn@2", "coat", "format_tune", "rae_states", "orm", "rl",
+STAGES = ["problems", "bootstrap", "hint_infer", "d_seed", "sft_start0", "rft", "d_start", "sft_start", "rstar_search@1",
+          "rstar_search@2", "rstar_policy@1", "rstar_policy@2", "rstar_ppm@1", "rstar_ppm@2", "rstar_bestofn@1", "rstar_bestofn@2", "coat", "format_tune", "rae_states", "orm", "rl",
           "rl_sft", "rl_r2", "distill", "evaluate", "publish"]
-MODELS = ["bootstrap", "start0", "start", "policy_r1", "policy_r2", "ppm_r1", "ppm_r2", "format_tune", "rl", "rl_sft", "rl_r2", "distill"]
+MODELS = ["bootstrap", "start0", "start", "rstar_policy_r1", "rstar_policy_r2", "rstar_ppm_r1", "rstar_ppm_r2", "format_tune", "rl", "rl_sft", "rl_r2", "distill"]
 
 
 def metrics(repo: Path, name: str) -> dict:
@@ -60,11 +60,11 @@ def test_every_table_agrees_with_its_stage_metrics(graph: Path) -> None:
     assert q("SELECT count(*) FROM d_seed")[0][0] == metrics(graph, "d_seed")["size"]
     assert q("SELECT count(*) FROM d_start")[0][0] == metrics(graph, "d_start")["size"]
     for r in (1, 2):
-        m = metrics(graph, f"mcts_round{r}")
+        m = metrics(graph, f"rstar_search_round{r}")
         assert q(f"SELECT count(DISTINCT tree_id) FROM nodes WHERE round = {r}")[0][0] == m["problems"] == 3
         assert q(f"SELECT count(*) FROM pairs WHERE round = {r}")[0][0] == m["pairs"]
         assert q(f"SELECT count(*) FILTER (WHERE selected) FROM trajectories WHERE round = {r}")[0][0] == \
-            metrics(graph, f"train_policy_round{r}")["examples"]
+            metrics(graph, f"rstar_policy_round{r}")["examples"]
         # PPM 1 scores every open node of round 2 as its first visit; answers keep their rule-based value
         scored = q(f"SELECT count(*) FILTER (WHERE ppm_score IS NOT NULL), count(*) FILTER (WHERE NOT terminal), "
                    f"count(*) FILTER (WHERE terminal AND ppm_score IS NOT NULL) FROM nodes WHERE round = {r} AND depth > 0 AND exec_ok")[0]
@@ -101,12 +101,12 @@ def test_summary_and_a_noop_repro(graph: Path) -> None:
 
 # ---- crash safety: each heavy stage SIGKILLed at several points, then re-run ------------------------
 
-HEAVY = {  # stage command -> its output folder
-    "hint_infer": (["python", "-m", "stages.hint_infer"], "data/hint_infer"),
-    "rft": (["python", "-m", "stages.rft"], "data/rft"),
-    "mcts": (["python", "-m", "stages.mcts", "--round", "1"], "data/mcts/round=1"),
-    "distill": (["python", "-m", "stages.satori", "distill"], "data/distill"),
-    "evaluate": (["python", "-m", "stages.evaluate"], "data/evaluate"),
+HEAVY = {  # dvc.yaml stage -> (its foreach key, its output folder)
+    "hint_infer": (None, "data/hint_infer"),
+    "rft": (None, "data/rft"),
+    "rstar_search": ("1", "data/rstar_search/round=1"),
+    "distill": (None, "data/distill"),
+    "evaluate": (None, "data/evaluate"),
 }
 # A shard's parts written but not its marker; a part half-written (temp name, not renamed) in the
 # re-run; the final metrics write after every shard is done.
@@ -130,7 +130,9 @@ def digest(folder: Path) -> dict[str, str]:
 def test_a_stage_killed_at_any_point_resumes_to_the_same_tables(graph: Path, name: str) -> None:
     import shutil
 
-    cmd, folder = HEAVY[name]
+    key, folder = HEAVY[name]
+    item = yaml.safe_load((graph / "params.yaml").read_text())["rstar"]["round_inputs"][key] if key else None
+    cmd = stage_cmd(name, key, item, root=graph)  # what `dvc repro` ran
     uninterrupted = digest(graph / folder)
     assert uninterrupted, f"{folder} holds no table"
     shutil.rmtree(graph / folder)

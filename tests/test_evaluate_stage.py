@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import stage_cmd
 
 from tracemill import store
 from tracemill.bootstrap import BootstrapParams, corpus, train
@@ -52,6 +54,7 @@ def _run(workdir: Path, monkeypatch: pytest.MonkeyPatch, models: list[dict[str, 
     (workdir / "params.yaml").write_text(yaml.safe_dump(_params(models)))
     monkeypatch.chdir(workdir)
     monkeypatch.setenv("TRACEMILL_PARAMS", str(workdir / "params.yaml"))
+    monkeypatch.setattr(sys, "argv", stage_cmd("evaluate")[2:])  # the paths dvc.yaml passes
     evaluate.main()
 
 

@@ -102,7 +102,11 @@ def test_mixed_batches_keep_their_order(grader) -> None:
     code_problem, code = mbpp(2)
     math_problem = {"problem_id": "m", "domain": "math", "answer": "18"}
     verdicts = grader.grade_many([(math_problem, "#### 18"), (code_problem, respond(code)), (math_problem, "#### 17")])
-    assert [(v.grader, v.correct) for v in verdicts] == [("math-verify", True), ("code-tests", True), ("math-verify", False)]
+    assert [(v.grader, v.correct) for v in verdicts] == [
+        ("math-verify", True),
+        ("code-tests", True),
+        ("math-verify", False),
+    ]
 
 
 def test_solution_code_stays_in_the_sandbox(grader, tmp_path: Path) -> None:

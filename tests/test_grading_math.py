@@ -77,6 +77,50 @@ def test_extract_answer_reads_what_models_write(text: str, expected: str) -> Non
     assert extract_answer(text, fallback_last_number=False) == expected
 
 
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        # several boxes of one answer, with units, a line break or a drawn rule between them
+        (r"\boxed{35 \text{ cm}} and \boxed{4}", r"35 \text{ cm}, 4"),
+        (r"$\\boxed{35 cm} ++++++ \\boxed{4}$", "35 cm, 4"),  # backslashes escaped once more
+        (r"\boxed{1} \\ \boxed{2}", "1, 2"),
+        # a concluding sentence without an answer cue
+        ("Therefore the smallest $k$ is 12.", "12"),
+        ("Hence the smallest $k$ is $12$, since $12 > 11$.", "12"),
+        ("Thus the solutions are $1$ and $-2$.", "1, -2"),
+        (r"We find that $x \lt 3$.", r"x \lt 3"),
+        ("Therefore, there are 12 distinct sequences that work.", "12 distinct sequences that work"),
+        ("Then $y = 8.8 - 2.8 = 6$ So, the ordered pair $(x, y)$ is $(7, 6)$.", "(7, 6)"),
+        (r"$$\frac{1}{2}$$", r"\frac{1}{2}"),
+        # after an answer cue, the one number of a clause
+        ("Final Answer: Jane started it 3 hours ago.", "3"),
+    ],
+)
+def test_extract_answer_reads_several_boxes_and_concluding_sentences(text: str, expected: str) -> None:
+    assert extract_answer(text, fallback_last_number=False) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Therefore the smallest $k$ is not 12.",
+        "Therefore the smallest $k$ is not equal to 12.",
+        "Therefore $k$ is at least 12.",
+        "So $k$ is approximately $12$.",
+        "So $k$ is 12 or more.",
+        "So the answer cannot be 12.",
+        "The final answer is at least 12 but we could not finish.",
+        "So if $k$ is 12, then the sum is even.",
+        "So we need to check whether $k$ is 12.",
+        "So she pays 18 dollars.",  # a number in prose, no statement of a value
+        "The final answer is even + 1.",
+        "Therefore the answer is the square of $12$.",  # math an operation works on
+    ],
+)
+def test_extract_answer_finds_no_answer_in_a_negated_bounded_or_conditional_sentence(text: str) -> None:
+    assert extract_answer(text, fallback_last_number=False) is None
+
+
 def test_extract_answer_keeps_no_answer_for_prose_without_a_stated_result() -> None:
     for text in ("We computed 3 + 4 = 7 and then", "So we are done.", "Let $x = 3$. Then $y$ follows"):
         assert extract_answer(text, fallback_last_number=False) is None
@@ -112,6 +156,11 @@ def test_extract_answer_on_hostile_text_is_fast() -> None:
         (r"32,\!348", "32348"),
         (r"4\sqrt(2)", r"4\sqrt{2}"),
         (r"\text{Evelyn}", r"\text{Evelyn}"),
+        ("{35 cm,4}", "35,4"),  # TeX grouping braces, units after each element
+        (r"35 \text{ cm}, 4", "35,4"),
+        (r"\mathbf{{145^\circ}}", "145"),
+        ("12 thousand", "12thousand"),  # a word that changes the number is no unit
+        ("12 or more", "12or more"),
     ],
 )
 def test_normalize_removes_surface_forms(raw: str, expected: str) -> None:
@@ -312,7 +361,14 @@ PAIRS = Path(__file__).parent / "data" / "grading" / "pairs.jsonl"
 def test_labelled_set_is_sourced_and_its_plain_verdicts_are_never_false_positives() -> None:
     rows = [json.loads(line) for line in PAIRS.open()]
     assert len(rows) >= 1500
-    assert {r["kind"] for r in rows} >= {"answer_sentence", "several_boxes", "program_notation", "sets_intervals", "numbers_in_text", "unsafe"}
+    assert {r["kind"] for r in rows} >= {
+        "answer_sentence",
+        "several_boxes",
+        "program_notation",
+        "sets_intervals",
+        "numbers_in_text",
+        "unsafe",
+    }
     assert all(r["source"] and isinstance(r["correct"], bool) for r in rows)
     settled = [(r, decide(r["gold"], r["response"], GradingParams(), "g", "v")) for r in rows]
     plain = [(r, v) for r, v in settled if not isinstance(v, Pending)]
@@ -335,24 +391,87 @@ def test_most_of_the_labelled_set_is_settled_without_math_verify() -> None:
     [
         (r"\boxed{1} papers and \boxed{2} bins", r"$\boxed{1,2}$", True),
         (r"\boxed{1} papers and \boxed{2} bins", r"$\boxed{1,3}$", False),
-        ("y_{1}=-2 x^{2}+4 x+3, y_{2}=3 x^{2}+12 x+10",
-         r"\( y_1 = \boxed{-2(x - 1)^2 + 5} \) and \( y_2 = \boxed{3(x + 2)^2 - 2} \)", True),
-        ("y_{1}=-2 x^{2}+4 x+3, y_{2}=3 x^{2}+12 x+10",
-         r"\( y_1 = \boxed{3(x + 2)^2 - 2} \) and \( y_2 = \boxed{-2(x - 1)^2 + 5} \)", False),  # named in order
+        (
+            "y_{1}=-2 x^{2}+4 x+3, y_{2}=3 x^{2}+12 x+10",
+            r"\( y_1 = \boxed{-2(x - 1)^2 + 5} \) and \( y_2 = \boxed{3(x + 2)^2 - 2} \)",
+            True,
+        ),
+        (
+            "y_{1}=-2 x^{2}+4 x+3, y_{2}=3 x^{2}+12 x+10",
+            r"\( y_1 = \boxed{3(x + 2)^2 - 2} \) and \( y_2 = \boxed{-2(x - 1)^2 + 5} \)",
+            False,
+        ),  # named in order
         ("a=4, b=7", r"\boxed{b=7}, \boxed{a=4}", True),
         ("a=4, b=7", r"\boxed{a=7}, \boxed{b=4}", False),
         (r"(0,9) \cup (9,36)", r"\boxed{x > 0 \text{ and } x < 36 \text{ and } x \neq 9}", True),
         (r"x \neq 5", r"\boxed{x != 5}", True),
         ("x < 1", r"\boxed{-x > -1}", True),
         ("x <= 1", r"\boxed{-x > -1}", False),
-        (r"\begin{pmatrix}1 & 2 \\ 3 & 4\end{pmatrix}", r"\boxed{\left[\begin{array}{cc}1 & 2 \\3 & 4\end{array}\right]}", True),
-        (r"\begin{pmatrix}1 & 2 \\ 3 & 4\end{pmatrix}", r"\boxed{\left[\begin{array}{cc}1 & 2 \\3 & 5\end{array}\right]}", False),
+        (
+            r"\begin{pmatrix}1 & 2 \\ 3 & 4\end{pmatrix}",
+            r"\boxed{\left[\begin{array}{cc}1 & 2 \\3 & 4\end{array}\right]}",
+            True,
+        ),
+        (
+            r"\begin{pmatrix}1 & 2 \\ 3 & 4\end{pmatrix}",
+            r"\boxed{\left[\begin{array}{cc}1 & 2 \\3 & 5\end{array}\right]}",
+            False,
+        ),
         (r"\begin{pmatrix}\frac{1}{2} & 1\end{pmatrix}", r"\boxed{\begin{bmatrix}0.5 & \sqrt{1}\end{bmatrix}}", True),
     ],
 )
 def test_several_boxes_relations_and_matrices_are_settled_by_our_rules(gold: str, response: str, correct: bool) -> None:
     v = decide(gold, response, GradingParams(), "g", "v")
     assert isinstance(v, Verdict) and v.correct is correct, v
+
+
+@pytest.mark.parametrize(
+    "gold,response,correct",
+    [
+        ("35 cm, 4", r"\boxed{35 \text{ cm}} and \boxed{4}", True),
+        ("35 cm, 4", r"\boxed{35 cm} and \boxed{5}", False),
+        (r"\\boxed{35 cm} ++++++ \\boxed{4}", "The final answer is ${35 cm,4}$", True),
+        ("(1,3)", "The final answer is ${1,3}$", True),  # a grouped list against a tuple: in order
+        ("(3,1)", "The final answer is ${1,3}$", False),
+        ("12", r"\boxed{12 \text{ thousand}}", False),
+    ],
+)
+def test_several_boxes_with_units_are_one_answer(grader, gold: str, response: str, correct: bool) -> None:
+    assert grader.grade(math(gold), response).correct is correct
+
+
+PAIR_QUESTION = "Solve the system $x+y=7$, $x-y=3$. Enter your answer as the ordered pair $(x,y)$."
+
+
+@pytest.mark.parametrize(
+    "question,gold,response,correct",
+    [
+        (PAIR_QUESTION, "(5,2)", r"\boxed{x=5, y=2}", True),
+        (PAIR_QUESTION, "(5,2)", r"\boxed{y=2}, \boxed{x=5}", True),
+        (PAIR_QUESTION, "(5,2)", r"\boxed{x=2, y=5}", False),
+        (PAIR_QUESTION, "x=5, y=2", r"\boxed{(5, 2)}", True),
+        (PAIR_QUESTION, "(5,2)", "Therefore $x = 5$ and $y = 2$.", True),
+        ("Enter the ordered pair $(y, x)$ that solves $x+y=7$, $x-y=3$.", "(2,5)", r"\boxed{x=5, y=2}", True),
+        ("Let $f(a,b)=a+b$. Find the point.", "(5,2)", r"\boxed{\begin{cases}x=5\\y=2\end{cases}}", True),
+        ("Find the point where the lines meet.", "(5,2)", r"\boxed{a=5, b=2}", False),  # no order for a, b
+        # without the question, or one that asks for no ordered answer: no order is assumed
+        (None, "(5,2)", r"\boxed{x=5, y=2}", False),
+        (None, "x=5, y=2", r"\boxed{(5,2)}", False),
+        (None, "(5,2)", r"\boxed{x=5 \text{ and } y=2}", False),
+        ("Find $x$ and $y$.", "(5,2)", r"\boxed{x=5, y=2}", False),
+        # a named tuple states its own order; named values compare by name
+        (None, "(5,2)", r"\boxed{(x, y) = (5, 2)}", True),
+        (None, "(5,2)", r"\boxed{(x, y) = (2, 5)}", False),
+        (None, "x=5, y=2", r"\boxed{x=5 \text{ and } y=2}", True),
+        (None, "x=5, y=2", r"\boxed{\begin{cases} y=2 \\ x=5 \end{cases}}", True),
+        (None, "x=5, y=2", r"\boxed{(x, y) = (2, 5)}", False),
+    ],
+)
+def test_equations_and_systems_equal_a_tuple_only_in_the_order_the_question_asks(
+    grader, question: str | None, gold: str, response: str, correct: bool
+) -> None:
+    problem = math(gold) if question is None else {**math(gold), "question": question}
+    assert grader.grade(problem, response).correct is correct
 
 
 def test_gsm8k_gold_and_answer_formats(grader) -> None:
@@ -389,8 +508,11 @@ def test_problem_without_answer_is_no_reference(grader) -> None:
     "response,reasons",
     [
         (r"\boxed{10^{10^{10}}}", {"timeout", "not_equal", "verifier_error"}),
-        (r"\boxed{\dfrac{5^{\left(5^{\left(5^{\left(5^5\right)}\right)} - 4\right)} - 5}{16}}", {"timeout", "not_equal", "verifier_error"}),
-        ("\\boxed{" + "{" * 400 + "5" + "}" * 400 + "}", {"timeout", "not_equal", "verifier_error"}),
+        (
+            r"\boxed{\dfrac{5^{\left(5^{\left(5^{\left(5^5\right)}\right)} - 4\right)} - 5}{16}}",
+            {"timeout", "not_equal", "verifier_error"},
+        ),
+        ("\\boxed{" + "{" * 400 + "6" + "}" * 400 + "}", {"not_equal"}),  # TeX grouping: read as 6
         ("x" * 10_000_000 + r" \boxed{7}", {"not_equal"}),
         ("7" * 10_000_000, {"no_answer"}),
         ("\\boxed{" + "1" * 5000 + "}", {"too_long"}),

@@ -18,11 +18,11 @@ from tracemill.bootstrap import BootstrapParams, train
 from tracemill.formats import FormatParams, Step, boxed, render_prompt, render_steps
 from tracemill.grading import GradingParams, get_grader
 from tracemill.llm import LLMParams, load_backend
+from tracemill.rstar import MCTSParams
+from tracemill.rstar.extract import edit_distance
+from tracemill.rstar.mcts import SearchError, shard_tables
 from tracemill.runtime import Runtime
 from tracemill.sandbox import SandboxParams, open_sandbox
-from tracemill.search import MCTSParams
-from tracemill.search.extract import edit_distance
-from tracemill.search.mcts import SearchError, shard_tables
 
 FMT = FormatParams(step_system_prompt="Steps.")
 MP = MCTSParams(rollouts=6, children=3, max_depth=3, max_step_tokens=40, temperature=0.8, top_p=1.0, pair_margin=0.5,
@@ -100,7 +100,7 @@ def test_q_signs_follow_terminal_correctness(searched):
 
 
 def test_a_ppm_primes_every_new_open_node_in_one_batched_call_per_expansion(runtime: Runtime, tmp_path: Path):
-    from tracemill.search.mcts import search
+    from tracemill.rstar.mcts import search
     from tracemill.train import PPMParams, init_ppm, load_ppm
 
     ppm = load_ppm(init_ppm(runtime.model_path, tmp_path / "ppm", PPMParams(max_length=256)))  # scores every step tanh(0) = 0

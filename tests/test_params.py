@@ -103,21 +103,20 @@ def test_tracemill_check_exits_2_with_one_line_on_a_bad_file(tmp_path: Path) -> 
     assert ok.returncode == 0 and f"ok ({len(P.SECTIONS)} sections)" in ok.stdout
 
 
-def test_mcts_round_inputs_must_match_the_rounds_and_dvc_expands_one_stage_per_round() -> None:
+def test_rstar_round_inputs_must_match_the_rounds_and_dvc_expands_one_stage_per_round() -> None:
     from dvc.repo import Repo
 
-    from tracemill.search.params import round_inputs
-
-    assert PARAMS["mcts"]["round_inputs"] == round_inputs(PARAMS["mcts"]["rounds"], PARAMS["mcts"]["ppm_from_round"])
-    four = round_inputs(4, 3)
-    assert four["3"] == {"policy": "models/policy_r2", "ppm": "models/ppm_r2"} and four["2"]["ppm"] == "models/policy_r1"
     bad = copy.deepcopy(PARAMS)
-    bad["mcts"] = {**bad["mcts"], "rounds": 3}
-    with pytest.raises(ParamsError, match=r"'mcts.round_inputs' does not match mcts.rounds = 3(.|\n)*\"3\": \{policy: models/policy_r2, ppm: models/ppm_r2\}"):
+    bad["rstar"] = {**bad["rstar"], "rounds": 3}
+    with pytest.raises(ParamsError, match=r"'rstar.round_inputs' must map each round \"1\", \"2\", \"3\" \(rstar.rounds = 3\)"):
         P.validate(bad)
+    unguided = copy.deepcopy(PARAMS)
+    unguided["rstar"] = {**unguided["rstar"], "ppm_from_round": 3}  # round 2 now searches without PPM 1
+    with pytest.raises(ParamsError, match=r"'rstar.round_inputs' \"2\": ppm must repeat the policy"):
+        P.validate(unguided)
     stages = {s.addressing for s in Repo(str(ROOT)).index.stages}
-    rounds = range(1, PARAMS["mcts"]["rounds"] + 1)
-    assert {f"{name}@{r}" for name in ("mcts", "train_policy", "train_ppm") for r in rounds} <= stages
+    rounds = range(1, PARAMS["rstar"]["rounds"] + 1)
+    assert {f"{name}@{r}" for name in ("rstar_search", "rstar_policy", "rstar_ppm", "rstar_bestofn") for r in rounds} <= stages
     assert {"coat", "format_tune", "rae_states", "rl", "distill", "evaluate", "publish"} <= stages
 
 
@@ -129,32 +128,32 @@ def test_overlay_applies_the_gpu_params_keeping_comments_and_refuses_a_bad_file(
     assert done.returncode == 0, done.stderr
     merged = P.load(target)
     assert P.validate(merged) == list(P.SECTIONS)
-    assert merged["llm"]["backend"] == "vllm" and merged["mcts"]["rounds"] == 4 and merged["start"]["rft"]["k"] == 16
+    assert merged["llm"]["backend"] == "vllm" and merged["rstar"]["rounds"] == 4 and merged["start"]["rft"]["k"] == 16
     assert merged["train"]["sft_start"]["learning_rate"] == 7.0e-6 and merged["train"]["train_policy"]["prompt_style"] == "steps"
     assert merged["sandbox"] == PARAMS["sandbox"]  # keys the overrides do not name keep their values
     text = target.read_text()
     assert "# --- grading (tracemill/grading) ---" in text and "served_model: null" in text
-    assert "mcts.rounds" in done.stdout
+    assert "rstar.rounds" in done.stdout
     before = target.read_text()
     bad = tmp_path / "bad.yaml"
-    bad.write_text("mcts:\n  rounds: 3\n")  # round_inputs still lists 4 rounds
+    bad.write_text("rstar:\n  rounds: 3\n")  # round_inputs still lists 4 rounds
     done = subprocess.run([*cli, str(bad), "--params", str(target)], capture_output=True, text=True)
-    assert done.returncode == 2 and "'mcts.round_inputs' does not match mcts.rounds = 3" in done.stderr
+    assert done.returncode == 2 and "'rstar.round_inputs' must map each round" in done.stderr
     assert target.read_text() == before  # nothing written
 
 
 def test_the_params_doc_table_is_current_and_names_every_key() -> None:
     doc = (ROOT / "docs/params.md").read_text()
     assert doc == P.doc_table(ROOT / "params.yaml"), "regenerate: tracemill params-doc > docs/params.md"
-    assert "| `mcts.rollouts` | `8` | per problem; paper: 16 |" in doc
+    assert "| `rstar.rollouts` | `8` | per problem; paper: 16 |" in doc
     assert "| `` format.code_start `` |" not in doc and "| `format.code_start` | `` ```python `` |" in doc
     for section in PARAMS:
         assert f"`{section}" in doc
 
 
 def test_new_problems_each_round_gives_each_round_its_own_slice() -> None:
-    from tracemill.search.params import MCTSParams
-    from tracemill.start import pick_problems
+    from tracemill.generate import pick_problems
+    from tracemill.rstar.params import MCTSParams
 
     problems = [{"problem_id": f"p{i:02d}", "split": "train", "domain": "math", "source": "synthetic"} for i in range(10)]
     fresh = MCTSParams(max_problems=4, new_problems_each_round=True)
@@ -217,7 +216,7 @@ def test_every_numeric_knob_of_every_section_carries_a_range() -> None:
         ("start.filters.near_dup_threshold", 1.5, r"'start.filters.near_dup_threshold' = 1.5 must be between 0 and 1"),
         ("start.rft.top_p", 0.0, r"'start.rft.top_p' = 0.0 must be > 0 and <= 1"),
         ("train.sft_start.learning_rate", 0, r"'train.sft_start.learning_rate' = 0 must be > 0"),
-        ("mcts.temperature", -0.1, r"'mcts.temperature' = -0.1 must be >= 0"),
+        ("rstar.temperature", -0.1, r"'rstar.temperature' = -0.1 must be >= 0"),
         ("synthetic.levels", [1, 7], r"'synthetic.levels\[1\]' = 7 must be between 1 and 4"),
         ("satori.coat.mix", {"plain": -1}, r"'satori.coat.mix.plain' = -1 must be >= 0"),
         ("evaluate.domains", ["math", "physics"], r"'evaluate.domains\[1\]' = 'physics' is not allowed; choose one of: math, code"),

@@ -13,11 +13,12 @@ import datasets
 import pyarrow.compute as pc
 import pytest
 import yaml
-from conftest import run
+from conftest import run, stage_cmd
 
 from tracemill import params as P
 from tracemill import publish, records, store
 from tracemill.errors import ParamsError
+from tracemill.publish import methods
 
 DATASET = "tracemill-reasoning"
 CLOSED_PORT_URL = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once
@@ -65,7 +66,7 @@ def _rows_for(train: list[str], held_out: str) -> dict[str, dict[str, list[dict]
     pid = train[0]
     return {
         "data/sft_start": {"sft": [sft(source, p, SEGMENTS) for source, p in zip(("d_start", "coat"), train)]},
-        "data/mcts/round=1": {"trajectories": [trajectory("t1", pid)], "pairs": [pair("p1", pid)]},
+        "data/rstar_search/round=1": {"trajectories": [trajectory("t1", pid)], "pairs": [pair("p1", pid)]},
         "data/d_seed": {"d_seed": []},
         "data/hint_infer": {"traces": [trace("h1", pid, "hint_infer", SEGMENTS)]},
         "data/rft": {"traces": [trace("r1", pid, "rft", SEGMENTS)]},
@@ -93,7 +94,7 @@ def _write_small(root: Path) -> None:
 
 @pytest.fixture
 def repo(repo_copy: Path) -> Path:
-    """A repo copy after a real `dvc repro problems`, with hand-built traces, evaluation, mcts and sft outputs
+    """A repo copy after a real `dvc repro problems`, with hand-built traces, evaluation, rstar_search and sft outputs
     and an empty d_seed. The generated rows use train problems of two sources that share no 8-gram with
     a held-out question; the evaluation trace is on a GSM8K test problem."""
     done = run(["dvc", "repro", "problems"], cwd=repo_copy)
@@ -109,7 +110,7 @@ def repo(repo_copy: Path) -> Path:
 
 
 def _stage(repo: Path) -> dict:
-    done = run(["python", "-m", "stages.publish"], cwd=repo)
+    done = run(stage_cmd("publish"), cwd=repo)
     assert done.returncode == 0, done.stderr + done.stdout
     return json.loads((repo / "metrics/publish.json").read_text())[DATASET]
 
@@ -204,7 +205,8 @@ def test_committing_a_run_record_leaves_the_card_as_it_was(repo):
     assert run(["git", "rev-parse", "HEAD"], cwd=repo).stdout.strip() != made_by
     _stage(repo)
     assert (repo / "publish" / DATASET / "README.md").read_bytes() == card
-    (repo / "tracemill" / "publish.py").write_text((repo / "tracemill" / "publish.py").read_text() + "\n# an edit\n")
+    code = repo / "tracemill" / "publish" / "build.py"
+    code.write_text(code.read_text() + "\n# an edit\n")
     run(["git", "commit", "-qam", "edit publish"], cwd=repo)
     _stage(repo)
     prov = yaml.safe_load(_block(_card(repo / "publish" / DATASET)[1], "Provenance", "yaml"))
@@ -259,26 +261,26 @@ def test_a_required_empty_table_fails_naming_config_and_fix(tmp_path):
 
 def test_a_train_split_without_a_problems_table_to_check_it_against_fails(tmp_path):
     write_tables(tmp_path, _rows_for(["p1"], "e1"))
-    cfg, raw = _params(tmp_path, [{"config": "steps", "table": "pairs", "data": ["data/mcts/*"]}])
+    cfg, raw = _params(tmp_path, [{"config": "steps", "table": "pairs", "data": ["data/rstar_search/*"]}])
     with pytest.raises(publish.PublishError, match="no problems table under 'data/problems' to check the train splits against"):
         publish.build(cfg, cfg.datasets[0], tmp_path, raw)
 
 
 def test_outside_a_git_checkout_without_problems_the_license_override_and_unknown_origin_are_recorded(tmp_path):
     write_tables(tmp_path, _rows_for(["p1", "p2"], "e1"))
-    cfg, raw = _params(tmp_path, [{"config": "steps", "table": "pairs", "data": ["data/mcts/*"], "split": "test"}], license="cc-by-4.0")
+    cfg, raw = _params(tmp_path, [{"config": "steps", "table": "pairs", "data": ["data/rstar_search/*"], "split": "test"}], license="cc-by-4.0")
     report = publish.build(cfg, cfg.datasets[0], tmp_path, raw)
     card, body = _card(report.folder)
     assert report.rows == {"steps": {"test": 1}} and card["license"] == "cc-by-4.0"
     assert "| unknown | unknown | `steps` |" in body  # the problem is not in any problems table
     prov = yaml.safe_load(_block(body, "Provenance", "yaml"))
-    assert prov["git"] == {"commit": None, "dirty": None} and prov["inputs"][0]["path"] == "data/mcts/round=1"
+    assert prov["git"] == {"commit": None, "dirty": None} and prov["inputs"][0]["path"] == "data/rstar_search/round=1"
 
 
 def test_a_config_whose_every_row_is_held_back_is_skipped_or_fails_when_required(tmp_path):
     _write_small(tmp_path)
     evaluation = {"config": "leaky", "table": "traces", "data": ["data/evaluate"]}  # evaluation traces put in train
-    cfg, raw = _params(tmp_path, [{"config": "steps", "table": "pairs", "data": ["data/mcts/*"]}, evaluation])
+    cfg, raw = _params(tmp_path, [{"config": "steps", "table": "pairs", "data": ["data/rstar_search/*"]}, evaluation])
     report = publish.build(cfg, cfg.datasets[0], tmp_path, raw)
     assert report.rows == {"steps": {"train": 1}} and report.held_back == {"leaky": {"held_out_problem": 1}}
     assert report.skipped == {"leaky": "all 1 rows held back from split train (held_out_problem 1)"}
@@ -304,8 +306,8 @@ def test_card_facts_are_computed_from_the_rows_not_typed(tmp_path):
     nodes = [{"node_id": f"n{i}", "tree_id": "tr", "problem_id": "p1", "round": 1, "depth": i, "step_text": "s", "exec_ok": ok,
               "terminal": False, "visits": 1, "q": q} for i, (ok, q) in enumerate([(True, 0.5), (False, -1.0), (False, 0.25)])]
     _write_small(tmp_path)
-    write_tables(tmp_path, {"data/mcts/round=2": {"nodes": nodes}})
-    configs = [{"config": "nodes", "table": "nodes", "data": ["data/mcts/*"]},
+    write_tables(tmp_path, {"data/rstar_search/round=2": {"nodes": nodes}})
+    configs = [{"config": "nodes", "table": "nodes", "data": ["data/rstar_search/*"]},
                {"config": "traces", "table": "traces", "data": ["data/hint_infer", "data/rft"]}]
     cfg, raw = _params(tmp_path, configs)
     _, body = _card(publish.build(cfg, cfg.datasets[0], tmp_path, raw).folder)
@@ -335,6 +337,22 @@ def test_single_seed_license_becomes_the_card_license():
     found = {publish.Origin("gsm8k", publish.hub_license("MIT")), publish.Origin("math500", publish.hub_license(" MIT "))}
     assert publish.card_license(None, found) == "mit"
     assert publish.card_license(None, found | {publish.Origin("x", publish.hub_license(None))}) == "other"
+
+
+def test_every_table_has_a_row_definition_and_every_cited_key_a_bibtex_entry():
+    """The card's prose lives in files beside the code; a table or key they lack would fail a build late."""
+    assert set(methods.row_definitions()) == set(records.TABLES) == set(methods.TABLE_DOCS)
+    cited = {m.cite for m in methods.METHODS.values() if m.cite} | {k for keys in methods.SEED_PAPERS.values() for k in keys}
+    entries = methods.references()
+    assert cited <= set(entries)
+    assert all(entry.startswith(("@article{", "@inproceedings{")) and entry.endswith("\n}") for entry in entries.values())
+
+
+def test_a_bibtex_entry_without_its_closing_brace_names_the_file(tmp_path):
+    bib = tmp_path / "references.bib"
+    bib.write_text("@article{a2025x,\n  title = {{X}: a title},\n")
+    with pytest.raises(publish.PublishError, match="references.bib' has an entry with no closing brace"):
+        methods.references(bib)
 
 
 @pytest.mark.parametrize(

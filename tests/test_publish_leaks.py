@@ -53,7 +53,7 @@ TABLES = {
         sft("d_start", None, SEGMENTS),  # unknown_problem
         {**sft("d_start", "tr2", SEGMENTS), "prompt": EVAL_Q},  # held_out_8gram
     ]},
-    "data/mcts/round=1": {"trajectories": [trajectory("t-train", "tr1"), trajectory("t-eval", "ev1")],
+    "data/rstar_search/round=1": {"trajectories": [trajectory("t-train", "tr1"), trajectory("t-eval", "ev1")],
                           "pairs": [pair("p-train", "tr1"), pair("p-test", "te1")]},
 }
 
@@ -166,7 +166,8 @@ def test_every_path_publish_reads_is_a_dependency_of_its_dvc_stage():
     bases = {_base(p) for p in cfg.reads()}
     needed = {b for b in bases if not any(b.startswith(o + "/") for o in bases)}  # data/distill covers data/distill/selected
     assert sorted(d for d in deps if d.startswith("data/")) == sorted(needed)
-    assert {"stages/publish.py", "tracemill/publish.py", "tracemill/filters.py",
-            f"tracemill/{publish.CARD_TEMPLATE.name}"} <= deps
+    package = "tracemill/publish"  # its code, the card template, row definitions and references
+    assert {"stages/publish.py", package, "tracemill/filters.py"} <= deps
+    assert publish.CARD_TEMPLATE.resolve().parent == (ROOT / package).resolve()
     assert stage["params"] == ["publish"]  # seed citations come from the problems stage's params in dvc.lock
     assert "data/evaluate" in needed and "data/*" not in cfg.reads()  # evaluation is read for its own config only

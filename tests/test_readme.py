@@ -1,5 +1,6 @@
-"""The README's run figures come from the run: generated blocks equal what tracemill.report renders from
-metrics/, dvc.lock and plots/; the renderer on a small metrics folder; the spread over seeds."""
+"""The run figures of the README and the docs pages come from the run: generated blocks equal what
+tracemill.report renders from metrics/, dvc.lock and plots/; the renderer on a small metrics folder; the
+spread over seeds."""
 
 from __future__ import annotations
 
@@ -18,17 +19,27 @@ from tracemill import report
 from tracemill.cli import app
 
 
-def test_readme_generated_blocks_match_the_committed_metrics():
-    text = (ROOT / "README.md").read_text()
+def test_generated_blocks_of_readme_and_docs_match_the_committed_metrics():
     blocks = report.render(report.load_run(ROOT))
-    assert set(report.blocks_in(text)) == set(report.BLOCKS), "every block tracemill renders sits in README.md"
-    assert report.stale_blocks(text, blocks) == [], "README.md drifted from metrics/ — run 'tracemill readme --write'"
+    texts = {path: path.read_text() for path in report.doc_files(ROOT)}
+    assert report.unplaced_blocks(texts) == [], "every block tracemill renders sits in README.md or a docs page"
+    for path, text in texts.items():
+        stale = report.stale_blocks(text, blocks, str(path))
+        assert stale == [], f"{path} drifted from metrics/ — run 'tracemill readme --write'"
+
+
+def test_every_markdown_file_with_a_block_is_one_the_check_reads():
+    """A block put on a page outside DOC_FILES would never be rewritten or checked."""
+    listed = {ROOT / name for name in report.DOC_FILES}
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        if report.blocks_in(path.read_text(), str(path)):
+            assert path in listed, f"{path} holds generated blocks — add it to tracemill.report.DOC_FILES"
 
 
 # --- the renderer on a small run written here -----------------------------------------------------
 
 EVAL_MODELS = [{"name": "base", "path": None}, {"name": "start0", "path": "models/start0"},
-               {"name": "rstar_r1", "path": "models/policy_r1", "style": "steps"}]
+               {"name": "rstar_r1", "path": "models/rstar_policy_r1", "style": "steps"}]
 
 
 def _model(pass1: float, sampled: float, pass2: float, levels: tuple[float, float]) -> dict:
@@ -131,14 +142,14 @@ def test_start_block_counts_hint_positions_and_tabulates_accuracy_per_hint_round
 def test_rstar_block_has_a_row_per_round_and_the_guidance_comparison(tmp_path):
     side = {"trees": 3, "solve_rate": 0.5, "trajectories_per_tree": 2.0}
     root = _write_run(tmp_path, {
-        "mcts_round1": {"solve_rate": 0.5, "rewalked_rollout_share": 0.0, "trajectories_per_tree": 4.0,
+        "rstar_search_round1": {"solve_rate": 0.5, "rewalked_rollout_share": 0.0, "trajectories_per_tree": 4.0,
                         "correct_trajectories_per_solved_tree": 2.0, "solved_trees_with_2_correct": 3, "pairs": 7, "ppm": None},
-        "mcts_round2": {"solve_rate": 0.75, "rewalked_rollout_share": 0.05, "trajectories_per_tree": 5.0,
+        "rstar_search_round2": {"solve_rate": 0.75, "rewalked_rollout_share": 0.05, "trajectories_per_tree": 5.0,
                         "correct_trajectories_per_solved_tree": None, "solved_trees_with_2_correct": 1, "pairs": 2,
-                        "ppm": "models/ppm_r1", "guidance_on_same_problems": {"ppm_guided": side,
+                        "ppm": "models/rstar_ppm_r1", "guidance_on_same_problems": {"ppm_guided": side,
                                                                               "terminal_guided": {**side, "solve_rate": 0.25}}},
-        "train_ppm_round1": {"heldout_pairwise_accuracy": 0.8},
-        "ppm_bestofn_round1": {"n": 4, "pass@1": 0.5, "maj@4": 0.6, "ppm_best_of_4": 0.7},
+        "rstar_ppm_round1": {"heldout_pairwise_accuracy": 0.8},
+        "rstar_bestofn_round1": {"n": 4, "pass@1": 0.5, "maj@4": 0.6, "ppm_best_of_4": 0.7},
     })
     lines = report.rstar_block(report.load_run(root)).splitlines()
     assert lines[4] == "| 1 | no | 0.500 | 0% | 4.000 | 2.000 | 3 | 7 | 0.800 | 0.500 / 0.600 / 0.700 (N=4) |"
@@ -171,6 +182,49 @@ def test_readme_check_fails_on_drift_and_write_fixes_it(tmp_path):
     assert text.endswith("<!-- tracemill:end evaluation -->\n\ntail\n")
     assert "| base (bootstrap) | **0.800** |" in text and "stale" not in text
     assert cli.invoke(app, [*args, "--check"]).exit_code == 0
+
+
+def _docs_run(tmp_path: Path) -> Path:
+    """A run folder whose README and docs pages hold every block, the evaluation block twice."""
+    evaluate = {"k": 2, "problems": 20, "models": {"base": _model(0.8, 0.55, 0.825, (1, 0.6))}}
+    root = _write_run(tmp_path / "run", {"evaluate": evaluate})
+    placed = {name: "docs/evaluation.md" for name in report.BLOCKS}
+    placed["rstar"] = "docs/rstar.md"
+    for name in report.DOC_FILES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(f"# {name}\n")
+    for name, page in [*placed.items(), ("evaluation", "README.md")]:
+        path = root / page
+        path.write_text(path.read_text() + f"\n{report.BEGIN.format(name)}\nold\n{report.END.format(name)}\n")
+    return root
+
+
+def test_readme_write_fills_blocks_in_every_doc_file_and_check_reads_them_all(tmp_path):
+    root = _docs_run(tmp_path)
+    cli = CliRunner()
+    stale = cli.invoke(app, ["readme", "--check", "--root", str(root)])
+    assert stale.exit_code == 1 and "docs/rstar.md" in stale.output
+    assert "README.md: generated block(s) differ" in stale.output
+    assert cli.invoke(app, ["readme", "--write", "--root", str(root)]).exit_code == 0
+    assert "| base (bootstrap) | **0.800** |" in (root / "README.md").read_text()
+    rstar = (root / "docs/rstar.md").read_text()
+    assert "not run" in rstar and "old" not in rstar
+    assert cli.invoke(app, ["readme", "--check", "--root", str(root)]).exit_code == 0
+
+
+def test_readme_check_fails_naming_a_block_that_sits_in_no_doc_file(tmp_path):
+    root = _docs_run(tmp_path)
+    page = root / "docs/rstar.md"
+    page.write_text("# rStar-Math, its block removed\n")
+    out = CliRunner().invoke(app, ["readme", "--check", "--root", str(root)])
+    assert out.exit_code == 2 and "rstar sit in none of" in out.output
+
+
+def test_readme_check_names_a_missing_doc_file(tmp_path):
+    root = _docs_run(tmp_path)
+    (root / "docs/grading.md").unlink()
+    out = CliRunner().invoke(app, ["readme", "--check", "--root", str(root)])
+    assert out.exit_code == 2 and "docs/grading.md is missing" in out.output
 
 
 @pytest.mark.parametrize("text, message", [

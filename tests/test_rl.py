@@ -6,16 +6,14 @@ from pathlib import Path
 
 import torch
 
+from conftest import RL_PROBLEM as PROBLEM
+from conftest import fit_lm, restart_state, tiny_policy
+from conftest import grade_exact as exact
 from tracemill import records, tiny
-from tracemill.formats import FormatParams, last_boxed
+from tracemill.formats import FormatParams
 from tracemill.rl import RewardParams, RLParams, make_reward, reflection_rates, reward_curve, train_rl
 
 FMT = FormatParams()
-PROBLEM = {"problem_id": "p1", "question": "What is 6 times 7?", "answer": "42", "domain": "math"}
-
-
-def exact(problem, response):
-    return last_boxed(response, FMT) == problem["answer"]
 
 
 SIGMA = {"\\boxed{42}": 0.0, "\\boxed{41}": math.log(3), "no answer": math.log(3)}  # raw ORM scores: sigmoid 0.5, 0.75
@@ -59,32 +57,36 @@ def test_an_answer_revised_after_the_rollouts_own_reflection_is_counted_fixed_or
     assert rates["rollouts_revising_an_answer"] == 4 and rates["self_correction_rate"] is None  # no reflect states
 
 
+def test_a_rollout_is_graded_with_its_restart_states_steps():
+    """A correct state's reflection that confirms the boxed answer in the state's own steps keeps it (no break);
+    a wrong state's answer is overridden only by a new boxed answer in the rollout."""
+    log = []
+    reward = make_reward({"p1": PROBLEM}, exact, RewardParams(preference_bonus=False), log=log.extend)
+    prefixes = ["6*7 = \\boxed{42}.<|reflect|>", "6*7 = \\boxed{41}.<|reflect|>", "6*7 = \\boxed{41}.<|reflect|>"]
+    completions = ["Yes, that holds.", "That holds.", "No: 6*7 is \\boxed{42}."]
+    got = reward(["Q"] * 3, completions, problem_id=["p1"] * 3, state_id=["a", "b", "c"], outcome=["correct", "failed", "failed"],
+                 prefix=prefixes)
+    assert [r["correct"] for r in log] == [True, False, True]
+    assert got == [0.0, -1.0, 0.5]
+    assert reflection_rates(log)["break_rate"] == 0.0
+
+
 PLAIN = RewardParams(preference_bonus=False)
 
 
 def test_one_rl_step_changes_the_policy_and_logs_a_reward(tmp_path):
-    texts = ["What is 6 times 7? We multiply. \\boxed{42} <|continue|> <|reflect|> step"] * 20
-    tok = tiny.make_tokenizer(texts, 300)
-    model = tiny.make_model(tok, tiny.TinyConfig(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1))
+    model, tok = tiny_policy(["What is 6 times 7? We multiply. \\boxed{42} <|continue|> <|reflect|> step"] * 20)
     # A few LM steps on right and wrong answers, so sampled completions differ in reward and the
     # group-normalised GRPO advantage is not zero.
     from tracemill.rl import state_prompt
 
     prompts = [state_prompt({"prefix_steps": ["We multiply.\n"] + extra}, PROBLEM, tok, FMT) for extra in ([], ["<|reflect|>"])]
     batch = tok([p + a for p in prompts for a in (" \\boxed{42}", " \\boxed{41}")], return_tensors="pt", padding=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        loss = model(**batch, labels=batch.input_ids.masked_fill(batch.attention_mask == 0, -100)).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    assert loss.item() < 0.5, loss.item()
+    loss = fit_lm(model, batch, batch.input_ids.masked_fill(batch.attention_mask == 0, -100), 150)
+    assert loss < 0.5, loss
     src = tiny.save(model, tok, tmp_path / "policy")
-    states = [
-        {"state_id": records.content_id(i), "problem_id": "p1", "prefix_steps": ["We multiply.\n"] + (["<|reflect|>"] if i % 2 else []),
-         "node_id": "n", "q": 0.0, "outcome": "failed" if i % 2 else "correct", "ends_with_reflect": bool(i % 2), "metadata": None}
-        for i in range(4)
-    ]
+    states = [restart_state(records.content_id(i), "failed" if i % 2 else "correct", ["We multiply.\n"] + (["<|reflect|>"] if i % 2 else []))
+              for i in range(4)]
     params = RLParams(max_steps=1, per_device_train_batch_size=8, num_generations=8, max_completion_length=8, learning_rate=1e-2, temperature=1.0)
     from tracemill.train import PPMParams, init_ppm
 
@@ -107,16 +109,10 @@ def test_tool_rollouts_run_the_policys_code_in_the_sandbox(tmp_path):
     from tracemill.sandbox import SandboxParams, open_sandbox
 
     demo = "```python\nprint(6*7)\n```\n```output\n41\n```\nSo \\boxed{42}"
-    tok = tiny.make_tokenizer([demo, PROBLEM["question"]] * 20, 300)
-    model = tiny.make_model(tok, tiny.TinyConfig(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1))
+    model, tok = tiny_policy([demo, PROBLEM["question"]] * 20)
     prompt = state_prompt({"prefix_steps": []}, PROBLEM, tok, FMT)
     batch = tok([prompt + demo + tiny.IM_END], return_tensors="pt")
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(120):
-        loss = model(**batch, labels=batch.input_ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
+    fit_lm(model, batch, batch.input_ids, 120)
     src = tiny.save(model, tok, tmp_path / "policy")
     seen = []
 
@@ -124,8 +120,7 @@ def test_tool_rollouts_run_the_policys_code_in_the_sandbox(tmp_path):
         seen.append(response)
         return exact(problem, response)
 
-    states = [{"state_id": "s", "problem_id": "p1", "prefix_steps": [], "node_id": "n", "q": 0.0, "outcome": "correct",
-               "ends_with_reflect": False, "metadata": None}]
+    states = [restart_state("s")]
     params = RLParams(max_steps=1, per_device_train_batch_size=4, num_generations=4, max_completion_length=40,
                       learning_rate=1e-3, temperature=0.3, reward=PLAIN)
     with open_sandbox(SandboxParams()) as sandbox:
@@ -156,11 +151,8 @@ def test_rl_killed_after_a_checkpoint_resumes_from_it(tmp_path):
     import subprocess
     import sys
 
-    tok = tiny.make_tokenizer(["What is 6 times 7? We multiply. \\boxed{42} \\boxed{41}"] * 20, 300)
-    model = tiny.make_model(tok, tiny.TinyConfig(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1))
-    src = tiny.save(model, tok, tmp_path / "policy")
-    states = [{"state_id": str(i), "problem_id": "p1", "prefix_steps": [], "node_id": "n", "q": 0.0, "outcome": "correct",
-               "ends_with_reflect": False, "metadata": None} for i in range(4)]
+    src = tiny.save(*tiny_policy(["What is 6 times 7? We multiply. \\boxed{42} \\boxed{41}"] * 20), tmp_path / "policy")
+    states = [restart_state(str(i)) for i in range(4)]
     params = {"max_steps": 3, "save_steps": 1, "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 8,
               "learning_rate": 1e-3, "temperature": 1.0}
     out = tmp_path / "rl"

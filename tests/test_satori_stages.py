@@ -2,7 +2,7 @@
 tiny model.
 
 The search rounds are real trees written through the real extraction and store (the fixtures of
-test_train_round), the base policy a tiny random Qwen2 model, generation the HF backend and the local
+test_rstar_train), the base policy a tiny random Qwen2 model, generation the HF backend and the local
 sandbox, the RL TRL's GRPO trainer.
 """
 
@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 import torch
-from test_train_round import FMT, QUESTIONS, TINY, build_project
+from conftest import stage_cmd
+from test_rstar_train import FMT, QUESTIONS, TINY, build_project
 
-from tracemill import satori, stage, store, tiny
+from tracemill import formats, satori, stage, store, tiny
 from tracemill.formats import FormatParams, render_prompt
 from tracemill.train import IGNORE_INDEX, build_labels
 
@@ -28,7 +29,7 @@ TRAIN = {"learning_rate": 3.0e-3, "batch_size": 4, "micro_batch_size": 4, "epoch
          "warmup_ratio": 0.0, "save_steps": 1000, "logging_steps": 1, "heldout_fraction": 0.0, "prompt_style": "coat"}
 PARAMS = {
     "format": {"step_system_prompt": FMT.step_system_prompt, "coat_system_prompt": COAT_FMT.coat_system_prompt},
-    "mcts": {"rounds": 2},
+    "rstar": {"rounds": 2},
     "train": {"format_tune": TRAIN, "distill": TRAIN},
     "satori": {
         "coat": {"meta_warmup_epochs": 3, "meta_warmup_lr": 1.0e-2},
@@ -63,7 +64,7 @@ def run_job(root: Path, job: str) -> tuple[int, str]:
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(err):
         mp.chdir(root)
         mp.setenv("TRACEMILL_PARAMS", "params.test.yaml")
-        mp.setattr(sys, "argv", ["stages.satori", job])
+        mp.setattr(sys, "argv", stage_cmd(job)[2:])  # the job and the paths dvc.yaml passes
         try:
             stage.run(main)
         except SystemExit as exc:
@@ -232,7 +233,7 @@ def test_distill_samples_the_round_2_policy_and_trains_a_smaller_student(project
 def test_a_real_model_without_meta_tokens_gets_them_added(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = tiny.make_tokenizer(["What is 6 times 7? 42"] * 5, 300, special_tokens=(tiny.EOS, tiny.IM_START, tiny.IM_END))
+    tok = tiny.make_tokenizer(["What is 6 times 7? 42"] * 5, 300, special_tokens=(formats.EOS, formats.IM_START, formats.IM_END))
     src = tiny.save(tiny.make_model(tok, TINY), tok, tmp_path / "plain")
     out, added = satori.with_meta_tokens(src, tmp_path / "with_meta", {satori.EXPLORE: "Alternatively,"})
     assert out == tmp_path / "with_meta" and added == list(satori.META_ACTIONS)

@@ -14,12 +14,11 @@ from typing import Any
 import pytest
 
 from tracemill import records
-from tracemill.formats import FormatParams
-from tracemill.search import MCTSParams, Tree, extract, q_histogram, round_metrics, uct
 from tracemill.errors import ParamsError
-from tracemill.search.extract import edit_distance, prefix_text, sibling_pairs, step_text, trajectory_rows
-from tracemill.search.params import round_inputs
-from tracemill.search.tree import Node
+from tracemill.formats import FormatParams
+from tracemill.rstar import MCTSParams, SearchTree, extract, q_histogram, round_metrics, uct
+from tracemill.rstar.extract import edit_distance, prefix_text, sibling_pairs, step_text, trajectory_rows
+from tracemill.rstar.tree import Node
 
 FMT = FormatParams()
 MP = MCTSParams(rollouts=24, max_depth=4, pair_margin=0.5)
@@ -41,7 +40,7 @@ def F(text: str) -> dict[str, Any]:
     return {"text": text, "code": "print(nope)", "exec_output": "NameError", "exec_ok": False}
 
 
-def grow(tree: Tree, plan: dict[str, list[dict[str, Any]]], rollouts: int, c: float = 2.0,
+def grow(tree: SearchTree, plan: dict[str, list[dict[str, Any]]], rollouts: int, c: float = 2.0,
          ppm: dict[str, float] | None = None) -> list[str]:
     """Run rollouts until the budget is spent or the tree is exhausted; the step texts expanded, in order."""
     expanded = []
@@ -73,12 +72,12 @@ APPLES = {
 }
 
 
-def by_text(tree: Tree) -> dict[str, Node]:
+def by_text(tree: SearchTree) -> dict[str, Node]:
     return {n.step_text: n for n in tree.nodes.values()}
 
 
 def test_each_leaf_is_graded_and_backed_up_once_and_the_tree_stops_when_exhausted():
-    tree = Tree.new("p1", 1, PROMPT)
+    tree = SearchTree.new("p1", 1, PROMPT)
     grow(tree, APPLES, rollouts=MP.rollouts)
     n = by_text(tree)
     leaves = [x for x in tree.nodes.values() if x.terminal]
@@ -92,7 +91,7 @@ def test_each_leaf_is_graded_and_backed_up_once_and_the_tree_stops_when_exhauste
 
 
 def test_a_walk_into_a_finished_tree_is_a_rewalk_not_a_new_trajectory():
-    tree = Tree.new("p1", 1, PROMPT)
+    tree = SearchTree.new("p1", 1, PROMPT)
     grow(tree, APPLES, rollouts=MP.rollouts)
     before = len(trajectory_rows(tree, top_k=2))
     assert tree.walk(2.0) is None  # no open child anywhere: the rollout ends at once
@@ -102,14 +101,14 @@ def test_a_walk_into_a_finished_tree_is_a_rewalk_not_a_new_trajectory():
 
 
 def test_failed_code_is_never_selected_nor_expanded():
-    tree = Tree.new("p1", 1, PROMPT)
+    tree = SearchTree.new("p1", 1, PROMPT)
     expanded = grow(tree, APPLES, rollouts=MP.rollouts)
     broken = by_text(tree)["Add the counts."]
     assert broken.visits == 0 and not broken.expanded and broken.closed and "Add the counts." not in expanded
 
 
 def test_unvisited_children_get_no_exploration_bonus_and_visited_ones_do():
-    tree = Tree.new("p1", 1, PROMPT)
+    tree = SearchTree.new("p1", 1, PROMPT)
     add = tree.add_child(tree.root, "Add 4 to 3.", "print(3 + 4)", exec_output="7")
     tree.expanded(tree.root)
     assert uct(add, 0, 2.0) == 0.0 and uct(add, 5, 2.0) == 0.0  # the reference's puct: Q 0, no bonus
@@ -118,13 +117,13 @@ def test_unvisited_children_get_no_exploration_bonus_and_visited_ones_do():
 
 
 def test_dead_ends_take_minus_one_on_themselves_only():
-    tree = Tree.new("p2", 1, "prompt")
+    tree = SearchTree.new("p2", 1, "prompt")
     plan = {"": [S("Step one.", "x = 1", "")], "Step one.": [S("Step two.", "y = 2", "")], "Step two.": [F("Step three.")]}
     grow(tree, plan, rollouts=4)
     n = by_text(tree)
     assert n["Step two."].dead_end == "no_runnable_child" and n["Step two."].q == -1.0
     assert n["Step one."].visits == 0 and tree.root.visits == 0 and tree.exhausted
-    deep = Tree.new("p3", 1, "prompt")
+    deep = SearchTree.new("p3", 1, "prompt")
     chain = {"": [S("a.", "a = 1", "")], "a.": [S("b.", "b = 1", "")], "b.": [S("c.", "c = 1", "")], "c.": [S("d.", "d = 1", "")]}
     grow(deep, chain, rollouts=4)
     assert by_text(deep)["d."].dead_end == "max_depth" and not by_text(deep)["d."].expanded
@@ -133,7 +132,7 @@ def test_dead_ends_take_minus_one_on_themselves_only():
 def test_the_ppm_score_is_the_first_visit_and_decides_which_child_is_explored():
     plan = {"": [S("Add 4 to 3.", "print(3 + 4)", "7"), S("Multiply 3 by 4.", "print(3 * 4)", "12")],
             "Add 4 to 3.": [A("7", True)], "Multiply 3 by 4.": [A("12", False)]}
-    guided = Tree.new("p1", 1, PROMPT)
+    guided = SearchTree.new("p1", 1, PROMPT)
     order = grow(guided, plan, rollouts=1, ppm={"Add 4 to 3.": -0.4, "Multiply 3 by 4.": 0.6})
     n = by_text(guided)
     assert order == ["", "Multiply 3 by 4."]  # the higher score goes first, though it was sampled second
@@ -141,13 +140,13 @@ def test_the_ppm_score_is_the_first_visit_and_decides_which_child_is_explored():
     assert n["Multiply 3 by 4."].q == pytest.approx((0.6 - 1.0) / 2)  # score, then the wrong answer's -1
     # a terminal node keeps its rule-based value
     assert n["The answer is \\boxed{12}."].q == -1.0 and n["The answer is \\boxed{12}."].ppm_score is None
-    plain = Tree.new("p1", 1, PROMPT)
+    plain = SearchTree.new("p1", 1, PROMPT)
     assert grow(plain, plan, rollouts=1) == ["", "Add 4 to 3."]  # without a PPM: the first sampled
 
 
 def test_top_k_selection_picks_the_highest_average_q():
     plan = {**APPLES, "Multiply 3 by 4.": [A("12", False), A("7", True, "So it is \\boxed{7}."), A("13", False)]}
-    tree = Tree.new("p1", 1, PROMPT)
+    tree = SearchTree.new("p1", 1, PROMPT)
     grow(tree, plan, rollouts=MP.rollouts)
     rows = trajectory_rows(tree, top_k=1)
     correct = sorted((r for r in rows if r["correct"]), key=lambda r: -r["avg_q"])
@@ -157,7 +156,7 @@ def test_top_k_selection_picks_the_highest_average_q():
     assert all(r["avg_q"] == pytest.approx((tree.nodes[r["node_ids"][1]].q + tree.nodes[r["node_ids"][2]].q) / 2) for r in rows)
 
 
-def wide() -> Tree:
+def wide() -> SearchTree:
     """Five first steps, distinct enough to pair, with graded answers under each, so siblings spread over Q."""
     approaches = ["Count the apples one by one.", "Use the formula for a sum of two terms.", "Subtract the smaller from the larger.",
                   "Guess a number and check it against both counts.", "Write both counts in binary and add the bits."]
@@ -165,7 +164,7 @@ def wide() -> Tree:
     plan: dict[str, list[dict[str, Any]]] = {"": [S(text, f"print({i})", str(i)) for i, text in enumerate(approaches)]}
     for i, (text, oks) in enumerate(zip(approaches, outcomes, strict=True)):
         plan[text] = [A(f"{i}{j}", ok, f"Approach {i} gives the answer \\boxed{{{i}{j}}} in the end.") for j, ok in enumerate(oks)]
-    tree = Tree.new("p4", 1, "prompt\n")
+    tree = SearchTree.new("p4", 1, "prompt\n")
     grow(tree, plan, rollouts=40)
     return tree
 
@@ -192,7 +191,7 @@ def test_near_identical_steps_are_not_paired():
     assert edit_distance("kitten", "sitting", 20) == 3 and edit_distance("a" * 50, "b", 20) == 20
     plan = {"": [S("Add 20 and 3.", "print(23)", "23"), S("Add 20 and 8.", "print(28)", "28")],
             "Add 20 and 3.": [A("23", True)], "Add 20 and 8.": [A("28", False)]}
-    tree = Tree.new("p5", 1, "prompt\n")
+    tree = SearchTree.new("p5", 1, "prompt\n")
     grow(tree, plan, rollouts=8)
     assert sibling_pairs(tree, FMT, MP) == []
     assert len(sibling_pairs(tree, FMT, MCTSParams(pair_min_edit_distance=0))) == 1
@@ -201,7 +200,7 @@ def test_near_identical_steps_are_not_paired():
 def test_a_subtree_of_dead_ends_only_is_no_negative():
     plan = {"": [S("Count every apple in the basket.", "print(7)", "7"), S("Give up on counting and stop here now.", "x = 0", "")],
             "Count every apple in the basket.": [A("7", True)], "Give up on counting and stop here now.": [F("Then fail.")]}
-    tree = Tree.new("p6", 1, "prompt\n")
+    tree = SearchTree.new("p6", 1, "prompt\n")
     grow(tree, plan, rollouts=8)
     assert by_text(tree)["Give up on counting and stop here now."].q == -1.0  # a dead end, low Q
     assert sibling_pairs(tree, FMT, MP) == []
@@ -214,7 +213,7 @@ def test_one_chosen_step_is_paired_with_up_to_four_rejected():
     plan["Add the two counts of apples together."] = [A("7", True)]
     for i, t in enumerate(wrong):
         plan[t] = [A(f"1{i}", False)]
-    tree = Tree.new("p7", 1, "prompt\n")
+    tree = SearchTree.new("p7", 1, "prompt\n")
     grow(tree, plan, rollouts=40)
     pairs = sibling_pairs(tree, FMT, MP)
     assert len(pairs) == MP.pairs_when_one == 4 and len({p["rejected_node_id"] for p in pairs}) == 4
@@ -226,7 +225,7 @@ def test_one_chosen_step_is_paired_with_up_to_four_rejected():
 def test_path_average_check_drops_a_pair_whose_continuations_disagree():
     """The step Qs favour the chosen step, but its best correct continuation runs through low-Q steps and the
     rejected step's worst wrong one through high-Q steps, so the path averages disagree (Qs set by hand)."""
-    tree = Tree.new("p8", 1, "prompt\n")
+    tree = SearchTree.new("p8", 1, "prompt\n")
 
     def node(parent: Node, text: str, q: float, **kw: Any) -> Node:
         child = tree.add_child(parent, text, None, **kw)
@@ -254,7 +253,7 @@ def test_final_step_pairs_put_whole_correct_and_wrong_solutions_after_the_questi
 
 
 def test_rows_pass_their_schemas_and_metrics_count_them():
-    tree = Tree.new("p1", 1, PROMPT)
+    tree = SearchTree.new("p1", 1, PROMPT)
     grow(tree, APPLES, rollouts=MP.rollouts)
     tables = extract([tree], FMT, MP)
     for table, rows in tables.items():
@@ -269,14 +268,13 @@ def test_rows_pass_their_schemas_and_metrics_count_them():
 
 
 def test_a_first_round_model_folder_is_what_round_one_reads_so_dvc_reruns_it_when_it_changes():
-    named = MCTSParams(rounds=2, ppm_from_round=2, first_round_model="models/big",
-                       round_inputs=round_inputs(2, 2, first_policy="models/big"))
-    named.check()
-    assert named.round_inputs["1"] == {"policy": "models/big", "ppm": "models/big"}
-    assert named.round_inputs["2"] == {"policy": "models/policy_r1", "ppm": "models/ppm_r1"}
-    bootstrap = MCTSParams(rounds=2, ppm_from_round=2, first_round_model="models/big", round_inputs=round_inputs(2, 2))
-    with pytest.raises(ParamsError, match=r"mcts.first_round_model = models/big(.|\n)*\"1\": \{policy: models/big, ppm: models/big\}"):
+    def table(first: str) -> dict[str, dict[str, str]]:
+        return {"1": {"policy": first, "ppm": first}, "2": {"policy": "models/p1", "ppm": "models/q1"}}
+
+    MCTSParams(rounds=2, ppm_from_round=2, first_round_model="models/big", round_inputs=table("models/big")).check()
+    bootstrap = MCTSParams(rounds=2, ppm_from_round=2, first_round_model="models/big", round_inputs=table("models/bootstrap"))
+    with pytest.raises(ParamsError, match=r"\"1\" must name rstar.first_round_model = models/big"):
         bootstrap.check()
     # a model served behind openai is a name, no file: round 1 keeps the bootstrap folder
     MCTSParams(rounds=2, ppm_from_round=2, first_round_model="deepseek-coder", first_round_backend="openai",
-               round_inputs=round_inputs(2, 2)).check()
+               round_inputs=table("models/bootstrap")).check()

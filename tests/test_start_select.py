@@ -4,8 +4,10 @@ import pytest
 
 from tracemill import filters, records
 from tracemill.formats import FormatParams
+from tracemill.generate import graded_text
 from tracemill.hints import HintParams, draw, example_tests
-from tracemill.start import SelectParams, graded_text, modify_premature, seed_yield, select_rft, select_seed
+from tracemill.start import modify_premature, seed_yield, select_rft, select_seed
+from tracemill.start_params import SelectParams
 from tracemill.store import Quarantine
 
 FP = filters.FilterParams()
@@ -101,10 +103,10 @@ def test_modify_treats_only_the_answer_boxed_before_the_hint(mode: str, before: 
 
 
 def test_sft_rows_train_the_hint_and_the_tool_output_opener_and_mask_prompt_and_output():
-    from stages.sft import sft_rows
     from tracemill import tiny
     from tracemill.formats import output_segments
     from tracemill.train import IGNORE_INDEX, build_labels
+    from tracemill.train.examples import trace_sft_rows
 
     segs = [records.segment("prompt", "Q"), records.segment("model", "It is 41.\n"),
             records.segment("hint", "Wait, maybe using Python here is a good idea.\n", hint_id="h1"),
@@ -114,7 +116,7 @@ def test_sft_rows_train_the_hint_and_the_tool_output_opener_and_mask_prompt_and_
     problems = {"p": {"question": "What is six times seven?"}}
     tok = tiny.make_tokenizer(["What is six times seven?" + "".join(s["text"] for s in segs)] * 4, 300)
     for hint_loss in (True, False):
-        (row,) = sft_rows([t], problems, "d_seed", hint_loss)
+        (row,) = trace_sft_rows([t], problems, "d_seed", hint_loss)
         records.validate("sft", [row])
         assert row["hint_loss"] is hint_loss and json.loads(row["metadata"])["modify"] == "unbox"
         ids, labels = build_labels(tok, row["prompt"], row["segments"], fmt=FMT)

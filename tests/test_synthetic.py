@@ -88,7 +88,8 @@ def test_the_embedded_params_send_code_problems_to_hint_infer_and_rft() -> None:
     from pathlib import Path
 
     from tracemill import params as P
-    from tracemill.start import StartParams, pick_problems
+    from tracemill.generate import pick_problems
+    from tracemill.start_params import StartParams
 
     params = P.load(Path(__file__).resolve().parents[1] / "params.yaml")
     rows = synthetic_problems(P.section(SyntheticParams, params, "synthetic"))

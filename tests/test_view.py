@@ -41,7 +41,7 @@ def text_of(page: str) -> str:
 
 def test_every_page_shows_the_fixture_run(client):
     pages = {
-        "/problems": [fx.P1, fx.P2, "gsm8k", "hint_infer, mcts"],
+        "/problems": [fx.P1, fx.P2, "gsm8k", "hint_infer, rstar_search"],
         f"/problem/{fx.P1}": [fx.HINT_TRACE, fx.TREE_R1, fx.TREE_R2, fx.PAIR_STEP, fx.COAT_ID, fx.STATE_ID, "d_seed"],
         f"/trace/{fx.HINT_TRACE}": [fx.HINT_TEXT, "h-python inserted at character 28", "print(3 + 4)", "correct", "cached 32"],
         f"/tree/{fx.TREE_R1}?node={fx.NODE_BAD}": ["Tom gives away 4 apples.", "SyntaxError", "failed", "traj-win-1"],

@@ -81,7 +81,7 @@ def write_run(root: Path) -> Path:
         nodes = _tree(tree)
         ids = {n["node_id"].removesuffix("-r2"): n["node_id"] for n in nodes}
         path = [ids["root"], ids[NODE_GOOD], ids[NODE_WIN]]
-        _write(data, f"mcts/round={rnd}", {
+        _write(data, f"rstar_search/round={rnd}", {
             "nodes": nodes,
             "trajectories": [
                 {"trajectory_id": f"traj-win-{rnd}", "tree_id": tree, "problem_id": P1, "round": rnd, "node_ids": path,
@@ -117,7 +117,7 @@ def write_run(root: Path) -> Path:
         "rstar_r2": {"pass@1": 1.0, "sampled_accuracy": 0.9, "pass@k": {"1": 0.9, "2": 1.0}, "maj@2": 1.0, "per_level": {"1": 1.0, "3": 1.0}}}}
     (metrics / "evaluate.json").write_text(json.dumps(evaluation))
     for rnd in (1, 2):
-        (metrics / f"mcts_round{rnd}.json").write_text(json.dumps({"round": rnd, "trees": 1, "solve_rate": 1.0, "pairs": 2, "nodes": 5}))
+        (metrics / f"rstar_search_round{rnd}.json").write_text(json.dumps({"round": rnd, "trees": 1, "solve_rate": 1.0, "pairs": 2, "nodes": 5}))
     (plots / "eval_pass_at_1.csv").write_text("model,pass@1\nbase,0.5\nrstar_r2,1.0\n")
     (plots / "bootstrap_loss.csv").write_text("step,loss\n" + "".join(f"{s},{3.0 / (1 + s / 10):.3f}\n" for s in range(0, 200, 10)))
     return root

@@ -21,13 +21,20 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracemill import tiny
 from tracemill.errors import ParamsError
-from tracemill.formats import FormatParams, Step, boxed, code_block, code_blocks, output_block, render_prompt, render_steps
+from tracemill.formats import IM_END, FormatParams, Step, boxed, code_block, code_blocks, output_block, render_prompt, render_steps
 from tracemill.hints import Hint, example_tests, fill_template
+from tracemill.llm import LLMParams, load_backend
 from tracemill.params import above, at_least, bounded, fraction
+from tracemill.sandbox.base import Sandbox
+from tracemill.tir import LoopLimits, Sampling, TraceJob, run_traces
+from tracemill.train.launch import retain_freed_memory
+
+if TYPE_CHECKING:  # grading loads mpmath: the stage that evaluates the policy builds the grader
+    from tracemill.grading import Grader
 
 
 @dataclass(frozen=True)
@@ -201,13 +208,13 @@ def corpus(problems: Sequence[dict[str, Any]], fmt: FormatParams, bp: BootstrapP
             response = cot_response(p, fmt, rng, bp, math_hints)
         else:
             response = tir_response(p, fmt, rng, markers.get(json.loads(p["metadata"])["kind"]))
-        out.append((render_prompt(p["question"], None, fmt, "tir"), response + tiny.IM_END))
+        out.append((render_prompt(p["question"], None, fmt, "tir"), response + IM_END))
         if rng.random() < bp.steps_fraction:
-            out.append((render_prompt(p["question"], None, fmt, "steps"), steps_response(p, fmt) + tiny.IM_END))
+            out.append((render_prompt(p["question"], None, fmt, "steps"), steps_response(p, fmt) + IM_END))
     code = [p for p in train if p["domain"] == "code"]
     for i in range(round(len(out) * bp.code_share / (1 - bp.code_share)) if code else 0):
         p = code[i % len(code)]
-        out.append((render_prompt(p["question"], None, fmt, "tir"), code_response(p, fmt, rng, bp, code_hints) + tiny.IM_END))
+        out.append((render_prompt(p["question"], None, fmt, "tir"), code_response(p, fmt, rng, bp, code_hints) + IM_END))
     return out
 
 
@@ -241,8 +248,6 @@ def _batches(examples: list[tuple[list[int], int]], bp: BootstrapParams, rng: ra
 def train(pairs: Sequence[tuple[str, str]], out_dir: str | Path, bp: BootstrapParams, progress: Any = None) -> dict[str, Any]:
     """Tokenizer + model from scratch; returns the loss curve. Deterministic given bp.seed."""
     import torch
-
-    from tracemill.train.launch import retain_freed_memory
 
     torch.manual_seed(bp.seed)
     torch.set_num_threads(bp.threads)
@@ -290,14 +295,11 @@ def train(pairs: Sequence[tuple[str, str]], out_dir: str | Path, bp: BootstrapPa
 
 
 def evaluate_policy(model_dir: str | Path, problems: Sequence[dict[str, Any]], fmt: FormatParams, bp: BootstrapParams,
-                    sandbox: Any, grader: Any, llm_params: Any) -> dict[str, Any]:
+                    sandbox: Sandbox, grader: Grader, llm_params: LLMParams) -> dict[str, Any]:
     """Greedy pass@1 on the held-out split: math without tools (the model writes its own output
     blocks) and with tools (the sandbox runs each code block), overall and per difficulty level;
     code problems with tools, graded by their hidden tests. `with_marker`: the share of those
     traces that say "Wait"/"Alternatively" (`format.hint_markers`) unprompted."""
-    from tracemill.llm import load_backend
-    from tracemill.tir import LoopLimits, Sampling, TraceJob, run_traces
-
     backend = load_backend(llm_params, model_dir)
     sampling = Sampling(temperature=0.0, max_tokens=bp.eval_max_tokens, seed=bp.seed)
 

@@ -116,6 +116,8 @@ def deps(
     elif write:
         dvc_yaml.write_text(D.rewrite(text, computed), encoding="utf-8")
         typer.echo(f"{dvc_yaml}: rewrote the deps of {len(drift)} stages")
+        if any(d.undeclared for d in drift):  # --write fixes code and params deps, not these
+            raise typer.Exit(code=1)
     else:
         typer.echo(f"{dvc_yaml}: deps of {len(drift)} stages differ from their code — run 'tracemill deps --write'", err=True)
         raise typer.Exit(code=1)
@@ -220,13 +222,17 @@ def view(
 
 @app.command()
 def readme(
-    write: Annotated[bool, typer.Option("--write", help="rewrite the generated blocks of the README in place")] = False,
+    write: Annotated[bool, typer.Option("--write", help="rewrite the generated blocks in place")] = False,
     check: Annotated[bool, typer.Option("--check", help="exit 1 when a generated block differs from what the run gives")] = False,
-    path: Annotated[Path, typer.Option("--readme", help="the README holding the blocks")] = Path("README.md"),
+    files: Annotated[
+        list[Path] | None,
+        typer.Option("--readme", help="a markdown file holding blocks (repeatable); "
+                     "default: README.md and the docs pages of tracemill.report.DOC_FILES under --root"),
+    ] = None,
     root: Annotated[Path, typer.Option(help="folder holding metrics/, plots/ and dvc.lock")] = Path("."),
 ) -> None:
-    """The README's run figures from metrics/*.json, dvc.lock and plots/: the blocks between
-    <!-- tracemill:begin NAME --> and <!-- tracemill:end NAME -->. Without an option, print them."""
+    """The run figures of the README and the docs pages from metrics/*.json, dvc.lock and plots/: the blocks
+    between <!-- tracemill:begin NAME --> and <!-- tracemill:end NAME -->. Without an option, print them."""
     from tracemill import report
 
     blocks = report.render(report.load_run(root))
@@ -234,19 +240,28 @@ def readme(
         for name, content in blocks.items():
             typer.echo(f"{report.BEGIN.format(name)}\n{content}\n{report.END.format(name)}\n")
         return
-    text = path.read_text()
     try:
-        stale = report.stale_blocks(text, blocks)
-    except TracemillError as exc:
+        paths = files or report.doc_files(root)
+        texts = {path: path.read_text() for path in paths}
+        stale = {path: report.stale_blocks(text, blocks, str(path)) for path, text in texts.items()}
+        unplaced = [] if files else report.unplaced_blocks(texts)
+    except (TracemillError, OSError) as exc:
         fail(str(exc))
+    if unplaced:  # only the default set of files must hold every block
+        fail(f"generated block(s) {', '.join(unplaced)} sit in none of {', '.join(map(str, paths))} — "
+             f"add {report.BEGIN.format(unplaced[0])} and its end marker where the figures belong")
+    for path, names in stale.items():
+        if write:
+            path.write_text(report.rewrite(texts[path], blocks))
+            typer.echo(f"{path}: {len(names)} generated block(s) rewritten{': ' + ', '.join(names) if names else ''}")
+        elif names:
+            differ = f"generated block(s) differ from {root / 'metrics'}: {', '.join(names)}"
+            typer.echo(f"{path}: {differ} — run 'tracemill readme --write'", err=True)
     if write:
-        path.write_text(report.rewrite(text, blocks))
-        typer.echo(f"{path}: {len(stale)} generated block(s) rewritten{': ' + ', '.join(stale) if stale else ''}")
-    elif stale:
-        typer.echo(f"{path}: generated block(s) differ from {root / 'metrics'}: {', '.join(stale)} — run 'tracemill readme --write'", err=True)
+        return
+    if any(stale.values()):
         raise typer.Exit(code=1)
-    else:
-        typer.echo(f"{path}: every generated block matches the run")
+    typer.echo(f"every generated block of {len(paths)} file(s) matches the run")
 
 
 seeds_app = typer.Typer(no_args_is_help=True, help="Spread over seeds (`make seeds`): the pipeline once per seed as a DVC experiment, then metrics/seeds.json.")
@@ -288,7 +303,7 @@ def seeds_collect(
     store.write_json(output, report.aggregate_seeds(runs))  # atomic, like every metrics file
     for r in runs:
         typer.echo(f"seed {r.seed}: experiment {r.name} ({r.rev[:7]})")
-    typer.echo(f"wrote {output}; 'tracemill readme --write' puts it in README.md")
+    typer.echo(f"wrote {output}; 'tracemill readme --write' puts it in docs/evaluation.md")
 
 
 @app.command()

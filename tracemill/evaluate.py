@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tracemill.errors import ParamsError, TracemillError
-from tracemill.formats import STYLES
+from tracemill.formats import STYLES, render_prompt
+from tracemill.generate import grade_results, sample_jobs, trace_row
 from tracemill.hints import Hint
 from tracemill.params import at_least, bounded, choices
+from tracemill.runtime import Runtime
+from tracemill.tir import LoopLimits, Sampling, before_hint, run_traces
 
 
 class MetricError(TracemillError):
@@ -122,17 +125,11 @@ def k_points(k: int) -> list[int]:
     return points + ([k] if k and points[-1] != k else [])
 
 
-def evaluate_traces(rt: Any, problems: Sequence[dict[str, Any]], ep: EvalParams, style: str, seed: int) -> list[dict[str, Any]]:
+def evaluate_traces(rt: Runtime, problems: Sequence[dict[str, Any]], ep: EvalParams, style: str, seed: int) -> list[dict[str, Any]]:
     """The graded answers of the model open in runtime `rt` (`traces` rows of stage `evaluate`; `score`
     turns them into metrics): per problem one greedy trace, scored once per hint round (sample_index
     and metadata `hint_round` r: the trace as it stood before its (r+1)-th hint, so round 0 is the
     greedy answer without hints), and, when ep.k > 0, k sampled traces without hints."""
-    from dataclasses import replace
-
-    from tracemill.formats import render_prompt
-    from tracemill.start import grade_results, sample_jobs, trace_row
-    from tracemill.tir import LoopLimits, Sampling, before_hint, run_traces
-
     limits = LoopLimits(max_tool_calls=ep.max_tool_calls, max_marker_hints=0, max_stop_hints=0)
     prompts = [render_prompt(p["question"], rt.tokenizer, rt.fmt, style) for p in problems]
     greedy = Sampling(temperature=0.0, max_tokens=ep.max_tokens_per_turn, seed=seed)

@@ -19,12 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 from tracemill.errors import ParamsError, TracemillError
 from tracemill.records import segment
-from tracemill.tiny import IM_END, IM_START
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 STYLES = ("tir", "steps", "cot", "coat")
+
+# ChatML as used by the Qwen2.5 family, so the bootstrap policy and a real checkpoint read the same prompts.
+IM_START, IM_END, EOS = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
+# Satori's meta-actions: each step of a Chain-of-Action-Thought trace opens with one.
+META_ACTIONS = ("<|continue|>", "<|reflect|>", "<|explore|>")
+SPECIAL_TOKENS = (EOS, IM_START, IM_END, *META_ACTIONS)
 
 
 @dataclass(frozen=True)
@@ -152,11 +157,12 @@ def strip_tool_stop(text: str, fmt: FormatParams) -> str:
     return text
 
 
-def split_tir(text: str, fmt: FormatParams, hints: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """A TIR response as `records.segment`s: code blocks -> code, output blocks -> output, each exact
-    occurrence of one of `hints` (text a stage inserted) -> hint, everything else -> model."""
-    pieces = [(m.start(), m.end(), "code") for m in _block_re(fmt.code_start, fmt.code_end).finditer(text)]
-    pieces += [(m.start(), m.end(), "output") for m in _block_re(fmt.output_start, fmt.output_end).finditer(text)]
+def split_tir(text: str, fmt: FormatParams, hints: Sequence[str] = (), blocks: Sequence[str] = ("code", "output")) -> list[dict[str, Any]]:
+    """A TIR response as `records.segment`s: code blocks -> code, output blocks -> output (each kind
+    only when in `blocks`; else it stays model text), each exact occurrence of one of `hints` (text a
+    stage inserted) -> hint, everything else -> model."""
+    delimiters = {"code": (fmt.code_start, fmt.code_end), "output": (fmt.output_start, fmt.output_end)}
+    pieces = [(m.start(), m.end(), kind) for kind in blocks for m in _block_re(*delimiters[kind]).finditer(text)]
     for hint in filter(None, hints):
         pieces += [(m.start(), m.end(), "hint") for m in re.finditer(re.escape(hint), text)]
     segments: list[dict[str, Any]] = []

@@ -14,8 +14,8 @@ import math
 import re
 import types
 import typing
-from pathlib import Path
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
@@ -261,7 +261,7 @@ SECTIONS: dict[str, str] = {
     "format": "tracemill.formats:FormatParams",
     "synthetic": "tracemill.synthetic:SyntheticParams",
     "bootstrap": "tracemill.bootstrap:BootstrapParams",
-    "start": "tracemill.start:StartParams",
+    "start": "tracemill.start_params:StartParams",
     "run": "tracemill.runner:RunParams",
     "policy": "tracemill.policy:PolicyParams",
     "llm": "tracemill.llm:LLMParams",
@@ -270,8 +270,8 @@ SECTIONS: dict[str, str] = {
     "train": "tracemill.train:TrainParams",
     "evaluate": "tracemill.evaluate:EvalParams",
     "publish": "tracemill.publish:PublishParams",
-    "mcts": "tracemill.search:MCTSParams",
-    "ppm_bestofn": "tracemill.bestofn:BestOfNParams",
+    "rstar": "tracemill.rstar:MCTSParams",
+    "rstar_bestofn": "tracemill.rstar.bestofn:BestOfNParams",
     "satori": "tracemill.satori:SatoriParams",
 }
 

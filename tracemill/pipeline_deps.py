@@ -7,7 +7,7 @@ and, where a module calls `tracemill.params.section_class` or `validate`, every 
 params registry. Granularity: a module of stages/ or a top-level module of tracemill/ is its file; a
 subpackage (tracemill/grading, tracemill/sandbox, ...) is its directory, and once reached all its
 modules count, which covers lazy `__getattr__` imports and the package's data files. Files a module
-names by a literal relative to its own directory (a card template beside publish.py), or under
+names by a literal relative to its own directory (a template beside a top-level module), or under
 configs/, are dependencies too.
 
 Params that name an input (PATH_PARAMS: seed files, model folders, DeepSpeed configs) become
@@ -15,8 +15,13 @@ dependencies of each stage whose `params:` list in dvc.yaml covers the key, unle
 stage already lists holds the path (data/seeds holds data/seeds/gsm8k_test.jsonl). They are written
 with a `# params KEY` comment, which marks them as generated.
 
+A stage's command passes every path it reads or writes as a NAME=PATH argument (stage.args), so
+dvc.yaml is the one file that spells a pipeline path; each such path must be a dep or an output of the
+stage, or DVC would not know the stage reads or writes it.
+
 `tracemill deps` prints what dvc.yaml misses or lists in excess; `tracemill deps --write` rewrites the
-generated entries in place (ruamel round trip: comments, order and data deps kept).
+generated entries in place (ruamel round trip: comments, order and data deps kept); an argument path
+no dep or output declares is for the author to fix.
 """
 
 from __future__ import annotations
@@ -29,8 +34,6 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from tracemill import params as P
 from tracemill.errors import TracemillError
@@ -48,6 +51,8 @@ PATH_PARAMS = (
 PARAMS_MARK = "params "  # the comment of a dependency generated from a params path
 REGISTRY_USERS = {"section_class", "validate"}  # tracemill.params functions that import the SECTIONS classes
 _CMD = re.compile(r"python3?\s+-m\s+([\w.]+)")
+_ARG = re.compile(r"(?<!\S)(\w+)=(\S+)")  # a NAME=VALUE argument of a stage's command
+_OUTPUT_KINDS = ("outs", "metrics", "plots")
 
 
 @dataclass(frozen=True)
@@ -77,10 +82,13 @@ class Drift:
     stage: str
     missing: tuple[str, ...]  # computed, not covered by any dep of the stage
     extra: tuple[str, ...]  # generated entries (code or params) the code no longer reads
+    undeclared: tuple[str, ...] = ()  # NAME=PATH arguments of the command no dep or output of the stage declares
 
     def lines(self) -> Iterator[str]:
         yield from (f"{self.stage}: + {p}" for p in self.missing)
         yield from (f"{self.stage}: - {p}" for p in self.extra)
+        yield from (f"{self.stage}: argument {a} is neither a dep nor an output of the stage — declare it in dvc.yaml"
+                    for a in self.undeclared)
 
 
 # --- modules and their references -----------------------------------------------------------------
@@ -276,6 +284,16 @@ def _dep_path(dep: Any) -> str:
     return next(iter(dep)) if isinstance(dep, dict) else str(dep)
 
 
+def undeclared_args(body: dict[str, Any]) -> tuple[str, ...]:
+    """The NAME=PATH arguments of a stage's command whose path (a value with a '/', or a foreach
+    `${item...}`) no dep or output of the stage covers; compared as written, before templating."""
+    declared = [_dep_path(d) for d in body.get("deps") or []]
+    declared += [_dep_path(o) for kind in _OUTPUT_KINDS for o in body.get(kind) or []]
+    args = _ARG.findall(str(body.get("cmd", "")))
+    return tuple(f"{name}={value}" for name, value in args
+                 if ("/" in value or value.startswith("${item")) and not _under(value, declared))
+
+
 def _declared_params(body: dict[str, Any]) -> list[str]:
     out = []
     for entry in body.get("params") or []:
@@ -327,13 +345,15 @@ def drift(dvc_yaml: Any, computed: list[StageDeps]) -> list[Drift]:
     """Per stage: computed paths that no dep covers, and generated deps nothing computes any more."""
     out = []
     for sd in computed:
-        deps = _body(dvc_yaml["stages"][sd.stage]).get("deps") or []
+        body = _body(dvc_yaml["stages"][sd.stage])
+        deps = body.get("deps") or []
         listed = [_dep_path(d) for d in deps]
         generated = [_dep_path(d) for i, d in enumerate(deps) if _generated(deps, i)]
         missing = tuple(p for p in sd.paths if not _under(p, listed))
         extra = tuple(p for p in generated if p not in sd.paths)
-        if missing or extra:
-            out.append(Drift(sd.stage, missing, extra))
+        undeclared = undeclared_args(body)
+        if missing or extra or undeclared:
+            out.append(Drift(sd.stage, missing, extra, undeclared))
     return out
 
 

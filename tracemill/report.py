@@ -1,10 +1,13 @@
-"""The README's run figures, rendered from what the pipeline wrote: `metrics/*.json`, the params the
-run used (`dvc.lock`) and `plots/*.csv` — so the README cannot drift from the committed run.
+"""The manual's run figures, rendered from what the pipeline wrote: `metrics/*.json`, the params the
+run used (`dvc.lock`) and `plots/*.csv` — so neither the README nor a docs page can drift from the
+committed run.
 
-README.md holds each generated block between `<!-- tracemill:begin NAME -->` and
-`<!-- tracemill:end NAME -->`. `tracemill readme` prints the blocks, `--write` rewrites them in place
-and `--check` exits non-zero when one differs from what the metrics give (tests/test_readme.py runs
-the check). A figure a stage has not written renders as "not run", never as a crash or a stale number.
+A markdown file of `DOC_FILES` (README.md and the docs pages that show measures) holds each generated
+block between `<!-- tracemill:begin NAME -->` and `<!-- tracemill:end NAME -->`; a block may sit in
+several of them. `tracemill readme` prints the blocks, `--write` rewrites them in place in every file
+and `--check` exits non-zero when one differs from what the metrics give or sits in no file
+(tests/test_readme.py runs the check). A figure a stage has not written renders as "not run", never as
+a crash or a stale number.
 
 The spread over seeds (`make seeds`) lives here too: `seed_overrides` are the `dvc exp run -S`
 values of one seed, `seed_runs` picks each seed's experiment out of `dvc exp show --json`, and
@@ -190,7 +193,7 @@ def model_label(name: str, run: Run | None = None) -> str:
 
 
 def _rounds(run: Run) -> list[int]:
-    return sorted(int(name.removeprefix("mcts_round")) for name in run.metrics if re.fullmatch(r"mcts_round\d+", name))
+    return sorted(int(name.removeprefix("rstar_search_round")) for name in run.metrics if re.fullmatch(r"rstar_search_round\d+", name))
 
 
 # --- the blocks -----------------------------------------------------------------------------------
@@ -220,8 +223,8 @@ def bootstrap_block(run: Run) -> str:
 def evaluation_block(run: Run) -> str:
     def setup() -> str:
         rounds = _rounds(run)
-        searched = sorted({run.need(f"mcts_round{r}", "problems") for r in rounds})
-        new = "new " if run.param("mcts.new_problems_each_round") else ""
+        searched = sorted({run.need(f"rstar_search_round{r}", "problems") for r in rounds})
+        new = "new " if run.param("rstar.new_problems_each_round") else ""
         per_round = f"{searched[0]} {new}problems each" if len(searched) == 1 else f"{'/'.join(map(str, searched))} {new}problems"
         return (f"On the embedded run ({run.need('hint_infer', 'problems')} hint-infer problems → D_seed "
                 f"{run.need('d_seed', 'size')}, RFT k={run.need('rft', 'k')} on {run.need('rft', 'problems')} → D_start "
@@ -276,10 +279,10 @@ def findings_block(run: Run) -> str:
         last, before = rounds[-1], rounds[-2]
         a, b = greedy(f"rstar_r{last}"), greedy(f"rstar_r{before}")
         return (f"{text} Round {last} scores {compare(a, b)} round {before} greedily ({fixed(a)} vs {fixed(b)}); its "
-                f"search solved {percent(run.need(f'mcts_round{last}', 'solve_rate'))} of its problems (round {before}: "
-                f"{percent(run.need(f'mcts_round{before}', 'solve_rate'))}), and its trees hold "
-                f"{run.need(f'mcts_round{last}', 'pairs')} preference pairs (round {before}: "
-                f"{run.need(f'mcts_round{before}', 'pairs')}).")
+                f"search solved {percent(run.need(f'rstar_search_round{last}', 'solve_rate'))} of its problems (round {before}: "
+                f"{percent(run.need(f'rstar_search_round{before}', 'solve_rate'))}), and its trees hold "
+                f"{run.need(f'rstar_search_round{last}', 'pairs')} preference pairs (round {before}: "
+                f"{run.need(f'rstar_search_round{before}', 'pairs')}).")
 
     def satori() -> str:
         ft, rl, base = greedy("satori_ft"), greedy("satori_rl"), greedy("base")
@@ -305,7 +308,7 @@ def satori_block(run: Run) -> str:
         kinds = run.need("coat", "by_kind")
         rounds = _rounds(run)
         trees = " and ".join(f"round-{r}" for r in rounds)
-        solved = " and ".join(percent(run.need(f"mcts_round{r}", "solve_rate")) for r in rounds)
+        solved = " and ".join(percent(run.need(f"rstar_search_round{r}", "solve_rate")) for r in rounds)
         return (f"On the embedded run: COAT {run.need('coat', 'rows')} traces "
                 f"({', '.join(f'{n} {kind}' for kind, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))}, from "
                 f"{run.need('coat', 'problems')} problems; the {trees} trees solve {solved} of their problems), "
@@ -438,28 +441,28 @@ def rstar_block(run: Run) -> str:
     def search() -> str:
         rounds = _rounds(run)
         if not rounds:
-            raise Missing("`metrics/mcts_round1.json` is missing")
+            raise Missing("`metrics/rstar_search_round1.json` is missing")
         keys = [("solve_rate", "solve rate", fixed), ("rewalked_rollout_share", "re-walked rollouts", percent),
                 ("trajectories_per_tree", "trajectories / tree", fixed),
                 ("correct_trajectories_per_solved_tree", "correct / solved tree", fixed),
                 ("solved_trees_with_2_correct", "solved trees with ≥ 2 correct", str), ("pairs", "pairs", str)]
         rows = []
         for r in rounds:
-            m = run.metrics[f"mcts_round{r}"]
-            ppm = run.get(f"train_ppm_round{r}", "heldout_pairwise_accuracy")
-            best = run.metrics.get(f"ppm_bestofn_round{r}") or {}
+            m = run.metrics[f"rstar_search_round{r}"]
+            ppm = run.get(f"rstar_ppm_round{r}", "heldout_pairwise_accuracy")
+            best = run.metrics.get(f"rstar_bestofn_round{r}") or {}
             n = best.get("n")
             picks = (f"{fixed(best.get('pass@1'))} / {fixed(best.get(f'maj@{n}'))} / {fixed(best.get(f'ppm_best_of_{n}'))}"
                      f" (N={n})") if n else NOT_RUN
             rows.append([str(r), "yes" if m.get("ppm") else "no",
                          *(NOT_RUN if m.get(k) is None else fmt(m[k]) for k, _, fmt in keys), fixed(ppm), picks])
-        return ("Per round, `metrics/mcts_round<r>.json`, `train_ppm_round<r>.json`, `ppm_bestofn_round<r>.json` "
+        return ("Per round, `metrics/rstar_search_round<r>.json`, `rstar_ppm_round<r>.json`, `rstar_bestofn_round<r>.json` "
                 "(held-out: pass@1 / maj@N / best-of-N by the round's PPM):\n\n"
                 + table(["round", "PPM-guided", *(t for _, t, _ in keys), "PPM held-out pair acc.", "pass@1 / maj / PPM best"], rows))
 
     def guidance() -> str:
-        found = [(r, run.metrics[f"mcts_round{r}"]["guidance_on_same_problems"]) for r in _rounds(run)
-                 if run.get(f"mcts_round{r}", "guidance_on_same_problems")]
+        found = [(r, run.metrics[f"rstar_search_round{r}"]["guidance_on_same_problems"]) for r in _rounds(run)
+                 if run.get(f"rstar_search_round{r}", "guidance_on_same_problems")]
         if not found:
             raise Missing("no PPM-guided round wrote `guidance_on_same_problems`")
         r, g = found[-1]
@@ -513,31 +516,38 @@ def render(run: Run) -> dict[str, str]:
     return {name: build(run) for name, build in BLOCKS.items()}
 
 
-# --- the README's generated blocks ----------------------------------------------------------------
+# --- the generated blocks of the README and the docs pages -----------------------------------------
+
+# The markdown files that hold generated blocks, relative to the repository root: the README's
+# results and each docs page's measures. `tracemill readme` reads every one of them.
+DOC_FILES = ("README.md", "docs/bootstrap.md", "docs/start.md", "docs/rstar.md", "docs/satori.md",
+             "docs/grading.md", "docs/evaluation.md")
 
 
-def blocks_in(text: str) -> dict[str, str]:
-    """The content of each generated block of a README (between its begin and end marker lines)."""
+def blocks_in(text: str, where: str = "README.md") -> dict[str, str]:
+    """The content of each generated block of one markdown file (between its begin and end marker lines)."""
     found: dict[str, str] = {}
     open_name, start = None, 0
     for match in MARKER.finditer(text):
         kind, name = match.groups()
         if kind == "begin":
             if open_name is not None:
-                raise ReportError(f"README block '{open_name}' has no end marker before '{name}' begins — add {END.format(open_name)}")
+                raise ReportError(
+                    f"{where}: block '{open_name}' has no end marker before '{name}' begins — add {END.format(open_name)}"
+                )
             if name in found:
-                raise ReportError(f"README block '{name}' appears twice — keep one")
+                raise ReportError(f"{where}: block '{name}' appears twice — keep one")
             open_name, start = name, match.end()
         elif name != open_name:
-            raise ReportError(f"README end marker '{name}' closes no open block — check the begin marker of '{name}'")
+            raise ReportError(f"{where}: end marker '{name}' closes no open block — check the begin marker of '{name}'")
         else:
             found[name] = text[start:match.start()].strip("\n")
             open_name = None
     if open_name is not None:
-        raise ReportError(f"README block '{open_name}' has no end marker — add {END.format(open_name)}")
+        raise ReportError(f"{where}: block '{open_name}' has no end marker — add {END.format(open_name)}")
     unknown = sorted(set(found) - set(BLOCKS))
     if unknown:
-        raise ReportError(f"README block '{unknown[0]}' is not one tracemill renders; known: {', '.join(BLOCKS)}")
+        raise ReportError(f"{where}: block '{unknown[0]}' is not one tracemill renders; known: {', '.join(BLOCKS)}")
     return found
 
 
@@ -551,9 +561,24 @@ def rewrite(text: str, blocks: Mapping[str, str]) -> str:
     return text
 
 
-def stale_blocks(text: str, blocks: Mapping[str, str]) -> list[str]:
-    """Names of the README's generated blocks whose content differs from `blocks`."""
-    return [name for name, content in blocks_in(text).items() if content != blocks[name]]
+def stale_blocks(text: str, blocks: Mapping[str, str], where: str = "README.md") -> list[str]:
+    """Names of one file's generated blocks whose content differs from `blocks`."""
+    return [name for name, content in blocks_in(text, where).items() if content != blocks[name]]
+
+
+def doc_files(root: Path) -> list[Path]:
+    """`DOC_FILES` under `root`; a missing one is an error naming it."""
+    paths = [root / name for name in DOC_FILES]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise ReportError(f"{missing[0]} is missing — it holds generated blocks (listed in tracemill.report.DOC_FILES)")
+    return paths
+
+
+def unplaced_blocks(texts: Mapping[Path, str]) -> list[str]:
+    """Blocks tracemill renders that sit in none of `texts` (so nothing would show them)."""
+    placed = {name for path, text in texts.items() for name in blocks_in(text, str(path))}
+    return [name for name in BLOCKS if name not in placed]
 
 
 # --- spread over seeds (`make seeds`) -------------------------------------------------------------

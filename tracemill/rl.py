@@ -1,4 +1,5 @@
-"""Satori's self-improvement stage: RL from restart-and-explore states with TRL's GRPO trainer.
+"""Satori's self-improvement stage: RL from restart-and-explore states with TRL's GRPO trainer, or with
+Satori's own PPO (`algorithm: ppo`, tracemill/ppo.py) on the same prompts, rollouts and reward.
 
 Each RAE state becomes a prompt (the problem as ChatML plus the state's prefix steps; a state cut
 from a sampled trajectory ends with <|reflect|>). The reward is Satori's, as its code computes it
@@ -20,17 +21,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import shutil
+import statistics
 from collections.abc import Callable, Sequence
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from tracemill import faults, records
 from tracemill.errors import ParamsError
-from tracemill.formats import FormatParams, render_prompt
-from tracemill.params import above, at_least, bounded
+from tracemill.formats import META_ACTIONS, FormatParams, render_prompt
+from tracemill.llm import LLMParams
+from tracemill.llm.hf import TransformersBackend
+from tracemill.params import above, at_least, bounded, choices
+from tracemill.sandbox.base import Sandbox
+from tracemill.tir import LoopLimits, Sampling, TraceJob, run_traces
+from tracemill.train.launch import retain_freed_memory
 
 # grade(problem_row, response_text) -> correct?
 GradeFn = Callable[[dict[str, Any], str], bool]
@@ -51,7 +60,40 @@ class RewardParams:
 
 
 @dataclass(frozen=True)
+class PPOParams:
+    """PPO's own knobs (tracemill/ppo.py). Defaults: Satori's examples/satori/train.sh, else the OpenRLHF
+    defaults of its openrlhf/cli/train_ppo_ray.py (Satori's code is an OpenRLHF fork)."""
+
+    critic_learning_rate: float = above(0, default=5e-6)  # train.sh --critic_learning_rate
+    samples_per_prompt: int = at_least(1, default=1)  # train_ppo_ray.py --n_samples_per_prompt
+    rollout_batch_size: int = at_least(1, default=1024)  # prompts per PPO step; train.sh --rollout_batch_size
+    mini_batch_size: int = at_least(1, default=128)  # rollouts per optimizer step; train.sh --train_batch_size
+    micro_batch_size: int = at_least(1, default=1)  # rollouts per forward pass; train.sh --micro_train_batch_size
+    ppo_epochs: int = at_least(1, default=1)  # passes over a step's rollouts; train.sh --max_epochs
+    gamma: float = bounded(0, 1, default=1.0)  # GAE discount; train_ppo_ray.py --gamma
+    lambd: float = bounded(0, 1, default=0.95)  # GAE lambda; train_ppo_ray.py --lambd
+    eps_clip: float = above(0, default=0.2)  # policy ratio clip; train_ppo_ray.py --eps_clip
+    value_clip: float = above(0, default=0.2)  # value clip around the rollout's values; train_ppo_ray.py --value_clip
+    max_grad_norm: float = above(0, default=1.0)  # train_ppo_ray.py --max_norm
+    adam_betas: list[float] = bounded(0, 1, hi_open=True, default_factory=lambda: [0.9, 0.95])  # train_ppo_ray.py --adam_betas
+
+    def check(self) -> None:
+        if len(self.adam_betas) != 2:
+            raise ParamsError(f"params 'satori.rl.ppo.adam_betas' = {self.adam_betas} must be two numbers (beta1, beta2)")
+        if self.mini_batch_size % self.micro_batch_size:
+            raise ParamsError(f"params 'satori.rl.ppo.mini_batch_size' = {self.mini_batch_size} must be a multiple of "
+                              f"'satori.rl.ppo.micro_batch_size' = {self.micro_batch_size}")
+        if (self.rollout_batch_size * self.samples_per_prompt) % self.mini_batch_size:
+            raise ParamsError(
+                f"params 'satori.rl.ppo.rollout_batch_size' x 'samples_per_prompt' = {self.rollout_batch_size * self.samples_per_prompt} "
+                f"rollouts per step must be a multiple of 'satori.rl.ppo.mini_batch_size' = {self.mini_batch_size}")
+
+
+@dataclass(frozen=True)
 class RLParams:
+    # grpo: TRL's GRPOTrainer, which learns from small groups on the embedded run's tiny policy; ppo: Satori's
+    # own algorithm (tracemill/ppo.py: one sample per prompt, a critic from the ORM), the GPU overlay's choice
+    algorithm: str = choices("grpo", "ppo", default="grpo")
     learning_rate: float = above(0, default=1e-6)  # Satori PPO actor lr 2e-7..1e-6; embedded runs override
     max_steps: int = at_least(1, default=20)
     per_device_train_batch_size: int = at_least(1, default=8)
@@ -59,7 +101,7 @@ class RLParams:
     max_completion_length: int = at_least(1, default=128)
     temperature: float = above(0, default=0.6)  # GRPO samples its group
     top_p: float = bounded(0, 1, lo_open=True, default=0.95)
-    beta: float = at_least(0, default=0.0)  # KL coefficient to the reference policy
+    beta: float = at_least(0, default=0.0)  # KL coefficient to the reference policy (GRPO and PPO; Satori's init_kl_coef 0)
     max_states: int = at_least(1, default=256)
     seed: int = at_least(0, default=0)
     reward: RewardParams = field(default_factory=RewardParams)
@@ -69,9 +111,13 @@ class RLParams:
     # sandbox-output tokens a completion may carry beyond the model's own max_completion_length (they are
     # masked from the loss but fill the batch); None: as many as max_completion_length
     max_tool_output_tokens: int | None = at_least(0, default=None)
-    save_steps: int = at_least(1, default=50)  # GRPO steps between checkpoints; a killed run resumes from the last one
+    save_steps: int = at_least(1, default=50)  # RL steps between checkpoints; a killed run resumes from the last one
+    ppo: PPOParams = field(default_factory=PPOParams)  # algorithm ppo only
 
     def check(self) -> None:
+        if self.algorithm == "ppo" and self.deepspeed:
+            raise ParamsError(f"params 'satori.rl.deepspeed' = '{self.deepspeed}' but PPO (tracemill/ppo.py) trains in one "
+                              "process without DeepSpeed — set it to null, or 'satori.rl.algorithm' to grpo")
         if self.per_device_train_batch_size % self.num_generations:
             raise ParamsError(
                 f"params 'satori.rl.per_device_train_batch_size' = {self.per_device_train_batch_size} must be a multiple of "
@@ -90,15 +136,14 @@ def dataset_rows(states: Sequence[dict[str, Any]], problems: dict[str, dict[str,
         if problem is None or problem["domain"] != "math":
             continue
         rows.append({"prompt": state_prompt(s, problem, tokenizer, fmt), "problem_id": s["problem_id"], "state_id": s["state_id"],
-                     "outcome": s["outcome"]})
+                     "outcome": s["outcome"], "prefix": "".join(s["prefix_steps"])})
     return rows
 
 
 def answer_before_reflection(completion: str) -> str | None:
     """The completion up to its first <|reflect|> or <|explore|> when that part already gives an answer,
     else None (nothing to revise)."""
-    from tracemill.grading.extract import extract_answer
-    from tracemill.tiny import META_ACTIONS
+    from tracemill.grading.extract import extract_answer  # the grading package loads mpmath: only a reward pays for it
 
     cut = min((i for i in (completion.find(t) for t in META_ACTIONS[1:]) if i >= 0), default=-1)
     return completion[:cut] if cut > 0 and extract_answer(completion[:cut], fallback_last_number=False) is not None else None
@@ -126,14 +171,15 @@ def make_reward(problems: dict[str, dict[str, Any]], grade: GradeFn, rp: RewardP
                 log: Callable[[list[dict[str, Any]]], None] | None = None) -> Callable[..., list[float]]:
     """TRL reward function computing `satori_reward` per completion; `log` receives one row per rollout
     (step, state, start, verdict and each reward part) when given."""
-    import math
-
     def reward(prompts: list[str], completions: list[str], problem_id: list[str], state_id: list[str], outcome: list[str],
-               trainer_state: Any = None, **_: Any) -> list[float]:
+               prefix: list[str] | None = None, trainer_state: Any = None, **_: Any) -> list[float]:
         scores = orm_score([p + c for p, c in zip(prompts, completions)]) if orm_score else [None] * len(completions)
+        prefixes = prefix or [""] * len(completions)
         rows = []
-        for completion, pid, sid, start, score in zip(completions, problem_id, state_id, outcome, scores):
-            ok = grade(problems[pid], completion)
+        for completion, pid, sid, start, score, before in zip(completions, problem_id, state_id, outcome, scores, prefixes):
+            # graded on the restart state's steps and the rollout together, as Satori grades the tail of the
+            # whole sequence: a rollout that reflects on a boxed answer and lets it stand keeps that answer
+            ok = grade(problems[pid], before + completion)
             first = answer_before_reflection(completion)
             parts = satori_reward(ok, start, 0.0 if score is None else 1.0 / (1.0 + math.exp(-score)), rp)
             # TRL scores the rollouts of optimizer step global_step + 1 before taking it
@@ -169,8 +215,6 @@ CURVE_COLUMNS = ["step", "reward", "reward_std", "rule", "preference", "reflecti
 
 def reward_curve(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per optimizer step: the mean reward (and its spread), the mean of each part, and the accuracy."""
-    import statistics
-
     by_step: dict[int, list[dict[str, Any]]] = {}
     for r in rows:
         by_step.setdefault(r["step"], []).append(r)
@@ -207,51 +251,59 @@ class RolloutLog:
             f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
-def tool_rollout(sandbox: Any, fmt: FormatParams, params: RLParams, llm: Any = None) -> Callable[[list[str], Any], dict[str, Any]]:
-    """TRL rollout_func: one tool-integrated completion per prompt, generated with the trainer's current
-    weights through the transformers backend and the sandbox; output-block tokens get env_mask 0."""
-    from tracemill.llm import LLMParams
-    from tracemill.llm.hf import TransformersBackend
-    from tracemill.tir import LoopLimits, Sampling, TraceJob, run_traces
-
+def tool_completions(model: Any, tokenizer: Any, prompts: list[str], step: int, sandbox: Sandbox, fmt: FormatParams,
+                     params: RLParams, llm: LLMParams | None = None) -> dict[str, list[list[int]]]:
+    """One tool-integrated completion per prompt, generated with `model`'s current weights through the
+    transformers backend and the sandbox: prompt_ids, completion_ids and env_mask (output-block tokens 0),
+    seeded by the RL step so a resumed run samples what the killed one would have."""
     limits = LoopLimits(max_tool_calls=params.max_tool_calls)
+    was_training = model.training
+    model.eval()
+    backend = TransformersBackend.from_model(model, tokenizer, llm or LLMParams())
+    jobs = [
+        TraceJob(key=str(i), prompt=p, max_turn_tokens_total=params.max_completion_length,
+                 sampling=Sampling(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_completion_length,
+                                   seed=params.seed + 100_003 * step + i))
+        for i, p in enumerate(prompts)
+    ]
+    try:
+        results = run_traces(backend, sandbox, jobs, fmt, limits)
+    finally:
+        model.train(was_training)
+    end = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
+    extra = params.max_completion_length if params.max_tool_output_tokens is None else params.max_tool_output_tokens
+    keep = params.max_completion_length + extra
+    prompt_ids, completion_ids, env_mask = [], [], []
+    for p, r in zip(prompts, results):
+        ids, mask = [], []
+        for seg in r.segments:
+            seg_ids = tokenizer(seg["text"], add_special_tokens=False)["input_ids"]
+            ids += seg_ids
+            mask += [int(seg["kind"] != "output")] * len(seg_ids)
+        if r.finish_reason == "stop":
+            ids.append(end)
+            mask.append(1)
+        prompt_ids.append(tokenizer(p, add_special_tokens=False)["input_ids"])
+        completion_ids.append(ids[:keep])
+        env_mask.append(mask[:keep])
+    return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "env_mask": env_mask}
+
+
+def tool_rollout(sandbox: Sandbox, fmt: FormatParams, params: RLParams, llm: LLMParams | None = None) -> Callable[[list[str], Any], dict[str, Any]]:
+    """TRL rollout_func: `tool_completions` with the trainer's current weights."""
 
     def rollout(prompts: list[str], trainer: Any) -> dict[str, Any]:
         model = trainer.accelerator.unwrap_model(trainer.model)
-        tokenizer = trainer.processing_class
-        was_training = model.training
-        model.eval()
-        backend = TransformersBackend.from_model(model, tokenizer, llm or LLMParams())
-        step = trainer.state.global_step
-        jobs = [
-            TraceJob(key=str(i), prompt=p, max_turn_tokens_total=params.max_completion_length,
-                     sampling=Sampling(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_completion_length,
-                                       seed=params.seed + 100_003 * step + i))
-            for i, p in enumerate(prompts)
-        ]
-        try:
-            results = run_traces(backend, sandbox, jobs, fmt, limits)
-        finally:
-            model.train(was_training)
-        end = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
-        extra = params.max_completion_length if params.max_tool_output_tokens is None else params.max_tool_output_tokens
-        keep = params.max_completion_length + extra
-        prompt_ids, completion_ids, env_mask = [], [], []
-        for p, r in zip(prompts, results):
-            ids, mask = [], []
-            for seg in r.segments:
-                seg_ids = tokenizer(seg["text"], add_special_tokens=False)["input_ids"]
-                ids += seg_ids
-                mask += [int(seg["kind"] != "output")] * len(seg_ids)
-            if r.finish_reason == "stop":
-                ids.append(end)
-                mask.append(1)
-            prompt_ids.append(tokenizer(p, add_special_tokens=False)["input_ids"])
-            completion_ids.append(ids[:keep])
-            env_mask.append(mask[:keep])
-        return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None, "env_mask": env_mask}
+        return {**tool_completions(model, trainer.processing_class, prompts, trainer.state.global_step, sandbox, fmt, params, llm),
+                "logprobs": None}
 
     return rollout
+
+
+def run_fingerprint(model_path: str | Path, rows: Sequence[dict[str, Any]], params: RLParams, orm: str | Path | None) -> str:
+    """What defines an RL run: checkpoints of another model, prompts, params or ORM are never resumed."""
+    return records.content_id(str(Path(model_path).resolve()), (Path(model_path) / "config.json").read_text(encoding="utf-8"),
+                              [r["prompt"] for r in rows], dataclasses.asdict(params), str(Path(orm).resolve()) if orm else None)
 
 
 def train_rl(
@@ -262,7 +314,7 @@ def train_rl(
     out_dir: str | Path,
     params: RLParams,
     fmt: FormatParams,
-    sandbox: Any = None,
+    sandbox: Sandbox | None = None,
     resume: bool = False,
     orm: str | Path | None = None,
 ) -> dict[str, Any]:
@@ -271,15 +323,16 @@ def train_rl(
     per step, every rollout's reward parts and the reflection rates.
     With `sandbox` and params.tools, rollouts run their code in it (`tool_rollout`). Checkpoints go to
     out_dir/checkpoints every params.save_steps; with `resume`, a run with the same model, states and
-    params continues from the last one (another run's checkpoints are cleared first)."""
-    import os
+    params continues from the last one (another run's checkpoints are cleared first).
+    With params.algorithm ppo, Satori's PPO (`tracemill.ppo.train_ppo`) runs instead, with the same result."""
+    if params.algorithm == "ppo":
+        from tracemill.ppo import train_ppo
 
+        return train_ppo(model_path, states, problems, grade, out_dir, params, fmt, sandbox=sandbox, resume=resume, orm=orm)
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
     from tracemill.train.hf import resume_point, step_of
-    from tracemill.train.ppm import load_ppm
-    from tracemill.train.launch import retain_freed_memory
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental; tool_rollout is tested here
     from trl import GRPOConfig, GRPOTrainer
@@ -288,16 +341,9 @@ def train_rl(
         retain_freed_memory()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path)
-    rows = dataset_rows(states[: params.max_states], problems, tokenizer, fmt)
-    if not rows:
-        raise ParamsError("rl: no math restart states to train on — check the rae_states stage output")
+    rows = prompt_rows(states, problems, tokenizer, fmt, params)
     log = RolloutLog(Path(out_dir) / "checkpoints" / "rollouts.jsonl")
-    orm_score: OrmFn | None = None
-    if params.reward.preference_bonus:
-        if orm is None:
-            raise ParamsError("rl: params 'satori.rl.reward.preference_bonus' is true but no ORM was given — run the orm stage "
-                              "or set it to false")
-        orm_score = partial(load_ppm(orm).score, "")  # the texts are whole: prompt + completion
+    orm_score = orm_scorer(params, orm)
 
     class Failpoint(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):  # noqa: ANN001 — transformers' signature
@@ -331,20 +377,45 @@ def train_rl(
         callbacks=[Failpoint()],
         rollout_func=tool_rollout(sandbox, fmt, params) if sandbox is not None and params.tools else None,
     )
-    run_id = records.content_id(str(Path(model_path).resolve()), (Path(model_path) / "config.json").read_text(encoding="utf-8"),
-                                [r["prompt"] for r in rows], dataclasses.asdict(params), str(Path(orm).resolve()) if orm_score else None)
-    checkpoint = resume_point(trainer, run_id, resume)
+    checkpoint = resume_point(trainer, run_fingerprint(model_path, rows, params, orm if orm_score else None), resume)
     log.restart(step_of(checkpoint))
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
-    # The whole run's rollouts, the steps before a resume included (kept with the checkpoint).
+    return finish_run(out_dir, log, len(rows), params, step_of(checkpoint))
+
+
+def prompt_rows(states: Sequence[dict[str, Any]], problems: dict[str, dict[str, Any]], tokenizer: Any, fmt: FormatParams,
+                params: RLParams) -> list[dict[str, Any]]:
+    """The RL prompts: the first params.max_states states that restart a math problem."""
+    rows = dataset_rows(states[: params.max_states], problems, tokenizer, fmt)
+    if not rows:
+        raise ParamsError("rl: no math restart states to train on — check the rae_states stage output")
+    return rows
+
+
+def orm_scorer(params: RLParams, orm: str | Path | None) -> OrmFn | None:
+    """The ORM's raw score of whole texts (prompt + completion) for the preference bonus; None without it."""
+    from tracemill.train.ppm import load_ppm
+
+    if not params.reward.preference_bonus:
+        return None
+    if orm is None:
+        raise ParamsError("rl: params 'satori.rl.reward.preference_bonus' is true but no ORM was given — run the orm stage "
+                          "or set it to false")
+    return partial(load_ppm(orm).score, "")
+
+
+def finish_run(out_dir: str | Path, log: RolloutLog, states: int, params: RLParams, resumed_from_step: int) -> dict[str, Any]:
+    """The result of a finished run (its policy saved to out_dir): the whole run's rollouts — the steps
+    before a resume included, kept with the checkpoint — their curve and rates; the checkpoints are dropped,
+    since the folder is complete and DVC should not version optimizer state."""
     rollouts = log.rows()
-    shutil.rmtree(Path(out_dir) / "checkpoints", ignore_errors=True)  # the folder is complete; no optimizer state in DVC
+    shutil.rmtree(Path(out_dir) / "checkpoints", ignore_errors=True)
     curve = reward_curve(rollouts)
-    return {"states": len(rows), "steps": params.max_steps, "curve": curve, "rollouts": rollouts, **reflection_rates(rollouts),
+    return {"states": states, "steps": params.max_steps, "curve": curve, "rollouts": rollouts, **reflection_rates(rollouts),
             "reward_first": curve[0]["reward"] if curve else None, "reward_last": curve[-1]["reward"] if curve else None,
-            "resumed_from_step": step_of(checkpoint)}
+            "resumed_from_step": resumed_from_step}
 
 
 def _cuda() -> bool:

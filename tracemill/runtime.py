@@ -1,6 +1,6 @@
 """What a generating stage opens once: the policy, the generation backend, the sandbox, the grader.
 
-Every generating stage (hint_infer, rft, mcts, evaluate) reads the same params sections through
+Every generating stage (hint_infer, rft, rstar_search, evaluate) reads the same params sections through
 `open_runtime`, so a switch of backend or sandbox in params.yaml reaches all of them.
 """
 
@@ -10,19 +10,25 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracemill import params as P
 from tracemill.formats import FormatParams
+from tracemill.llm import Backend, LLMParams, load_backend
+from tracemill.sandbox import SandboxParams, open_sandbox
+from tracemill.sandbox.base import Sandbox
+
+if TYPE_CHECKING:  # grading loads mpmath: only open_runtime, which builds a grader, pays for it
+    from tracemill.grading import Grader
 
 
 @dataclass
 class Runtime:
     model_path: Path
     model_name: str
-    backend: Any
-    sandbox: Any
-    grader: Any
+    backend: Backend
+    sandbox: Sandbox
+    grader: Grader
     fmt: FormatParams
 
     @property
@@ -34,8 +40,6 @@ class Runtime:
 def open_runtime(params: dict[str, Any], model_path: str | Path, model_name: str) -> Iterator[Runtime]:
     """Open backend, sandbox and grader for `model_path`; everything is closed on exit."""
     from tracemill.grading import GradingParams, get_grader
-    from tracemill.llm import LLMParams, load_backend
-    from tracemill.sandbox import SandboxParams, open_sandbox
 
     fmt = P.section(FormatParams, params, "format")
     llm_params = P.section(LLMParams, params, "llm")

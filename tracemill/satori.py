@@ -23,11 +23,15 @@ from typing import Any
 
 from tracemill import records
 from tracemill.errors import ParamsError
-from tracemill.formats import FormatParams, _block_re, code_block, output_block
+from tracemill.formats import META_ACTIONS, FormatParams, code_block, output_block, split_tir
+from tracemill.generate import GenParams, response_text, sample_shard
 from tracemill.params import above, at_least, bounded
 from tracemill.rl import RLParams
-from tracemill.start import GenParams, response_text
-from tracemill.tiny import META_ACTIONS
+from tracemill.runtime import Runtime
+from tracemill.sandbox.base import Sandbox
+from tracemill.tir import LoopLimits
+from tracemill.train.examples import sft_row
+from tracemill.train.labels import IGNORE_INDEX
 from tracemill.train.params import PPMParams
 
 CONTINUE, REFLECT, EXPLORE = META_ACTIONS
@@ -205,7 +209,6 @@ def warm_meta_tokens(model_dir: Path, out_dir: Path, rows: Sequence[dict[str, An
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tracemill.train.hf import pad
-    from tracemill.train.labels import IGNORE_INDEX
     from tracemill.train.sft import sft_features
 
     torch.manual_seed(tp.seed)
@@ -289,30 +292,20 @@ def parse(text: str) -> list[tuple[str, str]]:
 
 def coat_segments(text: str, fmt: FormatParams) -> list[dict[str, Any]]:
     """A COAT text as `records.segment`s for SFT: meta-actions, sentences and code carry the loss, the
-    sandbox's output blocks do not (as in every other tool-integrated training set)."""
-    out_re = _block_re(fmt.output_start, fmt.output_end)
-    segments, at = [], 0
-    for m in out_re.finditer(text):
-        if m.start() > at:
-            segments.append(records.segment("model", text[at : m.start()]))
-        segments.append(records.segment("output", m.group(0)))
-        at = m.end()
-    if at < len(text):
-        segments.append(records.segment("model", text[at:]))
-    return segments
+    sandbox's output blocks do not (as in every other tool-integrated training set). Code stays in the
+    model segments around it: a COAT step is one piece of model text, its code included."""
+    return split_tir(text, fmt, blocks=("output",))
 
 
 def coat_sft_rows(rows: Sequence[dict[str, Any]], questions: dict[str, str], fmt: FormatParams) -> list[dict[str, Any]]:
     """`sft` rows for format tuning: the question as prompt, the COAT trace as the answer."""
-    return [
-        {"example_id": records.content_id("sft", "coat", r["coat_id"]), "source": "coat", "problem_id": r["problem_id"],
-         "prompt": questions[r["problem_id"]], "segments": coat_segments(r["text"], fmt), "metadata": records.to_json({"kind": r["kind"]})}
-        for r in rows if r["problem_id"] in questions
-    ]
+    return [sft_row("coat", r["coat_id"], r["problem_id"], questions[r["problem_id"]], coat_segments(r["text"], fmt), {"kind": r["kind"]})
+            for r in rows if r["problem_id"] in questions]
 
 
-class Tree:
-    """Index over one tree's node rows."""
+class TreeRows:
+    """A searched tree read back from its written `nodes` rows: children by parent, paths, best and
+    failed leaves below a node (rstar.SearchTree is the live tree the search grows)."""
 
     def __init__(self, nodes: Sequence[dict[str, Any]]) -> None:
         self.nodes = {n["node_id"]: n for n in nodes}
@@ -356,7 +349,7 @@ class Tree:
 CheckFn = Callable[[list[tuple[str, ...]]], list[str | None]]
 
 
-def sandbox_check(sandbox: Any) -> CheckFn:
+def sandbox_check(sandbox: Sandbox) -> CheckFn:
     """Each job's cells in a fresh sandbox session, in order, as the trace they stand for would run them;
     the last cell's stdout is what the check printed."""
     def check(jobs: list[tuple[str, ...]]) -> list[str | None]:
@@ -397,7 +390,7 @@ def _coat_row(problem_id: str, kind: str, text: str, node_ids: list[str], meta: 
     }
 
 
-def plain_traces(tree: Tree, trajectories: Sequence[dict[str, Any]], fmt: FormatParams) -> list[dict[str, Any]]:
+def plain_traces(tree: TreeRows, trajectories: Sequence[dict[str, Any]], fmt: FormatParams) -> list[dict[str, Any]]:
     out = []
     for traj in sorted(trajectories, key=lambda t: (-t["avg_q"], t["trajectory_id"])):
         if not traj["correct"]:
@@ -421,14 +414,14 @@ def _continued(nodes: Sequence[dict[str, Any]]) -> list[tuple[str, dict[str, Any
     return [(CONTINUE, n) for n in nodes]
 
 
-def _wrong_and_right(tree: Tree, kids: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], dict[str, Any]]]]:
+def _wrong_and_right(tree: TreeRows, kids: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], dict[str, Any]]]]:
     """Among runnable siblings: those with no correct answer below, and those with one (with that leaf)."""
     runnable = [k for k in kids if k["exec_ok"]]
     return ([k for k in runnable if tree.correct_leaf_below(k) is None],
             [(k, leaf) for k in runnable if (leaf := tree.correct_leaf_below(k)) is not None])
 
 
-def reflect_drafts(tree: Tree, cp: CoatParams) -> list[Draft]:
+def reflect_drafts(tree: TreeRows, cp: CoatParams) -> list[Draft]:
     """A wrong step, <|reflect|>, a check that refutes it (the right sibling's path's first code, else the
     last code before the fork), then the right sibling and its path."""
     out = []
@@ -450,7 +443,7 @@ def reflect_drafts(tree: Tree, cp: CoatParams) -> list[Draft]:
     return out
 
 
-def confirm_drafts(tree: Tree, trajectories: Sequence[dict[str, Any]]) -> list[Draft]:
+def confirm_drafts(tree: TreeRows, trajectories: Sequence[dict[str, Any]]) -> list[Draft]:
     """A correct trajectory whose first code step is run again after it: <|reflect|>, the check agreeing,
     then the rest of the path."""
     out = []
@@ -466,7 +459,7 @@ def confirm_drafts(tree: Tree, trajectories: Sequence[dict[str, Any]]) -> list[D
     return out
 
 
-def explore_drafts(tree: Tree) -> list[Draft]:
+def explore_drafts(tree: TreeRows) -> list[Draft]:
     """A whole failed branch to a wrong answer, <|reflect|>, a check that refutes the answer (the
     alternative's first code), <|explore|>, then the sibling branch that succeeds."""
     out = []
@@ -519,7 +512,7 @@ def build_coat(nodes: Sequence[dict[str, Any]], trajectories: Sequence[dict[str,
     trajs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for t in trajectories:
         trajs[t["tree_id"]].append(t)
-    trees = {tree_id: Tree(by_tree[tree_id]) for tree_id in sorted(by_tree)}
+    trees = {tree_id: TreeRows(by_tree[tree_id]) for tree_id in sorted(by_tree)}
     drafts = {tree_id: {"reflect": reflect_drafts(tree, cp), "confirm": confirm_drafts(tree, trajs[tree_id]), "explore": explore_drafts(tree)}
               for tree_id, tree in trees.items()}
     jobs = sorted({d.cells() for kinds in drafts.values() for ds in kinds.values() for d in ds})
@@ -603,12 +596,9 @@ def build_rae_states(traces: Sequence[dict[str, Any]], rp: RaeParams, seed: int)
     return out
 
 
-def rae_shard(shard: int, problems: list[dict[str, Any]], *, rt: Any, rp: RaeParams, seed: int) -> dict[str, list[dict[str, Any]]]:
+def rae_shard(shard: int, problems: list[dict[str, Any]], *, rt: Runtime, rp: RaeParams, seed: int) -> dict[str, list[dict[str, Any]]]:
     """One shard of the rae_states stage: rp.sample's samples of the policy in `rt`, graded (`traces`,
     stage 'rae_states'), and the restart states built from them."""
-    from tracemill.start import sample_shard
-    from tracemill.tir import LoopLimits
-
     traces = sample_shard(shard, problems, rt=rt, gp=rp.sample, limits=LoopLimits(max_tool_calls=rp.max_tool_calls), seed=seed,
                           stage="rae_states", style="coat")["traces"]
     return {"traces": traces, "rae_states": build_rae_states(traces, rp, seed)}

@@ -8,12 +8,12 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tracemill import records, store
-from tracemill.errors import TracemillError
+from tracemill.errors import ParamsError, TracemillError
 
 
 def run(main: Callable[[], Any]) -> None:
@@ -28,6 +28,37 @@ def run(main: Callable[[], Any]) -> None:
     except KeyboardInterrupt:
         print("interrupted — re-run the stage to resume from its last finished shard", file=sys.stderr)
         sys.exit(130)
+
+
+def args(required: Iterable[str], optional: Iterable[str] = (), argv: Sequence[str] | None = None) -> dict[str, str]:
+    """The `NAME=VALUE` arguments of a stage's command line. dvc.yaml's `cmd` passes every input and
+    output path this way, so dvc.yaml is the one file that spells a pipeline path. A missing, unknown,
+    repeated or malformed argument is a ParamsError naming each (stage.run: one line each, exit 2)."""
+    required, allowed = list(required), {*required, *optional}
+    given: dict[str, str] = {}
+    problems = []
+    for arg in sys.argv[1:] if argv is None else argv:
+        name, sep, value = arg.partition("=")
+        if not (sep and name and value):
+            problems.append(f"argument '{arg}' is not NAME=VALUE")
+        elif name not in allowed:
+            problems.append(f"unknown argument '{name}'; allowed: {', '.join(sorted(allowed))}")
+        elif name in given:
+            problems.append(f"argument '{name}' given twice")
+        else:
+            given[name] = value
+    problems += [f"missing argument '{name}=...' — the stage's cmd in dvc.yaml passes it" for name in required if name not in given]
+    if problems:
+        raise ParamsError(*problems)
+    return given
+
+
+def job(jobs: Iterable[str]) -> str:
+    """The job a multi-job stage module runs: its first command-line argument (`python -m stages.sft sft_start`)."""
+    jobs = list(jobs)
+    if len(sys.argv) < 2 or sys.argv[1] not in jobs:
+        raise ParamsError(f"the first argument must be the job, one of {', '.join(jobs)}")
+    return sys.argv[1]
 
 
 def params_path() -> Path:

@@ -4,41 +4,26 @@ Both are pure functions from `traces` rows to (selected rows, rejected rows). A 
 its trace plus why it was kept and its dedup cluster; a dropped one goes to `rejected` with the
 filter's reason, so `tracemill sql` can say exactly why a problem contributed nothing. D_seed's
 rows then go through START's modify step (`modify_premature`). Also here: the hint-infer and RFT
-generation jobs, the grading of a trace (a code problem's final solution), and the stages' metrics.
+generation jobs (the sampling they share with the other methods is in generate.py), writing a
+selection, and the stages' metrics.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from tracemill import filters
-from tracemill.formats import FormatParams, code_blocks
-from tracemill.hints import HintDraw, HintParams
-from tracemill.start_params import GenParams, SelectParams, StartParams  # the section's home; stages import them from here too
+from tracemill import filters, sql, store
+from tracemill.formats import FormatParams, render_prompt
+from tracemill.generate import grade_results, response_text, sample_shard, trace_metrics, trace_row
+from tracemill.hints import HintDraw, HintParams, draw, example_tests
+from tracemill.runtime import Runtime
+from tracemill.start_params import SelectParams, StartParams
 from tracemill.store import Quarantine
-
-def pick_problems(problems: Sequence[dict[str, Any]], gp: GenParams) -> list[dict[str, Any]]:
-    """The problems a generating stage works on, in a stable order (by id, domains in turn when
-    `interleave_domains`) so shards are stable."""
-    chosen = [
-        p for p in problems
-        if p["split"] == gp.split and p["domain"] in gp.domains and (not gp.sources or p["source"] in gp.sources)
-    ]
-    chosen.sort(key=lambda p: p["problem_id"])
-    if gp.interleave_domains:
-        by_domain = [[p for p in chosen if p["domain"] == d] for d in gp.domains]
-        chosen = [p for group in itertools.zip_longest(*by_domain) for p in group if p is not None]
-    return chosen[gp.offset : gp.offset + gp.max_problems]
-
-
-def response_text(trace: dict[str, Any]) -> str:
-    """Everything the model and the tools wrote, without the prompt."""
-    return "".join(s["text"] for s in trace["segments"] if s["kind"] != "prompt")
+from tracemill.tir import LoopLimits, Sampling, TraceJob, run_traces
 
 
 def _drop(q: Quarantine, table: str, trace: dict[str, Any], reason: str, detail: str | None = None) -> None:
@@ -182,14 +167,12 @@ def select_rft(
 # ---- hint-infer and RFT generation jobs ----------------------------------------------------------
 
 
-def hint_jobs(problem: dict[str, Any], draws: Sequence[HintDraw], hp: HintParams, prompt: str, greedy: Any, budget: int) -> list[Any]:
+def hint_jobs(problem: dict[str, Any], draws: Sequence[HintDraw], hp: HintParams, prompt: str, greedy: Sampling,
+              budget: int) -> list[TraceJob]:
     """START's hint-infer for one problem: a greedy trace, then one trace per drawn hint. The hint goes
     after the drawn occurrence of a marker ("Wait", "Alternatively") and, where the model would stop,
     before the stop (`hp.stop`: its end of turn, or a long-CoT model's end of thinking)."""
-    from tracemill.hints import example_tests
-    from tracemill.tir import TraceJob
-
-    common = dict(prompt=prompt, sampling=greedy, max_turn_tokens_total=budget, stop_strings=tuple(hp.stop_strings()),
+    common: dict[str, Any] = dict(prompt=prompt, sampling=greedy, max_turn_tokens_total=budget, stop_strings=tuple(hp.stop_strings()),
                   examples=tuple(example_tests(problem)))
     jobs = [TraceJob(key=f"{problem['problem_id']}:greedy", **common)]
     for i, d in enumerate(draws):
@@ -205,79 +188,16 @@ def hint_jobs(problem: dict[str, Any], draws: Sequence[HintDraw], hp: HintParams
     return jobs
 
 
-def sample_jobs(problem: dict[str, Any], prompt: str, k: int, sampling: Any, budget: int) -> list[Any]:
-    """k samples of one problem; each its own seed so the k samples differ but a re-run repeats them."""
-    from dataclasses import replace
-
-    from tracemill.tir import TraceJob
-
-    return [
-        TraceJob(key=f"{problem['problem_id']}:{i}", prompt=prompt, sampling=replace(sampling, seed=sampling.seed + i), max_turn_tokens_total=budget)
-        for i in range(k)
-    ]
-
-
-def trace_row(
-    problem: dict[str, Any], result: Any, verdict: Any, *, prompt: str, stage: str, round: int, model: str,
-    sample_index: int, sampling: Any, hint: Any | None, meta: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    from tracemill import records
-
-    segments = [records.segment("prompt", prompt)] + result.segments
-    return {
-        "trace_id": records.content_id("trace", stage, round, model, problem["problem_id"], sample_index, hint.id if hint else None, sampling.as_row()),
-        "problem_id": problem["problem_id"],
-        "stage": stage,
-        "round": round,
-        "model": model,
-        "sample_index": sample_index,
-        "hint_id": hint.id if hint else None,
-        "hint_kind": hint.kind if hint else None,
-        "correct": verdict.correct,
-        "final_answer": verdict.predicted,
-        "grader": f"{verdict.grader}@{verdict.grader_version}",
-        "tool_calls": result.tool_calls,
-        "prompt_tokens": result.prompt_tokens,
-        "cached_prompt_tokens": result.cached_prompt_tokens,
-        "generated_tokens": result.generated_tokens,
-        "finish_reason": result.finish_reason,
-        "sampling": sampling.as_row(),
-        "segments": segments,
-        "hint_at": result.hint_at,
-        "metadata": records.to_json({"verdict_reason": verdict.reason, "hints_inserted": result.hint_ids, **(meta or {})}),
-    }
-
-
 # ---- stage work: one shard of problems -> traces rows ---------------------------------------------
 
 
-def _limits(sp: StartParams) -> Any:
-    from tracemill.tir import LoopLimits
-
+def _limits(sp: StartParams) -> LoopLimits:
     hp = sp.hints
     return LoopLimits(max_tool_calls=hp.max_tool_calls, max_marker_hints=hp.max_marker_hints, max_stop_hints=hp.max_stop_hints)
 
 
-def graded_text(problem: dict[str, Any], result: Any, fmt: FormatParams) -> str:
-    """What the grader reads: a math trace whole (its last boxed answer); for a code problem the last
-    code block the model wrote itself, its final solution — never a hint's test harness, which
-    travels in the hint segment, nor an earlier draft."""
-    if problem["domain"] != "code":
-        return result.response
-    own = [b for s in result.segments if s["kind"] == "code" for b in code_blocks(s["text"], fmt)]
-    return f"{fmt.code_start}\n{own[-1]}\n{fmt.code_end}\n" if own else result.response
-
-
-def grade_results(rt: Any, problems_by_key: Sequence[dict[str, Any]], results: Sequence[Any]) -> list[Any]:
-    return rt.grader.grade_many([(p, graded_text(p, r, rt.fmt)) for p, r in zip(problems_by_key, results)])
-
-
-def hint_infer_shard(shard: int, problems: list[dict[str, Any]], *, rt: Any, sp: StartParams, seed: int) -> dict[str, list[dict[str, Any]]]:
+def hint_infer_shard(shard: int, problems: list[dict[str, Any]], *, rt: Runtime, sp: StartParams, seed: int) -> dict[str, list[dict[str, Any]]]:
     """Greedy and hinted traces for one shard of problems, graded, as `traces` rows."""
-    from tracemill.formats import render_prompt
-    from tracemill.hints import draw
-    from tracemill.tir import Sampling, run_traces
-
     hp = sp.hints
     gp = sp.hint_infer
     greedy = Sampling(temperature=gp.temperature, top_p=gp.top_p, max_tokens=gp.max_tokens_per_turn, seed=seed)
@@ -299,33 +219,9 @@ def hint_infer_shard(shard: int, problems: list[dict[str, Any]], *, rt: Any, sp:
     return {"traces": rows}
 
 
-def rft_shard(shard: int, problems: list[dict[str, Any]], *, rt: Any, sp: StartParams, seed: int) -> dict[str, list[dict[str, Any]]]:
+def rft_shard(shard: int, problems: list[dict[str, Any]], *, rt: Runtime, sp: StartParams, seed: int) -> dict[str, list[dict[str, Any]]]:
     """k tool-integrated samples per problem from START-0 (T=0.6, top-p 0.95), graded."""
     return sample_shard(shard, problems, rt=rt, gp=sp.rft, limits=_limits(sp), seed=seed, stage="rft", style="tir")
-
-
-def sample_shard(
-    shard: int, problems: list[dict[str, Any]], *, rt: Any, gp: GenParams, limits: Any, seed: int, stage: str, style: str
-) -> dict[str, list[dict[str, Any]]]:
-    """gp.k tool-integrated samples per problem with gp's sampling, graded, as `traces` rows of `stage`."""
-    from tracemill.formats import render_prompt
-    from tracemill.tir import Sampling, run_traces
-
-    base = Sampling(temperature=gp.temperature, top_p=gp.top_p, max_tokens=gp.max_tokens_per_turn, seed=seed)
-    jobs, owners = [], []
-    for problem in problems:
-        prompt = render_prompt(problem["question"], rt.tokenizer, rt.fmt, style)
-        for i, job in enumerate(sample_jobs(problem, prompt, gp.k, base, gp.max_tokens_total)):
-            jobs.append(job)
-            owners.append((problem, prompt, i))
-    results = run_traces(rt.backend, rt.sandbox, jobs, rt.fmt, limits)
-    verdicts = grade_results(rt, [o[0] for o in owners], results)
-    rows = [
-        trace_row(problem, result, verdict, prompt=prompt, stage=stage, round=0, model=rt.model_name,
-                  sample_index=i, sampling=job.sampling, hint=None)
-        for (problem, prompt, i), job, result, verdict in zip(owners, jobs, results, verdicts)
-    ]
-    return {"traces": rows}
 
 
 def eval_ngrams(problems: Sequence[dict[str, Any]], sp: StartParams) -> set:
@@ -350,28 +246,38 @@ FROM (SELECT unnest(hint_at) AS position FROM traces WHERE stage = 'hint_infer')
 GROUP BY 1 ORDER BY 1
 """
 
-TRACE_COST_SQL = """
-SELECT count(*) AS traces, avg(correct::INT) AS accuracy, avg(tool_calls) AS tool_calls_per_trace,
-       sum(prompt_tokens) AS prompt_tokens, sum(cached_prompt_tokens) AS cached_prompt_tokens,
-       sum(generated_tokens) AS generated_tokens
-FROM traces WHERE stage = ?
-"""
-
-
-def trace_metrics(data_dir: str, stage: str) -> dict[str, Any]:
-    from tracemill import sql
-
+def hint_infer_metrics(data_dir: str) -> dict[str, Any]:
+    """hint_infer's traces (`generate.trace_metrics`), greedy accuracy, each hint kind's success and how
+    many wrong greedy answers it fixed, and where the hints landed."""
     con = sql.connect(data_dir)
-    cur = con.execute(TRACE_COST_SQL, [stage])
-    names = [d[0] for d in cur.description]
-    out: dict[str, Any] = dict(zip(names, cur.fetchone()))
-    if stage == "hint_infer":
-        rows = con.execute(HINT_SUCCESS_SQL).fetchall()
-        out["greedy_accuracy"] = con.execute(
-            "SELECT avg(correct::INT) FROM traces WHERE stage = 'hint_infer' AND hint_id IS NULL").fetchone()[0]
-        out["hint_success"] = {kind: {"traces": n, "success_rate": rate, "fixed_greedy": fixed} for kind, n, rate, fixed in rows}
-        out["hint_at"] = dict(con.execute(HINT_POSITION_SQL).fetchall())
-    return out
+    rows = con.execute(HINT_SUCCESS_SQL).fetchall()
+    return {
+        **trace_metrics(data_dir, "hint_infer"),
+        "greedy_accuracy": con.execute(
+            "SELECT avg(correct::INT) FROM traces WHERE stage = 'hint_infer' AND hint_id IS NULL").fetchone()[0],
+        "hint_success": {kind: {"traces": n, "success_rate": rate, "fixed_greedy": fixed} for kind, n, rate, fixed in rows},
+        "hint_at": dict(con.execute(HINT_POSITION_SQL).fetchall()),
+    }
+
+
+# ---- writing a selection (d_seed, d_start) --------------------------------------------------------
+
+
+# ---- writing a selection (d_seed, d_start) --------------------------------------------------------
+
+
+def write_selection(paths: dict[str, str], table: str, kept: list[dict[str, Any]], quarantine: Quarantine, fingerprint: str,
+                    candidates: int, extra: dict[str, Any] | None = None) -> None:
+    """What d_seed and d_start write: one shard in paths["out"], paths["metrics"] with drop reasons (and
+    `extra`), the drop-reason plot paths["drops"] (the stage's command-line paths)."""
+    drops = dict(quarantine.counts)
+    out = store.StageOutput(paths["out"], [table, "rejected"], fingerprint)
+    out.write_shard(0, {table: kept, "rejected": quarantine.take()})
+    counts = out.finalize([0])
+    store.write_json(paths["metrics"], {"size": counts[table], "problems": len({r["problem_id"] for r in kept}),
+                                        "candidate_traces": candidates, "dropped": drops, **(extra or {})})
+    store.write_csv(paths["drops"], [{"reason": k, "count": v} for k, v in sorted(drops.items())] or [{"reason": "none", "count": 0}])
+    print(f"{table}: kept {counts[table]} traces; dropped {sum(drops.values())} ({', '.join(f'{k}={v}' for k, v in sorted(drops.items())) or 'none'})")
 
 
 def seed_yield(traces: Sequence[dict[str, Any]], kept: Sequence[dict[str, Any]], domain_of: dict[str, str]) -> dict[str, Any]:

@@ -185,7 +185,7 @@ def part_error(part: Path, problem: str) -> CorruptPartError:
 
 
 def _dvc_stage_writing(stage_dir: Path) -> str | None:
-    """The dvc.lock stage (e.g. `mcts@1`) whose output is `stage_dir`; None when none is found."""
+    """The dvc.lock stage (e.g. `rstar_search@1`) whose output is `stage_dir`; None when none is found."""
     import yaml
 
     folder = stage_dir.resolve()

@@ -1,7 +1,7 @@
 """Tiny Qwen2-architecture models built from scratch: the embedded policy and the test fixtures.
 
 A byte-level BPE tokenizer (digits split one by one, so arithmetic is learnable) with the ChatML
-template of the Qwen2.5 family and the Satori meta-action tokens as special tokens, and a
+template of the Qwen2.5 family and the special tokens of formats.py (ChatML's, Satori's meta-actions), and a
 `Qwen2ForCausalLM` sized by the caller. Both save as a standard Hugging Face folder that the Auto
 classes and vLLM load from a path.
 """
@@ -13,13 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tracemill.formats import EOS, IM_END, SPECIAL_TOKENS
+
 if TYPE_CHECKING:  # heavy imports stay inside the functions
     from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
-
-# ChatML as used by the Qwen2.5 family, so the bootstrap policy and a real checkpoint read the same prompts.
-IM_START, IM_END, EOS = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
-META_ACTIONS = ("<|continue|>", "<|reflect|>", "<|explore|>")
-SPECIAL_TOKENS = (EOS, IM_START, IM_END, *META_ACTIONS)
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"

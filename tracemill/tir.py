@@ -22,6 +22,8 @@ from typing import Any
 from tracemill import records
 from tracemill.formats import FormatParams, code_blocks, output_segments, pending_code, strip_tool_stop
 from tracemill.hints import Hint, fill_template
+from tracemill.llm import Backend, Completion, Request
+from tracemill.sandbox.base import Sandbox, Session
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,8 @@ def before_hint(result: TraceResult, n: int) -> TraceResult:
 class _Live:
     job: TraceJob
     segments: list[dict[str, Any]]
-    session: Any
-    handle: Any = None
+    session: Session
+    handle: Completion | None = None
     pending_append: str = ""
     tool_calls: int = 0
     marker_hints: int = 0
@@ -142,17 +144,15 @@ def _split_code(text: str, fmt: FormatParams) -> tuple[str, str | None]:
     return text[:start], text[start:]
 
 
-def run_traces(backend: Any, sandbox: Any, jobs: Sequence[TraceJob], fmt: FormatParams, limits: LoopLimits) -> list[TraceResult]:
+def run_traces(backend: Backend, sandbox: Sandbox, jobs: Sequence[TraceJob], fmt: FormatParams, limits: LoopLimits) -> list[TraceResult]:
     """Advance every job to completion in batched turns; returns one result per job, in order."""
-    from tracemill.llm import Request
-
     lives = [_Live(job=j, segments=[], session=sandbox.session().__enter__()) for j in jobs]
     try:
         while True:
             running = [lv for lv in lives if not lv.done]
             if not running:
                 break
-            requests = [_request(lv, fmt, limits, Request) for lv in running]
+            requests = [_request(lv, fmt, limits) for lv in running]
             outputs = backend.generate(requests)
             for lv, outs in zip(running, outputs):
                 _advance(lv, outs[0], fmt, limits)
@@ -176,22 +176,22 @@ def _stop_hint_due(lv: _Live, limits: LoopLimits) -> bool:
     return lv.job.stop_hint is not None and lv.stop_hints < limits.max_stop_hints
 
 
-def _request(lv: _Live, fmt: FormatParams, limits: LoopLimits, Request: Any) -> Any:
+def _request(lv: _Live, fmt: FormatParams, limits: LoopLimits) -> Request:
     s = lv.job.sampling
-    common = dict(stop=_stops(lv, fmt, limits), n=1, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed)
+    common: dict[str, Any] = dict(stop=_stops(lv, fmt, limits), n=1, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed)
     if lv.handle is None:
         return Request(prompt=lv.job.prompt, **common)
     return Request(continues=lv.handle, append=lv.pending_append, **common)
 
 
-def _advance(lv: _Live, out: Any, fmt: FormatParams, limits: LoopLimits) -> None:
+def _advance(lv: _Live, out: Completion, fmt: FormatParams, limits: LoopLimits) -> None:
     lv.handle = out
     lv.pending_append = ""
     lv.prompt_tokens += out.prompt_tokens
     lv.cached_prompt_tokens += out.cached_prompt_tokens
     lv.generated_tokens += out.generated_tokens
     text = out.text
-    stop = getattr(out, "stop_reason", None)
+    stop = out.stop_reason or ""  # "" matches no tool stop, marker or stop string
     if out.finish_reason == "stop" and stop in fmt.tool_stop:
         text = strip_tool_stop(text, fmt)
         code = pending_code(text, fmt)

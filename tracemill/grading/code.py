@@ -87,8 +87,7 @@ def verdict(program: Program, runs: Sequence[_Run]) -> Verdict:
     """passed/total and the first failure from the status of each cell."""
     first, tests = runs[0], runs[1:]
     if not first.ok:
-        why = f"solution: {_last_line(first)}"
-        return _verdict(program, 0, why, timed_out=first.status == "timeout")
+        return _verdict(program, 0, f"solution: {_last_line(first)}", timed_out=first.status == "timeout")
     passed = sum(run.ok for run in tests)
     failed = next(((cell, run) for cell, run in zip(program.cells[1:], tests) if not run.ok), None)
     why = None if failed is None else f"{failed[0].strip().splitlines()[-1][:200]} -> {_last_line(failed[1])}"

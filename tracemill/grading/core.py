@@ -25,7 +25,9 @@ class GradingParams:
     fallback_last_number: bool = False
     workers: int = at_least(1, default=2)  # processes that run math-verify
     timeout_s: float = above(0, default=5.0)  # hard limit per (gold, prediction) pair; past it the verdict is `timeout`
-    worker_memory_mb: int = at_least(1, default=2048)  # address-space cap per worker, so a hostile answer cannot exhaust the host
+    worker_memory_mb: int = at_least(
+        1, default=2048
+    )  # address-space cap per worker, so a hostile answer cannot exhaust the host
     float_rounding: int = at_least(0, default=6)  # decimals math-verify rounds to when one side is a decimal
     max_answer_chars: int = at_least(1, default=1000)  # a longer extracted answer is `too_long`, never parsed
 

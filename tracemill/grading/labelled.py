@@ -1,7 +1,7 @@
 """The labelled grading set graded two ways — by our grader and by math-verify as it is usually
 called — and scored per kind: right, false positives (graded correct, labelled wrong).
 
-Used by the `grading_check` stage (metrics/grading.json, the README's per-kind table) and by
+Used by the `grading_check` stage (metrics/grading.json, the per-kind table of docs/grading.md) and by
 benchmarks/grading.py (the same verdicts, timed). The set is tests/data/grading/pairs.jsonl;
 its sources and labels are described in tests/data/grading/README.md.
 """

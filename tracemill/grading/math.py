@@ -10,11 +10,12 @@ from importlib.metadata import version
 
 from tracemill.grading.core import GradingParams, Verdict
 from tracemill.grading.extract import extract_answer, gold_answer
-from tracemill.grading.normalize import compare_plain, normalize
+from tracemill.grading.normalize import Answer, compare_plain, grouped_alike, normalize
 from tracemill.grading.numeric import compare_numeric
+from tracemill.grading.systems import align
 
 # Bump when extraction, normalisation, the plain or the numeric comparisons change a verdict.
-RULES_VERSION = "3"
+RULES_VERSION = "4"
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,17 @@ class Pending:
     pred: str
 
 
-def decide(gold: str | None, response: str, params: GradingParams, grader: str, grader_version: str) -> Verdict | Pending:
+def decide(
+    gold: str | None,
+    response: str,
+    params: GradingParams,
+    grader: str,
+    grader_version: str,
+    question: str | None = None,
+) -> Verdict | Pending:
+    """`question` (the problem's text, when known) tells the order in which named values
+    (`x=5, y=2`) answer a tuple gold (`(5,2)`); without it they never do."""
+
     def verdict(correct: bool, reason: str, predicted: str | None = None) -> Verdict:
         return Verdict(correct, reason, grader, grader_version, predicted)
 
@@ -38,6 +49,8 @@ def decide(gold: str | None, response: str, params: GradingParams, grader: str, 
     if len(predicted) > params.max_answer_chars:
         return verdict(False, "too_long", predicted[: params.max_answer_chars])
     g, p = normalize(gold_answer(gold)), normalize(predicted)
+    g_text, p_text = align(*grouped_alike(g, p), question)
+    g, p = Answer(g_text, g.percent), Answer(p_text, p.percent)
     settled = compare_plain(g, p)
     if settled is None and not (g.percent or p.percent):
         settled = compare_numeric(g.text, p.text)
@@ -47,4 +60,6 @@ def decide(gold: str | None, response: str, params: GradingParams, grader: str, 
 
 
 def math_verify_version() -> str:
-    return f"{RULES_VERSION}+math-verify-{version('math-verify')}+latex2sympy2_extended-{version('latex2sympy2_extended')}"
+    return (
+        f"{RULES_VERSION}+math-verify-{version('math-verify')}+latex2sympy2_extended-{version('latex2sympy2_extended')}"
+    )

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
+from typing import TypeGuard, cast
 
 from tracemill.grading.numeric import compare_numeric
 
@@ -33,7 +34,14 @@ _WORDS = re.compile(r"^[A-Za-z]{2,}(?: [A-Za-z]+)*$")
 _CHOICE = re.compile(r"^\(([A-Ea-e])\)$")
 _VAR_PREFIX = re.compile(r"^[A-Za-z](?:_\{?\w+\}?)?\s*=\s*(?=[^=]+$)")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
-_NUMBER_WORDS = re.compile(r"^(-?(?:\d[\d,]*\.?\d*|\.\d+))\s+[A-Za-z][A-Za-z ./]*$")
+_NUMBER_WORDS = re.compile(r"^(-?(?:\d[\d,]*\.?\d*|\.\d+))\s+[A-Za-z][A-Za-z ./'-]*$")
+# Words after a number that change what it states ("12 thousand", "12 squared", "12 or more"):
+# such a number is no value with units. Normalised text has no space before them (`12thousand`).
+VALUE_WORDS = re.compile(
+    r"(?<![\\A-Za-z])(?:hundred|thousand|million|billion|trillion|dozen|squared|cubed|factorial|plus|minus|times|over"
+    r"|divided|or|more|less|fewer|than|least|most|not)\b",
+    re.IGNORECASE,
+)
 _DECIMAL = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
 _TIMES_TEN = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))\s*(?:\\times|\\cdot|\*)\s*10\^\{?([+-]?\d+)\}?$")
 _LATEX_FRAC = re.compile(r"^([+-]?)(\d*)\\frac(?:\{([+-]?\d+)\}|(\d))(?:\{([+-]?\d+)\}|(\d))$")
@@ -45,7 +53,12 @@ _BOLD = re.compile(r"^(?:\\mathbf|\\textbf|\\boldsymbol)\s*\{(.*)\}$|^\*\*(.*)\*
 # sympy's printer, as tool-integrated traces copy it: `3*pi/4`, `sqrt(2)/2`, `exp(2) + 1`, `x**2`, `2.0 + 3.0*I`.
 _PROGRAM = re.compile(r"\*\*|\*|\b(?:sqrt|exp|log|sin|cos|tan|cot|sec|csc|pi|oo|I)\b")
 _PROGRAM_FUNC = re.compile(r"\b(sqrt|log|sin|cos|tan|cot|sec|csc)\(")
-_PROGRAM_NAMES = ((re.compile(r"\bpi\b"), r"\\pi "), (re.compile(r"\boo\b"), r"\\infty "), (re.compile(r"\bI\b"), "i"), (re.compile(r"\bE\b"), "e"))
+_PROGRAM_NAMES = (
+    (re.compile(r"\bpi\b"), r"\\pi "),
+    (re.compile(r"\boo\b"), r"\\infty "),
+    (re.compile(r"\bI\b"), "i"),
+    (re.compile(r"\bE\b"), "e"),
+)
 _NUMBER_TIMES_NAME = re.compile(r"(?<=[\d)])\*(?=[A-Za-z\\(])")
 _QUANTIFIER = re.compile(r"\\forall|\\exists|\bfor all\b|\bthere exists?\b", re.IGNORECASE)
 _ELLIPSIS = re.compile(r"\\[lc]?dots|\\ldots|\.\.\.|…")
@@ -61,10 +74,12 @@ _RATIO = re.compile(r"(?<![:=<>\\])\s*:\s*(?![=])")
 
 @dataclass(frozen=True)
 class Answer:
-    """A normalised answer: its canonical text and whether it was written as a percentage."""
+    """A normalised answer: its canonical text, whether it was written as a percentage, and
+    whether it was a list in TeX grouping braces (`{1,3}`)."""
 
     text: str
     percent: bool
+    grouped: bool = False
 
 
 def normalize(answer: str) -> Answer:
@@ -72,6 +87,10 @@ def normalize(answer: str) -> Answer:
     s = _unwrap_math(s)
     if m := _BOLD.match(s):
         s = (m.group(1) or m.group(2)).strip()
+    grouped = False
+    while s.startswith("{") and _closing(s, 0) == len(s) - 1:
+        s = s[1:-1].strip()  # TeX grouping (`{35 cm,4}`, `\mathbf{{7}}`); a set is `\{..\}`
+        grouped = _top_level_comma(s)
     s = _GROUPED.sub("", s)
     s = _DROP.sub("", s)
     if "\\" not in s and _PROGRAM.search(s):
@@ -84,8 +103,7 @@ def normalize(answer: str) -> Answer:
     s = _CURRENCY.sub("", s)
     s = _SQRT_PAREN.sub(r"\\sqrt{\1}", s)
     s = s.strip().rstrip(".").strip()
-    s = _strip_units(s)
-    s = _NUMBER_WORDS.sub(r"\1", s)
+    s = _without_units(s)
     if _THOUSANDS.match(s) or _SPACED_THOUSANDS.match(s):
         s = s.replace(",", "").replace(" ", "")
     s = " ".join(s.split())
@@ -94,9 +112,19 @@ def normalize(answer: str) -> Answer:
     s = as_interval(s) or s
     s = _tight(s)
     # `x = 3` is the number 3; `y = 2x + 3` stays an equation for math-verify to compare as one.
-    if (value := _VAR_PREFIX.sub("", s)) != s and as_number(value) is not None:
-        s = value
-    return Answer(s, percent > 0)
+    if (bare := _VAR_PREFIX.sub("", s)) != s and as_number(bare) is not None:
+        s = bare
+    return Answer(s, percent > 0, grouped)
+
+
+def grouped_alike(gold: Answer, pred: Answer) -> tuple[str, str]:
+    """The texts of both, a grouped list (`{1,3}`) read as one object: a tuple in its order
+    against a tuple, as math-verify reads it; a list against anything else."""
+
+    def read(a: Answer, other: Answer) -> str:
+        return f"({a.text})" if a.grouped and shape(other.text) == "tuple" else a.text
+
+    return read(gold, pred), read(pred, gold)
 
 
 def _unwrap_math(s: str) -> str:
@@ -109,8 +137,29 @@ def _unwrap_math(s: str) -> str:
 
 def _strip_units(s: str) -> str:
     r"""`5\text{ cm}^2` -> `5`, but a bare `\text{Evelyn}` stays: only text after a quantity is a unit."""
-    while (m := _TRAILING_UNIT.search(s)) and m.start() > 0 and s[: m.start()].rstrip()[-1:] in "0123456789}":
+    while (
+        (m := _TRAILING_UNIT.search(s))
+        and m.start() > 0
+        and s[: m.start()].rstrip()[-1:] in "0123456789}"
+        and not VALUE_WORDS.search(m.group(1))  # `12\text{ thousand}` is no 12 with a unit
+    ):
         s = s[: m.start()].rstrip()
+    return s
+
+
+def _without_units(s: str) -> str:
+    """Units after the answer, or after each element of a list (`35 cm, 4`: a box per element)."""
+    parts = _split(s, ",")
+    if len(parts) == 1:
+        return _drop_unit_words(_strip_units(s))
+    bare = [_drop_unit_words(_strip_units(part)) for part in parts]
+    return ",".join(bare) if bare != parts else s
+
+
+def _drop_unit_words(s: str) -> str:
+    """`45,000 dollars` -> `45,000`; a number followed by words that change it stays as written."""
+    if (m := _NUMBER_WORDS.match(s)) and not VALUE_WORDS.search(s):
+        return m.group(1)
     return s
 
 
@@ -132,10 +181,13 @@ def _tight(s: str) -> str:
     return re.sub(r"(?<![A-Za-z])\s+|\s+(?![A-Za-z])", "", s)
 
 
-_UNITS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-    "sixteen seventeen eighteen nineteen".split()
-)}
+_UNITS = {
+    w: i
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen".split()
+    )
+}
 _TENS = {w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())}
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
 
@@ -164,8 +216,22 @@ def words_to_number(s: str) -> int | None:
 # --- intervals and the inequalities that state them -------------------------------------------
 
 _REL = re.compile(r"\\leqslant|\\geqslant|\\leq|\\geq|\\le|\\ge|\\lt|\\gt|<=|>=|=<|=>|<|>")
-_REL_KIND = {"\\leqslant": "<=", "\\geqslant": ">=", "\\leq": "<=", "\\geq": ">=", "\\le": "<=", "\\ge": ">=",
-             "\\lt": "<", "\\gt": ">", "<=": "<=", ">=": ">=", "=<": "<=", "=>": ">=", "<": "<", ">": ">"}
+_REL_KIND = {
+    "\\leqslant": "<=",
+    "\\geqslant": ">=",
+    "\\leq": "<=",
+    "\\geq": ">=",
+    "\\le": "<=",
+    "\\ge": ">=",
+    "\\lt": "<",
+    "\\gt": ">",
+    "<=": "<=",
+    ">=": ">=",
+    "=<": "<=",
+    "=>": ">=",
+    "<": "<",
+    ">": ">",
+}
 _OR = re.compile(r"\\text\{\s*or\s*\}|\\(?:vee|lor)\b|\bor\b|\\cup")
 _AND = re.compile(r"\\text\{\s*and\s*\}|\\(?:wedge|land)\b|\band\b")
 _VARIABLE = re.compile(r"^[A-Za-z](?:_\{?\w+\}?)?$")
@@ -193,7 +259,7 @@ def as_interval(s: str) -> str | None:
         for clause in _AND.split(alternative):
             clause = clause.strip()
             if m := _HOLE.match(clause):
-                bounds = (m.group(1), None, None)
+                bounds: tuple[str, Bound | None, Bound | None] | None = (m.group(1), None, None)
                 holes.append(m.group(2))
             else:
                 bounds = _bounds(clause)
@@ -212,9 +278,10 @@ def as_interval(s: str) -> str | None:
 def _cut(lower: Bound, upper: Bound, holes: list[str]) -> list[str] | None:
     """`lower..upper` in interval notation, split at the excluded points `holes` (`x \\neq 9`);
     None unless every hole is a number strictly inside, so the pieces come out in order."""
-    values = [as_number(h) for h in holes]
-    if None in values:
+    maybe = [as_number(h) for h in holes]
+    if None in maybe:
         return None
+    values = cast(list[Fraction], maybe)  # no None, as checked above
     order = sorted(range(len(holes)), key=lambda i: values[i])
     low, high = as_number(lower[0]), as_number(upper[0])
     if any((low is not None and values[i] <= low) or (high is not None and values[i] >= high) for i in order):
@@ -236,9 +303,9 @@ def _bounds(clause: str) -> tuple[str, Bound | None, Bound | None] | None:
         lo, hi = (0, 2) if ops[0][0] == "<" else (2, 0)
         return parts[1], (parts[lo], "=" in ops[0]), (parts[hi], "=" in ops[1])
     left, right, op = parts[0], parts[1], ops[0]
-    if left[:1] == "-" and _VARIABLE.match(left[1:]) and (value := as_number(right)) is not None:
+    if left[:1] == "-" and _VARIABLE.match(left[1:]) and (number := as_number(right)) is not None:
         # `-x > -1` is `x < 1`
-        left, right, op = left[1:], str(-value), op.replace("<", "#").replace(">", "<").replace("#", ">")
+        left, right, op = left[1:], str(-number), op.replace("<", "#").replace(">", "<").replace("#", ">")
     if _VARIABLE.match(left) and not _VARIABLE.match(right):
         variable, value, op = left, right, op
     elif _VARIABLE.match(right) and not _VARIABLE.match(left):
@@ -276,7 +343,8 @@ def _decimal(s: str) -> Fraction | None:
         d = Decimal(s)
     except InvalidOperation:
         return None
-    if abs(d.as_tuple().exponent) > _MAX_EXPONENT:
+    exponent = d.as_tuple().exponent  # an int: the patterns that call this admit finite numbers only
+    if not isinstance(exponent, int) or abs(exponent) > _MAX_EXPONENT:
         return None
     return Fraction(d)
 
@@ -340,6 +408,8 @@ def compare_plain(gold: Answer, pred: Answer) -> bool | None:
     g_num, p_num = as_number(gold.text), as_number(pred.text)
     if g_num is not None and p_num is not None:
         return _numbers_equal(g_num, gold.percent, p_num, pred.percent)
+    if (g_num is not None and VALUE_WORDS.search(pred.text)) or (p_num is not None and VALUE_WORDS.search(gold.text)):
+        return False  # `12\text{ thousand}`, `12 or more`: a number with words that change what it states
     g_words, p_words = text_of(gold.text), text_of(pred.text)
     if g_words is not None or p_words is not None:
         return (g_words or _plain_words(gold.text)) == (p_words or _plain_words(pred.text))
@@ -354,11 +424,15 @@ def compare_plain(gold: Answer, pred: Answer) -> bool | None:
     if g_cells is not None and p_cells is not None:
         if [len(r) for r in g_cells] != [len(r) for r in p_cells]:
             return False
-        return _all_equal([_element_equal(g, p) for g_row, p_row in zip(g_cells, p_cells) for g, p in zip(g_row, p_row)])
+        return _all_equal(
+            [_element_equal(g, p) for g_row, p_row in zip(g_cells, p_cells) for g, p in zip(g_row, p_row)]
+        )
     g_shape, p_shape = shape(gold.text), shape(pred.text)
     if {g_shape, p_shape} in ({"set", "tuple"}, {"list", "tuple"}):
         return False  # an unordered answer never equals an ordered pair or an interval
-    if {g_shape, p_shape} == {"list", "scalar"} and (as_number(gold.text) is not None or as_number(pred.text) is not None):
+    if {g_shape, p_shape} == {"list", "scalar"} and (
+        as_number(gold.text) is not None or as_number(pred.text) is not None
+    ):
         return False  # `32, 349` lists two numbers: a comma and a space group no thousands
     return _elementwise(gold.text, g_shape, pred.text, p_shape)
 
@@ -401,7 +475,7 @@ def _elementwise(gold: str, g_shape: str, pred: str, p_shape: str) -> bool | Non
     in order for a tuple, as multisets otherwise. None when an element pair is undecided."""
     if g_shape == "scalar" or p_shape == "scalar" or (g_shape == "tuple") != (p_shape == "tuple"):
         return None
-    g_items, p_items = _items(gold, g_shape), _items(pred, p_shape)
+    g_items, p_items = items(gold, g_shape), items(pred, p_shape)
     if len(g_items) != len(p_items):
         return False if all(as_number(x) is not None for x in g_items + p_items) else None
     if g_shape == "tuple":
@@ -410,16 +484,20 @@ def _elementwise(gold: str, g_shape: str, pred: str, p_shape: str) -> bool | Non
             return False
         return _all_equal(same)
     g_named, p_named = [_NAMED.match(x) for x in g_items], [_NAMED.match(x) for x in p_items]
-    if all(g_named) and all(p_named):
+    if _all_matched(g_named) and _all_matched(p_named):
         # `a=4, b=7` and `b=7, a=4`: values compared by name
         g_by, p_by = ({m.group(1): m.group(2) for m in named} for named in (g_named, p_named))
         if len(g_by) != len(g_items) or set(g_by) != set(p_by):
             return None
         return _all_equal([_element_equal(g_by[k], p_by[k]) for k in g_by])
-    if all(g_named) and not any(p_named):
+    if _all_matched(g_named) and not any(p_named):
         # `y_1=.., y_2=..` answered `.., ..`: in the order of the names
         return _all_equal([_element_equal(m.group(2), p) for m, p in zip(g_named, p_items)])
     return _same_multiset(g_items, p_items)
+
+
+def _all_matched(matches: list[re.Match[str] | None]) -> TypeGuard[list[re.Match[str]]]:
+    return all(matches)
 
 
 def _all_equal(same: list[bool | None]) -> bool | None:
@@ -465,7 +543,8 @@ def _element_equal(gold: str, pred: str) -> bool | None:
     return compare_numeric(gold, pred)
 
 
-def _items(s: str, kind: str) -> list[str]:
+def items(s: str, kind: str) -> list[str]:
+    """The elements of an answer of `shape` `kind`."""
     inner = s[2:-2] if kind == "set" else s[1:-1] if kind == "tuple" else s
     return _split(inner, ",")
 

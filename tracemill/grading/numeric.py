@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
-from mpmath.ctx_iv import MPIntervalContext
+from mpmath.ctx_iv import MPIntervalContext, ivmpf  # iv.mpf below: the context's own subclass of ivmpf
 
 # A context of our own: its precision is ours to set, whatever else in the process uses mpmath.
 iv = MPIntervalContext()
@@ -40,8 +40,14 @@ _POINTS = (
 
 _TOKEN = re.compile(r"\\[A-Za-z]+|\d|[A-Za-z]|[-+*/^(){}\[\]]|\s+|.")
 _FUNCS: dict[str, Callable] = {
-    r"\sin": iv.sin, r"\cos": iv.cos, r"\tan": iv.tan, r"\cot": iv.cot, r"\sec": iv.sec, r"\csc": iv.csc,
-    r"\ln": iv.ln, r"\exp": iv.exp,
+    r"\sin": iv.sin,
+    r"\cos": iv.cos,
+    r"\tan": iv.tan,
+    r"\cot": iv.cot,
+    r"\sec": iv.sec,
+    r"\csc": iv.csc,
+    r"\ln": iv.ln,
+    r"\exp": iv.exp,
 }
 _TIMES = (r"\cdot", r"\times", "*")
 _DIVIDE = ("/", r"\div")
@@ -53,7 +59,7 @@ class Undecided(Exception):
 
 @dataclass(frozen=True)
 class Expression:
-    evaluate: Callable[[dict[str, iv.mpf]], iv.mpf]
+    evaluate: Callable[[dict[str, ivmpf]], ivmpf]
     symbols: frozenset[str]
 
 
@@ -83,11 +89,11 @@ def compare_numeric(gold: str, pred: str) -> bool | None:
     return True
 
 
-def _narrow(x: iv.mpf) -> bool:
+def _narrow(x: ivmpf) -> bool:
     return x.delta <= _NARROW * max(abs(x.a), abs(x.b), iv.mpf(1)).b
 
 
-def _checked(x: object) -> iv.mpf:
+def _checked(x: object) -> ivmpf:
     if not isinstance(x, iv.mpf) or not (abs(x.a) < _MAX_MAGNITUDE and abs(x.b) < _MAX_MAGNITUDE):
         raise Undecided("not a finite real value")
     return x
@@ -108,15 +114,15 @@ def parse(text: str) -> Expression:
 Node = Expression
 
 
-def _const(value: Callable[[], iv.mpf]) -> Node:
+def _const(value: Callable[[], ivmpf]) -> Node:
     return Node(lambda env: value(), frozenset())
 
 
-def _binary(op: Callable[[iv.mpf, iv.mpf], iv.mpf], a: Node, b: Node) -> Node:
+def _binary(op: Callable[[ivmpf, ivmpf], ivmpf], a: Node, b: Node) -> Node:
     return Node(lambda env: _checked(op(a.evaluate(env), b.evaluate(env))), a.symbols | b.symbols)
 
 
-def _power(base: iv.mpf, exponent: iv.mpf) -> iv.mpf:
+def _power(base: ivmpf, exponent: ivmpf) -> ivmpf:
     if abs(exponent.a) > _MAX_EXPONENT or abs(exponent.b) > _MAX_EXPONENT:
         raise Undecided("exponent too large")
     if exponent.a == exponent.b and exponent.a == int(exponent.a.a):
@@ -168,7 +174,7 @@ class _Parser:
                 if self._starts_atom():
                     raise Undecided("implicit product after a division")
             elif self._starts_atom():
-                if self.peek().isdigit():
+                if (self.peek() or "").isdigit():
                     raise Undecided("a number after a factor")
                 node = _binary(lambda a, b: a * b, node, self.power(depth))
             else:
@@ -194,7 +200,9 @@ class _Parser:
 
     def _starts_atom(self) -> bool:
         token = self.peek()
-        return token is not None and (token in ("(", "{") or token.isalnum() or token in _FUNCS or token in (r"\frac", r"\sqrt", r"\pi"))
+        return token is not None and (
+            token in ("(", "{") or token.isalnum() or token in _FUNCS or token in (r"\frac", r"\sqrt", r"\pi")
+        )
 
     def argument(self, depth: int) -> Node:
         """A macro's or a power's argument: `{...}` or one character (`\\frac12`, `x^2`)."""

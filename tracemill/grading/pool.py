@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from typing import cast
 
 from tracemill.grading.core import GradingError
 
@@ -53,7 +54,7 @@ class VerifyPool:
             by_conn = {self._live(slot).conn: slot for slot in inflight}
             wait_s = max(0.0, min(deadline for _, deadline in inflight.values()) - time.monotonic())
             for conn in wait(list(by_conn), timeout=wait_s):
-                slot = by_conn[conn]
+                slot = by_conn[cast(Connection, conn)]  # wait() returns some of the objects it was given
                 task, _ = inflight.pop(slot)
                 results[task] = self._receive(slot)
             now = time.monotonic()
@@ -83,8 +84,10 @@ class VerifyPool:
             ready = False
         if not ready:
             self._kill(slot)
-            raise GradingError(f"a math-verify worker (python -m tracemill.grading.worker) did not start within "
-                               f"{_START_S:g} s — run it by hand to see why; `pip install math-verify` if it is missing")
+            raise GradingError(
+                f"a math-verify worker (python -m tracemill.grading.worker) did not start within "
+                f"{_START_S:g} s — run it by hand to see why; `pip install math-verify` if it is missing"
+            )
         return worker
 
     def _live(self, slot: int) -> _Worker:

@@ -17,6 +17,10 @@ Item = tuple[dict, str]  # (problems row, response)
 _SEEN_MAX = 100_000  # normalised pairs remembered per grader
 
 
+def _decide(problem: dict, response: str, params: GradingParams, name: str, version: str) -> Verdict | Pending:
+    return decide(problem.get("answer"), response, params, name, version, problem.get("question"))
+
+
 class DomainGrader(Protocol):
     name: str
     version: str
@@ -36,7 +40,7 @@ class ExactGrader:
         self.params = params
 
     def grade_many(self, items: Sequence[Item]) -> list[Verdict]:
-        verdicts = [decide(p.get("answer"), r, self.params, self.name, self.version) for p, r in items]
+        verdicts = [_decide(p, r, self.params, self.name, self.version) for p, r in items]
         return [v if isinstance(v, Verdict) else self._unsettled(v) for v in verdicts]
 
     def _unsettled(self, pending: Pending) -> Verdict:
@@ -59,7 +63,7 @@ class MathVerifyGrader:
         self._seen: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     def grade_many(self, items: Sequence[Item]) -> list[Verdict]:
-        decided = [decide(p.get("answer"), r, self.params, self.name, self.version) for p, r in items]
+        decided = [_decide(p, r, self.params, self.name, self.version) for p, r in items]
         pending = [(i, d) for i, d in enumerate(decided) if isinstance(d, Pending)]
         outcomes = self._outcomes([(d.gold, d.pred) for _, d in pending])
         for i, d in pending:
@@ -166,7 +170,8 @@ class Grader:
         if unknown:
             problem = items[unknown[0]][0]
             raise GradingError(
-                f"problem {problem.get('problem_id')!r} has domain {problem.get('domain')!r}; graders exist for: math, code"
+                f"problem {problem.get('problem_id')!r} has domain {problem.get('domain')!r}; "
+                "graders exist for: math, code"
             )
         return verdicts  # type: ignore[return-value]
 
@@ -177,7 +182,9 @@ class Grader:
     def __enter__(self) -> Grader:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 

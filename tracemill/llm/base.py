@@ -104,6 +104,7 @@ def check_model_dir(model_path: str | Path) -> Path:
 
 
 def load_backend(params: LLMParams, model_path: str | Path) -> Backend:
+    # Each backend module imports this one (Request, Completion): imported here, on use, the two stay acyclic.
     if params.backend == "transformers":
         from tracemill.llm.hf import TransformersBackend
 

@@ -191,16 +191,23 @@ def fingerprint(model_path: Path, row_ids: Sequence[str], params: TrainerParams)
     return content_id(str(model_path.resolve()), config, sorted(row_ids), dataclasses.asdict(params))
 
 
+def claim_checkpoints(checkpoints: Path, run_id: str, resume: bool) -> str | None:
+    """The last checkpoint in `checkpoints` when resuming the run it belongs to (its RUN_FILE names
+    run_id); otherwise the folder is emptied and claimed for run_id, and there is none."""
+    run_file = checkpoints / RUN_FILE
+    same_run = run_file.is_file() and json.loads(run_file.read_text(encoding="utf-8")).get("run_id") == run_id
+    if checkpoints.exists() and not (resume and same_run):
+        shutil.rmtree(checkpoints)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    run_file.write_text(json.dumps({"run_id": run_id}), encoding="utf-8")
+    return get_last_checkpoint(str(checkpoints))
+
+
 def resume_point(trainer: Trainer, run_id: str, resume: bool) -> str | None:
     """The checkpoint to resume from, after the main process clears checkpoints of a different run."""
     checkpoints = Path(trainer.args.output_dir)
     if trainer.is_world_process_zero():
-        run_file = checkpoints / RUN_FILE
-        same_run = run_file.is_file() and json.loads(run_file.read_text(encoding="utf-8")).get("run_id") == run_id
-        if checkpoints.exists() and not (resume and same_run):
-            shutil.rmtree(checkpoints)
-        checkpoints.mkdir(parents=True, exist_ok=True)
-        run_file.write_text(json.dumps({"run_id": run_id}), encoding="utf-8")
+        claim_checkpoints(checkpoints, run_id, resume)
     trainer.accelerator.wait_for_everyone()
     return get_last_checkpoint(str(checkpoints))
 

@@ -14,8 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tracemill.errors import TracemillError
-from tracemill.formats import FormatParams, render_prompt
-from tracemill.tiny import IM_END
+from tracemill.formats import IM_END, FormatParams, render_prompt
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

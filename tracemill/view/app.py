@@ -60,7 +60,7 @@ def create_app(data_dir: str | Path = "data", metrics_dir: str | Path = "metrics
         found = {col: [r["v"] for r in cat.section(f"SELECT DISTINCT CAST({col} AS VARCHAR) AS v FROM problems "
                                                     f"WHERE {col} IS NOT NULL ORDER BY 1")[0]]
                  for col in ("source", "split", "difficulty")}
-        found["solved_by"] = [r["stage"] for r in cat.section("SELECT DISTINCT stage FROM traces ORDER BY 1")[0]] + ["mcts"]
+        found["solved_by"] = [r["stage"] for r in cat.section("SELECT DISTINCT stage FROM traces ORDER BY 1")[0]] + ["rstar_search"]
         return found
 
     @functools.cache
@@ -83,7 +83,7 @@ def create_app(data_dir: str | Path = "data", metrics_dir: str | Path = "metrics
         if f["q"]:
             where.append("(question ILIKE ? OR problem_id = ?)")
             params += [f"%{f['q']}%", f["q"]]
-        if f["solved_by"] == "mcts":
+        if f["solved_by"] == "rstar_search":
             where.append("problem_id IN (SELECT problem_id FROM trajectories WHERE correct)")
         elif f["solved_by"]:
             where.append("problem_id IN (SELECT problem_id FROM traces WHERE correct AND stage = ?)")
@@ -256,7 +256,7 @@ def _solved_by(cat: Catalog, problem_ids: list[str]) -> dict[str, list[str]]:
     solved, _ = cat.section("SELECT DISTINCT problem_id FROM trajectories WHERE correct AND problem_id IN (SELECT unnest(?))",
                             [problem_ids])
     for r in solved:
-        out.setdefault(r["problem_id"], []).append("mcts")
+        out.setdefault(r["problem_id"], []).append("rstar_search")
     return out
 
 

@@ -79,6 +79,6 @@ def metrics(metrics_dir: Path) -> dict[str, Any]:
 
 
 def rounds(metrics_by_name: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per rStar-Math round from mcts_round<r>.json."""
-    return sorted((m for name, m in metrics_by_name.items() if name.startswith("mcts_round") and isinstance(m, dict) and "round" in m),
+    """One row per rStar-Math round from rstar_search_round<r>.json."""
+    return sorted((m for name, m in metrics_by_name.items() if name.startswith("rstar_search_round") and isinstance(m, dict) and "round" in m),
                   key=lambda m: m["round"])
