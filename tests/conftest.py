@@ -17,7 +17,9 @@ BIN = Path(sys.executable).parent
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
-def stage_cmd(name: str, key: int | str | None = None, item: dict[str, str] | None = None, root: Path = ROOT) -> list[str]:
+def stage_cmd(
+    name: str, key: int | str | None = None, item: dict[str, str] | None = None, root: Path = ROOT
+) -> list[str]:
     """The command dvc.yaml runs for stage `name` (for a foreach stage, `name@key` with its `item`), in
     words: `python -m stages.X NAME=PATH ...`; `[2:]` of it is the sys.argv of an in-process run."""
     import yaml
@@ -43,14 +45,22 @@ def repo_copy(tmp_path: Path) -> Path:
 def copy_repo(dest: Path) -> Path:
     """Copy the project's tracked (and untracked, not ignored) files to dest and commit them there."""
     files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     for rel in files:
         src = ROOT / rel
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"],
+    ):
         subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
     return dest
 
@@ -70,7 +80,9 @@ def tiny_policy(texts: list[str]):
     from tracemill import tiny
 
     tok = tiny.make_tokenizer(texts, 300)
-    return tiny.make_model(tok, tiny.TinyConfig(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1)), tok
+    return tiny.make_model(
+        tok, tiny.TinyConfig(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1)
+    ), tok
 
 
 def fit_lm(model, batch, labels, steps: int, lr: float = 1e-2) -> float:
@@ -89,5 +101,13 @@ def fit_lm(model, batch, labels, steps: int, lr: float = 1e-2) -> float:
 def restart_state(state_id: str, outcome: str = "correct", prefix_steps: list[str] | None = None) -> dict:
     """A rae_states row of RL_PROBLEM; a state cut from a sample ends with <|reflect|>."""
     steps = prefix_steps or []
-    return {"state_id": state_id, "problem_id": "p1", "prefix_steps": steps, "node_id": "n", "q": 0.0, "outcome": outcome,
-            "ends_with_reflect": bool(steps) and steps[-1] == "<|reflect|>", "metadata": None}
+    return {
+        "state_id": state_id,
+        "problem_id": "p1",
+        "prefix_steps": steps,
+        "node_id": "n",
+        "q": 0.0,
+        "outcome": outcome,
+        "ends_with_reflect": bool(steps) and steps[-1] == "<|reflect|>",
+        "metadata": None,
+    }

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import RL_PROBLEM, fit_lm, grade_exact, restart_state, tiny_policy
+
 from tracemill import tiny
 from tracemill.errors import ParamsError
 from tracemill.formats import FormatParams
@@ -56,11 +56,15 @@ def test_whitening_and_token_rewards():
     # mean 2, variance 2/3 over own tokens; the masked 99 neither counts nor survives
     assert torch.allclose(whiten(adv, own), torch.tensor([[-1.0, 0.0, 1.0, 0.0]]) / math.sqrt(2 / 3))
     own = torch.tensor([[0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
-    assert torch.equal(token_rewards(torch.tensor([0.5, -1.0]), own, None, 0.0),
-                       torch.tensor([[0.0, 0.0, 0.5, 0.0], [0.0, -1.0, 0.0, 0.0]]))
+    assert torch.equal(
+        token_rewards(torch.tensor([0.5, -1.0]), own, None, 0.0),
+        torch.tensor([[0.0, 0.0, 0.5, 0.0], [0.0, -1.0, 0.0, 0.0]]),
+    )
     kl = torch.full_like(own, 2.0)  # log pi - log pi_ref on every token; beta 0.1 charges 0.2 per own token
-    assert torch.allclose(token_rewards(torch.tensor([0.5, -1.0]), own, kl, 0.1),
-                          torch.tensor([[0.0, -0.2, 0.3, 0.0], [-0.2, -1.2, 0.0, 0.0]]))
+    assert torch.allclose(
+        token_rewards(torch.tensor([0.5, -1.0]), own, kl, 0.1),
+        torch.tensor([[0.0, -0.2, 0.3, 0.0], [-0.2, -1.2, 0.0, 0.0]]),
+    )
 
 
 def test_clipped_losses_on_hand_built_ratios_and_masked_tokens_carry_no_gradient():
@@ -78,7 +82,8 @@ def test_clipped_losses_on_hand_built_ratios_and_masked_tokens_carry_no_gradient
     assert policy_loss(logp, old, adv, own, 0.2, tokens=torch.tensor(8.0)).item() == pytest.approx(0.6 / 8)
 
     values = torch.tensor([[0.5, -0.1, 7.0]], requires_grad=True)
-    vl = value_loss(values, torch.zeros(1, 3), torch.tensor([[1.0, -0.1, 0.0]]), torch.tensor([[1.0, 1.0, 0.0]]), value_clip=0.2)
+    returns, own = torch.tensor([[1.0, -0.1, 0.0]]), torch.tensor([[1.0, 1.0, 0.0]])
+    vl = value_loss(values, torch.zeros(1, 3), returns, own, value_clip=0.2)
     # token 1: clipped to 0.2, max((0.5-1)^2, (0.2-1)^2) = 0.64; token 2: exact, 0; mean 0.32, halved
     assert vl.item() == pytest.approx(0.16)
     vl.backward()
@@ -105,10 +110,15 @@ def test_one_ppo_step_changes_policy_and_critic_and_logs_every_rollouts_reward_p
     from tracemill.rl import dataset_rows
     from tracemill.train import PPMParams, init_ppm
 
-    src = tiny.save(*tiny_policy(["What is 6 times 7? We multiply. \\boxed{42} \\boxed{41} <|reflect|>"] * 20), tmp_path / "policy")
+    texts = ["What is 6 times 7? We multiply. \\boxed{42} \\boxed{41} <|reflect|>"] * 20
+    src = tiny.save(*tiny_policy(texts), tmp_path / "policy")
     orm = init_ppm(src, tmp_path / "orm", PPMParams())  # a real ORM folder: the critic starts as it
-    params = RLParams(**_ppo(rollout_batch_size=4, mini_batch_size=2, micro_batch_size=1, critic_learning_rate=1e-2),
-                      learning_rate=1e-2, max_completion_length=8, temperature=1.0)
+    params = RLParams(
+        **_ppo(rollout_batch_size=4, mini_batch_size=2, micro_batch_size=1, critic_learning_rate=1e-2),
+        learning_rate=1e-2,
+        max_completion_length=8,
+        temperature=1.0,
+    )
     models = load_models(src, orm, None, params, "cpu")
     from transformers import AutoModelForSequenceClassification
 
@@ -140,16 +150,22 @@ def test_tool_rollouts_mask_the_sandbox_output_from_advantages_and_losses(tmp_pa
     batch = tok([prompt + demo + tiny.IM_END], return_tensors="pt")
     fit_lm(model, batch, batch.input_ids, 120)
     src = tiny.save(model, tok, tmp_path / "policy")
-    params = RLParams(**_ppo(rollout_batch_size=2, mini_batch_size=2, micro_batch_size=2), max_completion_length=40,
-                      temperature=0.3, reward=PLAIN)
+    params = RLParams(
+        **_ppo(rollout_batch_size=2, mini_batch_size=2, micro_batch_size=2),
+        max_completion_length=40,
+        temperature=0.3,
+        reward=PLAIN,
+    )
     models = load_models(src, None, None, params, "cpu")
     with open_sandbox(SandboxParams()) as sandbox:
         made = tool_completions(models.policy, tok, [prompt] * 2, 0, sandbox, FMT, params)
-    assert all("```output\n42\n```" in tok.decode(c) for c in made["completion_ids"]), [tok.decode(c) for c in made["completion_ids"]]
+    texts = [tok.decode(c) for c in made["completion_ids"]]
+    assert all("```output\n42\n```" in t for t in texts), texts
     exp = make_experience(models, made, [1.0, -1.0], tok.pad_token_id, params)
     for b, (p, mask) in enumerate(zip(made["prompt_ids"], made["env_mask"])):
         outside = [len(p) - 1 + i for i, m in enumerate(mask) if m == 0]
-        assert outside and all(exp.own[b, i] == 0 and exp.advantages[b, i] == 0 and exp.returns[b, i] == 0 for i in outside)
+        assert outside
+        assert all(exp.own[b, i] == 0 and exp.advantages[b, i] == 0 and exp.returns[b, i] == 0 for i in outside)
     logp = exp.old_logp.clone().requires_grad_()
     policy_loss(logp + 0.1, exp.old_logp, exp.advantages, exp.own, 0.2).backward()
     assert (logp.grad[exp.own == 0] == 0).all() and (logp.grad[exp.own == 1] != 0).any()
@@ -163,7 +179,8 @@ p = json.loads(sys.argv[4])
 params = RLParams(**p["rl"], ppo=PPOParams(**p["ppo"]), reward=RewardParams(preference_bonus=False))
 src, out, states = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 problem = {"problem_id": "p1", "question": "What is 6 times 7?", "answer": "42", "domain": "math"}
-train_rl(src, states, {"p1": problem}, lambda p, r: last_boxed(r, FormatParams()) == "42", out, params, FormatParams(), resume=True)
+grade = lambda p, r: last_boxed(r, FormatParams()) == "42"
+train_rl(src, states, {"p1": problem}, grade, out, params, FormatParams(), resume=True)
 """
 
 
@@ -173,9 +190,17 @@ def test_ppo_killed_after_a_checkpoint_resumes_without_losing_or_repeating_a_rol
     uninterrupted run."""
     src = tiny.save(*tiny_policy(["What is 6 times 7? We multiply. \\boxed{42} \\boxed{41}"] * 20), tmp_path / "policy")
     states = [restart_state(str(i)) for i in range(3)]
-    knobs = {"rl": {"algorithm": "ppo", "max_steps": 3, "save_steps": 1, "max_completion_length": 8, "learning_rate": 1e-3,
-                    "temperature": 1.0},
-             "ppo": {"rollout_batch_size": 2, "mini_batch_size": 2, "micro_batch_size": 1}}
+    knobs = {
+        "rl": {
+            "algorithm": "ppo",
+            "max_steps": 3,
+            "save_steps": 1,
+            "max_completion_length": 8,
+            "learning_rate": 1e-3,
+            "temperature": 1.0,
+        },
+        "ppo": {"rollout_batch_size": 2, "mini_batch_size": 2, "micro_batch_size": 1},
+    }
     out = tmp_path / "rl"
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     cmd = [sys.executable, "-c", KILLED_PPO, str(src), str(out), json.dumps(states), json.dumps(knobs)]
@@ -188,10 +213,27 @@ def test_ppo_killed_after_a_checkpoint_resumes_without_losing_or_repeating_a_rol
     assert [c["step"] for c in result["curve"]] == [1, 2, 3]
     fresh = train_rl(src, states, {"p1": RL_PROBLEM}, grade_exact, tmp_path / "other", params, FMT, resume=True)
     assert fresh["resumed_from_step"] == 0
-    assert [(r["step"], r["state_id"]) for r in result["rollouts"]] == [(r["step"], r["state_id"]) for r in fresh["rollouts"]]
+
+    def order(run: dict) -> list[tuple[int, str]]:
+        return [(r["step"], r["state_id"]) for r in run["rollouts"]]
+
+    assert order(result) == order(fresh)
     assert sorted(r["step"] for r in result["rollouts"]) == [1, 1, 2, 2, 3, 3]  # no rollout lost or written twice
     # six prompts over three states: every state twice, each pass a new order
     assert sorted(r["state_id"] for r in result["rollouts"]) == ["0", "0", "1", "1", "2", "2"]
     assert (out / "model.safetensors").exists() and not (out / "checkpoints").exists()
-    assert set(result) == set(fresh) >= {"states", "steps", "curve", "rollouts", "self_correction_rate", "break_rate",
-                                         "reward_first", "reward_last", "resumed_from_step"}
+    assert (
+        set(result)
+        == set(fresh)
+        >= {
+            "states",
+            "steps",
+            "curve",
+            "rollouts",
+            "self_correction_rate",
+            "break_rate",
+            "reward_first",
+            "reward_last",
+            "resumed_from_step",
+        }
+    )

@@ -5,13 +5,21 @@ import math
 from pathlib import Path
 
 import torch
-
 from conftest import RL_PROBLEM as PROBLEM
 from conftest import fit_lm, restart_state, tiny_policy
 from conftest import grade_exact as exact
+
 from tracemill import records, tiny
 from tracemill.formats import FormatParams
-from tracemill.rl import RewardParams, RLParams, make_reward, reflection_rates, reward_curve, train_rl
+from tracemill.rl import (
+    RewardParams,
+    RLParams,
+    keep_special_tokens,
+    make_reward,
+    reflection_rates,
+    reward_curve,
+    train_rl,
+)
 
 FMT = FormatParams()
 
@@ -22,7 +30,9 @@ SIGMA = {"\\boxed{42}": 0.0, "\\boxed{41}": math.log(3), "no answer": math.log(3
 def test_satori_reward_parts_on_hand_built_rollouts():
     """Rule (verdict - 1), sigmoid(ORM score), and the reflection bonus only on reflect states; no format penalty."""
     log = []
-    reward = make_reward({"p1": PROBLEM}, exact, RewardParams(), lambda texts: [SIGMA[t.removeprefix("Q")] for t in texts], log.extend)
+    reward = make_reward(
+        {"p1": PROBLEM}, exact, RewardParams(), lambda texts: [SIGMA[t.removeprefix("Q")] for t in texts], log.extend
+    )
     starts = ["bare", "bare", "failed", "failed", "correct", "correct", "failed"]
     answers = ["\\boxed{42}", "\\boxed{41}"] * 3 + ["no answer"]
     got = reward(["Q"] * 7, answers, problem_id=["p1"] * 7, state_id=[f"s{i}" for i in range(7)], outcome=starts)
@@ -45,11 +55,14 @@ def test_an_answer_revised_after_the_rollouts_own_reflection_is_counted_fixed_or
     <|explore|> stands in for it."""
     log = []
     reward = make_reward({"p1": PROBLEM}, exact, RewardParams(preference_bonus=False), log=log.extend)
-    completions = ["So \\boxed{41}.<|reflect|>6*7 is 42, so \\boxed{42}.",   # wrong, then fixed
-                   "So \\boxed{40}.<|reflect|>Still \\boxed{40}.",            # wrong, stays wrong
-                   "So \\boxed{42}.<|explore|>Or \\boxed{43}.",               # right, then broken
-                   "So \\boxed{42}.<|reflect|>Yes, \\boxed{42}.",             # right, stays right
-                   "<|reflect|>Then \\boxed{42}.", "Just \\boxed{42}."]       # no answer to revise
+    completions = [
+        "So \\boxed{41}.<|reflect|>6*7 is 42, so \\boxed{42}.",  # wrong, then fixed
+        "So \\boxed{40}.<|reflect|>Still \\boxed{40}.",  # wrong, stays wrong
+        "So \\boxed{42}.<|explore|>Or \\boxed{43}.",  # right, then broken
+        "So \\boxed{42}.<|reflect|>Yes, \\boxed{42}.",  # right, stays right
+        "<|reflect|>Then \\boxed{42}.",
+        "Just \\boxed{42}.",
+    ]  # no answer to revise
     reward(["Q"] * 6, completions, problem_id=["p1"] * 6, state_id=["s"] * 6, outcome=["bare"] * 6)
     assert [r["correct_before"] for r in log] == [False, False, True, True, None, None]
     rates = reflection_rates(log)
@@ -64,8 +77,14 @@ def test_a_rollout_is_graded_with_its_restart_states_steps():
     reward = make_reward({"p1": PROBLEM}, exact, RewardParams(preference_bonus=False), log=log.extend)
     prefixes = ["6*7 = \\boxed{42}.<|reflect|>", "6*7 = \\boxed{41}.<|reflect|>", "6*7 = \\boxed{41}.<|reflect|>"]
     completions = ["Yes, that holds.", "That holds.", "No: 6*7 is \\boxed{42}."]
-    got = reward(["Q"] * 3, completions, problem_id=["p1"] * 3, state_id=["a", "b", "c"], outcome=["correct", "failed", "failed"],
-                 prefix=prefixes)
+    got = reward(
+        ["Q"] * 3,
+        completions,
+        problem_id=["p1"] * 3,
+        state_id=["a", "b", "c"],
+        outcome=["correct", "failed", "failed"],
+        prefix=prefixes,
+    )
     assert [r["correct"] for r in log] == [True, False, True]
     assert got == [0.0, -1.0, 0.5]
     assert reflection_rates(log)["break_rate"] == 0.0
@@ -74,20 +93,55 @@ def test_a_rollout_is_graded_with_its_restart_states_steps():
 PLAIN = RewardParams(preference_bonus=False)
 
 
+def test_completions_are_read_from_their_token_ids_with_the_meta_actions_kept():
+    """TRL's completion text drops special tokens (<|reflect|> among them); the reward decodes the ids itself."""
+    text = "So \\boxed{41}.<|reflect|>6*7 is \\boxed{42}."
+    _, tok = tiny_policy([text])
+    ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert "<|reflect|>" not in tok.decode(ids, skip_special_tokens=True)
+    log = []
+    reward = make_reward({"p1": PROBLEM}, exact, PLAIN, log=log.extend, decode=keep_special_tokens(tok))
+    reward(
+        ["Q"],
+        [tok.decode(ids, skip_special_tokens=True)],
+        problem_id=["p1"],
+        state_id=["s"],
+        outcome=["bare"],
+        completion_ids=[ids],
+    )
+    assert log[0]["correct_before"] is False and log[0]["correct"] is True
+    assert reflection_rates(log)["in_rollout_self_correction_rate"] == 1.0
+
+
 def test_one_rl_step_changes_the_policy_and_logs_a_reward(tmp_path):
     model, tok = tiny_policy(["What is 6 times 7? We multiply. \\boxed{42} <|continue|> <|reflect|> step"] * 20)
     # A few LM steps on right and wrong answers, so sampled completions differ in reward and the
     # group-normalised GRPO advantage is not zero.
     from tracemill.rl import state_prompt
 
-    prompts = [state_prompt({"prefix_steps": ["We multiply.\n"] + extra}, PROBLEM, tok, FMT) for extra in ([], ["<|reflect|>"])]
+    prompts = [
+        state_prompt({"prefix_steps": ["We multiply.\n"] + extra}, PROBLEM, tok, FMT) for extra in ([], ["<|reflect|>"])
+    ]
     batch = tok([p + a for p in prompts for a in (" \\boxed{42}", " \\boxed{41}")], return_tensors="pt", padding=True)
     loss = fit_lm(model, batch, batch.input_ids.masked_fill(batch.attention_mask == 0, -100), 150)
     assert loss < 0.5, loss
     src = tiny.save(model, tok, tmp_path / "policy")
-    states = [restart_state(records.content_id(i), "failed" if i % 2 else "correct", ["We multiply.\n"] + (["<|reflect|>"] if i % 2 else []))
-              for i in range(4)]
-    params = RLParams(max_steps=1, per_device_train_batch_size=8, num_generations=8, max_completion_length=8, learning_rate=1e-2, temperature=1.0)
+    states = [
+        restart_state(
+            records.content_id(i),
+            "failed" if i % 2 else "correct",
+            ["We multiply.\n"] + (["<|reflect|>"] if i % 2 else []),
+        )
+        for i in range(4)
+    ]
+    params = RLParams(
+        max_steps=1,
+        per_device_train_batch_size=8,
+        num_generations=8,
+        max_completion_length=8,
+        learning_rate=1e-2,
+        temperature=1.0,
+    )
     from tracemill.train import PPMParams, init_ppm
 
     orm = init_ppm(src, tmp_path / "orm", PPMParams())  # a real ORM folder with a zero head: sigmoid(0) = 0.5 for all
@@ -121,14 +175,23 @@ def test_tool_rollouts_run_the_policys_code_in_the_sandbox(tmp_path):
         return exact(problem, response)
 
     states = [restart_state("s")]
-    params = RLParams(max_steps=1, per_device_train_batch_size=4, num_generations=4, max_completion_length=40,
-                      learning_rate=1e-3, temperature=0.3, reward=PLAIN)
+    params = RLParams(
+        max_steps=1,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=40,
+        learning_rate=1e-3,
+        temperature=0.3,
+        reward=PLAIN,
+    )
     with open_sandbox(SandboxParams()) as sandbox:
         train_rl(src, states, {"p1": PROBLEM}, grade, tmp_path / "rl", params, FMT, sandbox=sandbox)
     assert len(seen) == 4
     assert all("```output\n42\n```" in s and "41" not in s for s in seen), seen
     seen.clear()
-    train_rl(src, states, {"p1": PROBLEM}, grade, tmp_path / "rl_plain", params, FMT)  # no sandbox: the model's own output
+    train_rl(
+        src, states, {"p1": PROBLEM}, grade, tmp_path / "rl_plain", params, FMT
+    )  # no sandbox: the model's own output
     assert any("41" in s for s in seen), seen
 
 
@@ -139,7 +202,9 @@ from tracemill.formats import FormatParams, last_boxed
 params = RLParams(**json.loads(sys.argv[4]), reward=RewardParams(preference_bonus=False))
 src, out, states = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 problem = {"problem_id": "p1", "question": "What is 6 times 7?", "answer": "42", "domain": "math"}
-train_rl(src, states, {"p1": problem}, lambda p, r: last_boxed(r, FormatParams()) == "42", out, params, FormatParams(), resume=True)
+def grade(p, r):
+    return last_boxed(r, FormatParams()) == "42"
+train_rl(src, states, {"p1": problem}, grade, out, params, FormatParams(), resume=True)
 """
 
 
@@ -153,8 +218,15 @@ def test_rl_killed_after_a_checkpoint_resumes_from_it(tmp_path):
 
     src = tiny.save(*tiny_policy(["What is 6 times 7? We multiply. \\boxed{42} \\boxed{41}"] * 20), tmp_path / "policy")
     states = [restart_state(str(i)) for i in range(4)]
-    params = {"max_steps": 3, "save_steps": 1, "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 8,
-              "learning_rate": 1e-3, "temperature": 1.0}
+    params = {
+        "max_steps": 3,
+        "save_steps": 1,
+        "per_device_train_batch_size": 4,
+        "num_generations": 4,
+        "max_completion_length": 8,
+        "learning_rate": 1e-3,
+        "temperature": 1.0,
+    }
     out = tmp_path / "rl"
     cmd = [sys.executable, "-c", KILLED_RL, str(src), str(out), json.dumps(states), json.dumps(params)]
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -164,7 +236,11 @@ def test_rl_killed_after_a_checkpoint_resumes_from_it(tmp_path):
     result = train_rl(src, states, {"p1": PROBLEM}, exact, out, RLParams(**params, reward=PLAIN), FMT, resume=True)
     assert result["resumed_from_step"] == 1
     assert [c["step"] for c in result["curve"]] == [1, 2, 3]  # the steps before the kill come back with the checkpoint
-    assert sorted(r["step"] for r in result["rollouts"]) == [1] * 4 + [2] * 4 + [3] * 4  # no rollout lost or written twice
+    assert (
+        sorted(r["step"] for r in result["rollouts"]) == [1] * 4 + [2] * 4 + [3] * 4
+    )  # no rollout lost or written twice
     assert (out / "model.safetensors").exists() and not (out / "checkpoints").exists()
-    fresh = train_rl(src, states, {"p1": PROBLEM}, exact, tmp_path / "other", RLParams(**params, reward=PLAIN), FMT, resume=True)
+    fresh = train_rl(
+        src, states, {"p1": PROBLEM}, exact, tmp_path / "other", RLParams(**params, reward=PLAIN), FMT, resume=True
+    )
     assert fresh["resumed_from_step"] == 0

@@ -52,7 +52,9 @@ REWARD_COLUMNS = ("problem_id", "state_id", "outcome", "prefix")  # the prompt r
 # action of token i + 1. `own` marks the policy's own completion tokens (1), everything else 0.
 
 
-def gae(values: torch.Tensor, rewards: torch.Tensor, own: torch.Tensor, gamma: float, lambd: float) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    values: torch.Tensor, rewards: torch.Tensor, own: torch.Tensor, gamma: float, lambd: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """GAE advantages and value targets (returns) of each own token. A token that is not the policy's —
     prompt, padding, a sandbox output block — is part of the environment's transition: it gets no
     advantage and the recursion passes over it to the next own token's value. Where a row's own tokens are
@@ -92,8 +94,14 @@ def _token_mean(loss: torch.Tensor, own: torch.Tensor, tokens: torch.Tensor | No
     return torch.where(own.bool(), loss, 0.0).sum() / (own.sum() if tokens is None else tokens)
 
 
-def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, own: torch.Tensor, eps_clip: float,
-                tokens: torch.Tensor | None = None) -> torch.Tensor:
+def policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    own: torch.Tensor,
+    eps_clip: float,
+    tokens: torch.Tensor | None = None,
+) -> torch.Tensor:
     """PPO's clipped surrogate -min(r A, clip(r, 1 - eps, 1 + eps) A), r = pi / pi_old, averaged over own
     tokens; with `tokens`, summed and divided by it (a micro-batch's share of its mini-batch's mean)."""
     # not-own positions get ratio 1, so exp never overflows where the loss is not taken
@@ -102,8 +110,14 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     return _token_mean(loss, own, tokens)
 
 
-def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, own: torch.Tensor, value_clip: float,
-               tokens: torch.Tensor | None = None) -> torch.Tensor:
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    own: torch.Tensor,
+    value_clip: float,
+    tokens: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Half the larger squared error of the values and of the values kept within value_clip of the
     rollout's (OpenRLHF's ValueLoss), averaged over own tokens like `policy_loss`."""
     clipped = old_values + (values - old_values).clamp(-value_clip, value_clip)
@@ -148,19 +162,31 @@ def _critic(path: str | Path, fresh_head: bool) -> Any:
     return critic
 
 
-def load_models(model_path: str | Path, orm: str | Path | None, checkpoint: str | None, params: RLParams, device: str) -> Models:
+def load_models(
+    model_path: str | Path, orm: str | Path | None, checkpoint: str | None, params: RLParams, device: str
+) -> Models:
     """Policy and critic from the checkpoint when resuming, else from the model and the ORM; their AdamW
     optimizers (weight decay 0: train_ppo_ray.py --l2), restored with them."""
     from transformers import AutoModelForCausalLM
 
     start = Path(checkpoint) if checkpoint else None
-    policy = AutoModelForCausalLM.from_pretrained(start / "policy" if start else model_path, dtype=torch.float32).to(device)
-    critic = _critic(start / "critic" if start else orm or model_path, fresh_head=start is None and orm is None).to(device)
-    reference = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(device).eval() if params.beta > 0 else None
-    betas = tuple(params.ppo.adam_betas)
-    models = Models(policy, critic, reference,
-                    torch.optim.AdamW(policy.parameters(), lr=params.learning_rate, betas=betas, weight_decay=0.0),
-                    torch.optim.AdamW(critic.parameters(), lr=params.ppo.critic_learning_rate, betas=betas, weight_decay=0.0))
+    policy = AutoModelForCausalLM.from_pretrained(str(start / "policy" if start else model_path), dtype=torch.float32)
+    critic = _critic(start / "critic" if start else orm or model_path, fresh_head=start is None and orm is None)
+    reference = None
+    if params.beta > 0:
+        # transformers types .to as taking a model, not a device (as in llm/hf.py)
+        reference = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32)
+        reference = reference.to(device).eval()  # type: ignore[arg-type]
+    policy, critic = policy.to(device), critic.to(device)  # type: ignore[arg-type]
+    beta1, beta2 = params.ppo.adam_betas
+    betas = (beta1, beta2)
+    models = Models(
+        policy,
+        critic,
+        reference,
+        torch.optim.AdamW(policy.parameters(), lr=params.learning_rate, betas=betas, weight_decay=0.0),
+        torch.optim.AdamW(critic.parameters(), lr=params.ppo.critic_learning_rate, betas=betas, weight_decay=0.0),
+    )
     if start:
         states = torch.load(start / OPTIMIZERS, map_location=device)
         models.policy_opt.load_state_dict(states["policy"])
@@ -196,7 +222,8 @@ def step_rows(rows: Sequence[dict[str, Any]], step: int, params: RLParams) -> li
     for k in range(step * per, (step + 1) * per):
         epoch, i = divmod(k, len(rows))
         if epoch not in orders:
-            orders[epoch] = torch.randperm(len(rows), generator=torch.Generator().manual_seed(params.seed + epoch)).tolist()
+            shuffle = torch.Generator().manual_seed(params.seed + epoch)
+            orders[epoch] = torch.randperm(len(rows), generator=shuffle).tolist()
         out += [rows[orders[epoch][i]]] * params.ppo.samples_per_prompt
     return out
 
@@ -218,8 +245,16 @@ def sample(policy: Any, tokenizer: Any, prompts: list[str], step: int, params: R
     torch.manual_seed(params.seed + step)
     policy.eval()
     with torch.no_grad():
-        out = policy.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=params.temperature, top_p=params.top_p,
-                              top_k=0, max_new_tokens=params.max_completion_length, pad_token_id=pad_id)
+        out = policy.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=True,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=0,
+            max_new_tokens=params.max_completion_length,
+            pad_token_id=pad_id,
+        )
     policy.train()
     ends = _ends(policy, tokenizer)
     completions = []
@@ -245,12 +280,12 @@ class Experience:
     advantages: torch.Tensor
     returns: torch.Tensor
 
-    def take(self, rows: torch.Tensor) -> "Experience":
+    def take(self, rows: torch.Tensor) -> Experience:
         """Those rows, cut after their last own token (causal: later columns change nothing before it)."""
         used = self.own[rows].any(dim=0).nonzero()
         width = int(used.max()) + 1 if len(used) else 1
-        return Experience(self.ids[rows, : width + 1], *(t[rows, :width] for t in
-                                                          (self.own, self.old_logp, self.old_values, self.advantages, self.returns)))
+        grid = (self.own, self.old_logp, self.old_values, self.advantages, self.returns)
+        return Experience(self.ids[rows, : width + 1], *(t[rows, :width] for t in grid))
 
 
 def own_grid(prompt_ids: list[list[int]], env_mask: list[list[int]], width: int) -> torch.Tensor:
@@ -261,7 +296,9 @@ def own_grid(prompt_ids: list[list[int]], env_mask: list[list[int]], width: int)
     return own
 
 
-def make_experience(models: Models, made: dict[str, list[list[int]]], scores: list[float], pad_id: int, params: RLParams) -> Experience:
+def make_experience(
+    models: Models, made: dict[str, list[list[int]]], scores: list[float], pad_id: int, params: RLParams
+) -> Experience:
     """Old log-probs and values by micro-batch, the token rewards, GAE and whitened advantages."""
     device = next(models.policy.parameters()).device
     ids = pad([p + c for p, c in zip(made["prompt_ids"], made["completion_ids"])], pad_id).to(device)
@@ -292,9 +329,10 @@ def ppo_update(models: Models, exp: Experience, params: RLParams, step: int) -> 
             tokens = exp.own[mini].sum().clamp(min=1)
             for rows in mini.split(pp.micro_batch_size):
                 e = exp.take(rows.to(exp.ids.device))
-                loss = policy_loss(token_logprobs(models.policy, e.ids, params.temperature), e.old_logp, e.advantages, e.own,
-                                   pp.eps_clip, tokens)
-                loss = loss + value_loss(token_values(models.critic, e.ids), e.old_values, e.returns, e.own, pp.value_clip, tokens)
+                logp = token_logprobs(models.policy, e.ids, params.temperature)
+                loss = policy_loss(logp, e.old_logp, e.advantages, e.own, pp.eps_clip, tokens)
+                values = token_values(models.critic, e.ids)
+                loss = loss + value_loss(values, e.old_values, e.returns, e.own, pp.value_clip, tokens)
                 loss.backward()  # two models, two disjoint graphs: one backward fills both
             for model, opt in ((models.policy, models.policy_opt), (models.critic, models.critic_opt)):
                 torch.nn.utils.clip_grad_norm_(model.parameters(), pp.max_grad_norm)
@@ -307,8 +345,16 @@ class _StepState:
     global_step: int  # make_reward logs a rollout under global_step + 1, the step it trains
 
 
-def ppo_step(models: Models, tokenizer: Any, rows: list[dict[str, Any]], step: int, reward: Callable[..., list[float]],
-             params: RLParams, fmt: FormatParams, sandbox: Sandbox | None) -> None:
+def ppo_step(
+    models: Models,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    step: int,
+    reward: Callable[..., list[float]],
+    params: RLParams,
+    fmt: FormatParams,
+    sandbox: Sandbox | None,
+) -> None:
     """Roll out the step's prompts, score them with Satori's reward (logged), and learn from them."""
     prompts = [r["prompt"] for r in rows]
     if sandbox is not None and params.tools:

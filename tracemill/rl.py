@@ -55,8 +55,10 @@ class RewardParams:
 
     def check(self) -> None:
         if self.correct <= self.wrong:
-            raise ParamsError(f"params 'satori.rl.reward.correct' = {self.correct} must be above "
-                              f"'satori.rl.reward.wrong' = {self.wrong}, or RL learns to answer wrong")
+            raise ParamsError(
+                f"params 'satori.rl.reward.correct' = {self.correct} must be above "
+                f"'satori.rl.reward.wrong' = {self.wrong}, or RL learns to answer wrong"
+            )
 
 
 @dataclass(frozen=True)
@@ -75,18 +77,26 @@ class PPOParams:
     eps_clip: float = above(0, default=0.2)  # policy ratio clip; train_ppo_ray.py --eps_clip
     value_clip: float = above(0, default=0.2)  # value clip around the rollout's values; train_ppo_ray.py --value_clip
     max_grad_norm: float = above(0, default=1.0)  # train_ppo_ray.py --max_norm
-    adam_betas: list[float] = bounded(0, 1, hi_open=True, default_factory=lambda: [0.9, 0.95])  # train_ppo_ray.py --adam_betas
+    adam_betas: list[float] = bounded(
+        0, 1, hi_open=True, default_factory=lambda: [0.9, 0.95]
+    )  # train_ppo_ray.py --adam_betas
 
     def check(self) -> None:
         if len(self.adam_betas) != 2:
-            raise ParamsError(f"params 'satori.rl.ppo.adam_betas' = {self.adam_betas} must be two numbers (beta1, beta2)")
+            raise ParamsError(
+                f"params 'satori.rl.ppo.adam_betas' = {self.adam_betas} must be two numbers (beta1, beta2)"
+            )
         if self.mini_batch_size % self.micro_batch_size:
-            raise ParamsError(f"params 'satori.rl.ppo.mini_batch_size' = {self.mini_batch_size} must be a multiple of "
-                              f"'satori.rl.ppo.micro_batch_size' = {self.micro_batch_size}")
+            raise ParamsError(
+                f"params 'satori.rl.ppo.mini_batch_size' = {self.mini_batch_size} must be a multiple of "
+                f"'satori.rl.ppo.micro_batch_size' = {self.micro_batch_size}"
+            )
         if (self.rollout_batch_size * self.samples_per_prompt) % self.mini_batch_size:
             raise ParamsError(
-                f"params 'satori.rl.ppo.rollout_batch_size' x 'samples_per_prompt' = {self.rollout_batch_size * self.samples_per_prompt} "
-                f"rollouts per step must be a multiple of 'satori.rl.ppo.mini_batch_size' = {self.mini_batch_size}")
+                "params 'satori.rl.ppo.rollout_batch_size' x 'samples_per_prompt' = "
+                f"{self.rollout_batch_size * self.samples_per_prompt} "
+                f"rollouts per step must be a multiple of 'satori.rl.ppo.mini_batch_size' = {self.mini_batch_size}"
+            )
 
 
 @dataclass(frozen=True)
@@ -101,7 +111,9 @@ class RLParams:
     max_completion_length: int = at_least(1, default=128)
     temperature: float = above(0, default=0.6)  # GRPO samples its group
     top_p: float = bounded(0, 1, lo_open=True, default=0.95)
-    beta: float = at_least(0, default=0.0)  # KL coefficient to the reference policy (GRPO and PPO; Satori's init_kl_coef 0)
+    beta: float = at_least(
+        0, default=0.0
+    )  # KL coefficient to the reference policy (GRPO and PPO; Satori's init_kl_coef 0)
     max_states: int = at_least(1, default=256)
     seed: int = at_least(0, default=0)
     reward: RewardParams = field(default_factory=RewardParams)
@@ -116,11 +128,14 @@ class RLParams:
 
     def check(self) -> None:
         if self.algorithm == "ppo" and self.deepspeed:
-            raise ParamsError(f"params 'satori.rl.deepspeed' = '{self.deepspeed}' but PPO (tracemill/ppo.py) trains in one "
-                              "process without DeepSpeed — set it to null, or 'satori.rl.algorithm' to grpo")
+            raise ParamsError(
+                f"params 'satori.rl.deepspeed' = '{self.deepspeed}' but PPO (tracemill/ppo.py) trains in one "
+                "process without DeepSpeed — set it to null, or 'satori.rl.algorithm' to grpo"
+            )
         if self.per_device_train_batch_size % self.num_generations:
             raise ParamsError(
-                f"params 'satori.rl.per_device_train_batch_size' = {self.per_device_train_batch_size} must be a multiple of "
+                f"params 'satori.rl.per_device_train_batch_size' = {self.per_device_train_batch_size} "
+                "must be a multiple of "
                 f"'satori.rl.num_generations' = {self.num_generations} (GRPO groups complete per batch)"
             )
 
@@ -129,14 +144,23 @@ def state_prompt(state: dict[str, Any], problem: dict[str, Any], tokenizer: Any,
     return render_prompt(problem["question"], tokenizer, fmt, style="coat") + "".join(state["prefix_steps"])
 
 
-def dataset_rows(states: Sequence[dict[str, Any]], problems: dict[str, dict[str, Any]], tokenizer: Any, fmt: FormatParams) -> list[dict[str, Any]]:
+def dataset_rows(
+    states: Sequence[dict[str, Any]], problems: dict[str, dict[str, Any]], tokenizer: Any, fmt: FormatParams
+) -> list[dict[str, Any]]:
     rows = []
     for s in states:
         problem = problems.get(s["problem_id"])
         if problem is None or problem["domain"] != "math":
             continue
-        rows.append({"prompt": state_prompt(s, problem, tokenizer, fmt), "problem_id": s["problem_id"], "state_id": s["state_id"],
-                     "outcome": s["outcome"], "prefix": "".join(s["prefix_steps"])})
+        rows.append(
+            {
+                "prompt": state_prompt(s, problem, tokenizer, fmt),
+                "problem_id": s["problem_id"],
+                "state_id": s["state_id"],
+                "outcome": s["outcome"],
+                "prefix": "".join(s["prefix_steps"]),
+            }
+        )
     return rows
 
 
@@ -146,7 +170,11 @@ def answer_before_reflection(completion: str) -> str | None:
     from tracemill.grading.extract import extract_answer  # the grading package loads mpmath: only a reward pays for it
 
     cut = min((i for i in (completion.find(t) for t in META_ACTIONS[1:]) if i >= 0), default=-1)
-    return completion[:cut] if cut > 0 and extract_answer(completion[:cut], fallback_last_number=False) is not None else None
+    return (
+        completion[:cut]
+        if cut > 0 and extract_answer(completion[:cut], fallback_last_number=False) is not None
+        else None
+    )
 
 
 def satori_reward(correct: bool, start: str, preference: float, rp: RewardParams) -> dict[str, float]:
@@ -167,16 +195,37 @@ def satori_reward(correct: bool, start: str, preference: float, rp: RewardParams
 OrmFn = Callable[[list[str]], list[float]]
 
 
-def make_reward(problems: dict[str, dict[str, Any]], grade: GradeFn, rp: RewardParams, orm_score: OrmFn | None = None,
-                log: Callable[[list[dict[str, Any]]], None] | None = None) -> Callable[..., list[float]]:
+def make_reward(
+    problems: dict[str, dict[str, Any]],
+    grade: GradeFn,
+    rp: RewardParams,
+    orm_score: OrmFn | None = None,
+    log: Callable[[list[dict[str, Any]]], None] | None = None,
+    decode: Callable[[Sequence[int]], str] | None = None,
+) -> Callable[..., list[float]]:
     """TRL reward function computing `satori_reward` per completion; `log` receives one row per rollout
-    (step, state, start, verdict and each reward part) when given."""
-    def reward(prompts: list[str], completions: list[str], problem_id: list[str], state_id: list[str], outcome: list[str],
-               prefix: list[str] | None = None, trainer_state: Any = None, **_: Any) -> list[float]:
+    (step, state, start, verdict and each reward part) when given. With `decode`, a completion is read
+    from its token ids (TRL's `completion_ids`) instead of TRL's text, which has lost the special tokens."""
+
+    def reward(
+        prompts: list[str],
+        completions: list[str],
+        problem_id: list[str],
+        state_id: list[str],
+        outcome: list[str],
+        prefix: list[str] | None = None,
+        trainer_state: Any = None,
+        completion_ids: list[list[int]] | None = None,
+        **_: Any,
+    ) -> list[float]:
+        if decode is not None and completion_ids is not None:
+            completions = [decode(ids) for ids in completion_ids]
         scores = orm_score([p + c for p, c in zip(prompts, completions)]) if orm_score else [None] * len(completions)
         prefixes = prefix or [""] * len(completions)
         rows = []
-        for completion, pid, sid, start, score, before in zip(completions, problem_id, state_id, outcome, scores, prefixes):
+        for completion, pid, sid, start, score, before in zip(
+            completions, problem_id, state_id, outcome, scores, prefixes
+        ):
             # graded on the restart state's steps and the rollout together, as Satori grades the tail of the
             # whole sequence: a rollout that reflects on a boxed answer and lets it stand keeps that answer
             ok = grade(problems[pid], before + completion)
@@ -184,13 +233,29 @@ def make_reward(problems: dict[str, dict[str, Any]], grade: GradeFn, rp: RewardP
             parts = satori_reward(ok, start, 0.0 if score is None else 1.0 / (1.0 + math.exp(-score)), rp)
             # TRL scores the rollouts of optimizer step global_step + 1 before taking it
             step = trainer_state.global_step + 1 if trainer_state is not None else 0
-            rows.append({"step": step, "state_id": sid, "problem_id": pid, "start": start, "correct": ok,
-                         "correct_before": None if first is None else grade(problems[pid], first), **parts})
+            rows.append(
+                {
+                    "step": step,
+                    "state_id": sid,
+                    "problem_id": pid,
+                    "start": start,
+                    "correct": ok,
+                    "correct_before": None if first is None else grade(problems[pid], first),
+                    **parts,
+                }
+            )
         if log is not None:
             log(rows)
         return [r["reward"] for r in rows]
 
     return reward
+
+
+def keep_special_tokens(tokenizer: Any) -> Callable[[Sequence[int]], str]:
+    """Decode a completion keeping <|reflect|> and <|explore|> (TRL's own text drops every special token,
+    so neither the reflection measures nor the ORM would see them), less end-of-sequence and padding."""
+    drop = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+    return lambda ids: tokenizer.decode([i for i in ids if i not in drop], skip_special_tokens=False)
 
 
 def _rate(rows: Sequence[dict[str, Any]], key: str, was: Any, correct: bool) -> float | None:
@@ -202,12 +267,15 @@ def reflection_rates(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """On reflect states: the self-correction rate (a wrong start that ends right) and the break rate
     (a right start that ends wrong). Within rollouts that answered before their own first reflection:
     the same two rates with that answer as the start. Each with the rollout count it rests on."""
-    return {"self_correction_rate": _rate(rows, "start", "failed", True), "break_rate": _rate(rows, "start", "correct", False),
-            "rollouts_from_failed": sum(r["start"] == "failed" for r in rows),
-            "rollouts_from_correct": sum(r["start"] == "correct" for r in rows),
-            "in_rollout_self_correction_rate": _rate(rows, "correct_before", False, True),
-            "in_rollout_break_rate": _rate(rows, "correct_before", True, False),
-            "rollouts_revising_an_answer": sum(r.get("correct_before") is not None for r in rows)}
+    return {
+        "self_correction_rate": _rate(rows, "start", "failed", True),
+        "break_rate": _rate(rows, "start", "correct", False),
+        "rollouts_from_failed": sum(r["start"] == "failed" for r in rows),
+        "rollouts_from_correct": sum(r["start"] == "correct" for r in rows),
+        "in_rollout_self_correction_rate": _rate(rows, "correct_before", False, True),
+        "in_rollout_break_rate": _rate(rows, "correct_before", True, False),
+        "rollouts_revising_an_answer": sum(r.get("correct_before") is not None for r in rows),
+    }
 
 
 CURVE_COLUMNS = ["step", "reward", "reward_std", "rule", "preference", "reflection", "accuracy"]
@@ -219,14 +287,29 @@ def reward_curve(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         by_step.setdefault(r["step"], []).append(r)
     return [
-        {"step": step, "reward": statistics.fmean(r["reward"] for r in rs), "reward_std": statistics.pstdev(r["reward"] for r in rs),
-         **{k: statistics.fmean(r[k] for r in rs) for k in ("rule", "preference", "reflection")},
-         "accuracy": statistics.fmean(float(r["correct"]) for r in rs)}
+        {
+            "step": step,
+            "reward": statistics.fmean(r["reward"] for r in rs),
+            "reward_std": statistics.pstdev(r["reward"] for r in rs),
+            **{k: statistics.fmean(r[k] for r in rs) for k in ("rule", "preference", "reflection")},
+            "accuracy": statistics.fmean(float(r["correct"]) for r in rs),
+        }
         for step, rs in sorted(by_step.items())
     ]
 
 
-ROLLOUT_COLUMNS = ["step", "state_id", "problem_id", "start", "correct", "correct_before", "rule", "preference", "reflection", "reward"]
+ROLLOUT_COLUMNS = [
+    "step",
+    "state_id",
+    "problem_id",
+    "start",
+    "correct",
+    "correct_before",
+    "rule",
+    "preference",
+    "reflection",
+    "reward",
+]
 
 
 class RolloutLog:
@@ -251,8 +334,16 @@ class RolloutLog:
             f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
-def tool_completions(model: Any, tokenizer: Any, prompts: list[str], step: int, sandbox: Sandbox, fmt: FormatParams,
-                     params: RLParams, llm: LLMParams | None = None) -> dict[str, list[list[int]]]:
+def tool_completions(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    step: int,
+    sandbox: Sandbox,
+    fmt: FormatParams,
+    params: RLParams,
+    llm: LLMParams | None = None,
+) -> dict[str, list[list[int]]]:
     """One tool-integrated completion per prompt, generated with `model`'s current weights through the
     transformers backend and the sandbox: prompt_ids, completion_ids and env_mask (output-block tokens 0),
     seeded by the RL step so a resumed run samples what the killed one would have."""
@@ -261,9 +352,17 @@ def tool_completions(model: Any, tokenizer: Any, prompts: list[str], step: int, 
     model.eval()
     backend = TransformersBackend.from_model(model, tokenizer, llm or LLMParams())
     jobs = [
-        TraceJob(key=str(i), prompt=p, max_turn_tokens_total=params.max_completion_length,
-                 sampling=Sampling(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_completion_length,
-                                   seed=params.seed + 100_003 * step + i))
+        TraceJob(
+            key=str(i),
+            prompt=p,
+            max_turn_tokens_total=params.max_completion_length,
+            sampling=Sampling(
+                temperature=params.temperature,
+                top_p=params.top_p,
+                max_tokens=params.max_completion_length,
+                seed=params.seed + 100_003 * step + i,
+            ),
+        )
         for i, p in enumerate(prompts)
     ]
     try:
@@ -289,21 +388,34 @@ def tool_completions(model: Any, tokenizer: Any, prompts: list[str], step: int, 
     return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "env_mask": env_mask}
 
 
-def tool_rollout(sandbox: Sandbox, fmt: FormatParams, params: RLParams, llm: LLMParams | None = None) -> Callable[[list[str], Any], dict[str, Any]]:
+def tool_rollout(
+    sandbox: Sandbox, fmt: FormatParams, params: RLParams, llm: LLMParams | None = None
+) -> Callable[[list[str], Any], dict[str, Any]]:
     """TRL rollout_func: `tool_completions` with the trainer's current weights."""
 
     def rollout(prompts: list[str], trainer: Any) -> dict[str, Any]:
         model = trainer.accelerator.unwrap_model(trainer.model)
-        return {**tool_completions(model, trainer.processing_class, prompts, trainer.state.global_step, sandbox, fmt, params, llm),
-                "logprobs": None}
+        return {
+            **tool_completions(
+                model, trainer.processing_class, prompts, trainer.state.global_step, sandbox, fmt, params, llm
+            ),
+            "logprobs": None,
+        }
 
     return rollout
 
 
-def run_fingerprint(model_path: str | Path, rows: Sequence[dict[str, Any]], params: RLParams, orm: str | Path | None) -> str:
+def run_fingerprint(
+    model_path: str | Path, rows: Sequence[dict[str, Any]], params: RLParams, orm: str | Path | None
+) -> str:
     """What defines an RL run: checkpoints of another model, prompts, params or ORM are never resumed."""
-    return records.content_id(str(Path(model_path).resolve()), (Path(model_path) / "config.json").read_text(encoding="utf-8"),
-                              [r["prompt"] for r in rows], dataclasses.asdict(params), str(Path(orm).resolve()) if orm else None)
+    return records.content_id(
+        str(Path(model_path).resolve()),
+        (Path(model_path) / "config.json").read_text(encoding="utf-8"),
+        [r["prompt"] for r in rows],
+        dataclasses.asdict(params),
+        str(Path(orm).resolve()) if orm else None,
+    )
 
 
 def train_rl(
@@ -328,13 +440,17 @@ def train_rl(
     if params.algorithm == "ppo":
         from tracemill.ppo import train_ppo
 
-        return train_ppo(model_path, states, problems, grade, out_dir, params, fmt, sandbox=sandbox, resume=resume, orm=orm)
+        return train_ppo(
+            model_path, states, problems, grade, out_dir, params, fmt, sandbox=sandbox, resume=resume, orm=orm
+        )
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
     from tracemill.train.hf import resume_point, step_of
 
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental; tool_rollout is tested here
+    os.environ.setdefault(
+        "TRL_EXPERIMENTAL_SILENCE", "1"
+    )  # rollout_func is TRL-experimental; tool_rollout is tested here
     from trl import GRPOConfig, GRPOTrainer
 
     if not _cuda():
@@ -370,7 +486,8 @@ def train_rl(
     )
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=make_reward(problems, grade, params.reward, orm_score, log),
+        # TRL annotates a reward function as returning list[float | None], and a list is invariant
+        reward_funcs=make_reward(problems, grade, params.reward, orm_score, log, decode=keep_special_tokens(tokenizer)),  # type: ignore[arg-type]
         args=config,
         train_dataset=datasets.Dataset.from_list(rows),
         processing_class=tokenizer,
@@ -385,8 +502,13 @@ def train_rl(
     return finish_run(out_dir, log, len(rows), params, step_of(checkpoint))
 
 
-def prompt_rows(states: Sequence[dict[str, Any]], problems: dict[str, dict[str, Any]], tokenizer: Any, fmt: FormatParams,
-                params: RLParams) -> list[dict[str, Any]]:
+def prompt_rows(
+    states: Sequence[dict[str, Any]],
+    problems: dict[str, dict[str, Any]],
+    tokenizer: Any,
+    fmt: FormatParams,
+    params: RLParams,
+) -> list[dict[str, Any]]:
     """The RL prompts: the first params.max_states states that restart a math problem."""
     rows = dataset_rows(states[: params.max_states], problems, tokenizer, fmt)
     if not rows:
@@ -401,21 +523,32 @@ def orm_scorer(params: RLParams, orm: str | Path | None) -> OrmFn | None:
     if not params.reward.preference_bonus:
         return None
     if orm is None:
-        raise ParamsError("rl: params 'satori.rl.reward.preference_bonus' is true but no ORM was given — run the orm stage "
-                          "or set it to false")
+        raise ParamsError(
+            "rl: params 'satori.rl.reward.preference_bonus' is true but no ORM was given — run the orm stage "
+            "or set it to false"
+        )
     return partial(load_ppm(orm).score, "")
 
 
-def finish_run(out_dir: str | Path, log: RolloutLog, states: int, params: RLParams, resumed_from_step: int) -> dict[str, Any]:
+def finish_run(
+    out_dir: str | Path, log: RolloutLog, states: int, params: RLParams, resumed_from_step: int
+) -> dict[str, Any]:
     """The result of a finished run (its policy saved to out_dir): the whole run's rollouts — the steps
     before a resume included, kept with the checkpoint — their curve and rates; the checkpoints are dropped,
     since the folder is complete and DVC should not version optimizer state."""
     rollouts = log.rows()
     shutil.rmtree(Path(out_dir) / "checkpoints", ignore_errors=True)
     curve = reward_curve(rollouts)
-    return {"states": states, "steps": params.max_steps, "curve": curve, "rollouts": rollouts, **reflection_rates(rollouts),
-            "reward_first": curve[0]["reward"] if curve else None, "reward_last": curve[-1]["reward"] if curve else None,
-            "resumed_from_step": resumed_from_step}
+    return {
+        "states": states,
+        "steps": params.max_steps,
+        "curve": curve,
+        "rollouts": rollouts,
+        **reflection_rates(rollouts),
+        "reward_first": curve[0]["reward"] if curve else None,
+        "reward_last": curve[-1]["reward"] if curve else None,
+        "resumed_from_step": resumed_from_step,
+    }
 
 
 def _cuda() -> bool:

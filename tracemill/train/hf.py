@@ -11,7 +11,7 @@ import json
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
@@ -49,8 +49,8 @@ class BucketSampler(torch.utils.data.Sampler[int]):
         span = self.micro * self.window
         out: list[int] = []
         for start in range(0, len(order), span):
-            chunk = sorted(order[start:start + span], key=lambda i: -self.lengths[i])
-            groups = [chunk[i:i + self.micro] for i in range(0, len(chunk), self.micro)]
+            chunk = sorted(order[start : start + span], key=lambda i: -self.lengths[i])
+            groups = [chunk[i : i + self.micro] for i in range(0, len(chunk), self.micro)]
             # A short last group must stay last, or the DataLoader's batches would straddle two groups.
             full = [g for g in groups if len(g) == self.micro]
             for k in torch.randperm(len(full), generator=gen).tolist():
@@ -71,7 +71,7 @@ class BucketTrainer(Trainer):
 
     def _save(self, output_dir: str | None = None, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         if state_dict is not None:
-            state_dict = drop_tied_copies(self.model, state_dict)
+            state_dict = drop_tied_copies(cast(torch.nn.Module, self.model), state_dict)  # Trainer requires one
         super()._save(output_dir, state_dict=state_dict)
 
 
@@ -81,7 +81,8 @@ def drop_tied_copies(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
     write them twice (a folder the size of an untied model); a copy is dropped only when it equals its source."""
     tied = getattr(model, "all_tied_weights_keys", None) or {}
     return {
-        k: v for k, v in state_dict.items()
+        k: v
+        for k, v in state_dict.items()
         if not (k in tied and tied[k] in state_dict and torch.equal(v, state_dict[tied[k]]))
     }
 
@@ -161,7 +162,7 @@ def training_args(params: TrainerParams, checkpoints: Path) -> TrainingArguments
     )
 
 
-def eval_loss(trainer: Trainer, dataset: Sequence[Mapping[str, Any]]) -> float | None:
+def eval_loss(trainer: Trainer, dataset: Sequence[dict[str, Any]]) -> float | None:
     """The mean loss on `dataset` as Trainer.evaluate reports it: micro-batch mean losses weighted by examples.
 
     Across processes, evaluate() must not run before train(): it marks the model as prepared, so train() would
@@ -173,14 +174,16 @@ def eval_loss(trainer: Trainer, dataset: Sequence[Mapping[str, Any]]) -> float |
     if not dataset:
         return None
     if not (trainer.args.world_size > 1 or trainer.is_deepspeed_enabled) or trainer.model_wrapped is not trainer.model:
-        return float(trainer.evaluate(list(dataset))["eval_loss"])
+        # a list is a map-style dataset to torch's DataLoader; transformers annotates torch's Dataset class
+        return float(trainer.evaluate(list(dataset))["eval_loss"])  # type: ignore[arg-type]
     model, micro = trainer.model, trainer.args.per_device_eval_batch_size
     was_training, total = model.training, 0.0
     model.eval()
     with torch.no_grad():
         for start in range(0, len(dataset), micro):
-            batch = dataset[start:start + micro]
-            total += float(trainer.compute_loss(model, trainer.data_collator(batch))) * len(batch)
+            batch = list(dataset[start : start + micro])
+            loss = trainer.compute_loss(model, trainer.data_collator(batch))  # a tuple only with return_outputs
+            total += float(cast(torch.Tensor, loss)) * len(batch)
     model.train(was_training)
     return total / len(dataset)
 
@@ -205,7 +208,7 @@ def claim_checkpoints(checkpoints: Path, run_id: str, resume: bool) -> str | Non
 
 def resume_point(trainer: Trainer, run_id: str, resume: bool) -> str | None:
     """The checkpoint to resume from, after the main process clears checkpoints of a different run."""
-    checkpoints = Path(trainer.args.output_dir)
+    checkpoints = Path(cast(str, trainer.args.output_dir))  # TrainingArguments.__post_init__ fills in a None
     if trainer.is_world_process_zero():
         claim_checkpoints(checkpoints, run_id, resume)
     trainer.accelerator.wait_for_everyone()
@@ -230,11 +233,10 @@ def run(
     trainer.save_model(str(out_dir))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out_dir))
-        shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
+        shutil.rmtree(cast(str, trainer.args.output_dir), ignore_errors=True)
     return {
         "train_loss": float(result.training_loss),
         "global_step": int(result.global_step),
         "resumed_from_step": step_of(checkpoint),
         "train_runtime_s": float(result.metrics["train_runtime"]),
     }
-
