@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine (Python 3.11, no GPU):
 #   make repro  — set up .venv, run the whole pipeline (dvc repro), print where the results are
-#   make test   — set up .venv, run the test suite
+#   make test   — set up .venv, check formatting, lint rules and types (make lint), run the test suite
 # Every environment installs a locked file under requirements/ (exact versions and sha256 hashes);
 # the install runs only when that file or pyproject.toml changed, so a second call is instant.
 
@@ -29,8 +29,15 @@ repro: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/tracemill summary
 
-test: $(STAMP) browser-if-root
+test: $(STAMP) lint browser-if-root
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+# Formatting, lint rules and types, as configured in pyproject.toml; `make test` runs it first
+.PHONY: lint
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # tracemill view's browser tests drive Debian's Chromium with its chromedriver (nothing downloaded at test time)
 .PHONY: install-browser browser-if-root

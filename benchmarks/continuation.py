@@ -34,7 +34,10 @@ TOOL_OUTPUT = "```\n```output\n42\n```\n"
 def model_folder(path: Path, workdir: Path) -> tuple[Path, str]:
     if (path / "config.json").is_file():
         return path, f"model: {path}"
-    corpus = [f"Question {i}: what is {i} plus {2 * i}? Wait, {i} + {2 * i} = {3 * i}. The answer is \\boxed{{{3 * i}}}." for i in range(300)]
+    corpus = [
+        f"Question {i}: what is {i} plus {2 * i}? Wait, {i} + {2 * i} = {3 * i}. The answer is \\boxed{{{3 * i}}}."
+        for i in range(300)
+    ]
     tok = tiny.make_tokenizer(corpus, 512)
     built = tiny.save(tiny.make_model(tok, tiny.TinyConfig()), tok, workdir / "tiny")
     return built, f"model: '{path}' is absent — built a tiny random model with tracemill.tiny ({tiny.TinyConfig()})"
@@ -105,17 +108,28 @@ def main() -> None:
         texts = prompts(cached.tokenizer, args.problems)
         hint_infer(cached, texts[:4], 8)  # warm-up: first-call allocations and kernel selection
         ours, base = hint_infer(cached, texts, args.max_tokens), hint_infer(naive, texts, args.max_tokens)
-        print(f"\n1. continuations: {args.problems} problems, 3 generate calls, max_tokens={args.max_tokens}, {args.threads} threads")
-        print(f"   prefix tokens recomputed   kv-cache {ours['recomputed']:>8.0f}   naive {base['recomputed']:>8.0f}   "
-              f"ratio {ours['recomputed'] / base['recomputed']:.2%}   (goal <= 5 %)")
-        print(f"   prompt tokens prefilled    kv-cache {ours['prefill']:>8.0f}   naive {base['prefill']:>8.0f}   "
-              f"ratio {ours['prefill'] / base['prefill']:.2%}   (incl. first prompts and appended text)")
-        print(f"   wall clock                 kv-cache {ours['wall']:>7.2f}s   naive {base['wall']:>7.2f}s   "
-              f"naive/kv-cache {base['wall'] / ours['wall']:.2f}x")
+        print(
+            f"\n1. continuations: {args.problems} problems, 3 generate calls, max_tokens={args.max_tokens}, "
+            f"{args.threads} threads"
+        )
+        print(
+            f"   prefix tokens recomputed   kv-cache {ours['recomputed']:>8.0f}   naive {base['recomputed']:>8.0f}   "
+            f"ratio {ours['recomputed'] / base['recomputed']:.2%}   (goal <= 5 %)"
+        )
+        print(
+            f"   prompt tokens prefilled    kv-cache {ours['prefill']:>8.0f}   naive {base['prefill']:>8.0f}   "
+            f"ratio {ours['prefill'] / base['prefill']:.2%}   (incl. first prompts and appended text)"
+        )
+        print(
+            f"   wall clock                 kv-cache {ours['wall']:>7.2f}s   naive {base['wall']:>7.2f}s   "
+            f"naive/kv-cache {base['wall'] / ours['wall']:.2f}x"
+        )
         batched, loop = throughput(cached, texts, args.max_tokens)
         print(f"\n2. batched throughput: {args.problems} prompts, greedy, max_tokens={args.max_tokens}")
-        print(f"   backend.generate {batched:>8.1f} tok/s   model.generate loop {loop:>8.1f} tok/s   "
-              f"ratio {batched / loop:.1f}x   (goal >= 5x)")
+        print(
+            f"   backend.generate {batched:>8.1f} tok/s   model.generate loop {loop:>8.1f} tok/s   "
+            f"ratio {batched / loop:.1f}x   (goal >= 5x)"
+        )
 
 
 if __name__ == "__main__":

@@ -97,11 +97,18 @@ def build_model(shape: Shape, cuda: bool, where: Path) -> tuple[Path, int]:
 
     tokenizer = tiny.make_tokenizer([" ".join(str(i) for i in range(2000)), "So the answer is \\boxed{42}."], 512)
     config = Qwen2Config(
-        vocab_size=max(shape.vocab_size, len(tokenizer)), hidden_size=shape.hidden_size,
-        intermediate_size=shape.intermediate_size, num_hidden_layers=shape.num_hidden_layers,
-        num_attention_heads=shape.num_attention_heads, num_key_value_heads=shape.num_key_value_heads,
-        max_position_embeddings=shape.max_position_embeddings, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
-        tie_word_embeddings=True, bos_token_id=None, eos_token_id=tokenizer.convert_tokens_to_ids(tiny.IM_END),
+        vocab_size=max(shape.vocab_size, len(tokenizer)),
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_hidden_layers,
+        num_attention_heads=shape.num_attention_heads,
+        num_key_value_heads=shape.num_key_value_heads,
+        max_position_embeddings=shape.max_position_embeddings,
+        rope_theta=1_000_000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids(tiny.IM_END),
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
@@ -160,9 +167,16 @@ def sft_rows(s: Setup, n: int) -> list[dict[str, Any]]:
     tokenizer = AutoTokenizer.from_pretrained(s.model)
     overhead = len(build_labels(tokenizer, "Add the digits.", [segment("model", "")])[0])
     rng = random.Random(0)
-    rows = [{"example_id": content_id("gpu-bench", i), "source": "benchmark", "problem_id": None,
-             "prompt": "Add the digits.", "segments": [segment("model", digits(rng, s.seq_len - overhead))]}
-            for i in range(n)]
+    rows = [
+        {
+            "example_id": content_id("gpu-bench", i),
+            "source": "benchmark",
+            "problem_id": None,
+            "prompt": "Add the digits.",
+            "segments": [segment("model", digits(rng, s.seq_len - overhead))],
+        }
+        for i in range(n)
+    ]
     length = len(build_labels(tokenizer, rows[0]["prompt"], rows[0]["segments"])[0])
     if length != s.seq_len:
         raise RuntimeError(f"a benchmark row is {length} tokens, not --seq-len {s.seq_len}")
@@ -174,18 +188,34 @@ def sft_run(s: Setup, micro: int, deepspeed: str | None = None) -> dict[str, Any
     from tracemill.train import SFTParams, train_sft
 
     params = SFTParams(
-        learning_rate=1e-5, batch_size=micro, micro_batch_size=micro, epochs=1.0, max_length=s.seq_len,
-        warmup_ratio=0.0, heldout_fraction=0.0, save_steps=10**9, logging_steps=10**9, bucket_window=1,
-        device="auto" if s.cuda else "cpu", bf16=s.cuda, gradient_checkpointing=s.gradient_checkpointing,
-        deepspeed=deepspeed, processes=1, loss_chunk_tokens=s.loss_chunk_tokens,
+        learning_rate=1e-5,
+        batch_size=micro,
+        micro_batch_size=micro,
+        epochs=1.0,
+        max_length=s.seq_len,
+        warmup_ratio=0.0,
+        heldout_fraction=0.0,
+        save_steps=10**9,
+        logging_steps=10**9,
+        bucket_window=1,
+        device="auto" if s.cuda else "cpu",
+        bf16=s.cuda,
+        gradient_checkpointing=s.gradient_checkpointing,
+        deepspeed=deepspeed,
+        processes=1,
+        loss_chunk_tokens=s.loss_chunk_tokens,
     )
     timer = StepTimer(s.cuda)
     release()
     with tempfile.TemporaryDirectory(dir=s.workdir) as out:
         train_sft(s.model, sft_rows(s, micro * (s.warmup + s.steps)), out, params, resume=False, callbacks=[timer])
     tokens_per_s = timer.steps_per_s(s.warmup) * micro * s.seq_len
-    return {"micro_batch": micro, "tokens_per_s": round(tokens_per_s, 1),
-            "mfu": float(f"{6 * s.params * tokens_per_s / (s.peak_tflops * 1e12):.3g}"), "peak_gib": peak_gib()}
+    return {
+        "micro_batch": micro,
+        "tokens_per_s": round(tokens_per_s, 1),
+        "mfu": float(f"{6 * s.params * tokens_per_s / (s.peak_tflops * 1e12):.3g}"),
+        "peak_gib": peak_gib(),
+    }
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -222,21 +252,50 @@ def ppm_section(s: Setup) -> dict[str, Any]:
     from tracemill.train import PPMParams, train_ppm
 
     micro, rng = s.ppm_micro_batch, random.Random(1)
-    pairs = [{"pair_id": content_id("gpu-bench-pair", i), "problem_id": content_id("p", i), "tree_id": content_id("t", i),
-              "round": 1, "prefix": digits(rng, s.seq_len - 1), "chosen": "1", "rejected": "2", "chosen_q": 1.0,
-              "rejected_q": -1.0, "final_step": False, "metadata": None} for i in range(micro * (s.warmup + s.steps))]
+    pairs = [
+        {
+            "pair_id": content_id("gpu-bench-pair", i),
+            "problem_id": content_id("p", i),
+            "tree_id": content_id("t", i),
+            "round": 1,
+            "prefix": digits(rng, s.seq_len - 1),
+            "chosen": "1",
+            "rejected": "2",
+            "chosen_q": 1.0,
+            "rejected_q": -1.0,
+            "final_step": False,
+            "metadata": None,
+        }
+        for i in range(micro * (s.warmup + s.steps))
+    ]
     params = PPMParams(
-        learning_rate=1e-5, batch_size=micro, micro_batch_size=micro, epochs=1.0, max_length=s.seq_len,
-        warmup_ratio=0.0, heldout_fraction=0.0, save_steps=10**9, logging_steps=10**9, bucket_window=1,
-        device="auto" if s.cuda else "cpu", bf16=s.cuda, gradient_checkpointing=s.gradient_checkpointing, processes=1,
+        learning_rate=1e-5,
+        batch_size=micro,
+        micro_batch_size=micro,
+        epochs=1.0,
+        max_length=s.seq_len,
+        warmup_ratio=0.0,
+        heldout_fraction=0.0,
+        save_steps=10**9,
+        logging_steps=10**9,
+        bucket_window=1,
+        device="auto" if s.cuda else "cpu",
+        bf16=s.cuda,
+        gradient_checkpointing=s.gradient_checkpointing,
+        processes=1,
     )
     timer = StepTimer(s.cuda)
     release()
     with tempfile.TemporaryDirectory(dir=s.workdir) as out:
         train_ppm(s.model, pairs, out, params, resume=False, callbacks=[timer])
     steps = timer.steps_per_s(s.warmup)
-    return {"steps_per_s": round(steps, 3), "pairs_per_s": round(steps * micro, 2), "micro_batch_pairs": micro,
-            "seq_len": s.seq_len, "peak_gib": peak_gib()}
+    return {
+        "steps_per_s": round(steps, 3),
+        "pairs_per_s": round(steps * micro, 2),
+        "micro_batch_pairs": micro,
+        "seq_len": s.seq_len,
+        "peak_gib": peak_gib(),
+    }
 
 
 def generation_section_of(s: Setup) -> dict[str, Any]:
@@ -273,19 +332,44 @@ def grpo_section(s: Setup) -> dict[str, Any]:
 
     fmt = FormatParams()
     problem = {"problem_id": "p1", "question": "What is 6 times 7?", "answer": "42", "domain": "math"}
-    states = [{"state_id": content_id("gpu-bench-state", i), "problem_id": "p1", "node_id": "n", "q": 0.0,
-               "prefix_steps": ["We multiply.\n"] + (["<|reflect|>"] if i % 2 else []), "outcome": "failed" if i % 2 else "correct",
-               "ends_with_reflect": bool(i % 2), "metadata": None} for i in range(8)]
-    params = RLParams(max_steps=s.grpo_steps, per_device_train_batch_size=8, num_generations=8, learning_rate=1e-6,
-                      max_completion_length=s.grpo_completion_tokens, temperature=1.0, tools=False,
-                      reward=RewardParams(preference_bonus=False), save_steps=10**6)
+    states = [
+        {
+            "state_id": content_id("gpu-bench-state", i),
+            "problem_id": "p1",
+            "node_id": "n",
+            "q": 0.0,
+            "prefix_steps": ["We multiply.\n"] + (["<|reflect|>"] if i % 2 else []),
+            "outcome": "failed" if i % 2 else "correct",
+            "ends_with_reflect": bool(i % 2),
+            "metadata": None,
+        }
+        for i in range(8)
+    ]
+    params = RLParams(
+        max_steps=s.grpo_steps,
+        per_device_train_batch_size=8,
+        num_generations=8,
+        learning_rate=1e-6,
+        max_completion_length=s.grpo_completion_tokens,
+        temperature=1.0,
+        tools=False,
+        reward=RewardParams(preference_bonus=False),
+        save_steps=10**6,
+    )
     release()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=s.workdir) as out:
-        result = train_rl(s.model, states, {"p1": problem}, lambda p, r: last_boxed(r, fmt) == p["answer"], out, params, fmt)
+        result = train_rl(
+            s.model, states, {"p1": problem}, lambda p, r: last_boxed(r, fmt) == p["answer"], out, params, fmt
+        )
     seconds = time.perf_counter() - start
-    return {"steps": s.grpo_steps, "rollouts": len(result["rollouts"]), "completion_tokens": s.grpo_completion_tokens,
-            "s_per_step_with_setup": round(seconds / s.grpo_steps, 2), "peak_gib": peak_gib()}
+    return {
+        "steps": s.grpo_steps,
+        "rollouts": len(result["rollouts"]),
+        "completion_tokens": s.grpo_completion_tokens,
+        "s_per_step_with_setup": round(seconds / s.grpo_steps, 2),
+        "peak_gib": peak_gib(),
+    }
 
 
 def run_section(name: str, fn: Callable[[], dict[str, Any]], summary: dict[str, Any]) -> None:
@@ -312,8 +396,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed first optimizer steps per run")
     parser.add_argument("--max-micro-batch", type=int, default=None, help="SFT search ceiling; default 64 (--tiny: 2)")
     parser.add_argument("--ppm-micro-batch", type=int, default=None, help="pairs per PPM step; default 4 (--tiny: 2)")
-    parser.add_argument("--no-gradient-checkpointing", action="store_true", help="params.gpu.yaml checkpoints; this does not")
-    parser.add_argument("--loss-chunk-tokens", type=int, default=None, help="SFT loss_chunk_tokens; default 4096 (--tiny: 64)")
+    parser.add_argument(
+        "--no-gradient-checkpointing", action="store_true", help="params.gpu.yaml checkpoints; this does not"
+    )
+    parser.add_argument(
+        "--loss-chunk-tokens", type=int, default=None, help="SFT loss_chunk_tokens; default 4096 (--tiny: 64)"
+    )
     parser.add_argument("--grpo-steps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     args = parser.parse_args()
@@ -326,19 +414,31 @@ def main() -> None:
     def pick(value: int | None, full: int, small: int) -> int:
         return value if value is not None else (small if tiny_run else full)
 
-    summary: dict[str, Any] = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
-                               "tiny": tiny_run}
+    summary: dict[str, Any] = {
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "torch": torch.__version__,
+        "tiny": tiny_run,
+    }
     with tempfile.TemporaryDirectory(prefix="tracemill-gpu-bench-") as workdir:
         model, count = build_model(TINY if tiny_run else QWEN25_05B, cuda, Path(workdir) / "model")
         summary["model"] = {"shape": dataclasses.asdict(TINY if tiny_run else QWEN25_05B), "params": count}
         s = Setup(
-            model=model, params=count, device=args.device, seq_len=pick(args.seq_len, 4096, 256),
-            steps=pick(args.steps, 4, 2), warmup=args.warmup, peak_tflops=args.peak_tflops,
+            model=model,
+            params=count,
+            device=args.device,
+            seq_len=pick(args.seq_len, 4096, 256),
+            steps=pick(args.steps, 4, 2),
+            warmup=args.warmup,
+            peak_tflops=args.peak_tflops,
             gradient_checkpointing=not args.no_gradient_checkpointing,
-            loss_chunk_tokens=pick(args.loss_chunk_tokens, 4096, 64), max_micro_batch=pick(args.max_micro_batch, 64, 2),
-            ppm_micro_batch=pick(args.ppm_micro_batch, 4, 2), grpo_steps=args.grpo_steps,
-            grpo_completion_tokens=16 if tiny_run else 256, generation_batches=(8,) if tiny_run else (64, 256),
-            generation_tokens=16 if tiny_run else 256, workdir=Path(workdir),
+            loss_chunk_tokens=pick(args.loss_chunk_tokens, 4096, 64),
+            max_micro_batch=pick(args.max_micro_batch, 64, 2),
+            ppm_micro_batch=pick(args.ppm_micro_batch, 4, 2),
+            grpo_steps=args.grpo_steps,
+            grpo_completion_tokens=16 if tiny_run else 256,
+            generation_batches=(8,) if tiny_run else (64, 256),
+            generation_tokens=16 if tiny_run else 256,
+            workdir=Path(workdir),
         )
         run_section("sft", lambda: sft_section(s), summary)
         run_section("ppm", lambda: ppm_section(s), summary)

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from continuation import model_folder, prompts
+
 from tracemill.llm import LLMParams, Request
 from tracemill.llm.hf import TransformersBackend
 
@@ -30,7 +30,9 @@ WARMUP_PROMPTS = 4  # first-call allocations and kernel selection stay out of th
 WARMUP_TOKENS = 4
 
 
-def generation_section(model_path_or_model: Any, tokenizer: Any, device: str, batch_sizes: Sequence[int] = (64, 256), new_tokens: int = 256) -> dict:
+def generation_section(
+    model_path_or_model: Any, tokenizer: Any, device: str, batch_sizes: Sequence[int] = (64, 256), new_tokens: int = 256
+) -> dict:
     """{batch: {"ours_tok_s", "generate_tok_s", "ratio"}} for greedy decoding of `batch` prompts.
     A path is loaded in bfloat16 on CUDA and float32 elsewhere; `tokenizer` None loads it from the path."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -94,8 +96,11 @@ def main() -> None:
         result = generation_section(path, None, args.device, sizes, new_tokens)
     print(f"greedy, {new_tokens} new tokens, device {args.device}")
     for batch, row in result.items():
-        print(f"   batch {batch:>4}   ours {row['ours_tok_s']:>9.1f} tok/s   model.generate {row['generate_tok_s']:>9.1f} tok/s   "
-              f"ratio {row['ratio']:.2f}x   (goal on a GPU >= 1.5x)")
+        print(
+            f"   batch {batch:>4}   ours {row['ours_tok_s']:>9.1f} tok/s   "
+            f"model.generate {row['generate_tok_s']:>9.1f} tok/s   "
+            f"ratio {row['ratio']:.2f}x   (goal on a GPU >= 1.5x)"
+        )
 
 
 if __name__ == "__main__":

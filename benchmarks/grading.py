@@ -7,9 +7,9 @@ sources; see tests/data/grading/README.md) holds (gold, response, correct, kind,
 Both graders see the same texts: ours grades a problems row {"answer": gold} against the response;
 math-verify runs `verify(parse("\\boxed{gold}"), parse(response))` serially in this process, its
 usual use (tracemill.grading.labelled grades and scores both; the `grading_check` stage writes the same
-counts to metrics/grading.json without timings). Reported per kind and overall: right, false positives (graded correct, labelled wrong)
-and false negatives for each, and pairs/s. Goals: ahead of math-verify in every kind, no false
-positive, and >= 3x its throughput on 2 cores. `--markdown` prints the per-kind table alone.
+counts to metrics/grading.json without timings). Reported per kind and overall: right, false positives
+(graded correct, labelled wrong) and false negatives for each, and pairs/s. Goals: ahead of math-verify
+in every kind, no false positive, and >= 3x its throughput on 2 cores. `--markdown` prints the per-kind table alone.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ def ours(pairs: Sequence[Pair], workers: int) -> tuple[float, float, list[bool]]
     with get_grader(GradingParams(workers=workers)) as g:
         start = time.perf_counter()
         # One distinct equation per worker: only math-verify compares equations, so each starts.
-        g.grade_many([({"domain": "math", "answer": f"y={k}x+1"}, f"\\boxed{{y=1+{k}x}}") for k in range(1, workers + 1)])
+        g.grade_many(
+            [({"domain": "math", "answer": f"y={k}x+1"}, f"\\boxed{{y=1+{k}x}}") for k in range(1, workers + 1)]
+        )
         started = time.perf_counter()
         verdicts = g.grade_many([({"domain": "math", "answer": p.gold}, p.response) for p in pairs])
         return started - start, time.perf_counter() - started, [v.correct for v in verdicts]
@@ -61,16 +63,25 @@ def main() -> None:
     total = scores["all"]
     print(f"pairs: {len(pairs)} from {args.pairs}")
     print(grading_table(scores))
-    for name, label, seconds in (("ours", f"ours ({args.workers} workers)", t_ours), ("math_verify", "math-verify serial in process", t_mv)):
+    for name, label, seconds in (
+        ("ours", f"ours ({args.workers} workers)", t_ours),
+        ("math_verify", "math-verify serial in process", t_mv),
+    ):
         false_neg = total["pairs"] - total[f"{name}_right"] - total[f"{name}_false_positives"]
         print(f"{label}: {seconds:.2f} s = {len(pairs) / seconds:.0f} pairs/s; {false_neg} false negatives")
         if name == "ours":
             print(f"  (+ {t_start:.2f} s once to start the workers)")
     ratio = t_mv / t_ours
-    print(f"throughput ratio: {ratio:.1f}x, {t_mv / (t_ours + t_start):.1f}x counting start-up (goal >= {THROUGHPUT_GOAL:g}x: {'ok' if ratio >= THROUGHPUT_GOAL else 'MISSED'})")
+    print(
+        f"throughput ratio: {ratio:.1f}x, {t_mv / (t_ours + t_start):.1f}x counting start-up "
+        f"(goal >= {THROUGHPUT_GOAL:g}x: {'ok' if ratio >= THROUGHPUT_GOAL else 'MISSED'})"
+    )
     wrong = [(p, o) for p, o in zip(pairs, v_ours) if o != p.correct]
     for p, o in wrong[: args.show]:
-        print(f"  [{p.kind}] label={p.correct} ours={o} gold={p.gold[-80:]!r} response={p.response[-160:]!r}  ({p.source})")
+        print(
+            f"  [{p.kind}] label={p.correct} ours={o} gold={p.gold[-80:]!r} "
+            f"response={p.response[-160:]!r}  ({p.source})"
+        )
 
 
 if __name__ == "__main__":

@@ -68,7 +68,11 @@ def kind_of(gold: str, response: str) -> str:
 def as_response(pred: str) -> str:
     """A third-party prediction as a model states it: kept if it names its answer, else announced."""
     prose = re.sub(r"\$[^$]*\$|\\[a-zA-Z]+", "", pred)
-    if r"\boxed" in pred or re.search(r"answer", pred, re.IGNORECASE) or re.search(r"[A-Za-z]{2,}\s+[A-Za-z]{2,}", prose):
+    if (
+        r"\boxed" in pred
+        or re.search(r"answer", pred, re.IGNORECASE)
+        or re.search(r"[A-Za-z]{2,}\s+[A-Za-z]{2,}", prose)
+    ):
         return pred  # it states its answer in its own words
     stripped = pred.strip()
     if stripped.startswith(("$", r"\(", r"\[")):
@@ -92,13 +96,17 @@ def math_verify_cases(repo: Path) -> Iterator[Row]:
 
 
 def _parametrized(fn: ast.FunctionDef, file: str) -> Iterator[Row]:
-    call = next((n for n in ast.walk(fn) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "compare_strings"), None)
+    call = next(
+        (n for n in ast.walk(fn) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "compare_strings"), None
+    )
     if call is None:
         return
     kwargs = {k.arg: k.value for k in call.keywords}
     if _SKIP_KWARGS & kwargs.keys():
         return  # a non-default comparison: the label holds only under that setting
-    if "precision" in kwargs and not (isinstance(kwargs["precision"], ast.Name) or ast.literal_eval(kwargs["precision"]) == 6):
+    if "precision" in kwargs and not (
+        isinstance(kwargs["precision"], ast.Name) or ast.literal_eval(kwargs["precision"]) == 6
+    ):
         return
     types = ast.literal_eval(kwargs["match_types"]) if "match_types" in kwargs else ["latex", "expr"]
     if "latex" not in types:
@@ -133,7 +141,13 @@ def hendrycks_cases(repo: Path) -> Iterator[Row]:
         if (gold, pred) in _ORDER_TESTS:
             continue
         pred = pred.replace("\\\\", "\\").strip()
-        yield row(gold, f"The final answer is ${pred}$.", m.group(3) == "True", kind_of(gold, pred), "hendrycks/math modeling/math_equivalence_test.py")
+        yield row(
+            gold,
+            f"The final answer is ${pred}$.",
+            m.group(3) == "True",
+            kind_of(gold, pred),
+            "hendrycks/math modeling/math_equivalence_test.py",
+        )
 
 
 # --- MATH-500 and GSM8K golds ------------------------------------------------------------------
@@ -191,7 +205,10 @@ def math500_golds() -> list[str]:
 
 
 def gsm8k_golds() -> list[int]:
-    return [int(json.loads(line)["answer"].split("####")[-1].strip().replace(",", "")) for line in (SHARED / "gsm8k_test.jsonl").open()]
+    return [
+        int(json.loads(line)["answer"].split("####")[-1].strip().replace(",", ""))
+        for line in (SHARED / "gsm8k_test.jsonl").open()
+    ]
 
 
 def program_notation(golds: list[str], rng: random.Random) -> Iterator[Row]:
@@ -207,7 +224,9 @@ def program_notation(golds: list[str], rng: random.Random) -> Iterator[Row]:
             if value is None:
                 continue
             printed = str(value)
-            template = rng.choice(("```output\n{p}\n```\nThe answer is $\\boxed{{{p}}}$.", "\\boxed{{{p}}}", "The final answer is {p}."))
+            template = rng.choice(
+                ("```output\n{p}\n```\nThe answer is $\\boxed{{{p}}}$.", "\\boxed{{{p}}}", "The final answer is {p}.")
+            )
             yield row(gold, template.format(p=printed), correct, "program_notation", "MATH-500 gold, sympy str printer")
         if expr.is_number and expr.is_real is False and expr.as_real_imag()[0].is_Rational:
             yield row(gold, f"\\boxed{{{sympy.N(expr)}}}", True, "program_notation", "MATH-500 gold, sympy N printer")
@@ -220,7 +239,13 @@ def answer_sentences(golds: list[str], rng: random.Random, source: str) -> Itera
         template = rng.choice(SENTENCES)
         yield row(gold, template.replace("{a}", gold), True, "answer_sentence", source)
         if wrong is not None:
-            yield row(gold, template.replace("{a}", sympy.latex(wrong)), False, "answer_sentence", f"{source}, sympy-perturbed")
+            yield row(
+                gold,
+                template.replace("{a}", sympy.latex(wrong)),
+                False,
+                "answer_sentence",
+                f"{source}, sympy-perturbed",
+            )
 
 
 def _top_level_split(s: str) -> list[str]:
@@ -247,14 +272,38 @@ def several_boxes(golds: list[str], rng: random.Random) -> Iterator[Row]:
         shuffled = parts[:]
         rng.shuffle(shuffled)
         join = rng.choice((", ", " \\text{ and } ", " and "))
-        yield row(gold, "The solutions are " + join.join(f"$\\boxed{{{p}}}$" for p in shuffled) + ".", True, "several_boxes", "MATH-500 gold, one box per element")
-        yield row("\\boxed{" + "}, \\boxed{".join(parts) + "}", f"\\boxed{{{', '.join(shuffled)}}}", True, "several_boxes", "MATH-500 gold written as several boxes")
+        yield row(
+            gold,
+            "The solutions are " + join.join(f"$\\boxed{{{p}}}$" for p in shuffled) + ".",
+            True,
+            "several_boxes",
+            "MATH-500 gold, one box per element",
+        )
+        yield row(
+            "\\boxed{" + "}, \\boxed{".join(parts) + "}",
+            f"\\boxed{{{', '.join(shuffled)}}}",
+            True,
+            "several_boxes",
+            "MATH-500 gold written as several boxes",
+        )
         k = rng.randrange(len(parts))
         wrong = perturb(sympy_of(parts[k]), rng)
         if wrong is not None and all(differs(wrong, sympy_of(p)) for p in parts):
             changed = [sympy.latex(wrong) if i == k else p for i, p in enumerate(parts)]
-            yield row(gold, " ".join(f"\\boxed{{{p}}}" for p in changed), False, "several_boxes", "MATH-500 gold, one element perturbed")
-            yield row(gold, " and ".join(f"\\boxed{{{p}}}" for p in parts[:-1]) + ".", False, "several_boxes", "MATH-500 gold, one element left out")
+            yield row(
+                gold,
+                " ".join(f"\\boxed{{{p}}}" for p in changed),
+                False,
+                "several_boxes",
+                "MATH-500 gold, one element perturbed",
+            )
+            yield row(
+                gold,
+                " and ".join(f"\\boxed{{{p}}}" for p in parts[:-1]) + ".",
+                False,
+                "several_boxes",
+                "MATH-500 gold, one element left out",
+            )
 
 
 def intervals(golds: list[str], rng: random.Random) -> Iterator[Row]:
@@ -270,14 +319,40 @@ def intervals(golds: list[str], rng: random.Random) -> Iterator[Row]:
         interval = parsed[0]
         if any(isinstance(a, sympy.FiniteSet) for a in getattr(interval, "args", ())):
             continue
-        relation = sympy.latex(interval.as_relational(x)).replace("\\wedge", "\\text{ and }").replace("\\vee", "\\text{ or }")
-        yield row(gold, f"So the solution set is $x \\in {gold}$.", True, "sets_intervals", "MATH-500 gold, set membership")
-        yield row(gold, f"The answer is $\\boxed{{{relation}}}$.", True, "sets_intervals", "MATH-500 gold, sympy as_relational")
+        relation = (
+            sympy.latex(interval.as_relational(x)).replace("\\wedge", "\\text{ and }").replace("\\vee", "\\text{ or }")
+        )
+        yield row(
+            gold, f"So the solution set is $x \\in {gold}$.", True, "sets_intervals", "MATH-500 gold, set membership"
+        )
+        yield row(
+            gold,
+            f"The answer is $\\boxed{{{relation}}}$.",
+            True,
+            "sets_intervals",
+            "MATH-500 gold, sympy as_relational",
+        )
         flipped = _flip_closedness(interval)
         if flipped is not None:
-            wrong = sympy.latex(flipped.as_relational(x)).replace("\\wedge", "\\text{ and }").replace("\\vee", "\\text{ or }")
-            yield row(gold, f"The answer is $\\boxed{{{wrong}}}$.", False, "sets_intervals", "MATH-500 gold, an endpoint's closedness flipped")
-            yield row(gold, f"\\boxed{{{sympy.latex(flipped)}}}", False, "sets_intervals", "MATH-500 gold, an endpoint's closedness flipped")
+            wrong = (
+                sympy.latex(flipped.as_relational(x))
+                .replace("\\wedge", "\\text{ and }")
+                .replace("\\vee", "\\text{ or }")
+            )
+            yield row(
+                gold,
+                f"The answer is $\\boxed{{{wrong}}}$.",
+                False,
+                "sets_intervals",
+                "MATH-500 gold, an endpoint's closedness flipped",
+            )
+            yield row(
+                gold,
+                f"\\boxed{{{sympy.latex(flipped)}}}",
+                False,
+                "sets_intervals",
+                "MATH-500 gold, an endpoint's closedness flipped",
+            )
 
 
 def _flip_closedness(s: sympy.Set) -> sympy.Set | None:
@@ -294,7 +369,10 @@ def _flip_closedness(s: sympy.Set) -> sympy.Set | None:
     return sympy.Union(new, *intervals_[1:]) if len(intervals_) > 1 else new
 
 
-_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+_ONES = (
+    "zero one two three four five six seven eight nine ten "
+    "eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen"
+).split()
 _TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
 
 
@@ -314,7 +392,12 @@ def numbers_in_text(golds: list[int], rng: random.Random) -> Iterator[Row]:
         forms = []
         if n >= 1000:
             groups = f"{n:,}"
-            forms += [groups.replace(",", ",\\! "), groups.replace(",", " "), groups.replace(",", "\\,"), groups.replace(",", "{,}")]
+            forms += [
+                groups.replace(",", ",\\! "),
+                groups.replace(",", " "),
+                groups.replace(",", "\\,"),
+                groups.replace(",", "{,}"),
+            ]
         if 0 <= n < 100:
             forms.append(words(n))
         if n >= 1000 and n % 100 == 0:
@@ -326,7 +409,9 @@ def numbers_in_text(golds: list[int], rng: random.Random) -> Iterator[Row]:
         wrong = form.replace(f"{n:,}".split(",")[0], f"{wrong_n:,}".split(",")[0], 1) if form[:1].isdigit() else None
         if not form[:1].isdigit() or wrong == form:
             wrong = words(wrong_n) if 0 <= wrong_n < 100 and form.isalpha() else f"{wrong_n:,} dollars"
-        template = rng.choice(("The answer is {f}.", "#### {f}", "\\boxed{{{f}}}", "So she pays {f} in total.\n\n**Answer:** {f}"))
+        template = rng.choice(
+            ("The answer is {f}.", "#### {f}", "\\boxed{{{f}}}", "So she pays {f} in total.\n\n**Answer:** {f}")
+        )
         yield row(str(n), template.format(f=form), True, "numbers_in_text", "GSM8K gold, restated")
         yield row(str(n), template.format(f=wrong), False, "numbers_in_text", "GSM8K gold, perturbed")
 
@@ -336,13 +421,23 @@ def unsafe(math500: list[str], gsm8k: list[int], rng: random.Random) -> Iterator
     transcendental constant, sequences with an ellipsis, ratios, quantified statements."""
     for gold in math500:
         expr = sympy_of(gold)
-        if expr is None or not isinstance(expr, sympy.Add) or not (expr.atoms(sympy.NumberSymbol) or expr.has(sympy.exp) or expr.has(sympy.sqrt)):
+        if (
+            expr is None
+            or not isinstance(expr, sympy.Add)
+            or not (expr.atoms(sympy.NumberSymbol) or expr.has(sympy.exp) or expr.has(sympy.sqrt))
+        ):
             continue
         terms = list(expr.args)
         for k in range(len(terms)):
             flipped = sympy.Add(*[(-t if i == k else t) for i, t in enumerate(terms)], evaluate=False)
             if differs(flipped, expr):
-                yield row(gold, f"\\boxed{{{sympy.latex(flipped)}}}", False, "unsafe", "MATH-500 gold, one term's sign flipped")
+                yield row(
+                    gold,
+                    f"\\boxed{{{sympy.latex(flipped)}}}",
+                    False,
+                    "unsafe",
+                    "MATH-500 gold, one term's sign flipped",
+                )
         yield row(gold, f"\\boxed{{{sympy.latex(expr)}}}", True, "unsafe", "MATH-500 gold, sympy latex printer")
     for i in range(0, 240, 3):
         a, b, c = gsm8k[i : i + 3]
@@ -353,16 +448,40 @@ def unsafe(math500: list[str], gsm8k: list[int], rng: random.Random) -> Iterator
             (f"\\sqrt{{{c % 50 + 2}}} - {a}", f"-{a} + \\sqrt{{{c % 50 + 2}}}", f"-\\sqrt{{{c % 50 + 2}}} - {a}"),
         ):
             if differs(sympy_of(gold), sympy_of(flipped)):
-                yield row(gold, f"\\boxed{{{flipped}}}", False, "unsafe", "GSM8K gold with a constant, one sign flipped")
+                yield row(
+                    gold, f"\\boxed{{{flipped}}}", False, "unsafe", "GSM8K gold with a constant, one sign flipped"
+                )
                 yield row(gold, f"\\boxed{{{same}}}", True, "unsafe", "GSM8K gold with a constant, terms reordered")
         ellipsis = rng.choice(("\\ldots", "\\dots", "\\cdots", "..."))
-        yield row(f"{a}, {b}, {c}, \\ldots", f"\\boxed{{{a},{b},{c},{ellipsis}}}", True, "unsafe", "GSM8K golds as a sequence")
-        yield row(f"{a}, {b}, {c}, \\ldots", f"\\boxed{{{a}, {b}, {c + 1}, {ellipsis}}}", False, "unsafe", "GSM8K golds as a sequence, one term changed")
-        yield row(f"{a}:{b}:{c}", f"The ratio is $\\boxed{{{a} : {b} : {c}}}$.", True, "unsafe", "GSM8K golds as a ratio")
+        yield row(
+            f"{a}, {b}, {c}, \\ldots", f"\\boxed{{{a},{b},{c},{ellipsis}}}", True, "unsafe", "GSM8K golds as a sequence"
+        )
+        yield row(
+            f"{a}, {b}, {c}, \\ldots",
+            f"\\boxed{{{a}, {b}, {c + 1}, {ellipsis}}}",
+            False,
+            "unsafe",
+            "GSM8K golds as a sequence, one term changed",
+        )
+        yield row(
+            f"{a}:{b}:{c}", f"The ratio is $\\boxed{{{a} : {b} : {c}}}$.", True, "unsafe", "GSM8K golds as a ratio"
+        )
         if sympy.Matrix([[a, b, c], [a, b, c + 1]]).rank() == 2:  # not proportional: a different ratio
-            yield row(f"{a}:{b}:{c}", f"The ratio is $\\boxed{{{a}:{b}:{c + 1}}}$.", False, "unsafe", "GSM8K golds as a ratio, one term changed")
+            yield row(
+                f"{a}:{b}:{c}",
+                f"The ratio is $\\boxed{{{a}:{b}:{c + 1}}}$.",
+                False,
+                "unsafe",
+                "GSM8K golds as a ratio, one term changed",
+            )
         yield row(f"\\forall x<0, g(x)={a}", f"\\boxed{{g(x)={a}}}", False, "unsafe", "GSM8K gold, quantifier dropped")
-        yield row(f"\\forall x<0, g(x)={a}", f"\\boxed{{\\forall x < 0,\\ g(x) = {a}}}", True, "unsafe", "GSM8K gold, quantified statement restated")
+        yield row(
+            f"\\forall x<0, g(x)={a}",
+            f"\\boxed{{\\forall x < 0,\\ g(x) = {a}}}",
+            True,
+            "unsafe",
+            "GSM8K gold, quantified statement restated",
+        )
 
 
 def _git(repo: Path, *args: str) -> str:

@@ -25,24 +25,40 @@ from tracemill import params as P
 from tracemill import store
 from tracemill.formats import render_prompt
 from tracemill.llm import Request
-from tracemill.rstar import MCTSParams, Search
+from tracemill.rstar import RStarParams, Search
 from tracemill.runtime import open_runtime
 from tracemill.synthetic import SyntheticParams, synthetic_problems
 
 
 def train_problems(count: int) -> list[dict[str, Any]]:
     """Train-split math problems: data/problems when the problems stage ran, else the synthetic generator."""
-    rows = store.read_rows("data/problems", "problems") if Path("data/problems/problems").is_dir() else synthetic_problems(SyntheticParams())
-    picked = sorted((p for p in rows if p["split"] == "train" and p["domain"] == "math" and p.get("answer")), key=lambda p: p["problem_id"])
+    rows = (
+        store.read_rows("data/problems", "problems")
+        if Path("data/problems/problems").is_dir()
+        else synthetic_problems(SyntheticParams())
+    )
+    picked = sorted(
+        (p for p in rows if p["split"] == "train" and p["domain"] == "math" and p.get("answer")),
+        key=lambda p: p["problem_id"],
+    )
     return picked[:count]
 
 
-def plain_sampling(backend: Any, prompts: list[str], mp: MCTSParams, tokens_goal: int, seed: int) -> tuple[int, float]:
+def plain_sampling(backend: Any, prompts: list[str], mp: RStarParams, tokens_goal: int, seed: int) -> tuple[int, float]:
     """(tokens, seconds) of whole-solution sampling, batched like the search's calls, until tokens_goal."""
     tokens, seconds, call = 0, 0.0, 0
     while tokens < tokens_goal:
-        requests = [Request(prompt=p, n=mp.children, temperature=mp.temperature, top_p=mp.top_p,
-                            max_tokens=mp.max_step_tokens * mp.max_depth, seed=seed + call) for p in prompts]
+        requests = [
+            Request(
+                prompt=p,
+                n=mp.children,
+                temperature=mp.temperature,
+                top_p=mp.top_p,
+                max_tokens=mp.max_step_tokens * mp.max_depth,
+                seed=seed + call,
+            )
+            for p in prompts
+        ]
         start = time.perf_counter()
         outs = backend.generate(requests)
         seconds += time.perf_counter() - start
@@ -62,12 +78,19 @@ def main() -> None:
     ap.add_argument("--max-depth", type=int, default=None)
     args = ap.parse_args()
     params = P.load(args.params)
-    mp = P.section(MCTSParams, params, "rstar")
-    overrides = {k: v for k, v in {"rollouts": args.rollouts, "children": args.children, "max_depth": args.max_depth}.items() if v}
+    mp = P.section(RStarParams, params, "rstar")
+    overrides = {
+        k: v
+        for k, v in {"rollouts": args.rollouts, "children": args.children, "max_depth": args.max_depth}.items()
+        if v
+    }
     mp = dataclasses.replace(mp, **overrides)
     seed = int(params.get("seed", 0))
     problems = train_problems(args.problems)
-    print(f"model: {args.model}; {len(problems)} problems; rollouts {mp.rollouts}, children {mp.children}, max depth {mp.max_depth}")
+    print(
+        f"model: {args.model}; {len(problems)} problems; rollouts {mp.rollouts}, children {mp.children}, "
+        f"max depth {mp.max_depth}"
+    )
     with open_runtime(params, args.model, Path(args.model).name) as rt:
         search = Search(rt.backend, rt.sandbox, rt.grader, rt.fmt, mp, seed)
         trees = search.run(problems, 1)
@@ -78,12 +101,20 @@ def main() -> None:
     equivalent = s.generated_tokens / throughput
     other = s.wall_s - s.generate_s - s.exec_s - s.grade_s - s.ppm_s
     nodes = sum(len(t.nodes) - 1 for t in trees)
-    print(f"search: {s.wall_s:.1f} s, {s.generated_tokens} tokens ({s.generated_tokens / s.wall_s:.0f} tok/s), "
-          f"{s.generate_calls} generate calls, {s.expansions / s.generate_calls:.1f} expansions per call, {nodes} nodes")
-    print(f"  generation {s.generate_s:.1f} s, sandbox {s.exec_s:.1f} s, grading {s.grade_s:.1f} s, bookkeeping {other:.1f} s; "
-          f"prompt tokens {s.prompt_tokens}, of them cached {s.cached_prompt_tokens}")
+    print(
+        f"search: {s.wall_s:.1f} s, {s.generated_tokens} tokens ({s.generated_tokens / s.wall_s:.0f} tok/s), "
+        f"{s.generate_calls} generate calls, {s.expansions / s.generate_calls:.1f} expansions per call, {nodes} nodes"
+    )
+    print(
+        f"  generation {s.generate_s:.1f} s, sandbox {s.exec_s:.1f} s, grading {s.grade_s:.1f} s, "
+        f"bookkeeping {other:.1f} s; "
+        f"prompt tokens {s.prompt_tokens}, of them cached {s.cached_prompt_tokens}"
+    )
     print(f"plain batched sampling: {plain_tokens} tokens in {plain_s:.1f} s ({throughput:.0f} tok/s)")
-    print(f"search overhead: {s.wall_s / equivalent - 1:+.1%} (generation alone: {s.generate_s / equivalent - 1:+.1%}; goal <= +20%)")
+    print(
+        f"search overhead: {s.wall_s / equivalent - 1:+.1%} "
+        f"(generation alone: {s.generate_s / equivalent - 1:+.1%}; goal <= +20%)"
+    )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,10 @@ SHORT = (
 )
 # --heavy: symbolic solving and expansion in every session.
 HEAVY = (
-    ["import sympy\nx = sympy.symbols('x')\nroots = sympy.solve(x**2 - 5*x + 6, x)", "print(sum(roots), sympy.expand((x + 1)**3))"],
+    [
+        "import sympy\nx = sympy.symbols('x')\nroots = sympy.solve(x**2 - 5*x + 6, x)",
+        "print(sum(roots), sympy.expand((x + 1)**3))",
+    ],
     "5 x**3 + 3*x**2 + 3*x + 1\n",
 )
 CELLS, EXPECTED = SHORT
@@ -66,7 +69,9 @@ def naive(cells: int) -> float:
     sessions = max(1, cells // len(CELLS))
     for _ in range(sessions):
         for k in range(1, len(CELLS) + 1):
-            out = subprocess.run([sys.executable, "-c", "\n".join(CELLS[:k])], capture_output=True, text=True, timeout=60)
+            out = subprocess.run(
+                [sys.executable, "-c", "\n".join(CELLS[:k])], capture_output=True, text=True, timeout=60
+            )
             if k == len(CELLS) and out.stdout != EXPECTED:
                 raise SystemExit(f"baseline gave {out.stdout!r}")
     return (time.perf_counter() - start) / sessions
@@ -134,7 +139,9 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=SandboxParams().pool_size)
     ap.add_argument("--heavy", action="store_true", help="sympy.solve + expand in every session")
     ap.add_argument("--no-huge-pages", action="store_true", help="keep the zygote's heap on 4 KiB pages")
-    ap.add_argument("--floor", action="store_true", help="only measure the bare fork-per-session floor; print it as JSON")
+    ap.add_argument(
+        "--floor", action="store_true", help="only measure the bare fork-per-session floor; print it as JSON"
+    )
     args = ap.parse_args()
     global CELLS, EXPECTED
     CELLS, EXPECTED = HEAVY if args.heavy else SHORT
@@ -148,16 +155,32 @@ def main() -> None:
     rate = args.sessions / elapsed
     naive_total = per_naive * args.sessions
     print(f"active isolation layers: {', '.join(layers)}")
-    print(f"ours:     {args.sessions} sessions x {len(CELLS)} cells in {elapsed:.2f} s = {rate:.0f} sessions/s (pool {args.pool})")
+    print(
+        f"ours:     {args.sessions} sessions x {len(CELLS)} cells in {elapsed:.2f} s = {rate:.0f} sessions/s "
+        f"(pool {args.pool})"
+    )
     cores = os.cpu_count() or 1
-    print(f"          {cpu / args.sessions * 1000:.1f} ms of CPU per session, all processes (fork, isolation, cells, exit);"
-          f" {cores} cores {cpu / (elapsed * cores):.0%} busy, so at most {cores * args.sessions / cpu:.0f} sessions/s here")
-    print(f"floor:    a bare fork per session running the same cells, no isolation or protocol: {floor_rate:.0f} sessions/s,"
-          f" {floor_ms:.1f} ms of CPU per session; ours runs at {rate / floor_rate:.0%} of it")
-    print(f"baseline: python -c per cell, {per_naive * 1000:.0f} ms/session, {naive_total:.0f} s for {args.sessions} sessions"
-          f" (timed on {max(1, args.baseline_cells // len(CELLS))} sessions, scaled)")
-    print(f"ratio: {naive_total / elapsed:.0f}x faster   goals: >= 100x {'ok' if naive_total / elapsed >= 100 else 'MISSED'},"
-          f" >= 300 sessions/s {'ok' if rate >= 300 else 'MISSED'}")
+    print(
+        f"          {cpu / args.sessions * 1000:.1f} ms of CPU per session, "
+        "all processes (fork, isolation, cells, exit);"
+        f" {cores} cores {cpu / (elapsed * cores):.0%} busy, "
+        f"so at most {cores * args.sessions / cpu:.0f} sessions/s here"
+    )
+    print(
+        "floor:    a bare fork per session running the same cells, no isolation or protocol: "
+        f"{floor_rate:.0f} sessions/s,"
+        f" {floor_ms:.1f} ms of CPU per session; ours runs at {rate / floor_rate:.0%} of it"
+    )
+    print(
+        f"baseline: python -c per cell, {per_naive * 1000:.0f} ms/session, "
+        f"{naive_total:.0f} s for {args.sessions} sessions"
+        f" (timed on {max(1, args.baseline_cells // len(CELLS))} sessions, scaled)"
+    )
+    print(
+        f"ratio: {naive_total / elapsed:.0f}x faster   "
+        f"goals: >= 100x {'ok' if naive_total / elapsed >= 100 else 'MISSED'},"
+        f" >= 300 sessions/s {'ok' if rate >= 300 else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,15 @@ def synthetic_rows(n: int, seed: int) -> list[dict[str, Any]]:
                 segment("output", f"\n```output\n{a + b}\n```\n"),
             ]
         segments.append(segment("model", f"So the answer is \\boxed{{{rng.randint(0, 999)}}}."))
-        rows.append({"example_id": content_id("bench", i), "source": "benchmark", "problem_id": None,
-                     "prompt": f"Problem {i}: add the numbers step by step.", "segments": segments})
+        rows.append(
+            {
+                "example_id": content_id("bench", i),
+                "source": "benchmark",
+                "problem_id": None,
+                "prompt": f"Problem {i}: add the numbers step by step.",
+                "segments": segments,
+            }
+        )
     return rows
 
 
@@ -56,7 +63,7 @@ def padded_tokens(lengths: list[int], micro_batch_size: int, window: int, seed: 
     from tracemill.train.hf import BucketSampler
 
     order = list(BucketSampler(lengths, micro_batch_size, window, seed))
-    batches = [order[i:i + micro_batch_size] for i in range(0, len(order), micro_batch_size)]
+    batches = [order[i : i + micro_batch_size] for i in range(0, len(order), micro_batch_size)]
     return sum(len(b) * max(lengths[i] for i in b) for b in batches)
 
 
@@ -69,10 +76,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+    from transformers import AutoTokenizer
 
     from tracemill.train import TrainParams, train_sft
     from tracemill.train.labels import build_labels
-    from transformers import AutoTokenizer
 
     torch.set_num_threads(args.threads)
     rows = synthetic_rows(args.examples, seed=0)
@@ -82,8 +89,10 @@ def main() -> None:
         model = args.model
         if not (model / "config.json").is_file():
             model = bootstrap_sized_policy(rows, Path(tmp) / "policy")
-            print(f"no model at '{args.model}': built an untrained tracemill.tiny policy of the bootstrap's size "
-                  f"{BootstrapParams().tiny_config()}")
+            print(
+                f"no model at '{args.model}': built an untrained tracemill.tiny policy of the bootstrap's size "
+                f"{BootstrapParams().tiny_config()}"
+            )
         tokenizer = AutoTokenizer.from_pretrained(model)
         lengths = [len(build_labels(tokenizer, r["prompt"], r["segments"])[0]) for r in rows]
         lengths = [n for n in lengths if n <= sft.max_length]
@@ -93,12 +102,16 @@ def main() -> None:
     real = metrics["tokens_per_epoch"]
     per_s = real / metrics["train_runtime_s"]
     padding = padded_tokens(lengths, sft.micro_batch_size, sft.bucket_window, sft.seed) / real - 1
-    print(f"model {model.name}: {metrics['examples']} examples, {real} real tokens, micro-batch {sft.micro_batch_size}, "
-          f"{args.threads} threads, {metrics['dropped_too_long']} dropped as too long")
+    print(
+        f"model {model.name}: {metrics['examples']} examples, {real} real tokens, micro-batch {sft.micro_batch_size}, "
+        f"{args.threads} threads, {metrics['dropped_too_long']} dropped as too long"
+    )
     print(f"padding added by bucketed micro-batches: {padding:.1%}")
     print(f"page faults while training: {faults:,} ({faults / metrics['global_step']:,.0f} per optimizer step)")
-    print(f"SFT throughput: {per_s:,.0f} real tokens/s in {metrics['train_runtime_s']:.1f} s "
-          f"(goal {GOAL_TOKENS_PER_S:,}: {per_s / GOAL_TOKENS_PER_S:.2f}x)")
+    print(
+        f"SFT throughput: {per_s:,.0f} real tokens/s in {metrics['train_runtime_s']:.1f} s "
+        f"(goal {GOAL_TOKENS_PER_S:,}: {per_s / GOAL_TOKENS_PER_S:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

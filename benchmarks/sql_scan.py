@@ -25,7 +25,15 @@ from tracemill import records, sql, store
 
 STAGES = np.array(["hint_infer", "rft", "mcts_rollout"])
 KINDS = np.array(["prompt", "model", "hint", "code", "output", "model"])
-TEXTS = np.array(["Let me compute the total.", "Wait, let me check with Python.", "print(48 // 2)", "24", "So the answer is \\boxed{72}."])
+TEXTS = np.array(
+    [
+        "Let me compute the total.",
+        "Wait, let me check with Python.",
+        "print(48 // 2)",
+        "24",
+        "So the answer is \\boxed{72}.",
+    ]
+)
 
 
 def traces_shard(start: int, n: int, per_problem: int, rng: np.random.Generator) -> pa.Table:
@@ -41,7 +49,12 @@ def traces_shard(start: int, n: int, per_problem: int, rng: np.random.Generator)
         [
             pa.array(kind),
             # unique text per segment, so compression does not flatter the scan
-            pa.array(np.char.add(np.char.add(TEXTS[rng.integers(0, len(TEXTS), size=total)], " #"), rng.integers(0, 10**9, size=total).astype(str))),
+            pa.array(
+                np.char.add(
+                    np.char.add(TEXTS[rng.integers(0, len(TEXTS), size=total)], " #"),
+                    rng.integers(0, 10**9, size=total).astype(str),
+                )
+            ),
             pa.array(np.where(has_hint, "h-verify", None)),
             pa.array(np.isin(kind, ["model", "code"])),
         ],
@@ -74,7 +87,9 @@ def traces_shard(start: int, n: int, per_problem: int, rng: np.random.Generator)
 
 QUERIES = {
     "one problem's traces": "SELECT trace_id, stage, correct FROM traces WHERE problem_id = 'p31337'",
-    "correctness by stage": "SELECT stage, count(*) AS n, avg(correct::INT) AS acc FROM traces GROUP BY stage ORDER BY stage",
+    "correctness by stage": (
+        "SELECT stage, count(*) AS n, avg(correct::INT) AS acc FROM traces GROUP BY stage ORDER BY stage"
+    ),
     "hint segments (UNNEST)": "SELECT count(*) FROM (SELECT unnest(segments) AS s FROM traces) WHERE s.kind = 'hint'",
 }
 
@@ -143,8 +158,13 @@ def main() -> None:
         print(f"\n{'query':<26}{'tracemill sql':>15}{'JSONL scan*':>14}{'ratio':>9}  goal < 1 s")
         for name in QUERIES:
             b = base[name] * scale
-            print(f"{name:<26}{ours[name]:>13.3f} s{b:>12.1f} s{b / ours[name]:>8.0f}x  {'ok' if ours[name] < 1 else 'MISSED'}")
-        print(f"\n* JSONL scan timed on {sample.num_rows:,} rows and scaled x{scale:.0f}; DuckDB threads={args.threads}")
+            print(
+                f"{name:<26}{ours[name]:>13.3f} s{b:>12.1f} s{b / ours[name]:>8.0f}x  "
+                f"{'ok' if ours[name] < 1 else 'MISSED'}"
+            )
+        print(
+            f"\n* JSONL scan timed on {sample.num_rows:,} rows and scaled x{scale:.0f}; DuckDB threads={args.threads}"
+        )
 
 
 if __name__ == "__main__":

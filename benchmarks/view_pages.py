@@ -31,7 +31,9 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--shard-rows", type=int, default=100_000)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--time-pages", type=Path, help=argparse.SUPPRESS)  # the child process: time pages over this data dir
+    ap.add_argument(
+        "--time-pages", type=Path, help=argparse.SUPPRESS
+    )  # the child process: time pages over this data dir
     args = ap.parse_args()
     if args.time_pages:
         return time_pages(args.time_pages, args.threads)
@@ -44,7 +46,9 @@ def main() -> None:
             n = min(args.shard_rows, args.rows - shard * args.shard_rows)
             out.write_shard(shard, {"traces": traces_shard(shard * args.shard_rows, n, 20, rng)})
         out.finalize(shards)
-        subprocess.run([sys.executable, __file__, "--time-pages", str(data), "--threads", str(args.threads)], check=True)
+        subprocess.run(
+            [sys.executable, __file__, "--time-pages", str(data), "--threads", str(args.threads)], check=True
+        )
 
 
 def peak_rss_mb() -> float:
@@ -81,7 +85,11 @@ def time_pages(data: Path, threads: int) -> None:
         assert r.status_code == 200 and shown in r.text, (url, r.status_code, shown)
         rss = peak_rss_mb()
         print(f"{name:<34}{best * 1000:>8.0f} ms  {'ok' if best < 0.3 else 'MISSED':<6}  peak RSS so far {rss:.0f} MB")
-    print(f"\nDuckDB threads={threads}; the Parquet parts take {sum(p.stat().st_size for p in data.glob('**/*.parquet')) / 1e6:.0f} MB on disk")
+    print(
+        f"\nDuckDB threads={threads}; the Parquet parts take "
+        f"{sum(p.stat().st_size for p in data.glob('**/*.parquet')) / 1e6:.0f} MB on disk"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,8 @@
-"""python -m stages.bootstrap model=DIR metrics=FILE loss_plot=FILE — train the embedded tiny policy from a synthetic corpus.
+"""python -m stages.bootstrap model=DIR metrics=FILE loss_plot=FILE — train the embedded tiny policy from a
+synthetic corpus.
 
-Inputs: params `synthetic`, `bootstrap`, `format`, `start` (its hint library); `llm`, `sandbox`, `grading` for the evaluation.
-The corpus is drawn from the synthetic train split (the one the problems stage writes); the eval
+Inputs: params `synthetic`, `bootstrap`, `format`, `start` (its hint library); `llm`, `sandbox`, `grading` for
+the evaluation. The corpus is drawn from the synthetic train split (the one the problems stage writes); the eval
 split is never trained on.
 Outputs: `model` (a Hugging Face model folder), `metrics` (greedy pass@1 on math without and with tools,
 per level, and on code), `loss_plot`.
@@ -36,7 +37,10 @@ def _progress_lines(bp: BootstrapParams) -> Callable[[int, float], None]:
             return
         elapsed = time.perf_counter() - start
         left = elapsed / step * (bp.max_steps - step)
-        print(f"bootstrap train: step {step}/{bp.max_steps} loss {loss:.3f} {elapsed:.0f}s elapsed, ~{left:.0f}s left", flush=True)
+        print(
+            f"bootstrap train: step {step}/{bp.max_steps} loss {loss:.3f} {elapsed:.0f}s elapsed, ~{left:.0f}s left",
+            flush=True,
+        )
 
     return report
 
@@ -56,19 +60,34 @@ def main() -> None:
     result = train(pairs, partial, bp, progress=_progress_lines(bp))
     shutil.rmtree(model, ignore_errors=True)
     os.replace(partial, model)  # a killed run never leaves a half-written model
-    with open_sandbox(P.section(SandboxParams, params, "sandbox")) as sandbox, get_grader(P.section(GradingParams, params, "grading"), sandbox) as grader:
+    with (
+        open_sandbox(P.section(SandboxParams, params, "sandbox")) as sandbox,
+        get_grader(P.section(GradingParams, params, "grading"), sandbox) as grader,
+    ):
         evaluation = evaluate_policy(model, problems, fmt, bp, sandbox, grader, llm)
     size = sum(f.stat().st_size for f in model.iterdir())
-    store.write_json(a["metrics"], {**evaluation, "parameters": result["parameters"], "corpus_examples": result["examples"],
-                               "train_seconds": result["train_seconds"], "train_tokens_per_s": result["tokens_per_s"],
-                               "final_loss": result["curve"][-1]["loss"], "model_bytes": size})
+    store.write_json(
+        a["metrics"],
+        {
+            **evaluation,
+            "parameters": result["parameters"],
+            "corpus_examples": result["examples"],
+            "train_seconds": result["train_seconds"],
+            "train_tokens_per_s": result["tokens_per_s"],
+            "final_loss": result["curve"][-1]["loss"],
+            "model_bytes": size,
+        },
+    )
     plot.parent.mkdir(parents=True, exist_ok=True)
     with open(plot, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["step", "loss"])
         writer.writeheader()
         writer.writerows(result["curve"])
-    print(f"bootstrap: pass@1 no tools {evaluation['no_tools']['pass@1']:.3f}, with tools {evaluation['tools']['pass@1']:.3f}, "
-          f"code {evaluation['code']['pass@1']:.3f}, {size / 1e6:.1f} MB")
+    print(
+        f"bootstrap: pass@1 no tools {evaluation['no_tools']['pass@1']:.3f}, "
+        f"with tools {evaluation['tools']['pass@1']:.3f}, "
+        f"code {evaluation['code']['pass@1']:.3f}, {size / 1e6:.1f} MB"
+    )
 
 
 if __name__ == "__main__":

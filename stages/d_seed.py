@@ -1,6 +1,6 @@
-"""python -m stages.d_seed traces=DIR problems=DIR out=DIR metrics=FILE drops=FILE — D_seed: START's Hint-RFT rule, then repetition, length, format,
-exact/near-duplicate and decontamination filters; every drop keeps its reason; then START's modify
-step on the answers boxed before a hint (`start.modify`).
+"""python -m stages.d_seed traces=DIR problems=DIR out=DIR metrics=FILE drops=FILE — D_seed: START's
+Hint-RFT rule, then repetition, length, format, exact/near-duplicate and decontamination filters; every drop
+keeps its reason; then START's modify step on the answers boxed before a hint (`start.modify`).
 
 Inputs: `traces` (hint_infer's), `problems` (eval splits for decontamination), params `start`, `format`.
 Outputs: `out`/{d_seed,rejected}, `metrics` (with the yield per hinted problem and where the kept hints
@@ -27,7 +27,9 @@ def main() -> None:
     domains = {p["problem_id"]: p["domain"] for p in problems}
     kept = select_seed(traces, sp.select, sp.filters, eval_ngrams(problems, sp), quarantine, sp.modify, fmt, domains)
     extra = {**seed_yield(traces, kept, domains), "modify": sp.modify}
-    write_selection(a, "d_seed", kept, quarantine, stage.fingerprint([sp, fmt], [a["traces"], a["problems"]]), len(traces), extra)
+    write_selection(
+        a, "d_seed", kept, quarantine, stage.fingerprint([sp, fmt], [a["traces"], a["problems"]]), len(traces), extra
+    )
 
 
 if __name__ == "__main__":

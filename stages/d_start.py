@@ -1,5 +1,6 @@
-"""python -m stages.d_start samples=DIR seed=DIR problems=DIR out=DIR metrics=FILE drops=FILE — D_start: at most one correct RFT sample per problem after the same
-filters as D_seed, merged with D_seed when `start.select.merge_seed` is true (as START trains on both).
+"""python -m stages.d_start samples=DIR seed=DIR problems=DIR out=DIR metrics=FILE drops=FILE — D_start:
+at most one correct RFT sample per problem after the same filters as D_seed, merged with D_seed when
+`start.select.merge_seed` is true (as START trains on both).
 
 Inputs: `samples` (rft's traces), `seed` (D_seed), `problems`, params `start`.
 Outputs: `out`/{d_start,rejected}, `metrics`, `drops` (a bar per drop reason).
@@ -20,11 +21,19 @@ def main() -> None:
     samples = store.read_rows(a["samples"], "traces")
     problems = store.read_rows(a["problems"], "problems")
     quarantine = store.Quarantine("d_start")
-    kept = select_rft(samples, sp.select, sp.filters, eval_ngrams(problems, sp), quarantine,
-                      {p["problem_id"]: p["domain"] for p in problems})
+    kept = select_rft(
+        samples,
+        sp.select,
+        sp.filters,
+        eval_ngrams(problems, sp),
+        quarantine,
+        {p["problem_id"]: p["domain"] for p in problems},
+    )
     if sp.select.merge_seed:
         have = {r["problem_id"] for r in kept}
-        kept += [{**r, "reason_kept": "d_seed"} for r in store.read_rows(a["seed"], "d_seed") if r["problem_id"] not in have]
+        kept += [
+            {**r, "reason_kept": "d_seed"} for r in store.read_rows(a["seed"], "d_seed") if r["problem_id"] not in have
+        ]
     write_selection(a, "d_start", kept, quarantine, stage.fingerprint(sp, [a["samples"], a["seed"]]), len(samples))
 
 

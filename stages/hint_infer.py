@@ -1,5 +1,6 @@
-"""python -m stages.hint_infer problems=DIR out=DIR metrics=FILE hint_plot=FILE — START hint-infer: a greedy trace per problem, then hinted traces
-(each a seeded draw of hint kind, wording and marker; `traces.hint_at` says where each hint landed).
+"""python -m stages.hint_infer problems=DIR out=DIR metrics=FILE hint_plot=FILE — START hint-infer: a greedy
+trace per problem, then hinted traces (each a seeded draw of hint kind, wording and marker; `traces.hint_at`
+says where each hint landed).
 
 Inputs: `problems`, the policy (the bootstrap or policy.model), params `start`, `run`,
 `format`, `llm`, `sandbox`, `grading`, `seed`.
@@ -27,7 +28,9 @@ def main() -> None:
     run = P.section(runner.RunParams, params, "run")
     model_path, model_name = resolve_policy(params)
     problems = pick_problems(store.read_rows(a["problems"], "problems"), sp.hint_infer)
-    fingerprint = stage.fingerprint([sp, params.get("format"), params.get("seed"), run.shards], [model_path, a["problems"]])
+    fingerprint = stage.fingerprint(
+        [sp, params.get("format"), params.get("seed"), run.shards], [model_path, a["problems"]]
+    )
     out = store.StageOutput(a["out"], ["traces"], fingerprint)
     with open_runtime(params, model_path, model_name) as rt:
         work = partial(hint_infer_shard, rt=rt, sp=sp, seed=int(params.get("seed", 0)))
@@ -38,7 +41,10 @@ def main() -> None:
     metrics = hint_infer_metrics(a["out"])
     store.write_json(a["metrics"], {**metrics, "problems": len(problems)})
     store.write_csv(a["hint_plot"], [{"hint_kind": k, **v} for k, v in metrics["hint_success"].items()])
-    print(f"hint_infer: {counts['traces']} traces for {len(problems)} problems; greedy accuracy {metrics['greedy_accuracy']}")
+    print(
+        f"hint_infer: {counts['traces']} traces for {len(problems)} problems; "
+        f"greedy accuracy {metrics['greedy_accuracy']}"
+    )
 
 
 if __name__ == "__main__":

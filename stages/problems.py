@@ -21,7 +21,9 @@ def main() -> None:
     quarantine = store.Quarantine("problems")
     rows, reports = build_problems(cfg, quarantine, params.get("synthetic"))
     inputs = [s.path for s in cfg.sources if s.path]
-    out = store.StageOutput(a["out"], ["problems", "rejected"], stage.fingerprint([cfg, params.get("synthetic")], inputs))
+    out = store.StageOutput(
+        a["out"], ["problems", "rejected"], stage.fingerprint([cfg, params.get("synthetic")], inputs)
+    )
     out.write_shard(0, {"problems": rows, "rejected": quarantine.take()})
     counts = out.finalize([0])
     rejected_by_reason: dict[str, int] = {}

@@ -21,7 +21,7 @@ from tracemill.errors import ParamsError
 from tracemill.evaluate import EvalParams
 from tracemill.generate import GenParams, pick_problems
 from tracemill.policy import check_model_folder
-from tracemill.rstar import MCTSParams
+from tracemill.rstar import RStarParams
 from tracemill.rstar.bestofn import CSV_COLUMNS, BestOfNParams, curve, sample_groups, summary
 from tracemill.runtime import open_runtime
 
@@ -29,28 +29,46 @@ from tracemill.runtime import open_runtime
 def main() -> None:
     a = stage.args(["round", "problems", "policy", "ppm", "metrics", "curve"])
     params = P.load(stage.params_path())
-    mp = P.section(MCTSParams, params, "rstar")
+    mp = P.section(RStarParams, params, "rstar")
     round_ = mp.round_arg(a["round"])
     ep, bp = P.section(EvalParams, params, "evaluate"), P.section(BestOfNParams, params, "rstar_bestofn")
     if not ep.temperature:
-        raise ParamsError("params 'evaluate.temperature' = 0: the rstar_bestofn.n samples would all be the greedy answer — set a temperature > 0")
+        raise ParamsError(
+            "params 'evaluate.temperature' = 0: the rstar_bestofn.n samples would all be the greedy answer "
+            "— set a temperature > 0"
+        )
     policy = check_model_folder(Path(a["policy"]), f"the policy of round {round_} (dvc repro rstar_policy@{round_})")
     ppm_path = check_model_folder(Path(a["ppm"]), f"the PPM of round {round_} (dvc repro rstar_ppm@{round_})")
-    problems = pick_problems(store.read_rows(a["problems"], "problems"),
-                             GenParams(split=ep.split, sources=ep.sources, domains=ep.domains, max_problems=bp.max_problems or ep.max_problems))
+    problems = pick_problems(
+        store.read_rows(a["problems"], "problems"),
+        GenParams(
+            split=ep.split, sources=ep.sources, domains=ep.domains, max_problems=bp.max_problems or ep.max_problems
+        ),
+    )
     if not problems:
-        raise ParamsError(f"rstar_bestofn: no problems in split '{ep.split}' for sources {ep.sources or 'all'} and domains {ep.domains}")
+        raise ParamsError(
+            f"rstar_bestofn: no problems in split '{ep.split}' for sources {ep.sources or 'all'} "
+            f"and domains {ep.domains}"
+        )
     from tracemill.train.ppm import load_ppm_beside  # torch: only once the inputs are known to be there
 
-    print(f"rstar_bestofn round {round_}: {policy} samples {bp.n} per problem on {len(problems)} {ep.split} problems, {ppm_path} picks ...", flush=True)
+    print(
+        f"rstar_bestofn round {round_}: {policy} samples {bp.n} per problem on {len(problems)} {ep.split} problems, "
+        f"{ppm_path} picks ...",
+        flush=True,
+    )
     with open_runtime(params, policy, f"rstar_r{round_}") as rt:
         ppm = load_ppm_beside(ppm_path, rt.backend, mp.ppm_batch_size)
         groups = sample_groups(rt, ppm, problems, ep, bp.n, int(params.get("seed", 0)))
     metrics = summary(groups)
-    store.write_json(a["metrics"],
-                     {"round": round_, "policy": str(policy), "ppm": str(ppm_path), "split": ep.split, **metrics})
+    store.write_json(
+        a["metrics"], {"round": round_, "policy": str(policy), "ppm": str(ppm_path), "split": ep.split, **metrics}
+    )
     store.write_csv(a["curve"], curve(groups, round_), CSV_COLUMNS)
-    print(f"rstar_bestofn round {round_}: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items() if "@" in k or "_of_" in k))
+    print(
+        f"rstar_bestofn round {round_}: "
+        + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items() if "@" in k or "_of_" in k)
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ rl_r2        round 2: policy (rl_sft's) + orm -> model: GRPO from the bare probl
              restart states) at satori.round2's temperature and group size; metrics, reward_plot, rollouts_plot.
 distill      Satori's small-model distillation: teacher (the round-2 RL policy) samples training problems
              (out/traces, sharded and resumable); its correct traces (out/selected) teach a smaller student -> model.
-Params: `satori`, `train.format_tune` (format_tune, rl_sft), `train.distill`, `rstar.rounds`, `format`, `policy`, and for the
-generating jobs `run`, `llm`, `sandbox`, `grading`, `seed`.
+Params: `satori`, `train.format_tune` (format_tune, rl_sft), `train.distill`, `rstar.rounds`, `format`, `policy`,
+and for the generating jobs `run`, `llm`, `sandbox`, `grading`, `seed`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import json
 import shutil
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ from tracemill.errors import TracemillError
 from tracemill.formats import FormatParams
 from tracemill.generate import pick_problems, sample_shard, trace_metrics
 from tracemill.policy import check_model_folder, resolve_policy
-from tracemill.rstar import MCTSParams
+from tracemill.rstar import RStarParams
 from tracemill.train.examples import trace_sft_rows
 
 # The names each job's command line passes (stage.args), besides the job itself.
@@ -65,7 +66,7 @@ JOB_ARGS = {
 def _search_inputs(params: dict[str, Any], searches: str) -> list[Path]:
     """The search output folder of every rStar-Math round under `searches` (rstar_search@r writes
     round=<r>), in round order."""
-    return [Path(searches) / f"round={r}" for r in range(1, P.section(MCTSParams, params, "rstar").rounds + 1)]
+    return [Path(searches) / f"round={r}" for r in range(1, P.section(RStarParams, params, "rstar").rounds + 1)]
 
 
 def search_rows(params: dict[str, Any], searches: str, table: str) -> list[dict[str, Any]]:
@@ -82,15 +83,26 @@ def coat(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams, a: 
     from tracemill.sandbox import SandboxParams, open_sandbox
 
     sb = P.section(SandboxParams, params, "sandbox")
-    nodes, trajectories = search_rows(params, a["searches"], "nodes"), search_rows(params, a["searches"], "trajectories")
+    nodes, trajectories = (
+        search_rows(params, a["searches"], "nodes"),
+        search_rows(params, a["searches"], "trajectories"),
+    )
     with open_sandbox(sb) as sandbox:  # every critique quotes what its check printed here
         rows = satori.build_coat(nodes, trajectories, sp.coat, fmt, satori.sandbox_check(sandbox))
-    out = store.StageOutput(a["out"], ["coat"], stage.fingerprint([sp.coat, fmt, sb], _search_inputs(params, a["searches"])))
+    out = store.StageOutput(
+        a["out"], ["coat"], stage.fingerprint([sp.coat, fmt, sb], _search_inputs(params, a["searches"]))
+    )
     out.write_shard(0, {"coat": rows})
     out.finalize([0])
     kinds = Counter(r["kind"] for r in rows)
-    store.write_json(a["metrics"], {"rows": len(rows), "problems": len({r["problem_id"] for r in rows}),
-                                    "by_kind": {k: kinds.get(k, 0) for k in satori.COAT_KINDS}})
+    store.write_json(
+        a["metrics"],
+        {
+            "rows": len(rows),
+            "problems": len({r["problem_id"] for r in rows}),
+            "by_kind": {k: kinds.get(k, 0) for k in satori.COAT_KINDS},
+        },
+    )
     store.write_csv(a["kinds"], [{"kind": k, "count": kinds.get(k, 0)} for k in satori.COAT_KINDS])
     print(f"coat: {len(rows)} traces " + ", ".join(f"{k} {kinds.get(k, 0)}" for k in satori.COAT_KINDS))
 
@@ -103,30 +115,50 @@ def rae_states(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParam
     policy = check_model_folder(Path(a["policy"]), "the format-tuned policy (dvc repro format_tune)")
     problems = pick_problems(store.read_rows(a["problems"], "problems"), rp.sample)
     seed = int(params.get("seed", 0))
-    out = store.StageOutput(a["out"], ["traces", "rae_states"],
-                            stage.fingerprint([rp, fmt, seed, run.shards], [policy, a["problems"]]))
+    out = store.StageOutput(
+        a["out"], ["traces", "rae_states"], stage.fingerprint([rp, fmt, seed, run.shards], [policy, a["problems"]])
+    )
     with open_runtime(params, policy, policy.name) as rt:
-        if runner.run_sharded(out, problems, "problem_id", partial(satori.rae_shard, rt=rt, rp=rp, seed=seed), run, "rae_states") is None:
+        if (
+            runner.run_sharded(
+                out, problems, "problem_id", partial(satori.rae_shard, rt=rt, rp=rp, seed=seed), run, "rae_states"
+            )
+            is None
+        ):
             return
     rows = store.read_rows(a["out"], "rae_states")
     outcomes = Counter(r["outcome"] for r in rows)
     cut = [json.loads(r["metadata"])["backup_steps"] for r in rows if r["ends_with_reflect"]]
     sampled = trace_metrics(a["out"], "rae_states")
-    store.write_json(a["metrics"], {
-        "states": len(rows), "problems": len({r["problem_id"] for r in rows}),
-        "distinct_prompts": len({(r["problem_id"], tuple(r["prefix_steps"])) for r in rows}),
-        "bare": outcomes.get("bare", 0), "from_correct": outcomes.get("correct", 0), "from_failed": outcomes.get("failed", 0),
-        "ending_with_reflect": len(cut), "mean_backup_steps": sum(cut) / len(cut) if cut else None,
-        # the format-tuned policy's sampled accuracy on the training problems (satori.rae_states.sample)
-        "samples": sampled.get("traces"), "sampled_accuracy": sampled.get("accuracy")})
-    print(f"rae_states: {len(rows)} states ({outcomes.get('bare', 0)} bare, {outcomes.get('correct', 0)} from correct, "
-          f"{outcomes.get('failed', 0)} from wrong samples); sampled accuracy {sampled.get('accuracy')}")
+    store.write_json(
+        a["metrics"],
+        {
+            "states": len(rows),
+            "problems": len({r["problem_id"] for r in rows}),
+            "distinct_prompts": len({(r["problem_id"], tuple(r["prefix_steps"])) for r in rows}),
+            "bare": outcomes.get("bare", 0),
+            "from_correct": outcomes.get("correct", 0),
+            "from_failed": outcomes.get("failed", 0),
+            "ending_with_reflect": len(cut),
+            "mean_backup_steps": sum(cut) / len(cut) if cut else None,
+            # the format-tuned policy's sampled accuracy on the training problems (satori.rae_states.sample)
+            "samples": sampled.get("traces"),
+            "sampled_accuracy": sampled.get("accuracy"),
+        },
+    )
+    print(
+        f"rae_states: {len(rows)} states ({outcomes.get('bare', 0)} bare, {outcomes.get('correct', 0)} from correct, "
+        f"{outcomes.get('failed', 0)} from wrong samples); sampled accuracy {sampled.get('accuracy')}"
+    )
 
 
 def orm(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams, a: dict[str, str]) -> None:
     from tracemill.train import LossCurve, init_ppm, train_ppm
 
-    policy, model = check_model_folder(Path(a["policy"]), "the format-tuned policy (dvc repro format_tune)"), Path(a["model"])
+    policy, model = (
+        check_model_folder(Path(a["policy"]), "the format-tuned policy (dvc repro format_tune)"),
+        Path(a["model"]),
+    )
     pairs = satori.orm_pairs(store.read_rows(a["samples"], "traces"))
     curve = LossCurve()
 
@@ -145,12 +177,16 @@ def orm(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams, a: d
 
 
 def _questions(problems: str) -> dict[str, str]:
-    return {p["problem_id"]: p["question"] for p in store.read(problems, "problems", ["problem_id", "question"]).to_pylist()}
+    return {
+        p["problem_id"]: p["question"] for p in store.read(problems, "problems", ["problem_id", "question"]).to_pylist()
+    }
 
 
-def _train_into(out_dir: Path, init: Path, rows: list[dict[str, Any]], sft_params: Any, fmt: FormatParams,
-                loss_plot: str) -> dict[str, Any]:
-    """SFT `init` on `rows` into out_dir (stage.build_folder: resumable, swapped in when done), its loss curve to loss_plot."""
+def _train_into(
+    out_dir: Path, init: Path, rows: list[dict[str, Any]], sft_params: Any, fmt: FormatParams, loss_plot: str
+) -> dict[str, Any]:
+    """SFT `init` on `rows` into out_dir (stage.build_folder: resumable, swapped in when done), its loss curve to
+    loss_plot."""
     from tracemill.train import LossCurve, train_sft
 
     curve = LossCurve()
@@ -167,16 +203,26 @@ def _train_into(out_dir: Path, init: Path, rows: list[dict[str, Any]], sft_param
     return metrics
 
 
-def _tuning_start(params: dict[str, Any], sp: satori.SatoriParams, rows: list[dict[str, Any]], tp: Any, fmt: FormatParams,
-                  folder: Path) -> tuple[Path, list[str], dict[str, Any]]:
+def _tuning_start(
+    params: dict[str, Any],
+    sp: satori.SatoriParams,
+    rows: list[dict[str, Any]],
+    tp: Any,
+    fmt: FormatParams,
+    folder: Path,
+) -> tuple[Path, list[str], dict[str, Any]]:
     """Where fine-tuning the base on COAT text starts: the base policy with the meta-action tokens (their
     embeddings at their phrases), warmed on `rows` when satori.coat.meta_warmup_epochs asks, in folder.
     Returns (model folder, tokens added, warm-up metrics)."""
-    init, added = satori.with_meta_tokens(resolve_policy(params)[0], folder / "base_with_meta_tokens", sp.coat.meta_init)
+    init, added = satori.with_meta_tokens(
+        resolve_policy(params)[0], folder / "base_with_meta_tokens", sp.coat.meta_init
+    )
     warmup: dict[str, Any] = {"epochs": 0}
     if sp.coat.meta_warmup_epochs and rows:
         warmed = folder / "meta_tokens_warmed"
-        warmup = satori.warm_meta_tokens(init, warmed, rows, tp, fmt, sp.coat.meta_warmup_epochs, sp.coat.meta_warmup_lr)
+        warmup = satori.warm_meta_tokens(
+            init, warmed, rows, tp, fmt, sp.coat.meta_warmup_epochs, sp.coat.meta_warmup_lr
+        )
         init = warmed
     return init, added, warmup
 
@@ -193,9 +239,18 @@ def format_tune(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatPara
     init, added, warmup = _tuning_start(params, sp, rows, tp, fmt, Path(a["out"]))
     metrics = _train_into(Path(a["model"]), init, rows, tp, fmt, a["loss_plot"])
     kinds = Counter(r["kind"] for r in coat_rows)
-    store.write_json(a["metrics"], {**metrics, "base": resolve_policy(params)[1], "examples": len(rows),
-                                                  "by_kind": dict(sorted(kinds.items())), "meta_tokens_added": added,
-                                                  "meta_init": sp.coat.meta_init, "meta_warmup": warmup})
+    store.write_json(
+        a["metrics"],
+        {
+            **metrics,
+            "base": resolve_policy(params)[1],
+            "examples": len(rows),
+            "by_kind": dict(sorted(kinds.items())),
+            "meta_tokens_added": added,
+            "meta_init": sp.coat.meta_init,
+            "meta_warmup": warmup,
+        },
+    )
     print(f"format_tune: {len(rows)} COAT examples -> {a['model']}")
 
 
@@ -207,7 +262,9 @@ def _round_states(sp: satori.SatoriParams, round_: int, a: dict[str, str]) -> li
 
     if round_ == 1:
         return store.read_rows(a["states"], "rae_states")
-    return satori.bare_states([p["problem_id"] for p in pick_problems(store.read_rows(a["problems"], "problems"), sp.round2.sample)])
+    return satori.bare_states(
+        [p["problem_id"] for p in pick_problems(store.read_rows(a["problems"], "problems"), sp.round2.sample)]
+    )
 
 
 def rl(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams, a: dict[str, str], round_: int) -> None:
@@ -232,32 +289,71 @@ def rl(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams, a: di
         stage.build_folder(model, untrained, fresh=True)
         store.write_csv(a["reward_plot"], [], CURVE_COLUMNS)
         store.write_csv(a["rollouts_plot"], [], ROLLOUT_COLUMNS)
-        store.write_json(a["metrics"], {"round": round_, "states": 0, "steps": 0, "trained": False, "reward_first": None,
-                                                  "reward_last": None, **reflection_rates([])})
+        store.write_json(
+            a["metrics"],
+            {
+                "round": round_,
+                "states": 0,
+                "steps": 0,
+                "trained": False,
+                "reward_first": None,
+                "reward_last": None,
+                **reflection_rates([]),
+            },
+        )
         return
     result: dict[str, Any] = {}
 
-    def build(partial_dir: Path) -> dict[str, Any]:  # the partial folder holds the checkpoints a killed run resumes from
+    def build(
+        partial_dir: Path,
+    ) -> dict[str, Any]:  # the partial folder holds the checkpoints a killed run resumes from
         # The reward is the grader every other stage labels with (a code problem's tests run in the sandbox).
-        with open_sandbox(P.section(SandboxParams, params, "sandbox")) as sandbox, \
-                get_grader(P.section(GradingParams, params, "grading"), sandbox=sandbox) as grader:
-            result.update(train_rl(init, states, problems, lambda p, text: grader.grade_many([(p, text)])[0].correct,
-                                   partial_dir, rp, fmt, sandbox=sandbox, resume=True,
-                                   orm=check_model_folder(Path(a["orm"]), "the outcome reward model (dvc repro orm)") if rp.reward.preference_bonus else None))
+        with (
+            open_sandbox(P.section(SandboxParams, params, "sandbox")) as sandbox,
+            get_grader(P.section(GradingParams, params, "grading"), sandbox=sandbox) as grader,
+        ):
+            result.update(
+                train_rl(
+                    init,
+                    states,
+                    problems,
+                    lambda p, text: grader.grade_many([(p, text)])[0].correct,
+                    partial_dir,
+                    rp,
+                    fmt,
+                    sandbox=sandbox,
+                    resume=True,
+                    orm=check_model_folder(Path(a["orm"]), "the outcome reward model (dvc repro orm)")
+                    if rp.reward.preference_bonus
+                    else None,
+                )
+            )
         return {}
 
     stage.build_folder(model, build, fresh=False)
     store.write_csv(a["reward_plot"], result.pop("curve"), CURVE_COLUMNS)
     store.write_csv(a["rollouts_plot"], result.pop("rollouts"), ROLLOUT_COLUMNS)
-    store.write_json(a["metrics"], {"round": round_, **result, "temperature": rp.temperature,
-                                              "num_generations": rp.num_generations, "trained": True})
-    print(f"{name}: {result['states']} states, {result['steps']} GRPO steps, reward {result['reward_first']} -> {result['reward_last']}, "
-          f"self-correction {result['self_correction_rate']} / in rollouts {result['in_rollout_self_correction_rate']}, "
-          f"break {result['break_rate']} / in rollouts {result['in_rollout_break_rate']}")
+    store.write_json(
+        a["metrics"],
+        {
+            "round": round_,
+            **result,
+            "temperature": rp.temperature,
+            "num_generations": rp.num_generations,
+            "trained": True,
+        },
+    )
+    print(
+        f"{name}: {result['states']} states, {result['steps']} GRPO steps, "
+        f"reward {result['reward_first']} -> {result['reward_last']}, "
+        f"self-correction {result['self_correction_rate']} / in rollouts {result['in_rollout_self_correction_rate']}, "
+        f"break {result['break_rate']} / in rollouts {result['in_rollout_break_rate']}"
+    )
 
 
-def _correct_samples(params: dict[str, Any], job: str, a: dict[str, str], knobs: Any,
-                     fmt: FormatParams) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+def _correct_samples(
+    params: dict[str, Any], job: str, a: dict[str, str], knobs: Any, fmt: FormatParams
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
     """The `teacher` samples knobs.sample on training problems (out/traces, stage `job`, sharded and
     resumable); at most knobs.max_per_problem correct ones per problem become `sft` rows
     (out/selected). Returns (sft rows, traces), or None while shards are still running."""
@@ -269,10 +365,19 @@ def _correct_samples(params: dict[str, Any], job: str, a: dict[str, str], knobs:
     seed = int(params.get("seed", 0))
     teacher, out_dir = Path(a["teacher"]), Path(a["out"])
     # A changed fingerprint clears out_dir, everything the caller later writes under it included.
-    out = store.StageOutput(out_dir, ["traces"], stage.fingerprint([knobs, fmt, seed, run.shards], [teacher, a["problems"]]))
+    out = store.StageOutput(
+        out_dir, ["traces"], stage.fingerprint([knobs, fmt, seed, run.shards], [teacher, a["problems"]])
+    )
     with open_runtime(params, teacher, teacher.name) as rt:
-        work = partial(sample_shard, rt=rt, gp=knobs.sample, limits=LoopLimits(max_tool_calls=knobs.max_tool_calls), seed=seed,
-                       stage=job, style="coat")
+        work = partial(
+            sample_shard,
+            rt=rt,
+            gp=knobs.sample,
+            limits=LoopLimits(max_tool_calls=knobs.max_tool_calls),
+            seed=seed,
+            stage=job,
+            style="coat",
+        )
         if runner.run_sharded(out, problems, "problem_id", work, run, job) is None:
             return None
     traces = sorted(store.read_rows(out_dir, "traces"), key=lambda t: (t["problem_id"], t["sample_index"]))
@@ -298,8 +403,17 @@ def rl_sft(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams, a
     rows, traces = got
     init, _, warmup = _tuning_start(params, sp, rows, tp, fmt, Path(a["out"]))
     metrics = _train_into(Path(a["model"]), init, rows, tp, fmt, a["loss_plot"])
-    store.write_json(a["metrics"], {**metrics, "samples": len(traces), "teacher_accuracy": trace_metrics(a["out"], "rl_sft").get("accuracy"),
-                                    "examples": len(rows), "problems": len({r["problem_id"] for r in rows}), "meta_warmup": warmup})
+    store.write_json(
+        a["metrics"],
+        {
+            **metrics,
+            "samples": len(traces),
+            "teacher_accuracy": trace_metrics(a["out"], "rl_sft").get("accuracy"),
+            "examples": len(rows),
+            "problems": len({r["problem_id"] for r in rows}),
+            "meta_warmup": warmup,
+        },
+    )
     print(f"rl_sft: {len(rows)} correct round-1 RL samples of {len(traces)} -> the base fine-tuned into {a['model']}")
 
 
@@ -317,13 +431,29 @@ def distill(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams, 
     if student is None:
         student = satori.cut_layers(resolve_policy(params)[0], Path(a["out"]) / "student_init", dp.student_layers)
     metrics = _train_into(Path(a["model"]), student, rows, tp, fmt, a["loss_plot"])
-    store.write_json(a["metrics"], {**metrics, "samples": len(traces), "teacher_accuracy": trace_metrics(a["out"], "distill").get("accuracy"),
-                                    "examples": len(rows), "student": str(dp.student or f"base cut to {dp.student_layers} layers")})
+    store.write_json(
+        a["metrics"],
+        {
+            **metrics,
+            "samples": len(traces),
+            "teacher_accuracy": trace_metrics(a["out"], "distill").get("accuracy"),
+            "examples": len(rows),
+            "student": str(dp.student or f"base cut to {dp.student_layers} layers"),
+        },
+    )
     print(f"distill: {len(rows)} correct round-2 RL traces of {len(traces)} samples -> {a['model']}")
 
 
-JOBS = {"coat": coat, "format_tune": format_tune, "rae_states": rae_states, "orm": orm, "rl": partial(rl, round_=1), "rl_sft": rl_sft,
-        "rl_r2": partial(rl, round_=2), "distill": distill}
+JOBS: dict[str, Callable[[dict[str, Any], satori.SatoriParams, FormatParams, dict[str, str]], None]] = {
+    "coat": coat,
+    "format_tune": format_tune,
+    "rae_states": rae_states,
+    "orm": orm,
+    "rl": partial(rl, round_=1),
+    "rl_sft": rl_sft,
+    "rl_r2": partial(rl, round_=2),
+    "distill": distill,
+}
 
 
 def main() -> None:

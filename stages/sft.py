@@ -43,7 +43,9 @@ def main() -> None:
 
     def build(partial: Path) -> dict:
         if rows:
-            return train_sft(base, rows, partial, sft_params, resume=True, fmt=P.section(FormatParams, params, "format"))
+            return train_sft(
+                base, rows, partial, sft_params, resume=True, fmt=P.section(FormatParams, params, "format")
+            )
         # Nothing selected (e.g. no hint fixed a wrong greedy answer in a small run): the next stages
         # still need a model, so this one is the base policy unchanged, and the metrics say so.
         print(f"{name}: no examples in {data_dir} — {out_dir} is the base policy, untrained", file=sys.stderr)

@@ -32,12 +32,29 @@ pytestmark = pytest.mark.slow
 
 FMT = FormatParams()
 LIBRARY = HintParams().library
-SYN = SyntheticParams(kinds=["arithmetic", "remainder"], levels=[1, 2], train_per_level=200, eval_per_level=10, code_train_per_task=0,
-                      code_eval_per_task=0)
+SYN = SyntheticParams(
+    kinds=["arithmetic", "remainder"],
+    levels=[1, 2],
+    train_per_level=200,
+    eval_per_level=10,
+    code_train_per_task=0,
+    code_eval_per_task=0,
+)
 BP = BootstrapParams(
-    vocab_size=400, hidden_size=64, intermediate_size=192, num_attention_heads=2, num_key_value_heads=1,
-    max_steps=900, warmup_steps=20, steps_fraction=0.2, cot_fraction=0.0, log_every=10, eval_max_tokens=120, eval_max_total_tokens=240,
-    marker_share=1.0, alternatively_share=0.5,
+    vocab_size=400,
+    hidden_size=64,
+    intermediate_size=192,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    max_steps=900,
+    warmup_steps=20,
+    steps_fraction=0.2,
+    cot_fraction=0.0,
+    log_every=10,
+    eval_max_tokens=120,
+    eval_max_total_tokens=240,
+    marker_share=1.0,
+    alternatively_share=0.5,
 )
 
 
@@ -90,8 +107,13 @@ def test_saved_folder_loads_with_auto_classes_and_generates(trained: dict[str, A
     folder: Path = trained["dir"]
     tok = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder)
-    ids = tok(tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], tokenize=False, add_generation_prompt=True),
-              return_tensors="pt", add_special_tokens=False).input_ids
+    ids = tok(
+        tok.apply_chat_template(
+            [{"role": "user", "content": "What is 2 + 3?"}], tokenize=False, add_generation_prompt=True
+        ),
+        return_tensors="pt",
+        add_special_tokens=False,
+    ).input_ids
     out = model.generate(ids, max_new_tokens=8, do_sample=False)
     assert out.shape[1] > ids.shape[1]
     assert sum(f.stat().st_size for f in folder.iterdir()) < 10 * 2**20
@@ -130,7 +152,9 @@ def test_policy_path_without_a_model_names_the_path_and_the_fix(tmp_path: Path, 
     assert path == trained["dir"] and name == "model"
 
 
-def test_policy_defaults_to_the_bootstrap_folder_and_says_how_to_build_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_policy_defaults_to_the_bootstrap_folder_and_says_how_to_build_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(TracemillError, match="run 'dvc repro bootstrap'"):
         resolve_policy({})
@@ -149,18 +173,24 @@ def test_words_only_answers_end_where_hint_infer_inserts_a_hint_and_python_corre
         if response in hinted:  # the last boxed answer, the one graded, is the python result: always right
             question = next(q for q in answers if q in prompt)
             assert response.removesuffix(tiny.IM_END).endswith(f"{FMT.boxed}{{{answers[question]}}}.")
-    assert any(r.count(FMT.boxed) == 2 and len(set(re.findall(r"boxed\{([^}]*)\}", r))) == 2 for r in hinted)  # some guesses were wrong
+    assert any(
+        r.count(FMT.boxed) == 2 and len(set(re.findall(r"boxed\{([^}]*)\}", r))) == 2 for r in hinted
+    )  # some guesses were wrong
 
 
 @pytest.mark.parametrize("share", [0.4, 0.8])
 def test_a_seeded_share_of_math_kinds_self_check_after_a_marker_in_every_tir_demo(share: float) -> None:
-    problems = synthetic_problems(SyntheticParams(train_per_level=6, eval_per_level=0, code_train_per_task=0, code_eval_per_task=0))
+    problems = synthetic_problems(
+        SyntheticParams(train_per_level=6, eval_per_level=0, code_train_per_task=0, code_eval_per_task=0)
+    )
     bp = replace(BP, cot_fraction=0.0, steps_fraction=0.0, marker_share=share, alternatively_share=0.3)
     kind_of = {p["question"]: json.loads(p["metadata"])["kind"] for p in problems}
     marked: dict[str, set[str | None]] = {}
     for prompt, response in corpus(problems, FMT, bp, LIBRARY):
         kind = next(k for q, k in kind_of.items() if q in prompt)
-        marked.setdefault(kind, set()).add(next((m for m in ("Wait", "Alternatively") if f"{m}, let me" in response), None))
+        marked.setdefault(kind, set()).add(
+            next((m for m in ("Wait", "Alternatively") if f"{m}, let me" in response), None)
+        )
     assert all(len(markers) == 1 for markers in marked.values())  # a habit of the kind, never a coin per demo
     with_marker = {kind: markers.pop() for kind, markers in marked.items() if None not in markers}
     assert len(with_marker) == round(share * len(marked))
@@ -174,8 +204,11 @@ def test_code_demos_are_their_share_of_the_corpus_run_as_written_and_pass_the_hi
     bp = replace(BP, code_share=0.2, code_check_fraction=0.6, code_draft_fraction=0.5)
     pairs = corpus(problems, FMT, bp, LIBRARY)
     code_problems = {p["question"]: p for p in problems if p["domain"] == "code" and p["split"] == "train"}
-    demos = [(next(p for q, p in code_problems.items() if q in prompt), r.removesuffix(tiny.IM_END)) for prompt, r in pairs
-             if "Write a function" in prompt]
+    demos = [
+        (next(p for q, p in code_problems.items() if q in prompt), r.removesuffix(tiny.IM_END))
+        for prompt, r in pairs
+        if "Write a function" in prompt
+    ]
     assert len(demos) == round(0.2 * len(pairs))
     code_hints = [h.text for h in LIBRARY if h.domain == "code"]
     checks = [r for _, r in demos if any(h + FMT.code_start in r for h in code_hints)]
@@ -188,7 +221,9 @@ def test_code_demos_are_their_share_of_the_corpus_run_as_written_and_pass_the_hi
                 for code, shown in block.findall(response):
                     run = session.run(code)
                     assert (run.stdout if run.ok else run.stdout + run.stderr).rstrip() == shown
-        verdicts = grader.grade_many([(p, f"{FMT.code_start}\n{code_blocks(r, FMT)[-1]}\n{FMT.code_end}\n") for p, r in demos])
+        verdicts = grader.grade_many(
+            [(p, f"{FMT.code_start}\n{code_blocks(r, FMT)[-1]}\n{FMT.code_end}\n") for p, r in demos]
+        )
     assert all(v.correct for v in verdicts)
 
 

@@ -20,12 +20,13 @@ from typing import Any
 import pytest
 
 if importlib.util.find_spec("deepspeed") is None:
-    pytest.skip("deepspeed is not installed here; `make test-deepspeed` runs these tests in .venv-ds",
-                allow_module_level=True)
+    pytest.skip(
+        "deepspeed is not installed here; `make test-deepspeed` runs these tests in .venv-ds", allow_module_level=True
+    )
 
 import torch  # noqa: E402
-
 from test_train import SFT, TINY, sft_row  # noqa: E402
+
 from tracemill import tiny  # noqa: E402
 from tracemill.train import SFTParams  # noqa: E402
 
@@ -61,8 +62,9 @@ def rows() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def base_model(tmp_path_factory: pytest.TempPathFactory, rows: list[dict[str, Any]]) -> Path:
-    tokenizer = tiny.make_tokenizer([r["prompt"] + "".join(s["text"] for s in r["segments"]) for r in rows],
-                                    TINY.vocab_size)
+    tokenizer = tiny.make_tokenizer(
+        [r["prompt"] + "".join(s["text"] for s in r["segments"]) for r in rows], TINY.vocab_size
+    )
     return tiny.save(tiny.make_model(tokenizer, TINY), tokenizer, tmp_path_factory.mktemp("base"))
 
 
@@ -108,18 +110,34 @@ Path(result).write_text(json.dumps({"metrics": metrics, "group_left": not dist.i
 TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD))
 
 
-def launch(base_model: Path, rows: list[dict[str, Any]], params: SFTParams, tmp_path: Path, script: str = LAUNCHED,
-           launcher: tuple[str, ...] = TORCHRUN) -> dict[str, Any]:
+def launch(
+    base_model: Path,
+    rows: list[dict[str, Any]],
+    params: SFTParams,
+    tmp_path: Path,
+    script: str = LAUNCHED,
+    launcher: tuple[str, ...] = TORCHRUN,
+) -> dict[str, Any]:
     from tracemill.train.launch import LAUNCHER_VARIABLES
 
     (tmp_path / "rows.json").write_text(json.dumps(rows))
     (tmp_path / "launched.py").write_text(script)
     outside = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}
     proc = subprocess.run(
-        [sys.executable, *launcher,
-         str(tmp_path / "launched.py"), str(base_model), str(tmp_path / "rows.json"), str(tmp_path / "out"),
-         json.dumps(dataclasses.asdict(params)), str(tmp_path / "result.json")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            *launcher,
+            str(tmp_path / "launched.py"),
+            str(base_model),
+            str(tmp_path / "rows.json"),
+            str(tmp_path / "out"),
+            json.dumps(dataclasses.asdict(params)),
+            str(tmp_path / "result.json"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env=outside | {"PYTHONPATH": str(ROOT), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]

@@ -23,7 +23,8 @@ def _drift(dvc_yaml: Path, params: Path = ROOT / "params.yaml", root: Path = ROO
 def test_dvc_yaml_lists_every_module_each_stage_imports():
     drift = _drift(ROOT / "dvc.yaml")
     assert not drift, "dvc.yaml's deps differ from the code — run 'tracemill deps --write':\n" + "\n".join(
-        line for d in drift for line in d.lines())
+        line for d in drift for line in d.lines()
+    )
 
 
 def test_every_stage_that_grades_depends_on_grading_and_sandbox():
@@ -109,10 +110,21 @@ def test_closure_follows_local_imports_module_strings_packages_data_and_the_regi
     _write(tmp_path, MINI)
     graph = D.Graph(tmp_path)
     assert graph.code_paths("stages.job") == [
-        "stages/job.py", "tracemill/__init__.py", "tracemill/base.py", "tracemill/dyn.py", "tracemill/pkg",
-        "tracemill/templates/card.md", "tracemill/viasub.py", "tracemill/worker.py",
+        "stages/job.py",
+        "tracemill/__init__.py",
+        "tracemill/base.py",
+        "tracemill/dyn.py",
+        "tracemill/pkg",
+        "tracemill/templates/card.md",
+        "tracemill/viasub.py",
+        "tracemill/worker.py",
     ]
-    assert graph.code_paths("stages.reg") == ["stages/reg.py", "tracemill/__init__.py", "tracemill/params.py", "tracemill/sect.py"]
+    assert graph.code_paths("stages.reg") == [
+        "stages/reg.py",
+        "tracemill/__init__.py",
+        "tracemill/params.py",
+        "tracemill/sect.py",
+    ]
 
 
 def test_write_adds_code_and_params_paths_keeps_data_deps_and_drops_stale_entries(tmp_path):

@@ -21,7 +21,9 @@ def test_dvc_repro_problems_then_noop(repo_copy):
 
 def test_bad_params_fail_with_one_line_and_nonzero_exit(repo_copy):
     params = repo_copy / "params.yaml"
-    params.write_text(params.read_text().replace("  kind: gsm8k\n", "  kind: gsm9k\n", 1))  # the gsm8k test source, not gsm8k_train
+    params.write_text(
+        params.read_text().replace("  kind: gsm8k\n", "  kind: gsm9k\n", 1)
+    )  # the gsm8k test source, not gsm8k_train
     out = run(stage_cmd("problems"), cwd=repo_copy)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [

@@ -14,10 +14,48 @@ from conftest import ROOT, copy_repo, run, stage_cmd
 
 from tracemill import sql
 
-STAGES = ["problems", "bootstrap", "hint_infer", "d_seed", "sft_start0", "rft", "d_start", "sft_start", "rstar_search@1",
-          "rstar_search@2", "rstar_policy@1", "rstar_policy@2", "rstar_ppm@1", "rstar_ppm@2", "rstar_bestofn@1", "rstar_bestofn@2", "coat", "format_tune", "rae_states", "orm", "rl",
-          "rl_sft", "rl_r2", "distill", "evaluate", "publish"]
-MODELS = ["bootstrap", "start0", "start", "rstar_policy_r1", "rstar_policy_r2", "rstar_ppm_r1", "rstar_ppm_r2", "format_tune", "rl", "rl_sft", "rl_r2", "distill"]
+STAGES = [
+    "problems",
+    "bootstrap",
+    "hint_infer",
+    "d_seed",
+    "sft_start0",
+    "rft",
+    "d_start",
+    "sft_start",
+    "rstar_search@1",
+    "rstar_search@2",
+    "rstar_policy@1",
+    "rstar_policy@2",
+    "rstar_ppm@1",
+    "rstar_ppm@2",
+    "rstar_bestofn@1",
+    "rstar_bestofn@2",
+    "coat",
+    "format_tune",
+    "rae_states",
+    "orm",
+    "rl",
+    "rl_sft",
+    "rl_r2",
+    "distill",
+    "evaluate",
+    "publish",
+]
+MODELS = [
+    "bootstrap",
+    "start0",
+    "start",
+    "rstar_policy_r1",
+    "rstar_policy_r2",
+    "rstar_ppm_r1",
+    "rstar_ppm_r2",
+    "format_tune",
+    "rl",
+    "rl_sft",
+    "rl_r2",
+    "distill",
+]
 
 
 def metrics(repo: Path, name: str) -> dict:
@@ -63,23 +101,45 @@ def test_every_table_agrees_with_its_stage_metrics(graph: Path) -> None:
         m = metrics(graph, f"rstar_search_round{r}")
         assert q(f"SELECT count(DISTINCT tree_id) FROM nodes WHERE round = {r}")[0][0] == m["problems"] == 3
         assert q(f"SELECT count(*) FROM pairs WHERE round = {r}")[0][0] == m["pairs"]
-        assert q(f"SELECT count(*) FILTER (WHERE selected) FROM trajectories WHERE round = {r}")[0][0] == \
-            metrics(graph, f"rstar_policy_round{r}")["examples"]
+        assert (
+            q(f"SELECT count(*) FILTER (WHERE selected) FROM trajectories WHERE round = {r}")[0][0]
+            == metrics(graph, f"rstar_policy_round{r}")["examples"]
+        )
         # PPM 1 scores every open node of round 2 as its first visit; answers keep their rule-based value
-        scored = q(f"SELECT count(*) FILTER (WHERE ppm_score IS NOT NULL), count(*) FILTER (WHERE NOT terminal), "
-                   f"count(*) FILTER (WHERE terminal AND ppm_score IS NOT NULL) FROM nodes WHERE round = {r} AND depth > 0 AND exec_ok")[0]
+        scored = q(
+            f"SELECT count(*) FILTER (WHERE ppm_score IS NOT NULL), count(*) FILTER (WHERE NOT terminal), "
+            "count(*) FILTER (WHERE terminal AND ppm_score IS NOT NULL) "
+            f"FROM nodes WHERE round = {r} AND depth > 0 AND exec_ok"
+        )[0]
         assert (scored[0] == scored[1] and scored[2] == 0) if r == 2 else scored[0] == 0
         # failed code is never expanded
-        assert q(f"SELECT count(*) FROM nodes c JOIN nodes p ON c.parent_id = p.node_id WHERE NOT p.exec_ok AND c.round = {r}")[0][0] == 0
-    assert q("SELECT count(*) FROM coat")[0][0] == metrics(graph, "coat")["rows"] == metrics(graph, "format_tune")["examples"]
+        assert (
+            q(
+                "SELECT count(*) FROM nodes c JOIN nodes p ON c.parent_id = p.node_id "
+                f"WHERE NOT p.exec_ok AND c.round = {r}"
+            )[0][0]
+            == 0
+        )
+    assert (
+        q("SELECT count(*) FROM coat")[0][0]
+        == metrics(graph, "coat")["rows"]
+        == metrics(graph, "format_tune")["examples"]
+    )
     assert q("SELECT count(*) FROM rae_states")[0][0] == metrics(graph, "rae_states")["states"]
     assert q("SELECT count(*) FROM rae_states WHERE ends_with_reflect <> (outcome <> 'bare')")[0][0] == 0
     assert q("SELECT count(*) FROM sft WHERE source = 'distill'")[0][0] == metrics(graph, "distill")["examples"]
     evaluation = metrics(graph, "evaluate")
-    assert set(evaluation["models"]) == evaluated >= {"base", "start0", "start", "rstar_r1", "rstar_r2", "satori_ft", "satori_rl", "satori_distill"}
+    assert (
+        set(evaluation["models"])
+        == evaluated
+        >= {"base", "start0", "start", "rstar_r1", "rstar_r2", "satori_ft", "satori_rl", "satori_distill"}
+    )
     for model, score in evaluation["models"].items():
-        greedy = q(f"SELECT avg(correct::INT) FROM traces WHERE stage = 'evaluate' AND model = '{model}' AND sampling.temperature = 0 "
-                   "AND sample_index = 0")[0][0]
+        greedy = q(
+            f"SELECT avg(correct::INT) FROM traces WHERE stage = 'evaluate' AND model = '{model}' "
+            "AND sampling.temperature = 0 "
+            "AND sample_index = 0"
+        )[0][0]
         assert score["pass@1"] == pytest.approx(greedy), model
     rl = metrics(graph, "rl")  # a tiny policy that never reached an answer leaves RL nothing to start from
     assert rl["steps"] == (1 if metrics(graph, "rae_states")["states"] else 0) and rl["trained"] == bool(rl["steps"])
@@ -121,7 +181,9 @@ def digest(folder: Path) -> dict[str, str]:
 
     out = {}
     for table_dir in sorted(p for p in folder.rglob("*") if p.is_dir() and any(p.glob("part-*.parquet"))):
-        rows = sorted(json.dumps(r, sort_keys=True, default=str) for r in store.read_rows(table_dir.parent, table_dir.name))
+        rows = sorted(
+            json.dumps(r, sort_keys=True, default=str) for r in store.read_rows(table_dir.parent, table_dir.name)
+        )
         out[str(table_dir.relative_to(folder))] = hashlib.sha256("\n".join(rows).encode()).hexdigest()
     return out
 

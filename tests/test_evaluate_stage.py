@@ -23,17 +23,47 @@ from tracemill.evaluate import EvalParams, k_points, score
 from tracemill.formats import FormatParams
 from tracemill.synthetic import SyntheticParams, synthetic_problems
 
-SYN = SyntheticParams(kinds=["arithmetic", "remainder"], levels=[1, 2], train_per_level=60, eval_per_level=3, code_train_per_task=0, code_eval_per_task=0)
-BP = BootstrapParams(vocab_size=300, hidden_size=48, intermediate_size=96, num_attention_heads=2, num_key_value_heads=1,
-                     max_steps=60, warmup_steps=10, learning_rate=1e-2, steps_fraction=0.0, log_every=10)
+SYN = SyntheticParams(
+    kinds=["arithmetic", "remainder"],
+    levels=[1, 2],
+    train_per_level=60,
+    eval_per_level=3,
+    code_train_per_task=0,
+    code_eval_per_task=0,
+)
+BP = BootstrapParams(
+    vocab_size=300,
+    hidden_size=48,
+    intermediate_size=96,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    max_steps=60,
+    warmup_steps=10,
+    learning_rate=1e-2,
+    steps_fraction=0.0,
+    log_every=10,
+)
 K = 3
 ROUNDS = 2  # hint rounds at test time: each greedy trace is scored before each hint and at its end
 
 
 def _params(models: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"seed": 0, "policy": {"model": "models/policy"}, "grading": {"math": "exact"},
-            "evaluate": {"split": "eval", "max_problems": 12, "k": K, "max_tokens_per_turn": 48, "max_tokens_total": 96,
-                         "max_tool_calls": 2, "hint_rounds": ROUNDS, "tokens_per_hint_round": 32, "models": models}}
+    return {
+        "seed": 0,
+        "policy": {"model": "models/policy"},
+        "grading": {"math": "exact"},
+        "evaluate": {
+            "split": "eval",
+            "max_problems": 12,
+            "k": K,
+            "max_tokens_per_turn": 48,
+            "max_tokens_total": 96,
+            "max_tool_calls": 2,
+            "hint_rounds": ROUNDS,
+            "tokens_per_hint_round": 32,
+            "models": models,
+        },
+    }
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +95,15 @@ MODELS = [{"name": "base", "path": None}, {"name": "copy", "path": "models/copy"
 def evaluated(workdir: Path) -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as mp:
         _run(workdir, mp, MODELS)
-    return {"metrics": __import__("json").loads((workdir / "metrics/evaluate.json").read_text()),
-            "traces": store.read_rows(workdir / "data/evaluate", "traces")}
+    return {
+        "metrics": __import__("json").loads((workdir / "metrics/evaluate.json").read_text()),
+        "traces": store.read_rows(workdir / "data/evaluate", "traces"),
+    }
 
 
-def test_every_model_answers_every_held_out_problem_greedy_per_hint_round_and_k_times_sampled(evaluated: dict[str, Any]) -> None:
+def test_every_model_answers_every_held_out_problem_greedy_per_hint_round_and_k_times_sampled(
+    evaluated: dict[str, Any],
+) -> None:
     traces = evaluated["traces"]
     held_out = evaluated["metrics"]["problems"]
     assert held_out == 12
@@ -107,7 +141,9 @@ def test_plots_hold_one_bar_per_model_and_a_curve_per_model(evaluated: dict[str,
     assert len(curve) == 1 + 2 * len(k_points(K))
 
 
-def test_accuracy_and_tokens_per_hint_round_are_in_the_metrics_and_the_plot(evaluated: dict[str, Any], workdir: Path) -> None:
+def test_accuracy_and_tokens_per_hint_round_are_in_the_metrics_and_the_plot(
+    evaluated: dict[str, Any], workdir: Path
+) -> None:
     m = evaluated["metrics"]["models"]["base"]
     rounds = m["hint_rounds"]
     assert list(rounds) == [str(r) for r in range(1 + ROUNDS)]
@@ -125,8 +161,9 @@ def test_accuracy_and_tokens_per_hint_round_are_in_the_metrics_and_the_plot(eval
     assert plot[0] == "model,hint_rounds,accuracy,tokens" and len(plot) == 1 + 2 * (1 + ROUNDS)
 
 
-def test_a_rerun_keeps_scored_models_and_scores_only_the_missing_one(evaluated: dict[str, Any], workdir: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rerun_keeps_scored_models_and_scores_only_the_missing_one(
+    evaluated: dict[str, Any], workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     marker = workdir / "data/evaluate/_shards/00001.done"
     assert marker.exists(), sorted(p.name for p in (workdir / "data/evaluate/_shards").iterdir())
     marker.unlink()  # as if the stage was killed while scoring the second model
@@ -136,7 +173,9 @@ def test_a_rerun_keeps_scored_models_and_scores_only_the_missing_one(evaluated: 
     assert sorted(map(str, again)) == sorted(map(str, evaluated["traces"]))
 
 
-def test_a_missing_model_folder_is_one_clear_error_before_any_work(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_model_folder_is_one_clear_error_before_any_work(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(TracemillError, match="models/nowhere.*config.json"):
         _run(workdir, monkeypatch, [{"name": "gone", "path": "models/nowhere"}])
 
@@ -145,12 +184,24 @@ def test_score_computes_pass_at_k_and_majority_from_rows() -> None:
     problems = [{"problem_id": "a", "difficulty": 1}, {"problem_id": "b", "difficulty": 2}]
 
     def row(pid: str, temperature: float, i: int, ok: bool, answer: str) -> dict[str, Any]:
-        return {"problem_id": pid, "sampling": {"temperature": temperature}, "sample_index": i, "correct": ok, "final_answer": answer,
-                "tool_calls": 1, "generated_tokens": 10}
+        return {
+            "problem_id": pid,
+            "sampling": {"temperature": temperature},
+            "sample_index": i,
+            "correct": ok,
+            "final_answer": answer,
+            "tool_calls": 1,
+            "generated_tokens": 10,
+        }
 
-    rows = [row("a", 0.0, 0, True, "1"), row("b", 0.0, 0, False, "9"),
-            row("a", 0.6, 0, True, "1"), row("a", 0.6, 1, False, "2"),
-            row("b", 0.6, 0, False, "8"), row("b", 0.6, 1, True, "3")]
+    rows = [
+        row("a", 0.0, 0, True, "1"),
+        row("b", 0.0, 0, False, "9"),
+        row("a", 0.6, 0, True, "1"),
+        row("a", 0.6, 1, False, "2"),
+        row("b", 0.6, 0, False, "8"),
+        row("b", 0.6, 1, True, "3"),
+    ]
     m = score(rows, problems)
     assert m["pass@1"] == 0.5 and m["per_level"] == {"1": 1.0, "2": 0.0}
     assert m["pass@k"] == {"1": 0.5, "2": 1.0}

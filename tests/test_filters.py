@@ -53,4 +53,7 @@ def test_a_code_trace_needs_a_closed_python_block_not_a_boxed_answer():
     code = "Here is the function.\n```python\ndef add_nums(a, b):\n    return a + b\n```\nIt adds its arguments."
     assert filters.first_failure(code, P, domain="code") == (True, "kept")
     assert filters.first_failure(code, P) == (False, "no_boxed_answer")  # a math trace still needs its box
-    assert filters.first_failure("I would write a function that adds a and b.", P, domain="code") == (False, "no_code_answer")
+    assert filters.first_failure("I would write a function that adds a and b.", P, domain="code") == (
+        False,
+        "no_code_answer",
+    )

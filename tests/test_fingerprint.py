@@ -90,8 +90,19 @@ def test_a_corrupt_hash_cache_is_ignored_and_replaced(tmp_path, hash_cache):
 
 
 def rejected(shard: int) -> list[dict]:
-    return [{"rejected_id": records.content_id(shard, i), "stage": "t", "table": "problems", "reason": "r",
-             "detail": None, "source": None, "raw": f"row {shard}/{i}", "metadata": None} for i in range(20)]
+    return [
+        {
+            "rejected_id": records.content_id(shard, i),
+            "stage": "t",
+            "table": "problems",
+            "reason": "r",
+            "detail": None,
+            "source": None,
+            "raw": f"row {shard}/{i}",
+            "metadata": None,
+        }
+        for i in range(20)
+    ]
 
 
 def run_writer(out_dir: Path, inputs: Path) -> None:

@@ -57,7 +57,12 @@ def test_pending_code_is_the_last_closed_block_only_when_generation_stopped_afte
 
 @pytest.mark.parametrize(
     ("text", "answer"),
-    [("so \\boxed{12}.", "12"), ("\\boxed{1} then \\boxed{\\frac{3}{4}}", "\\frac{3}{4}"), ("no box", None), ("\\boxed{3", None)],
+    [
+        ("so \\boxed{12}.", "12"),
+        ("\\boxed{1} then \\boxed{\\frac{3}{4}}", "\\frac{3}{4}"),
+        ("no box", None),
+        ("\\boxed{3", None),
+    ],
 )
 def test_last_boxed_balances_braces(text: str, answer: str | None) -> None:
     assert last_boxed(text, FMT) == answer

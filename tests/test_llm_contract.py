@@ -13,7 +13,8 @@ from tracemill.llm.openai_backend import OpenAIBackend
 from tracemill.llm.server import CompletionServer
 
 CORPUS = [
-    f"Question {i}: what is {i} plus {3 * i}? Wait, let me compute.\n```python\nprint({i}+{3 * i})\n```\n```output\n{4 * i}\n```\n"
+    f"Question {i}: what is {i} plus {3 * i}? Wait, let me compute.\n"
+    f"```python\nprint({i}+{3 * i})\n```\n```output\n{4 * i}\n```\n"
     f"The answer is \\boxed{{{4 * i}}}."
     for i in range(200)
 ]
@@ -22,7 +23,11 @@ CORPUS = [
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     tok = tiny.make_tokenizer(CORPUS, 400)
-    return tiny.save(tiny.make_model(tok, tiny.TinyConfig(num_attention_heads=2, num_key_value_heads=1, seed=1)), tok, tmp_path_factory.mktemp("llm") / "model")
+    return tiny.save(
+        tiny.make_model(tok, tiny.TinyConfig(num_attention_heads=2, num_key_value_heads=1, seed=1)),
+        tok,
+        tmp_path_factory.mktemp("llm") / "model",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +42,11 @@ HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
 @pytest.fixture(
     scope="module",
-    params=["transformers", "openai", pytest.param("vllm", marks=pytest.mark.skipif(not HAS_VLLM, reason="vllm not installed (gpu extra)"))],
+    params=[
+        "transformers",
+        "openai",
+        pytest.param("vllm", marks=pytest.mark.skipif(not HAS_VLLM, reason="vllm not installed (gpu extra)")),
+    ],
 )
 def backend(request, model_dir):
     if request.param == "openai":
@@ -106,9 +115,13 @@ def test_greedy_continuation_equals_reencoded_generation(backend, naive):
         previous = first
         first = backend.generate([Request(continues=o[0], append=append, max_tokens=16, stop=stops) for o in previous])
         if token_level(backend):
-            ref_first = naive.generate([Request(continues=o[0], append=append, max_tokens=16, stop=stops) for o in ref_first])
+            ref_first = naive.generate(
+                [Request(continues=o[0], append=append, max_tokens=16, stop=stops) for o in ref_first]
+            )
         else:  # text-level: the server tokenizes the whole text, so the reference is that text from scratch
-            ref_first = naive.generate([Request(prompt=o[0].handle + append, max_tokens=16, stop=stops) for o in previous])
+            ref_first = naive.generate(
+                [Request(prompt=o[0].handle + append, max_tokens=16, stop=stops) for o in previous]
+            )
         assert [o[0].text for o in first] == [o[0].text for o in ref_first]
         for ours, ref in zip(first, ref_first):
             assert ours[0].prompt_tokens == ref[0].prompt_tokens

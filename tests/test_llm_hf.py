@@ -9,21 +9,32 @@ from tracemill import tiny
 from tracemill.llm import LLMParams, Request
 from tracemill.llm.hf import TransformersBackend, _Sampler, sample_tokens, stream_key, uniforms
 
-CORPUS = [f"Question {i}: what is {i} plus {5 * i}? Let me think step by step. The answer is \\boxed{{{6 * i}}}." for i in range(200)]
+CORPUS = [
+    f"Question {i}: what is {i} plus {5 * i}? Let me think step by step. The answer is \\boxed{{{6 * i}}}."
+    for i in range(200)
+]
 PROMPTS = [f"Question {i}: what is" for i in range(4)]
 
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
     tok = tiny.make_tokenizer(CORPUS, 400)
-    path = tiny.save(tiny.make_model(tok, tiny.TinyConfig(num_attention_heads=2, num_key_value_heads=1, seed=2)), tok, tmp_path_factory.mktemp("hf") / "model")
+    path = tiny.save(
+        tiny.make_model(tok, tiny.TinyConfig(num_attention_heads=2, num_key_value_heads=1, seed=2)),
+        tok,
+        tmp_path_factory.mktemp("hf") / "model",
+    )
     return TransformersBackend(path, LLMParams(device="cpu"))
 
 
 def test_every_sampling_path_stays_on_the_logits_device():
     # a CPU random generator fed CUDA logits crashed; on the meta device any CPU tensor mixed in raises too
     meta = torch.device("meta")
-    requests = [Request(prompt="x", temperature=0.0), Request(prompt="x", temperature=0.7, top_p=0.9), Request(prompt="x", temperature=1.0)]
+    requests = [
+        Request(prompt="x", temperature=0.0),
+        Request(prompt="x", temperature=0.7, top_p=0.9),
+        Request(prompt="x", temperature=1.0),
+    ]
     sampler = _Sampler(requests, [stream_key(r.seed, j) for j, r in enumerate(requests)], meta)
     tokens = sampler.draw(torch.zeros(3, 50, device=meta), step=3)
     assert tokens.device == meta and tokens.shape == (3,)
@@ -58,17 +69,26 @@ def test_sampled_frequencies_follow_the_distribution_and_its_top_p_cut():
 def test_seeded_samples_do_not_depend_on_batch_partners_or_batch_size(backend):
     req = Request(prompt=PROMPTS[0], n=5, temperature=1.0, top_p=0.9, seed=5, max_tokens=12)
     alone = [c.text for c in backend.generate([req])[0]]
-    partners = [Request(prompt=PROMPTS[1], max_tokens=20), req, Request(prompt=PROMPTS[2], n=2, temperature=0.7, seed=1, max_tokens=6)]
+    partners = [
+        Request(prompt=PROMPTS[1], max_tokens=20),
+        req,
+        Request(prompt=PROMPTS[2], n=2, temperature=0.7, seed=1, max_tokens=6),
+    ]
     assert [c.text for c in backend.generate(partners)[1]] == alone
-    split = TransformersBackend.from_model(backend.model, backend.tokenizer, LLMParams(max_batch=2))  # 5 samples over 3 batches
+    split = TransformersBackend.from_model(
+        backend.model, backend.tokenizer, LLMParams(max_batch=2)
+    )  # 5 samples over 3 batches
     assert [c.text for c in split.generate([req])[0]] == alone
     assert len(set(alone)) > 1
 
 
 def test_fresh_prompts_and_continuations_prefill_together_as_they_would_apart(backend):
     first = backend.generate([Request(prompt=p, max_tokens=10) for p in PROMPTS[:2]])
-    mixed = [Request(prompt=PROMPTS[2], max_tokens=10), Request(continues=first[0][0], append=" so", max_tokens=10),
-             Request(continues=first[1][0], append=" Let me think again, step", max_tokens=10)]
+    mixed = [
+        Request(prompt=PROMPTS[2], max_tokens=10),
+        Request(continues=first[0][0], append=" so", max_tokens=10),
+        Request(continues=first[1][0], append=" Let me think again, step", max_tokens=10),
+    ]
     together = [o[0] for o in backend.generate(mixed)]
     apart = [backend.generate([r])[0][0] for r in mixed]
     assert [c.text for c in together] == [c.text for c in apart]

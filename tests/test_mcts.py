@@ -18,27 +18,50 @@ from tracemill.bootstrap import BootstrapParams, train
 from tracemill.formats import FormatParams, Step, boxed, render_prompt, render_steps
 from tracemill.grading import GradingParams, get_grader
 from tracemill.llm import LLMParams, load_backend
-from tracemill.rstar import MCTSParams
+from tracemill.rstar import RStarParams
 from tracemill.rstar.extract import edit_distance
 from tracemill.rstar.mcts import SearchError, shard_tables
 from tracemill.runtime import Runtime
 from tracemill.sandbox import SandboxParams, open_sandbox
 
 FMT = FormatParams(step_system_prompt="Steps.")
-MP = MCTSParams(rollouts=6, children=3, max_depth=3, max_step_tokens=40, temperature=0.8, top_p=1.0, pair_margin=0.5,
-                  pair_min_edit_distance=4)  # the tiny problems' whole solutions differ by fewer than the reference's 20
+MP = RStarParams(
+    rollouts=6,
+    children=3,
+    max_depth=3,
+    max_step_tokens=40,
+    temperature=0.8,
+    top_p=1.0,
+    pair_margin=0.5,
+    pair_min_edit_distance=4,
+)  # the tiny problems' whole solutions differ by fewer than the reference's 20
 QUESTIONS = [(3, 4), (5, 8), (6, 9), (7, 2)]  # two land in each of two shards
 BP = BootstrapParams(
-    vocab_size=300, hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=1,
-    max_steps=70, batch_size=12, warmup_steps=10, learning_rate=1e-2, log_every=10, bucket_batches=1,
+    vocab_size=300,
+    hidden_size=64,
+    intermediate_size=128,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    max_steps=70,
+    batch_size=12,
+    warmup_steps=10,
+    learning_rate=1e-2,
+    log_every=10,
+    bucket_batches=1,
 )
 RUN = runner.RunParams(shards=2)
 TABLES = ["nodes", "trajectories", "pairs", "rejected"]
 
 
 def problem(a: int, b: int) -> dict[str, Any]:
-    return {"problem_id": records.content_id("p", a, b), "source": "test", "split": "train", "domain": "math",
-            "question": f"{a} and {b} more?", "answer": str(a + b)}
+    return {
+        "problem_id": records.content_id("p", a, b),
+        "source": "test",
+        "split": "train",
+        "domain": "math",
+        "question": f"{a} and {b} more?",
+        "answer": str(a + b),
+    }
 
 
 def solutions(a: int, b: int) -> list[str]:
@@ -53,7 +76,11 @@ PROBLEMS = [problem(a, b) for a, b in QUESTIONS]
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory: pytest.TempPathFactory):
-    pairs = [(render_prompt(p["question"], None, FMT, "steps"), s + tiny.IM_END) for p, (a, b) in zip(PROBLEMS, QUESTIONS) for s in solutions(a, b)]
+    pairs = [
+        (render_prompt(p["question"], None, FMT, "steps"), s + tiny.IM_END)
+        for p, (a, b) in zip(PROBLEMS, QUESTIONS)
+        for s in solutions(a, b)
+    ]
     model = tmp_path_factory.mktemp("mcts") / "policy"
     train(pairs, model, BP)
     with open_sandbox(SandboxParams()) as sandbox, get_grader(GradingParams(math="exact"), sandbox) as grader:
@@ -81,7 +108,9 @@ def test_search_meets_failed_code_and_right_and_wrong_answers(searched):
     nodes = searched["nodes"]
     assert len({n["tree_id"] for n in nodes}) == len(PROBLEMS)
     assert any(not n["exec_ok"] for n in nodes)
-    assert any(n["terminal"] and n["correct"] for n in nodes) and any(n["terminal"] and n["correct"] is False for n in nodes)
+    assert any(n["terminal"] and n["correct"] for n in nodes) and any(
+        n["terminal"] and n["correct"] is False for n in nodes
+    )
 
 
 def test_q_signs_follow_terminal_correctness(searched):
@@ -103,7 +132,9 @@ def test_a_ppm_primes_every_new_open_node_in_one_batched_call_per_expansion(runt
     from tracemill.rstar.mcts import search
     from tracemill.train import PPMParams, init_ppm, load_ppm
 
-    ppm = load_ppm(init_ppm(runtime.model_path, tmp_path / "ppm", PPMParams(max_length=256)))  # scores every step tanh(0) = 0
+    ppm = load_ppm(
+        init_ppm(runtime.model_path, tmp_path / "ppm", PPMParams(max_length=256))
+    )  # scores every step tanh(0) = 0
     trees, stats = search(PROBLEMS[:2], runtime, MP, 3, 0, ppm, show_progress=False)
     nodes = [n for t in trees for n in t.nodes.values() if n.parent_id is not None]
     primed = [n for n in nodes if n.exec_ok and not n.is_leaf]

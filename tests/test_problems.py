@@ -65,18 +65,38 @@ def test_malformed_rows_are_quarantined_with_reasons(tmp_path):
         json.dumps([1, 2]).encode(),
     ]
     path.write_bytes(b"\n".join(lines) + b"\n")
-    source = {"name": "mine", "kind": "jsonl", "path": str(path), "columns": {"question": "q", "answer": "a", "source_id": "id"}}
+    source = {
+        "name": "mine",
+        "kind": "jsonl",
+        "path": str(path),
+        "columns": {"question": "q", "answer": "a", "source_id": "id"},
+    }
     rows, reports, rejected = build([source], max_question_chars=200)
     assert len(rows) == 1 and rows[0]["source_id"] == "1"
-    assert reports["mine"].rejected == {"bad_json": 2, "bad_utf8": 1, "no_question": 1, "no_answer": 1, "too_long": 1, "duplicate_id": 1}
+    assert reports["mine"].rejected == {
+        "bad_json": 2,
+        "bad_utf8": 1,
+        "no_question": 1,
+        "no_answer": 1,
+        "too_long": 1,
+        "duplicate_id": 1,
+    }
     assert {r["reason"] for r in rejected} == set(reports["mine"].rejected)
     assert all(r["raw"] and r["source"] == "mine" for r in rejected)
 
 
 def test_parquet_source_with_column_mapping(tmp_path):
-    pq.write_table(pa.table({"prompt": ["What is 3*3?", "What is 5-1?"], "target": ["9", "4"], "lvl": [1, 2]}), tmp_path / "p.parquet")
-    source = {"name": "pq", "kind": "parquet", "path": str(tmp_path / "p.parquet"), "split": "train",
-              "columns": {"question": "prompt", "answer": "target", "difficulty": "lvl"}}
+    pq.write_table(
+        pa.table({"prompt": ["What is 3*3?", "What is 5-1?"], "target": ["9", "4"], "lvl": [1, 2]}),
+        tmp_path / "p.parquet",
+    )
+    source = {
+        "name": "pq",
+        "kind": "parquet",
+        "path": str(tmp_path / "p.parquet"),
+        "split": "train",
+        "columns": {"question": "prompt", "answer": "target", "difficulty": "lvl"},
+    }
     rows, _, _ = build([source])
     assert [(r["answer"], r["difficulty"], r["split"]) for r in rows] == [("9", 1, "train"), ("4", 2, "train")]
 
@@ -107,11 +127,20 @@ def test_missing_source_file_is_one_clear_error(tmp_path):
 @pytest.mark.parametrize(
     "raw, message",
     [
-        ({"sources": [{"name": "x", "kind": "csv", "path": "a"}]}, r"'problems.sources\[0\].kind' = 'csv' is not allowed; choose one of: gsm8k"),
+        (
+            {"sources": [{"name": "x", "kind": "csv", "path": "a"}]},
+            r"'problems.sources\[0\].kind' = 'csv' is not allowed; choose one of: gsm8k",
+        ),
         ({"sources": [{"name": "x", "kind": "jsonl"}]}, "path' is required"),
-        ({"sources": [{"name": "x", "kind": "jsonl", "path": "a", "colums": {}}]}, r"'problems.sources\[0\].colums' is not a known key"),
+        (
+            {"sources": [{"name": "x", "kind": "jsonl", "path": "a", "colums": {}}]},
+            r"'problems.sources\[0\].colums' is not a known key",
+        ),
         ({"sources": []}, "is empty"),
-        ({"sources": [{"name": "x", "kind": "jsonl", "path": "a"}], "max_question_chars": "big"}, "must be of type int"),
+        (
+            {"sources": [{"name": "x", "kind": "jsonl", "path": "a"}], "max_question_chars": "big"},
+            "must be of type int",
+        ),
     ],
 )
 def test_bad_params_name_the_key(raw, message):

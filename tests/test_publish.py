@@ -27,25 +27,62 @@ SAMPLING = {"temperature": 0.6, "top_p": 0.95, "max_tokens": 64, "seed": 0}
 
 def trace(trace_id: str, problem_id: str, stage: str, segments: list[dict]) -> dict:
     """A valid `traces` row."""
-    return {"trace_id": trace_id, "problem_id": problem_id, "stage": stage, "round": 0, "model": "tiny", "sample_index": 0,
-            "tool_calls": 1, "prompt_tokens": 9, "cached_prompt_tokens": 4, "generated_tokens": 5, "finish_reason": "stop",
-            "sampling": SAMPLING, "segments": segments}
+    return {
+        "trace_id": trace_id,
+        "problem_id": problem_id,
+        "stage": stage,
+        "round": 0,
+        "model": "tiny",
+        "sample_index": 0,
+        "tool_calls": 1,
+        "prompt_tokens": 9,
+        "cached_prompt_tokens": 4,
+        "generated_tokens": 5,
+        "finish_reason": "stop",
+        "sampling": SAMPLING,
+        "segments": segments,
+    }
 
 
 def sft(source: str, problem_id: str | None, segments: list[dict]) -> dict:
-    return {"example_id": records.content_id("sft", source, problem_id), "source": source, "problem_id": problem_id,
-            "prompt": "Q", "segments": segments}
+    return {
+        "example_id": records.content_id("sft", source, problem_id),
+        "source": source,
+        "problem_id": problem_id,
+        "prompt": "Q",
+        "segments": segments,
+    }
 
 
 def trajectory(trajectory_id: str, problem_id: str) -> dict:
-    return {"trajectory_id": trajectory_id, "tree_id": f"tree-{problem_id}", "problem_id": problem_id, "round": 1,
-            "node_ids": ["n0", "n1"], "avg_q": 0.5, "correct": True, "selected": True, "final_answer": "4"}
+    return {
+        "trajectory_id": trajectory_id,
+        "tree_id": f"tree-{problem_id}",
+        "problem_id": problem_id,
+        "round": 1,
+        "node_ids": ["n0", "n1"],
+        "avg_q": 0.5,
+        "correct": True,
+        "selected": True,
+        "final_answer": "4",
+    }
 
 
 def pair(pair_id: str, problem_id: str) -> dict:
-    return {"pair_id": pair_id, "problem_id": problem_id, "tree_id": f"tree-{problem_id}", "round": 1, "prefix": "s0",
-            "chosen": "a", "rejected": "b", "chosen_q": 0.9, "rejected_q": -0.4, "final_step": False, "chosen_node_id": "n1",
-            "metadata": "{}"}
+    return {
+        "pair_id": pair_id,
+        "problem_id": problem_id,
+        "tree_id": f"tree-{problem_id}",
+        "round": 1,
+        "prefix": "s0",
+        "chosen": "a",
+        "rejected": "b",
+        "chosen_q": 0.9,
+        "rejected_q": -0.4,
+        "final_step": False,
+        "chosen_node_id": "n1",
+        "metadata": "{}",
+    }
 
 
 def write_tables(root: Path, tables_by_dir: dict[str, dict[str, list[dict]]]) -> None:
@@ -56,8 +93,11 @@ def write_tables(root: Path, tables_by_dir: dict[str, dict[str, list[dict]]]) ->
         out.finalize([0])
 
 
-SEGMENTS = [records.segment("prompt", "Q"), records.segment("model", "Let me think."),
-            records.segment("hint", "Wait, use Python.", hint_id="h1")]
+SEGMENTS = [
+    records.segment("prompt", "Q"),
+    records.segment("model", "Let me think."),
+    records.segment("hint", "Wait, use Python.", hint_id="h1"),
+]
 
 
 def _rows_for(train: list[str], held_out: str) -> dict[str, dict[str, list[dict]]]:
@@ -75,8 +115,15 @@ def _rows_for(train: list[str], held_out: str) -> dict[str, dict[str, list[dict]
 
 
 def problem(problem_id: str, split: str, question: str, source: str = "synthetic", domain: str = "math") -> dict:
-    return {"problem_id": problem_id, "source": source, "split": split, "domain": domain, "question": question, "answer": "7",
-            "license": "Apache-2.0"}
+    return {
+        "problem_id": problem_id,
+        "source": source,
+        "split": split,
+        "domain": domain,
+        "question": question,
+        "answer": "7",
+        "license": "Apache-2.0",
+    }
 
 
 # Problems of the tests that build outside a repo: two train, one eval, one test.
@@ -126,7 +173,11 @@ def _block(body: str, section: str, lang: str) -> str:
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -144,9 +195,15 @@ def test_every_config_loads_with_datasets_in_the_split_of_its_problems(repo, tmp
     held_back = metrics["held_back"].get("problems", {}).get("held_out_8gram", 0)
     assert metrics["rows"] == {
         "problems": {"train": problems.num_rows - held_out - held_back, "test": held_out},
-        "traces": {"train": 2}, "evaluation": {"test": 1}, "trajectories": {"train": 1}, "pairs": {"train": 1}, "sft": {"train": 2},
+        "traces": {"train": 2},
+        "evaluation": {"test": 1},
+        "trajectories": {"train": 1},
+        "pairs": {"train": 1},
+        "sft": {"train": 2},
     }
-    assert set(metrics["held_back"]) <= {"problems"} and metrics["held_back_rows"] == held_back  # synthetic templates share 8-grams
+    assert (
+        set(metrics["held_back"]) <= {"problems"} and metrics["held_back_rows"] == held_back
+    )  # synthetic templates share 8-grams
     assert {"d_seed", "d_start", "coat"} <= set(metrics["skipped"])  # empty or never written: left out
     card, _ = _card(folder)
     assert sorted(c["config_name"] for c in card["configs"]) == sorted(metrics["rows"])
@@ -156,7 +213,9 @@ def test_every_config_loads_with_datasets_in_the_split_of_its_problems(repo, tmp
         loaded = datasets.load_dataset(str(folder), config, cache_dir=str(tmp_path / "cache"))
         assert {s: d.num_rows for s, d in loaded.items()} == splits
         for split in splits:
-            assert loaded[split].features == datasets.Features.from_arrow_schema(records.schema(tables.get(config, config)))
+            assert loaded[split].features == datasets.Features.from_arrow_schema(
+                records.schema(tables.get(config, config))
+            )
             assert (folder / "data" / config / f"{split}-00000-of-00001.parquet").exists()
     sft_rows = datasets.load_dataset(str(folder), "sft", split="train", cache_dir=str(tmp_path / "cache"))
     assert sft_rows[0]["segments"][2] == {"kind": "hint", "text": "Wait, use Python.", "hint_id": "h1", "loss": False}
@@ -175,7 +234,9 @@ def test_card_provenance_matches_dvc_lock_and_carries_the_seed_licenses(repo):
     problems_input = next(i for i in prov["inputs"] if i["config"] == "problems")
     assert problems_input["md5"] == next(o["md5"] for o in lock["problems"]["outs"] if o["path"] == "data/problems")
     assert prov["params"]["problems"]["problems"] == lock["problems"]["params"]["params.yaml"]["problems"]
-    assert next(i for i in prov["inputs"] if i["config"] == "sft")["stage"] == "sft_start"  # the dvc.lock stage writing it
+    assert (
+        next(i for i in prov["inputs"] if i["config"] == "sft")["stage"] == "sft_start"
+    )  # the dvc.lock stage writing it
     head = run(["git", "rev-parse", "HEAD"], cwd=repo).stdout.strip()
     assert prov["git"] == {"commit": head, "dirty": False}  # dvc repro rewrote dvc.lock and metrics only
     assert prov["rows"]["sft"] == {"train": 2} and prov["rows"]["evaluation"] == {"test": 1}
@@ -189,7 +250,9 @@ def test_card_provenance_matches_dvc_lock_and_carries_the_seed_licenses(repo):
     for arxiv in ("2503.04625", "2501.04519", "2502.02508", "2110.14168", "2108.07732", "2107.03374"):
         assert f"arXiv:{arxiv}" in bibtex  # satori: the sft row built from coat
     assert "{MATH} Dataset" in bibtex
-    assert "| `evaluation` | `traces` | 0 | 1 | evaluation |" in body and "| `traces` | `traces` | 2 | 0 | START |" in body
+    assert (
+        "| `evaluation` | `traces` | 0 | 1 | evaluation |" in body and "| `traces` | `traces` | 2 | 0 | START |" in body
+    )
 
 
 def test_committing_a_run_record_leaves_the_card_as_it_was(repo):
@@ -200,7 +263,9 @@ def test_committing_a_run_record_leaves_the_card_as_it_was(repo):
     card = (repo / "publish" / DATASET / "README.md").read_bytes()
     made_by = run(["git", "rev-parse", "HEAD"], cwd=repo).stdout.strip()
     (repo / "README.md").write_text((repo / "README.md").read_text() + "\nresults of the run\n")
-    (repo / "tracemill" / "report.py").write_text((repo / "tracemill" / "report.py").read_text() + "\n# not publish code\n")
+    (repo / "tracemill" / "report.py").write_text(
+        (repo / "tracemill" / "report.py").read_text() + "\n# not publish code\n"
+    )
     run(["git", "commit", "-qam", "record the run"], cwd=repo)
     assert run(["git", "rev-parse", "HEAD"], cwd=repo).stdout.strip() != made_by
     _stage(repo)
@@ -230,7 +295,8 @@ def test_publish_without_a_token_fails_with_one_line_before_any_work(repo_copy, 
     done = run(["tracemill", "publish", "--repo-id", "org/name"], cwd=repo_copy)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "error: no Hugging Face token — set HF_TOKEN to a write token (https://huggingface.co/settings/tokens) or run `hf auth login`"
+        "error: no Hugging Face token — set HF_TOKEN to a write token (https://huggingface.co/settings/tokens) "
+        "or run `hf auth login`"
     ]
     assert not (repo_copy / "publish").exists()
 
@@ -241,9 +307,11 @@ def test_push_to_an_unreachable_hub_fails_with_one_clear_line(repo, no_saved_tok
     done = run(["tracemill", "publish", "--repo-id", "org/name"], cwd=repo)
     assert done.returncode == 2, done.stdout + done.stderr
     [line] = done.stderr.strip().splitlines()
-    assert line.startswith(f"error: pushing 'publish/{DATASET}' to dataset repo 'org/name' failed") and "reach the Hub" in line
+    assert (
+        line.startswith(f"error: pushing 'publish/{DATASET}' to dataset repo 'org/name' failed")
+        and "reach the Hub" in line
+    )
     assert (repo / "publish" / DATASET / publish.CARD).exists()  # built and validated before the push
-
 
 
 def _params(tmp_path: Path, configs: list[dict], **dataset) -> tuple[publish.PublishParams, dict]:
@@ -255,20 +323,28 @@ def _params(tmp_path: Path, configs: list[dict], **dataset) -> tuple[publish.Pub
 def test_a_required_empty_table_fails_naming_config_and_fix(tmp_path):
     _write_small(tmp_path)
     cfg, raw = _params(tmp_path, [{"config": "seed", "table": "d_seed", "data": ["data/d_seed"], "required": True}])
-    with pytest.raises(publish.PublishError, match="config 'seed' of dataset 'd': table 'd_seed' has no rows under 'data/d_seed'"):
+    with pytest.raises(
+        publish.PublishError, match="config 'seed' of dataset 'd': table 'd_seed' has no rows under 'data/d_seed'"
+    ):
         publish.build(cfg, cfg.datasets[0], tmp_path, raw)
 
 
 def test_a_train_split_without_a_problems_table_to_check_it_against_fails(tmp_path):
     write_tables(tmp_path, _rows_for(["p1"], "e1"))
     cfg, raw = _params(tmp_path, [{"config": "steps", "table": "pairs", "data": ["data/rstar_search/*"]}])
-    with pytest.raises(publish.PublishError, match="no problems table under 'data/problems' to check the train splits against"):
+    with pytest.raises(
+        publish.PublishError, match="no problems table under 'data/problems' to check the train splits against"
+    ):
         publish.build(cfg, cfg.datasets[0], tmp_path, raw)
 
 
 def test_outside_a_git_checkout_without_problems_the_license_override_and_unknown_origin_are_recorded(tmp_path):
     write_tables(tmp_path, _rows_for(["p1", "p2"], "e1"))
-    cfg, raw = _params(tmp_path, [{"config": "steps", "table": "pairs", "data": ["data/rstar_search/*"], "split": "test"}], license="cc-by-4.0")
+    cfg, raw = _params(
+        tmp_path,
+        [{"config": "steps", "table": "pairs", "data": ["data/rstar_search/*"], "split": "test"}],
+        license="cc-by-4.0",
+    )
     report = publish.build(cfg, cfg.datasets[0], tmp_path, raw)
     card, body = _card(report.folder)
     assert report.rows == {"steps": {"test": 1}} and card["license"] == "cc-by-4.0"
@@ -285,56 +361,93 @@ def test_a_config_whose_every_row_is_held_back_is_skipped_or_fails_when_required
     assert report.rows == {"steps": {"train": 1}} and report.held_back == {"leaky": {"held_out_problem": 1}}
     assert report.skipped == {"leaky": "all 1 rows held back from split train (held_out_problem 1)"}
     cfg, raw = _params(tmp_path, [{**evaluation, "required": True}])
-    with pytest.raises(publish.PublishError, match="config 'leaky' of dataset 'd': all 1 rows held back .* publish it with split: test"):
+    with pytest.raises(
+        publish.PublishError, match="config 'leaky' of dataset 'd': all 1 rows held back .* publish it with split: test"
+    ):
         publish.build(cfg, cfg.datasets[0], tmp_path, raw)
 
 
 def test_evaluation_none_leaves_test_configs_out_and_unread(tmp_path):
     _write_small(tmp_path)
-    configs = [{"config": "traces", "table": "traces", "data": ["data/hint_infer"]},
-               {"config": "evaluation", "table": "traces", "data": ["data/evaluate"], "split": "test"}]
+    configs = [
+        {"config": "traces", "table": "traces", "data": ["data/hint_infer"]},
+        {"config": "evaluation", "table": "traces", "data": ["data/evaluate"], "split": "test"},
+    ]
     cfg, raw = _params(tmp_path, configs)
-    assert publish.build(cfg, cfg.datasets[0], tmp_path, raw).rows == {"traces": {"train": 1}, "evaluation": {"test": 1}}
+    assert publish.build(cfg, cfg.datasets[0], tmp_path, raw).rows == {
+        "traces": {"train": 1},
+        "evaluation": {"test": 1},
+    }
     raw["publish"]["evaluation"] = "none"
     cfg = P.section(publish.PublishParams, raw, "publish")
     assert cfg.reads() == ["data/problems", "data/hint_infer"]
     report = publish.build(cfg, cfg.datasets[0], tmp_path, raw)
-    assert report.rows == {"traces": {"train": 1}} and report.skipped == {"evaluation": "split test and publish.evaluation is none"}
+    assert report.rows == {"traces": {"train": 1}} and report.skipped == {
+        "evaluation": "split test and publish.evaluation is none"
+    }
 
 
 def test_card_facts_are_computed_from_the_rows_not_typed(tmp_path):
-    nodes = [{"node_id": f"n{i}", "tree_id": "tr", "problem_id": "p1", "round": 1, "depth": i, "step_text": "s", "exec_ok": ok,
-              "terminal": False, "visits": 1, "q": q} for i, (ok, q) in enumerate([(True, 0.5), (False, -1.0), (False, 0.25)])]
+    nodes = [
+        {
+            "node_id": f"n{i}",
+            "tree_id": "tr",
+            "problem_id": "p1",
+            "round": 1,
+            "depth": i,
+            "step_text": "s",
+            "exec_ok": ok,
+            "terminal": False,
+            "visits": 1,
+            "q": q,
+        }
+        for i, (ok, q) in enumerate([(True, 0.5), (False, -1.0), (False, 0.25)])
+    ]
     _write_small(tmp_path)
     write_tables(tmp_path, {"data/rstar_search/round=2": {"nodes": nodes}})
-    configs = [{"config": "nodes", "table": "nodes", "data": ["data/rstar_search/*"]},
-               {"config": "traces", "table": "traces", "data": ["data/hint_infer", "data/rft"]}]
+    configs = [
+        {"config": "nodes", "table": "nodes", "data": ["data/rstar_search/*"]},
+        {"config": "traces", "table": "traces", "data": ["data/hint_infer", "data/rft"]},
+    ]
     cfg, raw = _params(tmp_path, configs)
     _, body = _card(publish.build(cfg, cfg.datasets[0], tmp_path, raw).folder)
     section = body.split("### `nodes`", 1)[1].split("###", 1)[0]
     assert "- `exec_ok`: false 2, true 1" in section  # the search keeps nodes whose code failed, marked
     assert "- `q`: -1.0 to 0.5" in section and "- problems: 1, at most 3 rows each" in section
     traces = body.split("### `traces`", 1)[1].split("## Licenses", 1)[0]
-    assert "- `stage`: hint_infer 1, rft 1" in traces and "- loss on segment kinds: model; no loss on: hint, prompt" in traces
-    assert "- `train` holds only rows of problems whose split is `train`" in body and "(problem splits here: eval, test)" in body
+    assert (
+        "- `stage`: hint_infer 1, rft 1" in traces
+        and "- loss on segment kinds: model; no loss on: hint, prompt" in traces
+    )
+    assert (
+        "- `train` holds only rows of problems whose split is `train`" in body
+        and "(problem splits here: eval, test)" in body
+    )
 
 
 def test_a_folder_whose_splits_features_or_rows_differ_from_the_table_fails_validation(tmp_path):
     _write_small(tmp_path)
     cfg, raw = _params(tmp_path, [{"config": "sft", "table": "sft", "data": ["data/sft_start"]}])
     folder = publish.build(cfg, cfg.datasets[0], tmp_path, raw).folder
-    with pytest.raises(publish.PublishError, match="config 'sft' loads with features that differ from table 'coat' in column"):
+    with pytest.raises(
+        publish.PublishError, match="config 'sft' loads with features that differ from table 'coat' in column"
+    ):
         publish.validate_folder(folder, {"sft": ("coat", {"train": 2})})
     with pytest.raises(publish.PublishError, match="config 'sft' split 'train' loads 2 rows, table 'sft' has 3"):
         publish.validate_folder(folder, {"sft": ("sft", {"train": 3})})
-    with pytest.raises(publish.PublishError, match=r"config 'sft' loads splits \['train'\], table 'sft' has \['test', 'train'\]"):
+    with pytest.raises(
+        publish.PublishError, match=r"config 'sft' loads splits \['train'\], table 'sft' has \['test', 'train'\]"
+    ):
         publish.validate_folder(folder, {"sft": ("sft", {"train": 2, "test": 1})})
     with pytest.raises(publish.PublishError, match="config 'nope' in .* does not load with datasets.load_dataset"):
         publish.validate_folder(folder, {"nope": ("sft", {"train": 1})})
 
 
 def test_single_seed_license_becomes_the_card_license():
-    found = {publish.Origin("gsm8k", publish.hub_license("MIT")), publish.Origin("math500", publish.hub_license(" MIT "))}
+    found = {
+        publish.Origin("gsm8k", publish.hub_license("MIT")),
+        publish.Origin("math500", publish.hub_license(" MIT ")),
+    }
     assert publish.card_license(None, found) == "mit"
     assert publish.card_license(None, found | {publish.Origin("x", publish.hub_license(None))}) == "other"
 
@@ -342,10 +455,14 @@ def test_single_seed_license_becomes_the_card_license():
 def test_every_table_has_a_row_definition_and_every_cited_key_a_bibtex_entry():
     """The card's prose lives in files beside the code; a table or key they lack would fail a build late."""
     assert set(methods.row_definitions()) == set(records.TABLES) == set(methods.TABLE_DOCS)
-    cited = {m.cite for m in methods.METHODS.values() if m.cite} | {k for keys in methods.SEED_PAPERS.values() for k in keys}
+    cited = {m.cite for m in methods.METHODS.values() if m.cite} | {
+        k for keys in methods.SEED_PAPERS.values() for k in keys
+    }
     entries = methods.references()
     assert cited <= set(entries)
-    assert all(entry.startswith(("@article{", "@inproceedings{")) and entry.endswith("\n}") for entry in entries.values())
+    assert all(
+        entry.startswith(("@article{", "@inproceedings{")) and entry.endswith("\n}") for entry in entries.values()
+    )
 
 
 def test_a_bibtex_entry_without_its_closing_brace_names_the_file(tmp_path):
@@ -360,7 +477,10 @@ def test_a_bibtex_entry_without_its_closing_brace_names_the_file(tmp_path):
     [
         ({"config": "a", "table": "nope", "data": ["data/x"]}, "table 'nope' is not one of"),
         ({"config": "a/b", "table": "sft", "data": ["data/sft"]}, "config name 'a/b' must match"),
-        ({"config": "a", "table": "sft", "data": ["data/sft"], "split": "validation"}, "'validation' is not allowed; choose one of: train, test, by_problem"),
+        (
+            {"config": "a", "table": "sft", "data": ["data/sft"], "split": "validation"},
+            "'validation' is not allowed; choose one of: train, test, by_problem",
+        ),
         ({"config": "a", "table": "sft", "data": []}, "config 'a' lists no 'data' directories"),
     ],
 )

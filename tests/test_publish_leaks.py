@@ -23,10 +23,16 @@ N = 8  # params start.filters.decontam_ngram and publish.decontam_ngram
 EVAL_Q = "Eve counts 12 blue marbles in the jar on the kitchen shelf. How many are left after she gives 3 away?"
 TEST_Q = "Write a function that returns the longest palindromic substring of a given input string."
 PROBLEMS = [
-    problem("tr1", "train", "Ann has 3 red apples and buys 4 more at the market stall. How many apples does she have now?"),
-    problem("tr2", "train", "A train travels 60 miles in one hour along the coast. How far does it travel in five hours?"),
+    problem(
+        "tr1", "train", "Ann has 3 red apples and buys 4 more at the market stall. How many apples does she have now?"
+    ),
+    problem(
+        "tr2", "train", "A train travels 60 miles in one hour along the coast. How far does it travel in five hours?"
+    ),
     # a template twin of the eval question: its own words share an 8-gram with it
-    problem("tr3", "train", "Bob counts 12 blue marbles in the jar on the kitchen shelf and adds 5 more. How many now?"),
+    problem(
+        "tr3", "train", "Bob counts 12 blue marbles in the jar on the kitchen shelf and adds 5 more. How many now?"
+    ),
     problem("ev1", "eval", EVAL_Q),
     problem("te1", "test", TEST_Q, "mbpp", "code"),
 ]
@@ -39,22 +45,34 @@ def _answer(text: str) -> list[dict]:
 # Stage directory -> table -> rows, leaks included: each is named by the reason it must be held back for.
 TABLES = {
     "data/problems": {"problems": PROBLEMS},
-    "data/hint_infer": {"traces": [
-        trace("clean", "tr1", "hint_infer", SEGMENTS),
-        trace("quotes-test", "tr2", "hint_infer", _answer(f"This is like: {TEST_Q.lower()} So 300 miles.")),  # held_out_8gram
-        trace("twin", "tr3", "hint_infer", _answer("5 more makes 17.")),  # held_out_8gram: its problem's question shares one
-        trace("on-eval", "ev1", "hint_infer", SEGMENTS),  # held_out_problem
-    ]},
+    "data/hint_infer": {
+        "traces": [
+            trace("clean", "tr1", "hint_infer", SEGMENTS),
+            trace(
+                "quotes-test", "tr2", "hint_infer", _answer(f"This is like: {TEST_Q.lower()} So 300 miles.")
+            ),  # held_out_8gram
+            trace(
+                "twin", "tr3", "hint_infer", _answer("5 more makes 17.")
+            ),  # held_out_8gram: its problem's question shares one
+            trace("on-eval", "ev1", "hint_infer", SEGMENTS),  # held_out_problem
+        ]
+    },
     "data/rft": {"traces": [trace("rft-clean", "tr2", "rft", SEGMENTS)]},
-    "data/evaluate": {"traces": [trace("eval-1", "ev1", "evaluate", SEGMENTS), trace("eval-2", "te1", "evaluate", SEGMENTS)]},
-    "data/sft_start": {"sft": [
-        sft("d_start", "tr1", SEGMENTS),
-        sft("d_start", "te1", SEGMENTS),  # held_out_problem
-        sft("d_start", None, SEGMENTS),  # unknown_problem
-        {**sft("d_start", "tr2", SEGMENTS), "prompt": EVAL_Q},  # held_out_8gram
-    ]},
-    "data/rstar_search/round=1": {"trajectories": [trajectory("t-train", "tr1"), trajectory("t-eval", "ev1")],
-                          "pairs": [pair("p-train", "tr1"), pair("p-test", "te1")]},
+    "data/evaluate": {
+        "traces": [trace("eval-1", "ev1", "evaluate", SEGMENTS), trace("eval-2", "te1", "evaluate", SEGMENTS)]
+    },
+    "data/sft_start": {
+        "sft": [
+            sft("d_start", "tr1", SEGMENTS),
+            sft("d_start", "te1", SEGMENTS),  # held_out_problem
+            sft("d_start", None, SEGMENTS),  # unknown_problem
+            {**sft("d_start", "tr2", SEGMENTS), "prompt": EVAL_Q},  # held_out_8gram
+        ]
+    },
+    "data/rstar_search/round=1": {
+        "trajectories": [trajectory("t-train", "tr1"), trajectory("t-eval", "ev1")],
+        "pairs": [pair("p-train", "tr1"), pair("p-test", "te1")],
+    },
 }
 
 
@@ -88,7 +106,7 @@ def _texts_sql(con: duckdb.DuckDBPyConnection, files: str) -> str:
     parts = []
     for name, kind, *_ in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{files}')").fetchall():
         value = {"VARCHAR": f'"{name}"', "VARCHAR[]": f'unnest("{name}")'}.get(kind)
-        if kind.startswith("STRUCT(kind VARCHAR, \"text\" VARCHAR"):
+        if kind.startswith('STRUCT(kind VARCHAR, "text" VARCHAR'):
             value = f'unnest("{name}").text'
         if value:
             parts.append(f"SELECT (filename, file_row_number) AS row, {value} AS text FROM {rows}")
@@ -97,13 +115,16 @@ def _texts_sql(con: duckdb.DuckDBPyConnection, files: str) -> str:
 
 def _leaks(con: duckdb.DuckDBPyConnection, files: str) -> tuple[int, int]:
     """(rows whose problem is not a train problem, rows with a text sharing an n-gram with a held-out question)."""
-    by_id = con.execute(f"""SELECT count(*) FROM read_parquet('{files}') t
-        WHERE t.problem_id IS NULL OR t.problem_id NOT IN (SELECT problem_id FROM problems WHERE split = 'train')""").fetchone()[0]
-    by_text = con.execute(f"""
+    by_id_sql = f"""SELECT count(*) FROM read_parquet('{files}') t
+        WHERE t.problem_id IS NULL OR t.problem_id NOT IN (SELECT problem_id FROM problems WHERE split = 'train')"""
+    by_text_sql = f"""
         WITH texts AS ({_texts_sql(con, files)}),
              words AS (SELECT row, regexp_extract_all(lower(text), '\\w+') AS w FROM texts),
              starts AS (SELECT row, w, unnest(range(1, len(w) - {N - 2})) AS i FROM words)
-        SELECT count(DISTINCT row) FROM starts WHERE array_to_string(w[i:i + {N - 1}], ' ') IN (SELECT g FROM held_grams)""").fetchone()[0]
+        SELECT count(DISTINCT row) FROM starts
+        WHERE array_to_string(w[i:i + {N - 1}], ' ') IN (SELECT g FROM held_grams)"""
+    by_id = con.execute(by_id_sql).fetchone()[0]
+    by_text = con.execute(by_text_sql).fetchone()[0]
     return by_id, by_text
 
 
@@ -126,7 +147,9 @@ def test_no_train_split_row_has_a_held_out_problem_or_a_held_out_8gram(built):
     assert {f.parent.name for f in train_files} == {"problems", "traces", "sft", "trajectories", "pairs"}
     for files in train_files:
         assert _leaks(con, str(files)) == (0, 0), files
-    stages = con.execute(f"SELECT DISTINCT stage FROM read_parquet('{folder}/data/traces/train-*.parquet') ORDER BY 1").fetchall()
+    stages = con.execute(
+        f"SELECT DISTINCT stage FROM read_parquet('{folder}/data/traces/train-*.parquet') ORDER BY 1"
+    ).fetchall()
     assert stages == [("hint_infer",), ("rft",)]  # evaluation traces are never in a training config
     assert report.held_back == {
         "problems": {"held_out_8gram": 1},  # tr3, the eval question's template twin
@@ -164,7 +187,9 @@ def test_every_path_publish_reads_is_a_dependency_of_its_dvc_stage():
     deps = set(stage["deps"])
     cfg = P.section(publish.PublishParams, P.load(ROOT / "params.yaml"), "publish")
     bases = {_base(p) for p in cfg.reads()}
-    needed = {b for b in bases if not any(b.startswith(o + "/") for o in bases)}  # data/distill covers data/distill/selected
+    needed = {
+        b for b in bases if not any(b.startswith(o + "/") for o in bases)
+    }  # data/distill covers data/distill/selected
     assert sorted(d for d in deps if d.startswith("data/")) == sorted(needed)
     package = "tracemill/publish"  # its code, the card template, row definitions and references
     assert {"stages/publish.py", package, "tracemill/filters.py"} <= deps

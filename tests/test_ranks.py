@@ -72,9 +72,21 @@ def test_only_rank_zero_writes_under_a_two_process_launcher(tmp_path: Path) -> N
     (tmp_path / "stage.py").write_text(STAGE)
     outside = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(tmp_path / "stage.py"), str(shared), str(reports)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(tmp_path / "stage.py"),
+            str(shared),
+            str(reports),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env=outside | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
@@ -95,14 +107,23 @@ def test_only_rank_zero_writes_under_a_two_process_launcher(tmp_path: Path) -> N
 
 
 def test_a_process_outside_any_launcher_writes_and_another_rank_only_validates(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     for key in LAUNCHER_VARIABLES:
         monkeypatch.delenv(key, raising=False)
     assert store.is_main_process()
     monkeypatch.setenv("RANK", "3")
     assert not store.is_main_process()
-    row = {"rejected_id": records.content_id("r"), "stage": "t", "table": "problems", "reason": "r", "detail": None,
-           "source": None, "raw": "x", "metadata": None}
+    row = {
+        "rejected_id": records.content_id("r"),
+        "stage": "t",
+        "table": "problems",
+        "reason": "r",
+        "detail": None,
+        "source": None,
+        "raw": "x",
+        "metadata": None,
+    }
     assert store.write_parquet("rejected", [row], tmp_path / "part.parquet").num_rows == 1
     with pytest.raises(Exception, match="raw"):
         store.write_parquet("rejected", [{**row, "raw": 5}], tmp_path / "part.parquet")  # still checked off rank 0

@@ -38,13 +38,22 @@ def test_every_markdown_file_with_a_block_is_one_the_check_reads():
 
 # --- the renderer on a small run written here -----------------------------------------------------
 
-EVAL_MODELS = [{"name": "base", "path": None}, {"name": "start0", "path": "models/start0"},
-               {"name": "rstar_r1", "path": "models/rstar_policy_r1", "style": "steps"}]
+EVAL_MODELS = [
+    {"name": "base", "path": None},
+    {"name": "start0", "path": "models/start0"},
+    {"name": "rstar_r1", "path": "models/rstar_policy_r1", "style": "steps"},
+]
 
 
 def _model(pass1: float, sampled: float, pass2: float, levels: tuple[float, float]) -> dict:
-    return {"pass@1": pass1, "sampled_accuracy": sampled, "maj@2": sampled, "pass@k": {"1": sampled, "2": pass2},
-            "per_level": {"1": levels[0], "2": levels[1]}, "problems": 20}
+    return {
+        "pass@1": pass1,
+        "sampled_accuracy": sampled,
+        "maj@2": sampled,
+        "pass@k": {"1": sampled, "2": pass2},
+        "per_level": {"1": levels[0], "2": levels[1]},
+        "problems": 20,
+    }
 
 
 def _write_run(root: Path, metrics: dict[str, dict], params: dict | None = None) -> Path:
@@ -52,8 +61,10 @@ def _write_run(root: Path, metrics: dict[str, dict], params: dict | None = None)
     for name, content in metrics.items():
         (root / "metrics" / f"{name}.json").write_text(json.dumps(content))
     if params is not None:
-        lock = {"schema": "2.0", "stages": {"evaluate": {"cmd": "python -m stages.evaluate",
-                                                         "params": {"params.yaml": params}}}}
+        lock = {
+            "schema": "2.0",
+            "stages": {"evaluate": {"cmd": "python -m stages.evaluate", "params": {"params.yaml": params}}},
+        }
         (root / "dvc.lock").write_text(yaml.safe_dump(lock))
     return root
 
@@ -61,11 +72,19 @@ def _write_run(root: Path, metrics: dict[str, dict], params: dict | None = None)
 def test_evaluation_table_in_params_order_with_best_bold_and_not_run_cells(tmp_path):
     start0 = _model(0.35, 0.5625, 0.8375, (0.5, 0.25))
     del start0["maj@2"]
-    root = _write_run(tmp_path, {
-        "evaluate": {"k": 2, "problems": 20, "split": "eval",
-                     "models": {"start0": start0, "base": _model(0.8125, 0.55, 0.825, (1.0, 0.625))}},
-        "d_seed": {"size": 11},
-    }, params={"evaluate": {"models": EVAL_MODELS, "temperature": 0.6}})
+    root = _write_run(
+        tmp_path,
+        {
+            "evaluate": {
+                "k": 2,
+                "problems": 20,
+                "split": "eval",
+                "models": {"start0": start0, "base": _model(0.8125, 0.55, 0.825, (1.0, 0.625))},
+            },
+            "d_seed": {"size": 11},
+        },
+        params={"evaluate": {"models": EVAL_MODELS, "temperature": 0.6}},
+    )
     text = report.evaluation_block(report.load_run(root))
     assert text.splitlines()[0].startswith("*not run: `metrics/hint_infer.json` is missing")
     assert text.splitlines()[2:] == [
@@ -88,10 +107,21 @@ def test_every_block_renders_not_run_from_an_empty_metrics_folder(tmp_path):
 
 
 def test_bootstrap_block_from_its_metrics_and_the_locked_steps(tmp_path):
-    root = _write_run(tmp_path, {"bootstrap": {
-        "eval_problems": 100, "parameters": 491136, "model_bytes": 2007059, "train_seconds": 282.4,
-        "train_tokens_per_s": 22351, "no_tools": {"pass@1": 0.23, "per_level": {"1": 0.381, "2": 0.0}},
-        "tools": {"pass@1": 0.79, "per_level": {"1": 0.8571}}}}, params={"bootstrap": {"max_steps": 2700}})
+    root = _write_run(
+        tmp_path,
+        {
+            "bootstrap": {
+                "eval_problems": 100,
+                "parameters": 491136,
+                "model_bytes": 2007059,
+                "train_seconds": 282.4,
+                "train_tokens_per_s": 22351,
+                "no_tools": {"pass@1": 0.23, "per_level": {"1": 0.381, "2": 0.0}},
+                "tools": {"pass@1": 0.79, "per_level": {"1": 0.8571}},
+            }
+        },
+        params={"bootstrap": {"max_steps": 2700}},
+    )
     assert report.bootstrap_block(report.load_run(root)).splitlines() == [
         "`metrics/bootstrap.json`: 2,700 steps, 491k parameters, 2.0 MB folder; training took 282 s (22.4k tokens/s) "
         "on the machine that ran it.",
@@ -107,9 +137,11 @@ def test_grading_block_renders_the_per_kind_counts_the_check_wrote(tmp_path):
     from tracemill.grading import GradingParams
     from tracemill.grading.labelled import Pair, check
 
-    pairs = [Pair(r"\frac{1}{2^{99}}", r"\boxed{\frac{1}{2^{98}}}", False, "unsafe", "t"),  # math-verify says yes
-             Pair(r"\sqrt{8}", r"\boxed{2\sqrt{2}}", True, "plain", "t"),
-             Pair("1500", r"\boxed{1.5e3}", True, "plain", "t")]  # math-verify reads e as Euler's number
+    pairs = [
+        Pair(r"\frac{1}{2^{99}}", r"\boxed{\frac{1}{2^{98}}}", False, "unsafe", "t"),  # math-verify says yes
+        Pair(r"\sqrt{8}", r"\boxed{2\sqrt{2}}", True, "plain", "t"),
+        Pair("1500", r"\boxed{1.5e3}", True, "plain", "t"),
+    ]  # math-verify reads e as Euler's number
     root = _write_run(tmp_path, {"grading": check(GradingParams(math="exact"), pairs)})
     text = report.grading_block(report.load_run(root))
     assert text.startswith("The labelled set graded by tracemill (`grading.math: exact`, grader version ")
@@ -124,43 +156,86 @@ def test_grading_block_renders_the_per_kind_counts_the_check_wrote(tmp_path):
 
 def test_start_block_counts_hint_positions_and_tabulates_accuracy_per_hint_round(tmp_path):
     rounds = {"0": {"accuracy": 0.5, "tokens": 40.0}, "1": {"accuracy": 0.625, "tokens": 71.5}}
-    root = _write_run(tmp_path, {
-        "hint_infer": {"hint_at": {"stop": 30, "marker": 6}},
-        "d_seed": {"size": 4, "hinted_problems": 12, "kept_hint_at": {"marker": 1, "stop": 3}, "modify": "unbox",
-                   "rows_per_hinted_problem": 4 / 12, "rows_per_hinted_problem_by_domain": {"math": 0.4, "code": 0.0}},
-        "d_start": {"size": 9},
-        "evaluate": {"models": {"base": {"tool_calls_per_problem": 0.25, "hint_rounds": rounds},
-                                "start": {"tool_calls_per_problem": 1.5, "hint_rounds": {"0": rounds["0"]}}}},
-    })
+    root = _write_run(
+        tmp_path,
+        {
+            "hint_infer": {"hint_at": {"stop": 30, "marker": 6}},
+            "d_seed": {
+                "size": 4,
+                "hinted_problems": 12,
+                "kept_hint_at": {"marker": 1, "stop": 3},
+                "modify": "unbox",
+                "rows_per_hinted_problem": 4 / 12,
+                "rows_per_hinted_problem_by_domain": {"math": 0.4, "code": 0.0},
+            },
+            "d_start": {"size": 9},
+            "evaluate": {
+                "models": {
+                    "base": {"tool_calls_per_problem": 0.25, "hint_rounds": rounds},
+                    "start": {"tool_calls_per_problem": 1.5, "hint_rounds": {"0": rounds["0"]}},
+                }
+            },
+        },
+    )
     first, *rest = report.start_block(report.load_run(root)).splitlines()
-    assert first == ("- Hint-infer's hints landed marker 6, stop 30 (after a Wait/Alternatively marker or at the stop) on 12 "
-                     "problems; D_seed kept 4 rows (marker 1, stop 3), 0.333 per hinted problem (code 0.000, math 0.400); "
-                     "D_start 9 rows. Modify step: `unbox`.")
-    assert rest[-2:] == ["| base (bootstrap) | 0.25 | 0.500 (40 tok) | 0.625 (72 tok) |", "| START | 1.50 | 0.500 (40 tok) | not run |"]
+    assert first == (
+        "- Hint-infer's hints landed marker 6, stop 30 (after a Wait/Alternatively marker or at the stop) on 12 "
+        "problems; D_seed kept 4 rows (marker 1, stop 3), 0.333 per hinted problem (code 0.000, math 0.400); "
+        "D_start 9 rows. Modify step: `unbox`."
+    )
+    assert rest[-2:] == [
+        "| base (bootstrap) | 0.25 | 0.500 (40 tok) | 0.625 (72 tok) |",
+        "| START | 1.50 | 0.500 (40 tok) | not run |",
+    ]
 
 
 def test_rstar_block_has_a_row_per_round_and_the_guidance_comparison(tmp_path):
     side = {"trees": 3, "solve_rate": 0.5, "trajectories_per_tree": 2.0}
-    root = _write_run(tmp_path, {
-        "rstar_search_round1": {"solve_rate": 0.5, "rewalked_rollout_share": 0.0, "trajectories_per_tree": 4.0,
-                        "correct_trajectories_per_solved_tree": 2.0, "solved_trees_with_2_correct": 3, "pairs": 7, "ppm": None},
-        "rstar_search_round2": {"solve_rate": 0.75, "rewalked_rollout_share": 0.05, "trajectories_per_tree": 5.0,
-                        "correct_trajectories_per_solved_tree": None, "solved_trees_with_2_correct": 1, "pairs": 2,
-                        "ppm": "models/rstar_ppm_r1", "guidance_on_same_problems": {"ppm_guided": side,
-                                                                              "terminal_guided": {**side, "solve_rate": 0.25}}},
-        "rstar_ppm_round1": {"heldout_pairwise_accuracy": 0.8},
-        "rstar_bestofn_round1": {"n": 4, "pass@1": 0.5, "maj@4": 0.6, "ppm_best_of_4": 0.7},
-    })
+    root = _write_run(
+        tmp_path,
+        {
+            "rstar_search_round1": {
+                "solve_rate": 0.5,
+                "rewalked_rollout_share": 0.0,
+                "trajectories_per_tree": 4.0,
+                "correct_trajectories_per_solved_tree": 2.0,
+                "solved_trees_with_2_correct": 3,
+                "pairs": 7,
+                "ppm": None,
+            },
+            "rstar_search_round2": {
+                "solve_rate": 0.75,
+                "rewalked_rollout_share": 0.05,
+                "trajectories_per_tree": 5.0,
+                "correct_trajectories_per_solved_tree": None,
+                "solved_trees_with_2_correct": 1,
+                "pairs": 2,
+                "ppm": "models/rstar_ppm_r1",
+                "guidance_on_same_problems": {"ppm_guided": side, "terminal_guided": {**side, "solve_rate": 0.25}},
+            },
+            "rstar_ppm_round1": {"heldout_pairwise_accuracy": 0.8},
+            "rstar_bestofn_round1": {"n": 4, "pass@1": 0.5, "maj@4": 0.6, "ppm_best_of_4": 0.7},
+        },
+    )
     lines = report.rstar_block(report.load_run(root)).splitlines()
     assert lines[4] == "| 1 | no | 0.500 | 0% | 4.000 | 2.000 | 3 | 7 | 0.800 | 0.500 / 0.600 / 0.700 (N=4) |"
     assert lines[5] == "| 2 | yes | 0.750 | 5% | 5.000 | not run | 1 | 2 | not run | not run |"
-    assert lines[6] == ("- On the same 3 problems of round 2: PPM-guided solve rate 0.500, 2.000 trajectories per tree; "
-                        "terminal-guided solve rate 0.250, 2.000 trajectories per tree.")
+    assert lines[6] == (
+        "- On the same 3 problems of round 2: PPM-guided solve rate 0.500, 2.000 trajectories per tree; "
+        "terminal-guided solve rate 0.250, 2.000 trajectories per tree."
+    )
 
 
 def test_satori_measures_block_has_a_row_per_rl_round(tmp_path):
-    rl = {"steps": 4, "reward_first": -0.5, "reward_last": 0.25, "self_correction_rate": 0.3, "break_rate": 0.1,
-          "in_rollout_self_correction_rate": None, "in_rollout_break_rate": 0.0}
+    rl = {
+        "steps": 4,
+        "reward_first": -0.5,
+        "reward_last": 0.25,
+        "self_correction_rate": 0.3,
+        "break_rate": 0.1,
+        "in_rollout_self_correction_rate": None,
+        "in_rollout_break_rate": 0.0,
+    }
     root = _write_run(tmp_path, {"rae_states": {"states": 10, "sampled_accuracy": 0.4}, "rl": rl})
     lines = report.satori_measures_block(report.load_run(root)).splitlines()
     assert lines[0] == "- Restart states: 10 from the format-tuned policy's samples (sampled accuracy 0.400)."
@@ -168,10 +243,14 @@ def test_satori_measures_block_has_a_row_per_rl_round(tmp_path):
 
 
 def test_readme_check_fails_on_drift_and_write_fixes_it(tmp_path):
-    root = _write_run(tmp_path / "run", {"evaluate": {"k": 2, "problems": 20, "models": {"base": _model(0.8, 0.55, 0.825, (1, 0.6))}}})
+    root = _write_run(
+        tmp_path / "run", {"evaluate": {"k": 2, "problems": 20, "models": {"base": _model(0.8, 0.55, 0.825, (1, 0.6))}}}
+    )
     readme = tmp_path / "README.md"
-    readme.write_text("# x\n\nprose 0.42 stays\n\n<!-- tracemill:begin evaluation -->\n| stale | 0.1 |\n"
-                      "<!-- tracemill:end evaluation -->\n\ntail\n")
+    readme.write_text(
+        "# x\n\nprose 0.42 stays\n\n<!-- tracemill:begin evaluation -->\n| stale | 0.1 |\n"
+        "<!-- tracemill:end evaluation -->\n\ntail\n"
+    )
     cli = CliRunner()
     args = ["readme", "--readme", str(readme), "--root", str(root)]
     stale = cli.invoke(app, [*args, "--check"])
@@ -227,11 +306,17 @@ def test_readme_check_names_a_missing_doc_file(tmp_path):
     assert out.exit_code == 2 and "docs/grading.md is missing" in out.output
 
 
-@pytest.mark.parametrize("text, message", [
-    ("<!-- tracemill:begin evaluation -->\n", "block 'evaluation' has no end marker"),
-    ("<!-- tracemill:end evaluation -->\n", "end marker 'evaluation' closes no open block"),
-    ("<!-- tracemill:begin results -->\n<!-- tracemill:end results -->\n", "block 'results' is not one tracemill renders"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("<!-- tracemill:begin evaluation -->\n", "block 'evaluation' has no end marker"),
+        ("<!-- tracemill:end evaluation -->\n", "end marker 'evaluation' closes no open block"),
+        (
+            "<!-- tracemill:begin results -->\n<!-- tracemill:end results -->\n",
+            "block 'results' is not one tracemill renders",
+        ),
+    ],
+)
 def test_broken_markers_name_the_block(tmp_path, text, message):
     readme = tmp_path / "README.md"
     readme.write_text(text)
@@ -254,27 +339,57 @@ def _evaluate_of_seed(shift: float) -> dict:
 
 def _exp_show(runs: dict[str, tuple[int, str, dict]]) -> list[dict]:
     """`dvc exp show --json` as DVC 3 prints it: the workspace, then the baseline with its experiments."""
-    def data(rev: str, seed: int, timestamp: str, evaluate: dict) -> dict:
-        params = {"seed": seed, "satori": {"rl": {"seed": seed}},
-                  "train": {s: {"seed": seed} for s in ("sft_start0", "sft_start", "train_policy", "format_tune", "distill", "ppm")}}
-        return {"rev": rev, "timestamp": timestamp, "params": {"params.yaml": {"data": params}},
-                "metrics": {"metrics/evaluate.json": {"data": evaluate}}, "deps": {}, "outs": {}, "meta": {}}
 
-    experiments = [{"name": name, "executor": None,
-                    "revs": [{"rev": f"{name}-rev", "name": name, "data": data(f"{name}-rev", seed, ts, ev), "error": None,
-                              "experiments": None}]}
-                   for name, (seed, ts, ev) in runs.items()]
-    return [{"rev": "workspace", "name": None, "data": {}, "error": None, "experiments": None},
-            {"rev": "abc", "name": "main", "data": {}, "error": None, "experiments": experiments}]
+    def data(rev: str, seed: int, timestamp: str, evaluate: dict) -> dict:
+        params = {
+            "seed": seed,
+            "satori": {"rl": {"seed": seed}},
+            "train": {
+                s: {"seed": seed}
+                for s in ("sft_start0", "sft_start", "rstar_policy", "format_tune", "distill", "rstar_ppm")
+            },
+        }
+        return {
+            "rev": rev,
+            "timestamp": timestamp,
+            "params": {"params.yaml": {"data": params}},
+            "metrics": {"metrics/evaluate.json": {"data": evaluate}},
+            "deps": {},
+            "outs": {},
+            "meta": {},
+        }
+
+    experiments = [
+        {
+            "name": name,
+            "executor": None,
+            "revs": [
+                {
+                    "rev": f"{name}-rev",
+                    "name": name,
+                    "data": data(f"{name}-rev", seed, ts, ev),
+                    "error": None,
+                    "experiments": None,
+                }
+            ],
+        }
+        for name, (seed, ts, ev) in runs.items()
+    ]
+    return [
+        {"rev": "workspace", "name": None, "data": {}, "error": None, "experiments": None},
+        {"rev": "abc", "name": "main", "data": {}, "error": None, "experiments": experiments},
+    ]
 
 
 def test_seed_runs_take_each_seeds_newest_experiment_and_aggregate_mean_std_min_max():
-    shown = _exp_show({
-        "seed0": (0, "2026-01-01T10:00:00", _evaluate_of_seed(0.0)),
-        "seed1-old": (1, "2026-01-01T09:00:00", _evaluate_of_seed(-0.5)),
-        "seed1": (1, "2026-01-01T11:00:00", _evaluate_of_seed(-0.0125)),
-        "seed2": (2, "2026-01-01T12:00:00", _evaluate_of_seed(0.025)),
-    })
+    shown = _exp_show(
+        {
+            "seed0": (0, "2026-01-01T10:00:00", _evaluate_of_seed(0.0)),
+            "seed1-old": (1, "2026-01-01T09:00:00", _evaluate_of_seed(-0.5)),
+            "seed1": (1, "2026-01-01T11:00:00", _evaluate_of_seed(-0.0125)),
+            "seed2": (2, "2026-01-01T12:00:00", _evaluate_of_seed(0.025)),
+        }
+    )
     runs = report.seed_runs(shown, [0, 1, 2])
     assert [r.name for r in runs] == ["seed0", "seed1", "seed2"]
     seeds = report.aggregate_seeds(runs)
@@ -287,15 +402,18 @@ def test_seed_runs_take_each_seeds_newest_experiment_and_aggregate_mean_std_min_
     assert seeds["models"]["rstar_r1"]["per_level.4"]["mean"] == committed["rstar_r1"]["per_level"]["4"]
     assert (seeds["seeds"], seeds["k"], seeds["problems"]) == ([0, 1, 2], 2, 80)
     assert seeds["experiments"]["1"] == {"name": "seed1", "rev": "seed1-rev"}
-    assert "bootstrap.seed" in seeds["fixed"] and "train.ppm.seed" in seeds["varied"]
+    assert "bootstrap.seed" in seeds["fixed"] and "train.rstar_ppm.seed" in seeds["varied"]
 
     block = report.seeds_block(report.Run({"seeds": seeds}))
     assert "Seeds 0, 1, 2 (n=3; 80 held-out problems, k=2)" in block
     b = committed["base"]
     sampled = statistics.fmean(round(b["sampled_accuracy"] + s, 4) for s in (0.0, -0.0125, 0.025))
     std = report.fixed(base["std"])
-    assert (f"| base (bootstrap) | {statistics.fmean(values):.3f} ± {std} | {sampled:.3f} ± {std} | "
-            f"{b['pass@k']['2']:.3f} ± 0.000 | {b['maj@2']:.3f} ± 0.000 | {report.fixed(min(values))}–{report.fixed(max(values))} |") in block
+    assert (
+        f"| base (bootstrap) | {statistics.fmean(values):.3f} ± {std} | {sampled:.3f} ± {std} | "
+        f"{b['pass@k']['2']:.3f} ± 0.000 | {b['maj@2']:.3f} ± 0.000 | "
+        f"{report.fixed(min(values))}–{report.fixed(max(values))} |"
+    ) in block
 
 
 def test_seed_runs_fail_naming_the_seed_without_an_experiment():
@@ -310,7 +428,7 @@ def test_seed_overrides_set_every_seed_knob_and_keep_params_valid(tmp_path):
     args = report.seed_overrides(3)
     assert args[::2] == ["-S"] * (len(args) // 2)
     keys = {a.removeprefix("++").split("=")[0] for a in args[1::2]}
-    assert {"seed", "satori.rl.seed", "train.sft_start0.seed", "train.ppm.seed"} <= keys
+    assert {"seed", "satori.rl.seed", "train.sft_start0.seed", "train.rstar_ppm.seed"} <= keys
     assert not keys & set(report.FIXED_SEEDS)
     params = tmp_path / "params.yaml"
     shutil.copy(ROOT / "params.yaml", params)
@@ -328,14 +446,21 @@ def test_seeds_collect_from_real_dvc_experiments(tmp_path):
     (repo / "params.yaml").write_text("seed: 0\nsatori:\n  rl:\n    seed: 0\n")
     (repo / "evaluate.py").write_text(
         "import json, os, yaml\np = yaml.safe_load(open('params.yaml'))\nos.makedirs('metrics', exist_ok=True)\n"
-        "acc = 0.5 + p['seed'] / 10 + p['train']['ppm']['seed'] / 100\n"
+        "acc = 0.5 + p['seed'] / 10 + p['train']['rstar_ppm']['seed'] / 100\n"
         "json.dump({'k': 2, 'problems': 10, 'split': 'eval', 'models': {'base': {'pass@1': acc}}},"
-        " open('metrics/evaluate.json', 'w'))\n")
+        " open('metrics/evaluate.json', 'w'))\n"
+    )
     (repo / "dvc.yaml").write_text(
-        "stages:\n  evaluate:\n    cmd: python evaluate.py\n    deps: [evaluate.py]\n    params: [seed, satori.rl, train]\n"
-        "    metrics:\n      - metrics/evaluate.json:\n          cache: false\n")
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"]):
+        "stages:\n  evaluate:\n    cmd: python evaluate.py\n    deps: [evaluate.py]\n"
+        "    params: [seed, satori.rl, train]\n"
+        "    metrics:\n      - metrics/evaluate.json:\n          cache: false\n"
+    )
+    for cmd in (
+        ["git", "init", "-q"],
+        ["dvc", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"],
+    ):
         assert run(cmd, cwd=repo).returncode == 0
     env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     for seed in (0, 1):
@@ -351,11 +476,21 @@ def test_seeds_collect_from_real_dvc_experiments(tmp_path):
 
 
 def test_seeds_block_warns_when_the_committed_seed_does_not_reproduce_the_committed_evaluation(tmp_path):
-    seeds = {"seeds": [0, 1], "k": 2, "problems": 4,
-             "models": {"base": {"pass@1": {"mean": 0.5, "std": 0.0, "min": 0.5, "max": 0.5, "values": [0.5, 0.5]}}}}
-    same = _write_run(tmp_path / "same", {"seeds": seeds, "evaluate": {"models": {"base": {"pass@1": 0.5}}}}, {"seed": 0})
+    seeds = {
+        "seeds": [0, 1],
+        "k": 2,
+        "problems": 4,
+        "models": {"base": {"pass@1": {"mean": 0.5, "std": 0.0, "min": 0.5, "max": 0.5, "values": [0.5, 0.5]}}},
+    }
+    same = _write_run(
+        tmp_path / "same", {"seeds": seeds, "evaluate": {"models": {"base": {"pass@1": 0.5}}}}, {"seed": 0}
+    )
     assert report.seeds_block(report.load_run(same)).startswith("Seeds 0, 1 (n=2")
-    moved = _write_run(tmp_path / "moved", {"seeds": seeds, "evaluate": {"models": {"base": {"pass@1": 0.75},
-                                                                                    "start": {"pass@1": 0.5}}}}, {"seed": 0})
+    moved = _write_run(
+        tmp_path / "moved",
+        {"seeds": seeds, "evaluate": {"models": {"base": {"pass@1": 0.75}, "start": {"pass@1": 0.5}}}},
+        {"seed": 0},
+    )
     assert report.seeds_block(report.load_run(moved)).startswith(
-        "*Stale: seed 0 of these runs does not reproduce the committed evaluation (base, start not in the seed runs)")
+        "*Stale: seed 0 of these runs does not reproduce the committed evaluation (base, start not in the seed runs)"
+    )

@@ -27,7 +27,19 @@ def problem_row(**over):
 
 
 def test_every_design_table_has_a_schema_and_key():
-    expected = {"problems", "traces", "d_seed", "d_start", "nodes", "trajectories", "pairs", "coat", "rae_states", "sft", "rejected"}
+    expected = {
+        "problems",
+        "traces",
+        "d_seed",
+        "d_start",
+        "nodes",
+        "trajectories",
+        "pairs",
+        "coat",
+        "rae_states",
+        "sft",
+        "rejected",
+    }
     assert set(records.SCHEMAS) == expected
     for table in expected:
         assert set(records.KEYS[table]) <= set(records.SCHEMAS[table].names)

@@ -74,6 +74,7 @@ def test_timings_are_ignored_but_every_other_metric_must_match(tmp_path):
         doc["train_tokens_per_s"] = 1
 
     _edit_metrics(b, "bootstrap.json", slower)
+
     # the metric file's hash in dvc.lock moves with its timings: that alone is not a difference
     def rehash_metrics_file(lock):
         for out in lock["stages"]["bootstrap"]["outs"]:

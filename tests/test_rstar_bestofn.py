@@ -26,8 +26,10 @@ def samples(*rows: tuple[Any, bool, float]) -> list[Sample]:
 
 
 def test_pass_at_1_is_the_mean_correct_of_all_samples_at_every_n() -> None:
-    groups = [samples(("1", True, 0.0), ("2", False, 0.0), ("1", True, 0.0), ("3", False, 0.0)),
-              samples(("5", False, 0.0), ("5", False, 0.0), ("5", False, 0.0), ("4", True, 0.0))]
+    groups = [
+        samples(("1", True, 0.0), ("2", False, 0.0), ("1", True, 0.0), ("3", False, 0.0)),
+        samples(("5", False, 0.0), ("5", False, 0.0), ("5", False, 0.0), ("4", True, 0.0)),
+    ]
     assert accuracy(groups, "pass@1", 1) == accuracy(groups, "pass@1", 4) == pytest.approx((2 / 4 + 1 / 4) / 2)
 
 
@@ -65,7 +67,11 @@ def test_curve_has_every_method_at_powers_of_two_up_to_n_and_summary_names_n() -
     assert {r["round"] for r in rows} == {2}
     s = summary([group, group])
     assert set(s) == {"problems", "n", "pass@1", "maj@8", "ppm_best_of_8", "pass@8"}
-    assert (s["problems"], s["n"], s["ppm_best_of_8"]) == (2, 8, 0.0)  # the highest score is sample 7, answer "1", wrong
+    assert (s["problems"], s["n"], s["ppm_best_of_8"]) == (
+        2,
+        8,
+        0.0,
+    )  # the highest score is sample 7, answer "1", wrong
 
 
 def test_the_best_of_n_knobs_are_a_section_of_their_own_so_changing_them_leaves_the_searches_current() -> None:
@@ -73,29 +79,47 @@ def test_the_best_of_n_knobs_are_a_section_of_their_own_so_changing_them_leaves_
 
     from tracemill import params as P
     from tracemill.errors import ParamsError
-    from tracemill.rstar import MCTSParams
+    from tracemill.rstar import RStarParams
     from tracemill.rstar.bestofn import BestOfNParams
 
     root = ROOT
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     assert "rstar_bestofn" in stages["rstar_bestofn"]["do"]["params"]
     assert "rstar_bestofn" not in stages["rstar_search"]["do"]["params"]  # rstar_search@r fingerprints all of `rstar`
-    assert "bestofn" not in {f.name for f in fields(MCTSParams)}
+    assert "bestofn" not in {f.name for f in fields(RStarParams)}
     with pytest.raises(ParamsError, match="rstar.bestofn"):
-        P.parse_section(MCTSParams, {"bestofn": {"n": 2}}, "rstar")
+        P.parse_section(RStarParams, {"bestofn": {"n": 2}}, "rstar")
     shipped = yaml.safe_load((root / "params.yaml").read_text())["rstar_bestofn"]
     assert P.section(BestOfNParams, P.load(root / "params.yaml"), "rstar_bestofn") == BestOfNParams(**shipped)
 
 
 # ---- the stage on a real tiny policy and PPM --------------------------------------------------------
 
-SYN = SyntheticParams(kinds=["arithmetic"], levels=[1], train_per_level=60, eval_per_level=4, code_train_per_task=0,
-                     code_eval_per_task=0)
-BP = BootstrapParams(vocab_size=300, hidden_size=48, intermediate_size=96, num_attention_heads=2, num_key_value_heads=1,
-                     max_steps=60, warmup_steps=10, learning_rate=1e-2, steps_fraction=0.0, log_every=10)
+SYN = SyntheticParams(
+    kinds=["arithmetic"], levels=[1], train_per_level=60, eval_per_level=4, code_train_per_task=0, code_eval_per_task=0
+)
+BP = BootstrapParams(
+    vocab_size=300,
+    hidden_size=48,
+    intermediate_size=96,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    max_steps=60,
+    warmup_steps=10,
+    learning_rate=1e-2,
+    steps_fraction=0.0,
+    log_every=10,
+)
 N = 4
-EVAL = {"split": "eval", "max_problems": 80, "temperature": 0.9, "top_p": 1.0, "max_tokens_per_turn": 48,
-        "max_tokens_total": 96, "max_tool_calls": 2}
+EVAL = {
+    "split": "eval",
+    "max_problems": 80,
+    "temperature": 0.9,
+    "top_p": 1.0,
+    "max_tokens_per_turn": 48,
+    "max_tokens_total": 96,
+    "max_tool_calls": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -118,10 +142,17 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with torch.no_grad():
         model.score.weight.normal_(0, 0.5)
     model.save_pretrained(ppm_dir)
-    (root / "params.yaml").write_text(yaml.safe_dump({
-        "seed": 0, "grading": {"math": "exact"}, "evaluate": EVAL,
-        "rstar": {"rounds": 1}, "rstar_bestofn": {"n": N, "max_problems": 3},
-    }))
+    (root / "params.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "seed": 0,
+                "grading": {"math": "exact"},
+                "evaluate": EVAL,
+                "rstar": {"rounds": 1},
+                "rstar_bestofn": {"n": N, "max_problems": 3},
+            }
+        )
+    )
     return root
 
 
@@ -160,20 +191,25 @@ def test_each_sample_is_scored_by_the_ppm_on_its_whole_text_and_the_highest_is_p
     from tracemill.train import load_ppm
 
     ep = EvalParams(**EVAL)
-    problems = pick_problems(store.read_rows(workdir / "data/problems", "problems"), GenParams(split="eval", max_problems=2))
+    problems = pick_problems(
+        store.read_rows(workdir / "data/problems", "problems"), GenParams(split="eval", max_problems=2)
+    )
     ppm = load_ppm(workdir / "models/rstar_ppm_r1")
     policy = workdir / "models/rstar_policy_r1"
     with open_sandbox(SandboxParams()) as sandbox, get_grader(GradingParams(math="exact"), sandbox) as grader:
         rt = Runtime(policy, "tiny", load_backend(LLMParams(), policy), sandbox, grader, FormatParams())
         groups = sample_groups(rt, ppm, problems, ep, N, seed=0)
         # the same seeds sample the same solutions: score them here, independently, as prompt + response
-        traces = [r for r in evaluate_traces(rt, problems, EvalParams(**{**EVAL, "k": N, "hint_rounds": 0}), "steps", 0)
-                  if r["sampling"]["temperature"] > 0]
+        traces = [
+            r
+            for r in evaluate_traces(rt, problems, EvalParams(**{**EVAL, "k": N, "hint_rounds": 0}), "steps", 0)
+            if r["sampling"]["temperature"] > 0
+        ]
     assert [len(g) for g in groups] == [N, N]
     for p, g in zip(problems, groups):
         mine = sorted((r for r in traces if r["problem_id"] == p["problem_id"]), key=lambda r: r["sample_index"])
         prompt = mine[0]["segments"][0]["text"]
-        expected = ppm.score(prompt, [solution_text(r)[len(prompt):] for r in mine])
+        expected = ppm.score(prompt, [solution_text(r)[len(prompt) :] for r in mine])
         assert [s.ppm_score for s in g] == pytest.approx(expected, abs=1e-5)
         assert [s.correct for s in g] == [r["correct"] for r in mine]
         assert len({round(s.ppm_score, 6) for s in g}) > 1  # the random head tells the samples apart

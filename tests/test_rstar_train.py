@@ -1,8 +1,9 @@
 """`stages.rstar_train`: the policy and PPM of an rStar-Math round, trained from a round's real tables.
 
 The round's tables come from real search trees (tracemill.rstar.tree) through the real extraction and
-store, so they are what `stages.rstar_search` writes; each run passes the paths dvc.yaml's cmd passes; the base policy is a tiny random Qwen2 model. Round 1 has
-two correct trajectories and three pairs per problem; round 2 only wrong answers, so nothing to learn.
+store, so they are what `stages.rstar_search` writes; each run passes the paths dvc.yaml's cmd passes; the base
+policy is a tiny random Qwen2 model. Round 1 has two correct trajectories and three pairs per problem; round 2
+only wrong answers, so nothing to learn.
 """
 
 from __future__ import annotations
@@ -23,30 +24,55 @@ from conftest import ROOT, stage_cmd
 
 from tracemill import records, stage, store, tiny
 from tracemill.formats import FormatParams, boxed, render_prompt
-from tracemill.rstar import MCTSParams, extract
+from tracemill.rstar import RStarParams, extract
 from tracemill.rstar.extract import prefix_text
 from tracemill.rstar.tree import Node, SearchTree
 from tracemill.train import IGNORE_INDEX, build_labels
 
 FMT = FormatParams(step_system_prompt="Steps.")  # a short prompt keeps the sequences, and the training, small
-MP = MCTSParams(rounds=2, top_k=2, pair_min_edit_distance=0)  # "Add them." vs "Multiply them." are closer than 20 characters
+MP = RStarParams(
+    rounds=2, top_k=2, pair_min_edit_distance=0
+)  # "Add them." vs "Multiply them." are closer than 20 characters
 QUESTIONS = [(3, 4), (5, 8), (6, 9), (7, 2), (4, 4), (9, 1)]
-TINY = tiny.TinyConfig(vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+TINY = tiny.TinyConfig(
+    vocab_size=400,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+)
 SAVE_STEPS = 2  # the policy checkpoints mid-run, so a killed run has something to resume from
-TRAIN = {"learning_rate": 3.0e-3, "batch_size": 4, "micro_batch_size": 4, "epochs": 2, "max_length": 256,
-         "warmup_ratio": 0.0, "save_steps": 1000, "logging_steps": 1}
+TRAIN = {
+    "learning_rate": 3.0e-3,
+    "batch_size": 4,
+    "micro_batch_size": 4,
+    "epochs": 2,
+    "max_length": 256,
+    "warmup_ratio": 0.0,
+    "save_steps": 1000,
+    "logging_steps": 1,
+}
 PARAMS = {
     "format": {"step_system_prompt": FMT.step_system_prompt},
     "rstar": {"rounds": MP.rounds, "top_k": MP.top_k},
-    "train": {"train_policy": {**TRAIN, "prompt_style": "steps", "heldout_fraction": 0.0, "save_steps": SAVE_STEPS},
-              "ppm": {**TRAIN, "heldout_fraction": 0.25}},
+    "train": {
+        "rstar_policy": {**TRAIN, "prompt_style": "steps", "heldout_fraction": 0.0, "save_steps": SAVE_STEPS},
+        "rstar_ppm": {**TRAIN, "heldout_fraction": 0.25},
+    },
 }
 
 
 def problem(a: int, b: int) -> dict[str, Any]:
-    return {"problem_id": records.content_id("p", a, b), "source": "test", "split": "train", "domain": "math",
-            "question": f"{a} and {b} more?", "answer": str(a + b)}
+    return {
+        "problem_id": records.content_id("p", a, b),
+        "source": "test",
+        "split": "train",
+        "domain": "math",
+        "question": f"{a} and {b} more?",
+        "answer": str(a + b),
+    }
 
 
 def answer(tree: SearchTree, parent: Node, text: str, value: int, correct: bool, rollouts: int) -> Node:
@@ -71,7 +97,9 @@ def searched_tree(p: dict[str, Any], a: int, b: int, round_: int) -> SearchTree:
 
 def write_round(root: Path, trees: list[SearchTree]) -> dict[str, list[dict[str, Any]]]:
     tables = extract(trees, FMT, MP)
-    out = store.StageOutput(root / f"data/rstar_search/round={trees[0].round}", ["nodes", "trajectories", "pairs", "rejected"], "test")
+    out = store.StageOutput(
+        root / f"data/rstar_search/round={trees[0].round}", ["nodes", "trajectories", "pairs", "rejected"], "test"
+    )
     out.write_shard(0, tables)
     out.finalize([0])
     return tables
@@ -166,10 +194,12 @@ def test_sft_rows_are_the_searched_steps_with_tool_output_masked(round1: dict[st
     tokenizer = AutoTokenizer.from_pretrained(root / "models/bootstrap")
     for row in rows:
         trajectory = json.loads(row["metadata"])["trajectory_id"]
-        leaf_id = next(t["node_ids"][-1] for t in round1["tables"][1]["trajectories"] if t["trajectory_id"] == trajectory)
+        leaf_id = next(
+            t["node_ids"][-1] for t in round1["tables"][1]["trajectories"] if t["trajectory_id"] == trajectory
+        )
         tree, leaf = leaves[leaf_id]
         # The text the policy continued during the search, after its prompt, exactly.
-        assert "".join(s["text"] for s in row["segments"]) == prefix_text(tree, leaf, FMT)[len(tree.prompt):]
+        assert "".join(s["text"] for s in row["segments"]) == prefix_text(tree, leaf, FMT)[len(tree.prompt) :]
         outputs = [s for s in row["segments"] if s["kind"] == "output"]
         assert outputs and all(not s["loss"] for s in outputs)
         assert all(s["loss"] for s in row["segments"] if s["kind"] != "output")
@@ -188,7 +218,9 @@ def test_ppm_starts_from_the_round_policy_and_scores_steps(round1: dict[str, Any
     assert m["trained"] is True and m["pairs"] == len(pairs) == 3 * len(QUESTIONS)
     assert m["heldout_pairs"] > 0 and 0.0 <= m["heldout_pairwise_accuracy"] <= 1.0
     assert m["policy"] == "models/rstar_policy_r1"
-    scores = load_ppm(root / "models/rstar_ppm_r1").score(pairs[0]["prefix"], [pairs[0]["chosen"], pairs[0]["rejected"]])
+    scores = load_ppm(root / "models/rstar_ppm_r1").score(
+        pairs[0]["prefix"], [pairs[0]["chosen"], pairs[0]["rejected"]]
+    )
     assert len(scores) == 2 and all(-1.0 <= s <= 1.0 for s in scores)
     assert (root / "plots/rstar_ppm_loss_round1.csv").read_text().startswith("step,loss\n")
 
@@ -200,7 +232,9 @@ def test_round_without_selected_trajectories_copies_the_base_and_says_so(workdir
     assert not any(t["selected"] for t in workdir["tables"][2]["trajectories"]) and workdir["tables"][2]["pairs"] == []
     code, err = run_stage(root, *dvc_args("rstar_policy", 2))
     assert code == 0 and "no selected trajectories" in err and "untrained" in err
-    assert (root / "models/rstar_policy_r2/model.safetensors").read_bytes() == (root / "models/bootstrap/model.safetensors").read_bytes()
+    assert (root / "models/rstar_policy_r2/model.safetensors").read_bytes() == (
+        root / "models/bootstrap/model.safetensors"
+    ).read_bytes()
     m = metrics(root, "rstar_policy_round2")
     assert m["trained"] is False and m["examples"] == 0
     assert (root / "plots/rstar_policy_loss_round2.csv").read_text().splitlines() == ["step,loss"]
@@ -211,11 +245,18 @@ def test_round_without_selected_trajectories_copies_the_base_and_says_so(workdir
 
 
 @pytest.mark.parametrize("name, round_", [("rstar_policy", 3), ("rstar_ppm", 0)])
-def test_round_outside_the_configured_rounds_fails_with_one_line(workdir: dict[str, Any], name: str, round_: int) -> None:
+def test_round_outside_the_configured_rounds_fails_with_one_line(
+    workdir: dict[str, Any], name: str, round_: int
+) -> None:
     """The real command line: the check comes before torch is imported, so this is quick."""
     env = os.environ | {"TRACEMILL_PARAMS": "params.test.yaml", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "stages.rstar_train", *dvc_args(name, round_)], cwd=workdir["root"], env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.rstar_train", *dvc_args(name, round_)],
+        cwd=workdir["root"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"error: round={round_} is outside 1..rstar.rounds ({MP.rounds})"]
 
@@ -258,15 +299,23 @@ def test_killed_policy_training_resumes_from_its_checkpoint(round1: dict[str, An
 
     root = round1["root"]
     rows = store.read_rows(root / "data/rstar_policy/round=1", "sft")
-    params = P.section(TrainParams, PARAMS, "train").train_policy
+    params = P.section(TrainParams, PARAMS, "train").rstar_policy
     with pytest.raises(Interrupted):
-        train_sft(root / "models/bootstrap", rows, root / "models/rstar_policy_r1.partial", params, fmt=FMT,
-                  callbacks=[InterruptAfterFirstCheckpoint()])
+        train_sft(
+            root / "models/bootstrap",
+            rows,
+            root / "models/rstar_policy_r1.partial",
+            params,
+            fmt=FMT,
+            callbacks=[InterruptAfterFirstCheckpoint()],
+        )
     code, err = run_stage(root, *dvc_args("rstar_policy", 1))
     assert code == 0, err[-2000:]
     m = metrics(root, "rstar_policy_round1")
     assert m["resumed_from_step"] == SAVE_STEPS < m["global_step"]
-    steps = [int(line.split(",")[0]) for line in (root / "plots/rstar_policy_loss_round1.csv").read_text().splitlines()[1:]]
+    steps = [
+        int(line.split(",")[0]) for line in (root / "plots/rstar_policy_loss_round1.csv").read_text().splitlines()[1:]
+    ]
     assert steps == list(range(1, m["global_step"] + 1))
     assert not (root / "models/rstar_policy_r1.partial").exists()
 
@@ -281,4 +330,7 @@ def test_trajectories_with_an_unknown_problem_or_a_missing_node_are_quarantined(
     broken = [{**selected[0], "problem_id": "nowhere"}, {**selected[1], "node_ids": [*selected[1]["node_ids"], "gone"]}]
     rows, rejected = sft_rows([*selected[2:], *broken], nodes, questions, FMT)
     assert len(rows) == len(selected) - 2
-    assert sorted((r["reason"], r["detail"]) for r in rejected) == [("missing_node", "gone"), ("unknown_problem", "nowhere")]
+    assert sorted((r["reason"], r["detail"]) for r in rejected) == [
+        ("missing_node", "gone"),
+        ("unknown_problem", "nowhere"),
+    ]

@@ -11,8 +11,16 @@ ITEMS = [{"problem_id": records.content_id("p", i), "n": i} for i in range(40)]
 
 def work(shard, items):
     rows = [
-        {"rejected_id": records.content_id("r", it["problem_id"]), "stage": "t", "table": "problems", "reason": "r",
-         "detail": str(it["n"] * it["n"]), "source": None, "raw": str(it["n"]), "metadata": None}
+        {
+            "rejected_id": records.content_id("r", it["problem_id"]),
+            "stage": "t",
+            "table": "problems",
+            "reason": "r",
+            "detail": str(it["n"] * it["n"]),
+            "source": None,
+            "raw": str(it["n"]),
+            "metadata": None,
+        }
         for it in items
     ]
     return {"rejected": rows}
@@ -50,7 +58,9 @@ def test_ray_runner_writes_the_same_tables_as_the_local_runner(tmp_path):
     pytest.importorskip("ray")
     assert run(tmp_path / "local") == {"rejected": 40}
     assert run(tmp_path / "ray", runner="ray") == {"rejected": 40}
-    assert store.read(tmp_path / "ray", "rejected").to_pylist() == store.read(tmp_path / "local", "rejected").to_pylist()
+    assert (
+        store.read(tmp_path / "ray", "rejected").to_pylist() == store.read(tmp_path / "local", "rejected").to_pylist()
+    )
 
 
 @pytest.fixture
@@ -84,20 +94,58 @@ def two_node_ray(monkeypatch):
     common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--block", "--disable-usage-stats"]
     # Unix socket paths must stay short: a temp folder directly under /tmp, not pytest's deep one.
     folders = [tempfile.mkdtemp(prefix="tm-ray-", dir="/tmp") for _ in range(2)]
-    nodes = [subprocess.Popen([str(ray_cli), "start", "--head", "--port", str(port), "--include-dashboard=false",
-                               "--resources", json.dumps({"node_a": 1}), "--temp-dir", folders[0], *common],
-                              env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    nodes = [
+        subprocess.Popen(
+            [
+                str(ray_cli),
+                "start",
+                "--head",
+                "--port",
+                str(port),
+                "--include-dashboard=false",
+                "--resources",
+                json.dumps({"node_a": 1}),
+                "--temp-dir",
+                folders[0],
+                *common,
+            ],
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
     try:
         address = f"127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while subprocess.run([str(ray_cli), "status", "--address", address], env=env, capture_output=True).returncode:
             assert time.monotonic() < deadline and nodes[0].poll() is None, "the head node did not start"
             time.sleep(1)
-        nodes.append(subprocess.Popen([str(ray_cli), "start", "--address", address, "--resources",
-                                       json.dumps({"node_b": 1}), "--temp-dir", folders[1], *common],
-                                      env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        while "node_b" not in subprocess.run([str(ray_cli), "status", "--address", address], env=env,
-                                             capture_output=True, text=True).stdout:
+        nodes.append(
+            subprocess.Popen(
+                [
+                    str(ray_cli),
+                    "start",
+                    "--address",
+                    address,
+                    "--resources",
+                    json.dumps({"node_b": 1}),
+                    "--temp-dir",
+                    folders[1],
+                    *common,
+                ],
+                env=env,
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        while (
+            "node_b"
+            not in subprocess.run(
+                [str(ray_cli), "status", "--address", address], env=env, capture_output=True, text=True
+            ).stdout
+        ):
             assert time.monotonic() < deadline and nodes[1].poll() is None, "the second node did not join"
             time.sleep(1)
         monkeypatch.setenv("RAY_ADDRESS", address)
@@ -115,9 +163,11 @@ def two_node_ray(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("TRACEMILL_TEST_RAY_CLUSTER"),
-                    reason="opt-in (TRACEMILL_TEST_RAY_CLUSTER=1): it passes on its own but, after the in-process Ray "
-                           "tests of the same session, the nodes lose the driver (OwnerDiedError)")
+@pytest.mark.skipif(
+    not os.environ.get("TRACEMILL_TEST_RAY_CLUSTER"),
+    reason="opt-in (TRACEMILL_TEST_RAY_CLUSTER=1): it passes on its own but, after the in-process Ray "
+    "tests of the same session, the nodes lose the driver (OwnerDiedError)",
+)
 def test_ray_runner_on_a_two_node_cluster_writes_the_tables_of_one_process(tmp_path, two_node_ray):
     import ray
 
@@ -130,5 +180,10 @@ def test_ray_runner_on_a_two_node_cluster_writes_the_tables_of_one_process(tmp_p
         alive = [n["Resources"] for n in ray.nodes() if n["Alive"]]
     finally:
         ray.shutdown()
-    assert store.read(tmp_path / "ray", "rejected").to_pylist() == store.read(tmp_path / "local", "rejected").to_pylist()
-    assert sorted(label for resources in alive for label in resources if label.startswith("node_")) == ["node_a", "node_b"]
+    assert (
+        store.read(tmp_path / "ray", "rejected").to_pylist() == store.read(tmp_path / "local", "rejected").to_pylist()
+    )
+    assert sorted(label for resources in alive for label in resources if label.startswith("node_")) == [
+        "node_a",
+        "node_b",
+    ]

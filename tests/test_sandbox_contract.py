@@ -13,7 +13,9 @@ BACKENDS = ["local"] + (["e2b"] if os.environ.get("E2B_API_KEY") else [])
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def sandbox(request):
-    params = parse_section(SandboxParams, {"backend": request.param, "timeout_s": 2.0, "max_output_bytes": 1000}, "sandbox")
+    params = parse_section(
+        SandboxParams, {"backend": request.param, "timeout_s": 2.0, "max_output_bytes": 1000}, "sandbox"
+    )
     with open_sandbox(params) as sb:
         yield sb
 
@@ -55,12 +57,14 @@ def test_output_is_truncated_with_a_marker(sandbox):
 
 def test_sympy_and_numpy_are_ready(sandbox):
     with sandbox.session() as s:
-        r = s.run("import sympy, numpy\nx = sympy.symbols('x')\nprint(sympy.solve(x**2 - 4, x), int(numpy.arange(5).sum()))")
+        r = s.run(
+            "import sympy, numpy\nx = sympy.symbols('x')\nprint(sympy.solve(x**2 - 4, x), int(numpy.arange(5).sum()))"
+        )
         assert r.stdout == "[-2, 2]\n10\n" or r.stdout == "[-2, 2] 10\n"
 
 
 def test_run_many_runs_sessions_in_parallel(sandbox):
-    results = sandbox.run_many([["a = %d" % i, "print(a * 2)"] for i in range(12)])
+    results = sandbox.run_many([[f"a = {i}", "print(a * 2)"] for i in range(12)])
     assert [r[1].stdout for r in results] == [f"{2 * i}\n" for i in range(12)]
 
 
@@ -113,12 +117,42 @@ def test_closed_forks_free_their_slots_and_a_refused_fork_keeps_its_session(sand
 
 
 ECHO_CASES = [
-    "1 + 1", "x = 2", "x = 2\nx * 3", "print('hi')", "x = 2\nx", "# note\nx = 5\nx\n\n# end\n", "x = 1; x", "x = 1; y = 2",
-    "f = lambda: 3\nf(\n)", "foo = [1,\n2]", "foo = [1,\n2]\nlen(foo\n)", "(1,\n2)", "s = '''a\nb'''", "s = '''a\nb'''\ns",
-    "s = '''a\n'''; s", "if True:\n    y = 1\nelse:\n    y = 2", "if True:\n    7", "for i in range(3):\n    i",
-    "def f():\n    return 4\nf()", "@staticmethod\ndef g():\n    pass", "x = 1 + \\\n2", "x = 1 + \\\n2\nx", "a = [1, 2]\n*a, 3",
-    "None", "import math\nmath.pi", "try:\n    1 / 0\nexcept ZeroDivisionError:\n    9", "x = (\n1)\n[x,\n x]", "\n\n", "", "1/0",
-    "x = ", "class C:\n    pass\nC.__name__", "x = 3\r\nx + 1\r\n", "x = 5\n(x := 6)", "y = 8  # c\ny  # c", "\tx = 1",
+    "1 + 1",
+    "x = 2",
+    "x = 2\nx * 3",
+    "print('hi')",
+    "x = 2\nx",
+    "# note\nx = 5\nx\n\n# end\n",
+    "x = 1; x",
+    "x = 1; y = 2",
+    "f = lambda: 3\nf(\n)",
+    "foo = [1,\n2]",
+    "foo = [1,\n2]\nlen(foo\n)",
+    "(1,\n2)",
+    "s = '''a\nb'''",
+    "s = '''a\nb'''\ns",
+    "s = '''a\n'''; s",
+    "if True:\n    y = 1\nelse:\n    y = 2",
+    "if True:\n    7",
+    "for i in range(3):\n    i",
+    "def f():\n    return 4\nf()",
+    "@staticmethod\ndef g():\n    pass",
+    "x = 1 + \\\n2",
+    "x = 1 + \\\n2\nx",
+    "a = [1, 2]\n*a, 3",
+    "None",
+    "import math\nmath.pi",
+    "try:\n    1 / 0\nexcept ZeroDivisionError:\n    9",
+    "x = (\n1)\n[x,\n x]",
+    "\n\n",
+    "",
+    "1/0",
+    "x = ",
+    "class C:\n    pass\nC.__name__",
+    "x = 3\r\nx + 1\r\n",
+    "x = 5\n(x := 6)",
+    "y = 8  # c\ny  # c",
+    "\tx = 1",
 ]
 
 
@@ -133,7 +167,9 @@ def test_cells_compile_to_what_their_ast_says(code):
     def by_ast():
         tree = ast.parse(code, "<cell>", "exec")
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-        return compile(tree, "<cell>", "exec"), None if last is None else compile(ast.Expression(last.value), "<cell>", "eval")
+        return compile(tree, "<cell>", "exec"), None if last is None else compile(
+            ast.Expression(last.value), "<cell>", "eval"
+        )
 
     def outcome(compiler):
         env = {"__name__": "__main__"}
@@ -143,7 +179,9 @@ def test_cells_compile_to_what_their_ast_says(code):
             echoed = None if last is None else repr(eval(last, env))
         except Exception as exc:
             return type(exc).__name__, getattr(exc, "lineno", None)
-        return echoed, sorted((k, re.sub(" at 0x[0-9a-f]+", "", repr(v))) for k, v in env.items() if k != "__builtins__")
+        return echoed, sorted(
+            (k, re.sub(" at 0x[0-9a-f]+", "", repr(v))) for k, v in env.items() if k != "__builtins__"
+        )
 
     assert outcome(lambda: compile_cell(code, echo=True)) == outcome(by_ast)
 

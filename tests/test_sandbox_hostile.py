@@ -66,7 +66,9 @@ def test_socket_to_a_local_listener_never_connects(sandbox):
     port = server.getsockname()[1]
     got = []
     threading.Thread(target=lambda: got.append(_accept(server)), daemon=True).start()
-    r, _ = run(sandbox, f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\ns.sendall(b'leak')")
+    r, _ = run(
+        sandbox, f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\ns.sendall(b'leak')"
+    )
     assert r.status == "error"
     server.close()
     assert got in ([], [None])
@@ -126,12 +128,15 @@ def test_reading_stdin_gets_nothing(sandbox):
     assert r.status == "ok" and r.stdout == "''\nb''\n"
 
 
-@pytest.mark.parametrize("code, status, says", [
-    ("import ctypes\nprint('before')\nctypes.string_at(0)", "error", "killed by SIGSEGV"),
-    ("import os, signal\nprint('before')\nos.kill(os.getpid(), signal.SIGKILL)", "error", "killed by SIGKILL"),
-    ("import os\nprint('before')\nos._exit(3)", "error", "exited with status 3"),
-    ("import os\nprint('before')\nos._exit(0)", "ok", "exited with status 0"),
-])
+@pytest.mark.parametrize(
+    "code, status, says",
+    [
+        ("import ctypes\nprint('before')\nctypes.string_at(0)", "error", "killed by SIGSEGV"),
+        ("import os, signal\nprint('before')\nos.kill(os.getpid(), signal.SIGKILL)", "error", "killed by SIGKILL"),
+        ("import os\nprint('before')\nos._exit(3)", "error", "exited with status 3"),
+        ("import os\nprint('before')\nos._exit(0)", "ok", "exited with status 0"),
+    ],
+)
 def test_a_dead_session_process_says_how_it_ended_and_the_sandbox_goes_on(sandbox, code, status, says):
     r, after = run(sandbox, code)
     assert (r.status, r.stdout) == (status, "before\n") and says in r.stderr
@@ -141,7 +146,11 @@ def test_a_dead_session_process_says_how_it_ended_and_the_sandbox_goes_on(sandbo
 
 
 def test_ignoring_signals_does_not_outlive_the_limit(sandbox):
-    r, _ = run(sandbox, "import signal, time\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)")
+    r, _ = run(
+        sandbox,
+        "import signal, time\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)",
+    )
     assert r.status == "timeout" and r.wall_s < 5
 
 
@@ -295,6 +304,7 @@ def _escaped(pids, session_pid):
 
 def _survivors(stats, within_s=1.0):
     """The processes still running (not gone, not a zombie, not a reused pid) `within_s` after now."""
+
     def running(pid):
         st = _stat(pid)
         return st is not None and st[0] != "Z" and st[3] == stats[pid][3]
@@ -349,8 +359,13 @@ def test_killing_a_cgroup_ends_every_process_in_it(base):
         pytest.skip(f"cannot make a cgroup under {base}: {exc}")
     try:
         script = ESCAPES + "sys.stdout.flush()\ntime.sleep(60)\n"
-        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True,
-                                preexec_fn=lambda: cgroup.write(path, "cgroup.procs", os.getpid()))
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            preexec_fn=lambda: cgroup.write(path, "cgroup.procs", os.getpid()),
+        )
         stats = _escaped(json.loads(proc.stdout.readline()), proc.pid)
         assert cgroup.members(path) >= set(stats) | {proc.pid}
         cgroup.kill(path)

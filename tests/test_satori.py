@@ -10,9 +10,23 @@ FMT = FormatParams()
 
 def node(nid, parent, step, *, code=None, out=None, q=0.0, terminal=False, correct=None, answer=None, ok=True, depth=1):
     return {
-        "node_id": nid, "tree_id": "t1", "parent_id": parent, "problem_id": "p1", "round": 1, "depth": depth,
-        "step_text": step, "code": code, "exec_ok": ok, "exec_output": out, "terminal": terminal, "answer": answer,
-        "correct": correct, "visits": 1, "q": q, "ppm_score": None, "metadata": None,
+        "node_id": nid,
+        "tree_id": "t1",
+        "parent_id": parent,
+        "problem_id": "p1",
+        "round": 1,
+        "depth": depth,
+        "step_text": step,
+        "code": code,
+        "exec_ok": ok,
+        "exec_output": out,
+        "terminal": terminal,
+        "answer": answer,
+        "correct": correct,
+        "visits": 1,
+        "q": q,
+        "ppm_score": None,
+        "metadata": None,
     }
 
 
@@ -28,18 +42,36 @@ NODES = [
 
 
 def traj(tid, ids, correct, avg_q):
-    return {"trajectory_id": tid, "tree_id": "t1", "problem_id": "p1", "round": 1, "node_ids": ids, "avg_q": avg_q,
-            "correct": correct, "selected": correct, "final_answer": None, "metadata": None}
+    return {
+        "trajectory_id": tid,
+        "tree_id": "t1",
+        "problem_id": "p1",
+        "round": 1,
+        "node_ids": ids,
+        "avg_q": avg_q,
+        "correct": correct,
+        "selected": correct,
+        "final_answer": None,
+        "metadata": None,
+    }
 
 
-TRAJS = [traj("ok", ["root", "a1", "a1t"], True, 0.75), traj("w1", ["root", "a1", "a1w"], False, -0.25),
-         traj("w2", ["root", "b1", "b1t"], False, -1.0)]
+TRAJS = [
+    traj("ok", ["root", "a1", "a1t"], True, 0.75),
+    traj("w1", ["root", "a1", "a1w"], False, -0.25),
+    traj("w2", ["root", "b1", "b1t"], False, -1.0),
+]
 BY_ID = {n["node_id"]: n for n in NODES}
 
 
 # One sentence per checked kind that shows both values plainly, so a test can read them back.
-CP = satori.CoatParams(critique_templates={"reflect": ["REFLECT {printed} vs {got}."], "confirm": ["CONFIRM {printed}."],
-                                           "explore": ["EXPLORE {printed} vs {got}."]})
+CP = satori.CoatParams(
+    critique_templates={
+        "reflect": ["REFLECT {printed} vs {got}."],
+        "confirm": ["CONFIRM {printed}."],
+        "explore": ["EXPLORE {printed} vs {got}."],
+    }
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +107,12 @@ def test_reflection_on_a_wrong_step_quotes_a_check_run_in_the_sandbox(check):
     [row] = [r for r in satori.build_coat(NODES, TRAJS, CP, FMT, check) if r["kind"] == "reflect"]
     actions, body = checked_step(row)
     # a1w answered 41 after a1 computed 6*7; a1's code, run again, prints 42
-    assert row["source_node_ids"] == ["a1", "a1w", "a1t"] and actions == [satori.CONTINUE, satori.CONTINUE, satori.REFLECT, satori.CONTINUE]
+    assert row["source_node_ids"] == ["a1", "a1w", "a1t"] and actions == [
+        satori.CONTINUE,
+        satori.CONTINUE,
+        satori.REFLECT,
+        satori.CONTINUE,
+    ]
     assert body == "```python\nprint(6*7)\n```\n```output\n42\n```\nREFLECT 42 vs 41.\n"
     assert json.loads(row["metadata"])["check_printed"] == "42"
 
@@ -98,19 +135,27 @@ def test_exploration_refutes_a_wrong_answer_then_takes_the_other_branch(check):
 def test_a_check_runs_after_every_earlier_step_and_one_that_fails_or_proves_nothing_is_dropped(check):
     # s2's check needs n from s1: it prints 42 only when the earlier steps ran first in the same session
     def tree(good_code, bad_out):
-        return [node("r", None, "", depth=0) | {"tree_id": "t2", "problem_id": "p2"},
-                *(n | {"tree_id": "t2", "problem_id": "p2"} for n in (
+        return [
+            node("r", None, "", depth=0) | {"tree_id": "t2", "problem_id": "p2"},
+            *(
+                n | {"tree_id": "t2", "problem_id": "p2"}
+                for n in (
                     node("s1", "r", "Set n.", code="n = 6", out="", q=0.5),
                     node("s2", "s1", "Multiply.", code=good_code, out="42", q=0.8, depth=2),
                     node("s2t", "s2", "\\boxed{42}", q=1.0, terminal=True, correct=True, answer="42", depth=3),
                     node("s3", "s1", "Add.", code="print(n + 7)", out=bad_out, q=-1.0, depth=2),
-                    node("s3t", "s3", "\\boxed{13}", q=-1.0, terminal=True, correct=False, answer="13", depth=3)))]
+                    node("s3t", "s3", "\\boxed{13}", q=-1.0, terminal=True, correct=False, answer="13", depth=3),
+                )
+            ),
+        ]
 
     only_reflect = satori.CoatParams(mix={"reflect": 1.0}, critique_templates=CP.critique_templates)
     [row] = satori.build_coat(tree("print(n * 7)", "13"), [], only_reflect, FMT, check)
     assert checked_step(row)[1].endswith("REFLECT 42 vs 13.\n")
     assert satori.build_coat(tree("print(m * 7)", "13"), [], only_reflect, FMT, check) == []  # NameError: no check
-    assert satori.build_coat(tree("print(n * 7)", "42"), [], only_reflect, FMT, check) == []  # agrees with the wrong step
+    assert (
+        satori.build_coat(tree("print(n * 7)", "42"), [], only_reflect, FMT, check) == []
+    )  # agrees with the wrong step
 
 
 def test_coat_templates_are_required_for_every_checked_kind_in_the_mix():
@@ -118,7 +163,11 @@ def test_coat_templates_are_required_for_every_checked_kind_in_the_mix():
     from tracemill.errors import ParamsError
 
     with pytest.raises(ParamsError, match="critique_templates.confirm"):
-        P.section(satori.SatoriParams, {"satori": {"coat": {"critique_templates": {"reflect": ["{printed}"], "explore": ["{printed}"]}}}}, "satori")
+        P.section(
+            satori.SatoriParams,
+            {"satori": {"coat": {"critique_templates": {"reflect": ["{printed}"], "explore": ["{printed}"]}}}},
+            "satori",
+        )
     P.section(satori.SatoriParams, {"satori": {"coat": {"mix": {"plain": 1.0}, "critique_templates": {}}}}, "satori")
 
 
@@ -128,12 +177,24 @@ C, R = satori.CONTINUE, satori.REFLECT
 def sample(pid, index, steps, correct):
     """A graded sample of the format-tuned policy: its prompt and a COAT response of `steps` steps."""
     body = "".join(f"{C}step {i}\n" for i in range(steps))
-    return {"trace_id": f"{pid}-{index}", "problem_id": pid, "sample_index": index, "correct": correct,
-            "segments": [{"kind": "prompt", "text": f"Q {pid}?"}, {"kind": "model", "text": body}]}
+    return {
+        "trace_id": f"{pid}-{index}",
+        "problem_id": pid,
+        "sample_index": index,
+        "correct": correct,
+        "segments": [{"kind": "prompt", "text": f"Q {pid}?"}, {"kind": "model", "text": body}],
+    }
 
 
-SAMPLES = [sample("p1", 0, 4, False), sample("p1", 1, 5, True), sample("p1", 2, 3, False), sample("p1", 3, 6, True),
-           sample("p2", 0, 3, True), sample("p2", 1, 2, True), sample("p3", 0, 1, False)]
+SAMPLES = [
+    sample("p1", 0, 4, False),
+    sample("p1", 1, 5, True),
+    sample("p1", 2, 3, False),
+    sample("p1", 3, 6, True),
+    sample("p2", 0, 3, True),
+    sample("p2", 1, 2, True),
+    sample("p3", 0, 1, False),
+]
 
 
 def test_rae_states_follow_algorithm_1_on_the_policys_own_samples():
@@ -141,10 +202,17 @@ def test_rae_states_follow_algorithm_1_on_the_policys_own_samples():
     records.validate("rae_states", states)
     by = {(s["problem_id"], s["outcome"]): s for s in states}
     # every problem bare; one right and one wrong start where the samples hold them (the first of each)
-    assert sorted(by) == [("p1", "bare"), ("p1", "correct"), ("p1", "failed"), ("p2", "bare"), ("p2", "correct"),
-                          ("p3", "bare"), ("p3", "failed")]
+    assert sorted(by) == [
+        ("p1", "bare"),
+        ("p1", "correct"),
+        ("p1", "failed"),
+        ("p2", "bare"),
+        ("p2", "correct"),
+        ("p3", "bare"),
+        ("p3", "failed"),
+    ]
     assert by[("p1", "correct")]["node_id"] == "p1-1" and by[("p1", "failed")]["node_id"] == "p1-0"
-    for (pid, outcome), s in by.items():
+    for (_pid, outcome), s in by.items():
         if outcome == "bare":
             assert s["prefix_steps"] == [] and not s["ends_with_reflect"]
             continue
@@ -163,7 +231,11 @@ def test_rae_states_follow_algorithm_1_on_the_policys_own_samples():
 
 def test_rae_backup_depth_is_a_param_and_bare_problems_can_be_left_out():
     deep = [sample(f"p{i}", 0, 6, True) for i in range(40)]
-    backs = {json.loads(s["metadata"])["backup_steps"] for s in satori.build_rae_states(deep, satori.RaeParams(), seed=0) if s["ends_with_reflect"]}
+    backs = {
+        json.loads(s["metadata"])["backup_steps"]
+        for s in satori.build_rae_states(deep, satori.RaeParams(), seed=0)
+        if s["ends_with_reflect"]
+    }
     assert backs == {0, 1, 2}  # every depth up to the paper's 2 occurs, none beyond
     none = satori.build_rae_states(deep, satori.RaeParams(max_backup_steps=0, bare_problems=False), seed=0)
     assert all(s["outcome"] == "correct" and len(s["prefix_steps"]) == 7 for s in none)
@@ -172,7 +244,9 @@ def test_rae_backup_depth_is_a_param_and_bare_problems_can_be_left_out():
 def test_orm_pairs_put_every_right_sample_over_every_wrong_one_of_its_problem():
     pairs = satori.orm_pairs(SAMPLES)
     assert len(pairs) == 4 and {p["problem_id"] for p in pairs} == {"p1"}  # p2 all right, p3 all wrong
-    assert all(p["prefix"] == "Q p1?" and p["chosen"].count(C) in (5, 6) and p["rejected"].count(C) in (3, 4) for p in pairs)
+    assert all(
+        p["prefix"] == "Q p1?" and p["chosen"].count(C) in (5, 6) and p["rejected"].count(C) in (3, 4) for p in pairs
+    )
     assert len({p["pair_id"] for p in pairs}) == 4
 
 

@@ -25,25 +25,83 @@ from tracemill.formats import FormatParams, render_prompt
 from tracemill.train import IGNORE_INDEX, build_labels
 
 COAT_FMT = FormatParams(step_system_prompt=FMT.step_system_prompt, coat_system_prompt="COAT.")
-TRAIN = {"learning_rate": 3.0e-3, "batch_size": 4, "micro_batch_size": 4, "epochs": 1, "max_length": 384,
-         "warmup_ratio": 0.0, "save_steps": 1000, "logging_steps": 1, "heldout_fraction": 0.0, "prompt_style": "coat"}
+TRAIN = {
+    "learning_rate": 3.0e-3,
+    "batch_size": 4,
+    "micro_batch_size": 4,
+    "epochs": 1,
+    "max_length": 384,
+    "warmup_ratio": 0.0,
+    "save_steps": 1000,
+    "logging_steps": 1,
+    "heldout_fraction": 0.0,
+    "prompt_style": "coat",
+}
 PARAMS = {
     "format": {"step_system_prompt": FMT.step_system_prompt, "coat_system_prompt": COAT_FMT.coat_system_prompt},
     "rstar": {"rounds": 2},
     "train": {"format_tune": TRAIN, "distill": TRAIN},
     "satori": {
         "coat": {"meta_warmup_epochs": 3, "meta_warmup_lr": 1.0e-2},
-        "rae_states": {"sample": {"split": "train", "max_problems": 3, "k": 4, "temperature": 1.0, "max_tokens_per_turn": 12,
-                                  "max_tokens_total": 24}},
-        "orm": {**{k: TRAIN[k] for k in ("learning_rate", "batch_size", "micro_batch_size", "epochs", "max_length", "warmup_ratio",
-                                         "save_steps", "logging_steps")}, "heldout_fraction": 0.0},
-        "rl": {"max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 12,
-               "learning_rate": 1.0e-2, "temperature": 1.0},
-        "round2": {"max_per_problem": 2, "sample": {"split": "train", "max_problems": 2, "k": 2, "temperature": 1.0,
-                                                    "max_tokens_per_turn": 12, "max_tokens_total": 24},
-                   "max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2},
-        "distill": {"student_layers": 1, "sample": {"split": "train", "max_problems": 3, "k": 2, "temperature": 1.0,
-                                                    "max_tokens_per_turn": 12, "max_tokens_total": 24}},
+        "rae_states": {
+            "sample": {
+                "split": "train",
+                "max_problems": 3,
+                "k": 4,
+                "temperature": 1.0,
+                "max_tokens_per_turn": 12,
+                "max_tokens_total": 24,
+            }
+        },
+        "orm": {
+            **{
+                k: TRAIN[k]
+                for k in (
+                    "learning_rate",
+                    "batch_size",
+                    "micro_batch_size",
+                    "epochs",
+                    "max_length",
+                    "warmup_ratio",
+                    "save_steps",
+                    "logging_steps",
+                )
+            },
+            "heldout_fraction": 0.0,
+        },
+        "rl": {
+            "max_steps": 1,
+            "per_device_train_batch_size": 4,
+            "num_generations": 4,
+            "max_completion_length": 12,
+            "learning_rate": 1.0e-2,
+            "temperature": 1.0,
+        },
+        "round2": {
+            "max_per_problem": 2,
+            "sample": {
+                "split": "train",
+                "max_problems": 2,
+                "k": 2,
+                "temperature": 1.0,
+                "max_tokens_per_turn": 12,
+                "max_tokens_total": 24,
+            },
+            "max_steps": 1,
+            "num_generations": 2,
+            "per_device_train_batch_size": 2,
+        },
+        "distill": {
+            "student_layers": 1,
+            "sample": {
+                "split": "train",
+                "max_problems": 3,
+                "k": 2,
+                "temperature": 1.0,
+                "max_tokens_per_turn": 12,
+                "max_tokens_total": 24,
+            },
+        },
     },
 }
 
@@ -133,7 +191,10 @@ def test_meta_token_warm_up_moves_only_the_meta_rows_and_lowers_the_loss(project
     from transformers import AutoTokenizer
 
     root = project["root"]
-    before, warmed = weights(root / "data/format_tune/base_with_meta_tokens"), weights(root / "data/format_tune/meta_tokens_warmed")
+    before, warmed = (
+        weights(root / "data/format_tune/base_with_meta_tokens"),
+        weights(root / "data/format_tune/meta_tokens_warmed"),
+    )
     meta = AutoTokenizer.from_pretrained(root / "models/format_tune").convert_tokens_to_ids(list(satori.META_ACTIONS))
     emb_before, emb_warmed = before["model.embed_tokens.weight"], warmed["model.embed_tokens.weight"]
     others = [i for i in range(emb_before.shape[0]) if i not in meta]
@@ -149,7 +210,11 @@ def test_rae_states_come_from_the_format_tuned_policys_own_samples(project: dict
     traces = store.read_rows(root / "data/rae_states", "traces")
     states = store.read_rows(root / "data/rae_states", "rae_states")
     m = metrics(root, "rae_states")
-    assert len(traces) == 3 * 4 and {t["stage"] for t in traces} == {"rae_states"} and {t["model"] for t in traces} == {"format_tune"}
+    assert (
+        len(traces) == 3 * 4
+        and {t["stage"] for t in traces} == {"rae_states"}
+        and {t["model"] for t in traces} == {"format_tune"}
+    )
     assert m["states"] == len(states) and m["bare"] == 3 and m["samples"] == len(traces)
     assert m["from_correct"] == len({t["problem_id"] for t in traces if t["correct"]})
     assert m["from_failed"] == len({t["problem_id"] for t in traces if not t["correct"]}) > 0
@@ -199,7 +264,9 @@ def test_round_2_distils_the_rl_policy_into_the_base_then_runs_rl_from_bare_prob
 
     root = project["root"]
     traces = store.read_rows(root / "data/rl_sft", "traces")
-    assert len(traces) == 2 * 2 and {t["stage"] for t in traces} == {"rl_sft"} and {t["model"] for t in traces} == {"rl"}
+    assert (
+        len(traces) == 2 * 2 and {t["stage"] for t in traces} == {"rl_sft"} and {t["model"] for t in traces} == {"rl"}
+    )
     m = metrics(root, "rl_sft")
     assert m["samples"] == 4 and m["examples"] == len(store.read_rows(root / "data/rl_sft/selected", "sft"))
     assert m["examples"] == min(sum(t["correct"] for t in traces), 4)
@@ -219,9 +286,12 @@ def test_distill_samples_the_round_2_policy_and_trains_a_smaller_student(project
 
     root = project["root"]
     traces = store.read_rows(root / "data/distill", "traces")
-    assert len(traces) == 3 * 2 and {t["stage"] for t in traces} == {"distill"} and {t["model"] for t in traces} == {"rl_r2"}
-    assert all(t["segments"][0]["text"].startswith(render_prompt("", None, COAT_FMT, "coat")[:30])
-               for t in traces)
+    assert (
+        len(traces) == 3 * 2
+        and {t["stage"] for t in traces} == {"distill"}
+        and {t["model"] for t in traces} == {"rl_r2"}
+    )
+    assert all(t["segments"][0]["text"].startswith(render_prompt("", None, COAT_FMT, "coat")[:30]) for t in traces)
     student = AutoModelForCausalLM.from_pretrained(root / "models/distill")
     assert student.config.num_hidden_layers == 1 < TINY.num_hidden_layers
     m = metrics(root, "distill")
@@ -233,7 +303,9 @@ def test_distill_samples_the_round_2_policy_and_trains_a_smaller_student(project
 def test_a_real_model_without_meta_tokens_gets_them_added(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = tiny.make_tokenizer(["What is 6 times 7? 42"] * 5, 300, special_tokens=(formats.EOS, formats.IM_START, formats.IM_END))
+    tok = tiny.make_tokenizer(
+        ["What is 6 times 7? 42"] * 5, 300, special_tokens=(formats.EOS, formats.IM_START, formats.IM_END)
+    )
     src = tiny.save(tiny.make_model(tok, TINY), tok, tmp_path / "plain")
     out, added = satori.with_meta_tokens(src, tmp_path / "with_meta", {satori.EXPLORE: "Alternatively,"})
     assert out == tmp_path / "with_meta" and added == list(satori.META_ACTIONS)

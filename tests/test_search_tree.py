@@ -16,12 +16,12 @@ import pytest
 from tracemill import records
 from tracemill.errors import ParamsError
 from tracemill.formats import FormatParams
-from tracemill.rstar import MCTSParams, SearchTree, extract, q_histogram, round_metrics, uct
+from tracemill.rstar import RStarParams, SearchTree, extract, q_histogram, round_metrics, uct
 from tracemill.rstar.extract import edit_distance, prefix_text, sibling_pairs, step_text, trajectory_rows
 from tracemill.rstar.tree import Node
 
 FMT = FormatParams()
-MP = MCTSParams(rollouts=24, max_depth=4, pair_margin=0.5)
+MP = RStarParams(rollouts=24, max_depth=4, pair_margin=0.5)
 PROMPT = "<|im_start|>user\nTom has 3 apples and gets 4 more.<|im_end|>\n<|im_start|>assistant\n"
 
 
@@ -32,7 +32,13 @@ def S(text: str, code: str | None = None, out: str | None = None) -> dict[str, A
 
 def A(value: str, correct: bool, text: str = "") -> dict[str, Any]:
     """A boxed answer, graded."""
-    return {"text": text or f"The answer is \\boxed{{{value}}}.", "code": None, "terminal": True, "answer": value, "correct": correct}
+    return {
+        "text": text or f"The answer is \\boxed{{{value}}}.",
+        "code": None,
+        "terminal": True,
+        "answer": value,
+        "correct": correct,
+    }
 
 
 def F(text: str) -> dict[str, Any]:
@@ -40,8 +46,13 @@ def F(text: str) -> dict[str, Any]:
     return {"text": text, "code": "print(nope)", "exec_output": "NameError", "exec_ok": False}
 
 
-def grow(tree: SearchTree, plan: dict[str, list[dict[str, Any]]], rollouts: int, c: float = 2.0,
-         ppm: dict[str, float] | None = None) -> list[str]:
+def grow(
+    tree: SearchTree,
+    plan: dict[str, list[dict[str, Any]]],
+    rollouts: int,
+    c: float = 2.0,
+    ppm: dict[str, float] | None = None,
+) -> list[str]:
     """Run rollouts until the budget is spent or the tree is exhausted; the step texts expanded, in order."""
     expanded = []
     while tree.rollouts < rollouts and not tree.exhausted:
@@ -118,20 +129,32 @@ def test_unvisited_children_get_no_exploration_bonus_and_visited_ones_do():
 
 def test_dead_ends_take_minus_one_on_themselves_only():
     tree = SearchTree.new("p2", 1, "prompt")
-    plan = {"": [S("Step one.", "x = 1", "")], "Step one.": [S("Step two.", "y = 2", "")], "Step two.": [F("Step three.")]}
+    plan = {
+        "": [S("Step one.", "x = 1", "")],
+        "Step one.": [S("Step two.", "y = 2", "")],
+        "Step two.": [F("Step three.")],
+    }
     grow(tree, plan, rollouts=4)
     n = by_text(tree)
     assert n["Step two."].dead_end == "no_runnable_child" and n["Step two."].q == -1.0
     assert n["Step one."].visits == 0 and tree.root.visits == 0 and tree.exhausted
     deep = SearchTree.new("p3", 1, "prompt")
-    chain = {"": [S("a.", "a = 1", "")], "a.": [S("b.", "b = 1", "")], "b.": [S("c.", "c = 1", "")], "c.": [S("d.", "d = 1", "")]}
+    chain = {
+        "": [S("a.", "a = 1", "")],
+        "a.": [S("b.", "b = 1", "")],
+        "b.": [S("c.", "c = 1", "")],
+        "c.": [S("d.", "d = 1", "")],
+    }
     grow(deep, chain, rollouts=4)
     assert by_text(deep)["d."].dead_end == "max_depth" and not by_text(deep)["d."].expanded
 
 
 def test_the_ppm_score_is_the_first_visit_and_decides_which_child_is_explored():
-    plan = {"": [S("Add 4 to 3.", "print(3 + 4)", "7"), S("Multiply 3 by 4.", "print(3 * 4)", "12")],
-            "Add 4 to 3.": [A("7", True)], "Multiply 3 by 4.": [A("12", False)]}
+    plan = {
+        "": [S("Add 4 to 3.", "print(3 + 4)", "7"), S("Multiply 3 by 4.", "print(3 * 4)", "12")],
+        "Add 4 to 3.": [A("7", True)],
+        "Multiply 3 by 4.": [A("12", False)],
+    }
     guided = SearchTree.new("p1", 1, PROMPT)
     order = grow(guided, plan, rollouts=1, ppm={"Add 4 to 3.": -0.4, "Multiply 3 by 4.": 0.6})
     n = by_text(guided)
@@ -153,17 +176,26 @@ def test_top_k_selection_picks_the_highest_average_q():
     assert len(correct) == 2 and correct[0]["avg_q"] > correct[1]["avg_q"]
     assert [r["selected"] for r in correct] == [True, False]
     assert correct[0]["node_ids"][1] == by_text(tree)["Add 4 to 3."].node_id
-    assert all(r["avg_q"] == pytest.approx((tree.nodes[r["node_ids"][1]].q + tree.nodes[r["node_ids"][2]].q) / 2) for r in rows)
+    assert all(
+        r["avg_q"] == pytest.approx((tree.nodes[r["node_ids"][1]].q + tree.nodes[r["node_ids"][2]].q) / 2) for r in rows
+    )
 
 
 def wide() -> SearchTree:
     """Five first steps, distinct enough to pair, with graded answers under each, so siblings spread over Q."""
-    approaches = ["Count the apples one by one.", "Use the formula for a sum of two terms.", "Subtract the smaller from the larger.",
-                  "Guess a number and check it against both counts.", "Write both counts in binary and add the bits."]
+    approaches = [
+        "Count the apples one by one.",
+        "Use the formula for a sum of two terms.",
+        "Subtract the smaller from the larger.",
+        "Guess a number and check it against both counts.",
+        "Write both counts in binary and add the bits.",
+    ]
     outcomes = [(True, True), (True, False), (False, False), (False,), (True, False, False)]
     plan: dict[str, list[dict[str, Any]]] = {"": [S(text, f"print({i})", str(i)) for i, text in enumerate(approaches)]}
     for i, (text, oks) in enumerate(zip(approaches, outcomes, strict=True)):
-        plan[text] = [A(f"{i}{j}", ok, f"Approach {i} gives the answer \\boxed{{{i}{j}}} in the end.") for j, ok in enumerate(oks)]
+        plan[text] = [
+            A(f"{i}{j}", ok, f"Approach {i} gives the answer \\boxed{{{i}{j}}} in the end.") for j, ok in enumerate(oks)
+        ]
     tree = SearchTree.new("p4", 1, "prompt\n")
     grow(tree, plan, rollouts=40)
     return tree
@@ -183,23 +215,32 @@ def test_pairs_share_their_prefix_and_respect_margin_and_edit_distance():
         assert chosen.parent_id == rejected.parent_id
         assert p["prefix"] == prefix_text(tree, tree.nodes[chosen.parent_id], FMT)
         assert p["chosen"] == step_text(chosen, FMT) and p["rejected"] == step_text(rejected, FMT)
-    assert sibling_pairs(tree, FMT, MCTSParams(pair_margin=2.5)) == []  # no Q gap reaches 2.5 on [-1, 1]
+    assert sibling_pairs(tree, FMT, RStarParams(pair_margin=2.5)) == []  # no Q gap reaches 2.5 on [-1, 1]
 
 
 def test_near_identical_steps_are_not_paired():
     assert edit_distance("Add 20 and 3: 23.", "Add 20 and 8: 28.", 20) == 2
     assert edit_distance("kitten", "sitting", 20) == 3 and edit_distance("a" * 50, "b", 20) == 20
-    plan = {"": [S("Add 20 and 3.", "print(23)", "23"), S("Add 20 and 8.", "print(28)", "28")],
-            "Add 20 and 3.": [A("23", True)], "Add 20 and 8.": [A("28", False)]}
+    plan = {
+        "": [S("Add 20 and 3.", "print(23)", "23"), S("Add 20 and 8.", "print(28)", "28")],
+        "Add 20 and 3.": [A("23", True)],
+        "Add 20 and 8.": [A("28", False)],
+    }
     tree = SearchTree.new("p5", 1, "prompt\n")
     grow(tree, plan, rollouts=8)
     assert sibling_pairs(tree, FMT, MP) == []
-    assert len(sibling_pairs(tree, FMT, MCTSParams(pair_min_edit_distance=0))) == 1
+    assert len(sibling_pairs(tree, FMT, RStarParams(pair_min_edit_distance=0))) == 1
 
 
 def test_a_subtree_of_dead_ends_only_is_no_negative():
-    plan = {"": [S("Count every apple in the basket.", "print(7)", "7"), S("Give up on counting and stop here now.", "x = 0", "")],
-            "Count every apple in the basket.": [A("7", True)], "Give up on counting and stop here now.": [F("Then fail.")]}
+    plan = {
+        "": [
+            S("Count every apple in the basket.", "print(7)", "7"),
+            S("Give up on counting and stop here now.", "x = 0", ""),
+        ],
+        "Count every apple in the basket.": [A("7", True)],
+        "Give up on counting and stop here now.": [F("Then fail.")],
+    }
     tree = SearchTree.new("p6", 1, "prompt\n")
     grow(tree, plan, rollouts=8)
     assert by_text(tree)["Give up on counting and stop here now."].q == -1.0  # a dead end, low Q
@@ -208,8 +249,10 @@ def test_a_subtree_of_dead_ends_only_is_no_negative():
 
 def test_one_chosen_step_is_paired_with_up_to_four_rejected():
     wrong = [f"Try method number {i} which multiplies the counts together." for i in range(5)]
-    plan: dict[str, list[dict[str, Any]]] = {"": [S("Add the two counts of apples together.", "print(3 + 4)", "7")]
-                                             + [S(t, f"print({i})", str(i)) for i, t in enumerate(wrong)]}
+    plan: dict[str, list[dict[str, Any]]] = {
+        "": [S("Add the two counts of apples together.", "print(3 + 4)", "7")]
+        + [S(t, f"print({i})", str(i)) for i, t in enumerate(wrong)]
+    }
     plan["Add the two counts of apples together."] = [A("7", True)]
     for i, t in enumerate(wrong):
         plan[t] = [A(f"1{i}", False)]
@@ -219,7 +262,7 @@ def test_one_chosen_step_is_paired_with_up_to_four_rejected():
     assert len(pairs) == MP.pairs_when_one == 4 and len({p["rejected_node_id"] for p in pairs}) == 4
     # the counts the PPM weighs each pair by (1/(pos x neg)): one chosen against the four rejected
     assert {(json.loads(p["metadata"])["pos_count"], json.loads(p["metadata"])["neg_count"]) for p in pairs} == {(1, 4)}
-    assert len(sibling_pairs(tree, FMT, MCTSParams(pairs_when_one=2))) == 2
+    assert len(sibling_pairs(tree, FMT, RStarParams(pairs_when_one=2))) == 2
 
 
 def test_path_average_check_drops_a_pair_whose_continuations_disagree():
@@ -238,8 +281,8 @@ def test_path_average_check_drops_a_pair_whose_continuations_disagree():
     bad = node(tree.root, "Jump straight to an answer without checking.", -0.1)
     high = node(node(bad, "Looks fine.", 0.95), "Still fine.", 0.95)
     node(high, "wrong", -1.0, terminal=True, answer="8", correct=False)
-    assert len(sibling_pairs(tree, FMT, MCTSParams(pair_margin=0.0, pair_path_check=False))) == 1
-    assert sibling_pairs(tree, FMT, MCTSParams(pair_margin=0.0)) == []
+    assert len(sibling_pairs(tree, FMT, RStarParams(pair_margin=0.0, pair_path_check=False))) == 1
+    assert sibling_pairs(tree, FMT, RStarParams(pair_margin=0.0)) == []
 
 
 def test_final_step_pairs_put_whole_correct_and_wrong_solutions_after_the_question():
@@ -261,8 +304,17 @@ def test_rows_pass_their_schemas_and_metrics_count_them():
     broken = next(r for r in tables["nodes"] if r["step_text"] == "Add the counts.")
     assert broken["exec_ok"] is False and broken["visits"] == 0
     m = round_metrics(tables["nodes"], tables["trajectories"], tables["pairs"])
-    assert m["trees"] == 1 and m["solve_rate"] == 1.0 and m["nodes"] == 6 and m["exec_ok_rate"] == pytest.approx(2 / 3, abs=1e-3)
-    assert m["trajectories_per_tree"] == 3 and m["correct_trajectories_per_solved_tree"] == 1 and m["rewalked_rollout_share"] == 0
+    assert (
+        m["trees"] == 1
+        and m["solve_rate"] == 1.0
+        and m["nodes"] == 6
+        and m["exec_ok_rate"] == pytest.approx(2 / 3, abs=1e-3)
+    )
+    assert (
+        m["trajectories_per_tree"] == 3
+        and m["correct_trajectories_per_solved_tree"] == 1
+        and m["rewalked_rollout_share"] == 0
+    )
     hist = q_histogram([r["q"] for r in tables["nodes"]], 4)
     assert [h["q"] for h in hist] == [-0.75, -0.25, 0.25, 0.75] and sum(h["count"] for h in hist) == 7
 
@@ -271,10 +323,17 @@ def test_a_first_round_model_folder_is_what_round_one_reads_so_dvc_reruns_it_whe
     def table(first: str) -> dict[str, dict[str, str]]:
         return {"1": {"policy": first, "ppm": first}, "2": {"policy": "models/p1", "ppm": "models/q1"}}
 
-    MCTSParams(rounds=2, ppm_from_round=2, first_round_model="models/big", round_inputs=table("models/big")).check()
-    bootstrap = MCTSParams(rounds=2, ppm_from_round=2, first_round_model="models/big", round_inputs=table("models/bootstrap"))
+    RStarParams(rounds=2, ppm_from_round=2, first_round_model="models/big", round_inputs=table("models/big")).check()
+    bootstrap = RStarParams(
+        rounds=2, ppm_from_round=2, first_round_model="models/big", round_inputs=table("models/bootstrap")
+    )
     with pytest.raises(ParamsError, match=r"\"1\" must name rstar.first_round_model = models/big"):
         bootstrap.check()
     # a model served behind openai is a name, no file: round 1 keeps the bootstrap folder
-    MCTSParams(rounds=2, ppm_from_round=2, first_round_model="deepseek-coder", first_round_backend="openai",
-               round_inputs=table("models/bootstrap")).check()
+    RStarParams(
+        rounds=2,
+        ppm_from_round=2,
+        first_round_model="deepseek-coder",
+        first_round_backend="openai",
+        round_inputs=table("models/bootstrap"),
+    ).check()

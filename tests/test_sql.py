@@ -1,7 +1,6 @@
 import json
 import subprocess
 import sys
-import time
 
 import duckdb
 import pytest
@@ -15,10 +14,25 @@ def trace_row(problem: str, i: int, hint: bool, correct: bool) -> dict:
         segs.append(records.segment("hint", "Let me check with Python.", hint_id="h1"))
     segs.append(records.segment("model", "\\boxed{4}"))
     return {
-        "trace_id": records.content_id(problem, i), "problem_id": problem, "stage": "hint_infer", "round": 0,
-        "model": "m", "sample_index": i, "hint_id": "h1" if hint else None, "hint_kind": None, "correct": correct,
-        "final_answer": "4", "grader": "exact", "tool_calls": 0, "prompt_tokens": 10, "cached_prompt_tokens": 5,
-        "generated_tokens": 7, "finish_reason": "stop", "sampling": None, "segments": segs, "metadata": None,
+        "trace_id": records.content_id(problem, i),
+        "problem_id": problem,
+        "stage": "hint_infer",
+        "round": 0,
+        "model": "m",
+        "sample_index": i,
+        "hint_id": "h1" if hint else None,
+        "hint_kind": None,
+        "correct": correct,
+        "final_answer": "4",
+        "grader": "exact",
+        "tool_calls": 0,
+        "prompt_tokens": 10,
+        "cached_prompt_tokens": 5,
+        "generated_tokens": 7,
+        "finish_reason": "stop",
+        "sampling": None,
+        "segments": segs,
+        "metadata": None,
     }
 
 
@@ -38,7 +52,9 @@ def test_views_cover_every_table_and_unnest_segments(tmp_path):
         "SELECT count(*) FROM (SELECT unnest(segments) AS s FROM traces) WHERE s.kind = 'hint'"
     ).fetchone()[0]
     assert hints == 2
-    by_hint = con.execute("SELECT hint_id IS NOT NULL AS hinted, avg(correct::int) FROM traces GROUP BY 1 ORDER BY 1").fetchall()
+    by_hint = con.execute(
+        "SELECT hint_id IS NOT NULL AS hinted, avg(correct::int) FROM traces GROUP BY 1 ORDER BY 1"
+    ).fetchall()
     assert by_hint == [(False, 0.0), (True, 0.5)]
     cols = [c[0] for c in con.execute("DESCRIBE traces").fetchall()]
     assert cols == records.SCHEMAS["traces"].names
@@ -51,13 +67,18 @@ def test_traces_from_several_stages_share_one_view(tmp_path):
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "tracemill.cli", "sql", *args], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "tracemill.cli", "sql", *args], cwd=cwd, capture_output=True, text=True
+    )
 
 
 def test_cli_formats_and_catalog(tmp_path):
     write_traces(tmp_path / "data")
     out = _cli("select problem_id, count(*) n from traces group by 1 order by 1", "--format", "json", cwd=tmp_path)
-    assert [json.loads(line) for line in out.stdout.splitlines()] == [{"problem_id": "p1", "n": 2}, {"problem_id": "p2", "n": 1}]
+    assert [json.loads(line) for line in out.stdout.splitlines()] == [
+        {"problem_id": "p1", "n": 2},
+        {"problem_id": "p2", "n": 1},
+    ]
     csv = _cli("select count(*) AS n from traces", "-f", "csv", cwd=tmp_path)
     assert csv.stdout.splitlines() == ['"n"', "3"]
     listing = _cli(cwd=tmp_path)
@@ -75,8 +96,19 @@ def test_sql_path_does_not_import_torch():
 
 
 def write_rejected(data_dir):
-    rows = [{"rejected_id": records.content_id("r", i), "stage": "problems", "table": "problems", "reason": "no_answer",
-             "detail": None, "source": "gsm8k", "raw": "{}", "metadata": None} for i in range(4)]
+    rows = [
+        {
+            "rejected_id": records.content_id("r", i),
+            "stage": "problems",
+            "table": "problems",
+            "reason": "no_answer",
+            "detail": None,
+            "source": "gsm8k",
+            "raw": "{}",
+            "metadata": None,
+        }
+        for i in range(4)
+    ]
     store.StageOutput(data_dir / "problems", ["rejected"], "fp").write_shard(0, {"rejected": rows})
 
 
@@ -112,8 +144,11 @@ def test_a_table_with_a_bad_part_fails_every_query_that_reads_it(tmp_path):
     con = sql.connect(tmp_path, warn=warnings.append)
     assert len(warnings) == 1 and "part-00000.parquet" in warnings[0]
     assert [c[0] for c in con.execute("DESCRIBE traces").fetchall()] == records.SCHEMAS["traces"].names
-    for query in ("SELECT count(*) FROM traces", "SELECT trace_id FROM traces WHERE round > 1",
-                  "SELECT count(*) FROM (SELECT unnest(segments) FROM traces)"):
+    for query in (
+        "SELECT count(*) FROM traces",
+        "SELECT trace_id FROM traces WHERE round > 1",
+        "SELECT count(*) FROM (SELECT unnest(segments) FROM traces)",
+    ):
         with pytest.raises(duckdb.Error, match="table 'traces' is unavailable"):
             con.execute(query).fetchall()
     assert con.execute("SELECT count(*) FROM problems").fetchone()[0] == 0

@@ -21,10 +21,24 @@ def trace(problem: str, i: int, *, hint: str | None, correct: bool, body: str) -
         segs.append(records.segment("output", "```output\n42\n```\n"))
     segs.append(records.segment("model", f"The answer is \\boxed{{{42 if correct else 41}}}."))
     return {
-        "trace_id": records.content_id(problem, i), "problem_id": problem, "stage": "hint_infer", "round": 0, "model": "m",
-        "sample_index": i, "hint_id": hint, "hint_kind": "python_check" if hint else None, "correct": correct,
-        "final_answer": "42" if correct else "41", "grader": "exact", "tool_calls": 1 if hint else 0, "prompt_tokens": 5,
-        "cached_prompt_tokens": 0, "generated_tokens": 9, "finish_reason": "stop", "sampling": None, "segments": segs,
+        "trace_id": records.content_id(problem, i),
+        "problem_id": problem,
+        "stage": "hint_infer",
+        "round": 0,
+        "model": "m",
+        "sample_index": i,
+        "hint_id": hint,
+        "hint_kind": "python_check" if hint else None,
+        "correct": correct,
+        "final_answer": "42" if correct else "41",
+        "grader": "exact",
+        "tool_calls": 1 if hint else 0,
+        "prompt_tokens": 5,
+        "cached_prompt_tokens": 0,
+        "generated_tokens": 9,
+        "finish_reason": "stop",
+        "sampling": None,
+        "segments": segs,
         "metadata": None,
     }
 
@@ -89,11 +103,14 @@ def premature(hint_at: str = "stop") -> dict:
     return t
 
 
-@pytest.mark.parametrize(("mode", "before"), [
-    ("keep", "Six times seven is 41. The answer is \\boxed{41}.\n"),
-    ("unbox", "Six times seven is 41. The answer is 41.\n"),
-    ("drop", "Six times seven is 41.\n"),
-])
+@pytest.mark.parametrize(
+    ("mode", "before"),
+    [
+        ("keep", "Six times seven is 41. The answer is \\boxed{41}.\n"),
+        ("unbox", "Six times seven is 41. The answer is 41.\n"),
+        ("drop", "Six times seven is 41.\n"),
+    ],
+)
 def test_modify_treats_only_the_answer_boxed_before_the_hint(mode: str, before: str):
     t = modify_premature(premature(), mode, FMT)
     texts = [s["text"] for s in t["segments"] if s["kind"] == "model"]
@@ -108,11 +125,19 @@ def test_sft_rows_train_the_hint_and_the_tool_output_opener_and_mask_prompt_and_
     from tracemill.train import IGNORE_INDEX, build_labels
     from tracemill.train.examples import trace_sft_rows
 
-    segs = [records.segment("prompt", "Q"), records.segment("model", "It is 41.\n"),
-            records.segment("hint", "Wait, maybe using Python here is a good idea.\n", hint_id="h1"),
-            records.segment("code", "```python\nprint(6 * 7)\n```\n"), *output_segments("42", FMT),
-            records.segment("model", "So \\boxed{42}.")]
-    t = {**trace("p", 1, hint="h1", correct=True, body=""), "segments": segs, "metadata": records.to_json({"modify": "unbox"})}
+    segs = [
+        records.segment("prompt", "Q"),
+        records.segment("model", "It is 41.\n"),
+        records.segment("hint", "Wait, maybe using Python here is a good idea.\n", hint_id="h1"),
+        records.segment("code", "```python\nprint(6 * 7)\n```\n"),
+        *output_segments("42", FMT),
+        records.segment("model", "So \\boxed{42}."),
+    ]
+    t = {
+        **trace("p", 1, hint="h1", correct=True, body=""),
+        "segments": segs,
+        "metadata": records.to_json({"modify": "unbox"}),
+    }
     problems = {"p": {"question": "What is six times seven?"}}
     tok = tiny.make_tokenizer(["What is six times seven?" + "".join(s["text"] for s in segs)] * 4, 300)
     for hint_loss in (True, False):
@@ -120,11 +145,15 @@ def test_sft_rows_train_the_hint_and_the_tool_output_opener_and_mask_prompt_and_
         records.validate("sft", [row])
         assert row["hint_loss"] is hint_loss and json.loads(row["metadata"])["modify"] == "unbox"
         ids, labels = build_labels(tok, row["prompt"], row["segments"], fmt=FMT)
-        prompt_len = len(ids) - len(tok("".join(s["text"] for s in row["segments"]) + "<|im_end|>\n", add_special_tokens=False)["input_ids"])
+        prompt_len = len(ids) - len(
+            tok("".join(s["text"] for s in row["segments"]) + "<|im_end|>\n", add_special_tokens=False)["input_ids"]
+        )
         assert set(labels[:prompt_len]) == {IGNORE_INDEX}
         trained = tok.decode([i for i, lab in zip(ids, labels) if lab != IGNORE_INDEX])
         assert ("maybe using Python" in trained) is hint_loss
-        assert "print(6 * 7)" in trained and "```output" in trained  # the model's code and its hand-over to the interpreter
+        assert (
+            "print(6 * 7)" in trained and "```output" in trained
+        )  # the model's code and its hand-over to the interpreter
         assert "42\n```\nSo" not in trained and "So \\boxed{42}." in trained  # the interpreter's output is masked
 
 
@@ -143,8 +172,11 @@ def test_hint_draws_are_seeded_per_trace_with_distinct_kinds_and_spread_wordings
 def test_example_tests_are_mbpps_first_assert_and_humanevals_docstring_examples():
     mbpp = {"test_format": "mbpp", "tests": ["assert f(1) == 2", "assert f(2) == 3"], "question": "..."}
     assert example_tests(mbpp) == ["assert f(1) == 2"]
-    humaneval = {"test_format": "humaneval", "tests": ["def check(candidate): ..."],
-                 "question": 'def inc(x):\n    """Add one.\n    >>> inc(1)\n    2\n    """\n'}
+    humaneval = {
+        "test_format": "humaneval",
+        "tests": ["def check(candidate): ..."],
+        "question": 'def inc(x):\n    """Add one.\n    >>> inc(1)\n    2\n    """\n',
+    }
     assert example_tests(humaneval) == ["assert inc(1) == 2"]
 
 
@@ -153,17 +185,26 @@ def test_a_code_problem_grades_the_models_last_own_code_not_the_hints_harness():
 
     solution = "```python\ndef inc(x):\n    return x + 1\n```\n"
     harness = "Wait, let me run the examples.\n```python\ndef inc(x):\n    return x + 1\nassert inc(1) == 2\n```\n"
-    segs = [records.segment("code", "```python\ndef inc(x):\n    return x\n```\n"), records.segment("model", "Fixed:\n"),
-            records.segment("code", solution), records.segment("hint", harness, hint_id="c"),
-            records.segment("output", "ok\n```\n"), records.segment("model", "The examples pass.")]
+    segs = [
+        records.segment("code", "```python\ndef inc(x):\n    return x\n```\n"),
+        records.segment("model", "Fixed:\n"),
+        records.segment("code", solution),
+        records.segment("hint", harness, hint_id="c"),
+        records.segment("output", "ok\n```\n"),
+        records.segment("model", "The examples pass."),
+    ]
     r = TraceResult("k", "".join(s["text"] for s in segs), segs, 2, ["c"], 0, 0, 0, "stop")
     assert graded_text({"domain": "code"}, r, FMT) == solution
     assert graded_text({"domain": "math"}, r, FMT) == r.response
 
 
 def test_seed_yield_counts_rows_per_hinted_problem_by_domain_and_where_kept_hints_landed():
-    traces = [trace("m1", 1, hint="h", correct=True, body=BODY), trace("m2", 1, hint="h", correct=False, body=BODY),
-              trace("c1", 1, hint="h", correct=True, body=BODY), trace("g", 0, hint=None, correct=False, body=BODY)]
+    traces = [
+        trace("m1", 1, hint="h", correct=True, body=BODY),
+        trace("m2", 1, hint="h", correct=False, body=BODY),
+        trace("c1", 1, hint="h", correct=True, body=BODY),
+        trace("g", 0, hint=None, correct=False, body=BODY),
+    ]
     kept = [{**traces[0], "hint_at": ["marker", "stop"]}, {**traces[2], "hint_at": ["stop"]}]
     y = seed_yield(traces, kept, {"m1": "math", "m2": "math", "c1": "code", "g": "math"})
     assert y["hinted_problems"] == 3 and y["rows_per_hinted_problem"] == round(2 / 3, 4)

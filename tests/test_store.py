@@ -104,7 +104,9 @@ WRITER = textwrap.dedent(
 
 
 def _writer(root: Path, shards: int, rows: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", WRITER, str(root), str(shards), str(rows)], stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(root), str(shards), str(rows)], stdout=subprocess.PIPE, text=True
+    )
 
 
 def test_write_killed_half_way_leaves_no_partial_part_and_rerun_completes(tmp_path):
@@ -151,10 +153,13 @@ def test_a_full_disk_fails_the_stage_with_one_line_and_no_half_written_table(tmp
     root = tmp_path / "stage"
     script = tmp_path / "full_disk.py"
     script.write_text(FULL_DISK)
-    (tmp_path / "full_disk.py.writer").write_text("from tracemill import stage\n" + "def main():\n" + textwrap.indent(WRITER, "    ")
-                                                  + "\nstage.run(main)\n")
+    (tmp_path / "full_disk.py.writer").write_text(
+        "from tracemill import stage\n" + "def main():\n" + textwrap.indent(WRITER, "    ") + "\nstage.run(main)\n"
+    )
     shards, rows = 3, 20_000
-    full = subprocess.run([sys.executable, str(script), str(50_000), str(root), str(shards), str(rows)], capture_output=True, text=True)
+    full = subprocess.run(
+        [sys.executable, str(script), str(50_000), str(root), str(shards), str(rows)], capture_output=True, text=True
+    )
     assert full.returncode == 2, full.stderr[-2000:]
     lines = full.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: could not write table 'rejected'"), lines
@@ -246,7 +251,9 @@ def test_a_marker_without_checksums_is_not_trusted(tmp_path):
 
 
 def test_a_bad_part_error_names_the_dvc_stage_that_writes_its_folder(tmp_path):
-    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages:\n  mcts@1:\n    cmd: x\n    outs:\n    - path: data/mcts/round=1\n")
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  mcts@1:\n    cmd: x\n    outs:\n    - path: data/mcts/round=1\n"
+    )
     out = store.StageOutput(tmp_path / "data" / "mcts" / "round=1", ["rejected"], "fp")
     out.write_shard(0, {"rejected": rejected_rows(5, 0)})
     _truncate(out.root / "rejected" / "part-00000.parquet")

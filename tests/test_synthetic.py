@@ -60,7 +60,9 @@ def test_code_problems_fall_in_both_splits_and_held_out_ones_ask_for_functions_t
     code = [r for r in synthetic_problems(CFG) if r["domain"] == "code"]
     train = [r for r in code if r["split"] == "train"]
     held = [r for r in code if r["split"] == "eval"]
-    assert len(train) == CFG.code_train_per_task * len(CFG.code_tasks) and len(held) == CFG.code_eval_per_task * len(CFG.code_tasks)
+    assert len(train) == CFG.code_train_per_task * len(CFG.code_tasks) and len(held) == CFG.code_eval_per_task * len(
+        CFG.code_tasks
+    )
     assert not {r["question"].splitlines()[0] for r in train} & {r["question"].splitlines()[0] for r in held}
     assert {json.loads(r["metadata"])["kind"] for r in code} == set(CFG.code_tasks)
 

@@ -13,8 +13,10 @@ from tracemill.tir import LoopLimits, Sampling, TraceJob, before_hint, run_trace
 
 FMT = FormatParams()
 QUESTION = "What is six times seven?"
-DEMO = ("Let me think. Wait, I will compute it.\n```python\nprint(6 * 7 + 0)\n```\n```output\n42\n```\n"
-        "Alternatively, seven sixes are the same.\n</think>\nThe answer is \\boxed{42}.")
+DEMO = (
+    "Let me think. Wait, I will compute it.\n```python\nprint(6 * 7 + 0)\n```\n```output\n42\n```\n"
+    "Alternatively, seven sixes are the same.\n</think>\nThe answer is \\boxed{42}."
+)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,9 @@ def setup(tmp_path_factory):
 
     prompt = render_prompt(QUESTION, None, FMT, "tir")
     tok = tiny.make_tokenizer([prompt + DEMO] * 20, 300)
-    model = tiny.make_model(tok, tiny.TinyConfig(hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=1))
+    model = tiny.make_model(
+        tok, tiny.TinyConfig(hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=1)
+    )
     ids = tok(prompt + DEMO + tiny.IM_END, return_tensors="pt").input_ids
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(200):
@@ -37,10 +41,10 @@ def setup(tmp_path_factory):
         yield backend, sandbox, render_prompt(QUESTION, backend.tokenizer, FMT, "tir")
 
 
-def run(setup, limits=LoopLimits(), **job):
+def run(setup, limits=None, **job):
     backend, sandbox, prompt = setup
     jobs = [TraceJob(key="k", prompt=prompt, sampling=Sampling(max_tokens=80), max_turn_tokens_total=300, **job)]
-    return run_traces(backend, sandbox, jobs, FMT, limits)[0]
+    return run_traces(backend, sandbox, jobs, FMT, LoopLimits() if limits is None else limits)[0]
 
 
 def test_without_hints_the_code_runs_and_its_output_is_appended(setup):
@@ -67,7 +71,9 @@ def test_hint_goes_after_the_drawn_marker_and_earlier_markers_stay_the_models(se
     r = run(setup, marker_hint=hint, marker_index=2)
     at = next(i for i, s in enumerate(r.segments) if s["kind"] == "hint")
     before = "".join(s["text"] for s in r.segments[:at])
-    assert before.startswith("Let me think. Wait, I will compute it.") and before.endswith("```\n")  # "Alternatively" was replaced
+    assert before.startswith("Let me think. Wait, I will compute it.") and before.endswith(
+        "```\n"
+    )  # "Alternatively" was replaced
     assert r.hint_at == ["marker"] and r.tool_calls == 1
 
 
@@ -94,15 +100,23 @@ def test_each_stop_hint_is_a_round_and_round_zero_is_the_trace_without_hints(set
     hinted = run(setup, stop_hint=hint, tokens_per_stop_hint=150)
     assert hinted.hint_at == ["stop"]
     zero = before_hint(hinted, 0)
-    assert (zero.response, zero.tool_calls, zero.generated_tokens) == (plain.response, plain.tool_calls, plain.generated_tokens)
+    assert (zero.response, zero.tool_calls, zero.generated_tokens) == (
+        plain.response,
+        plain.tool_calls,
+        plain.generated_tokens,
+    )
     assert zero.finish_reason == "stop" and zero.hint_ids == [] and zero.marks == []
-    assert hinted.response.startswith(f"{plain.response} {hint.text}") and hinted.generated_tokens > plain.generated_tokens
+    assert (
+        hinted.response.startswith(f"{plain.response} {hint.text}") and hinted.generated_tokens > plain.generated_tokens
+    )
     assert before_hint(hinted, 1) is hinted  # past the last hint: the whole trace
 
 
 def test_a_code_hint_runs_the_models_code_on_the_examples_at_once(setup):
-    template = "```python\n{candidate}\n{examples}\nprint(\"examples pass\")\n```\n"
-    hint = Hint("c", "Wait, let me run the examples.\n", domain="code", kind="test_examples", position="stop", template=template)
+    template = '```python\n{candidate}\n{examples}\nprint("examples pass")\n```\n'
+    hint = Hint(
+        "c", "Wait, let me run the examples.\n", domain="code", kind="test_examples", position="stop", template=template
+    )
     r = run(setup, stop_hint=hint, examples=("assert 6 * 7 == 42",))
     at = next(i for i, s in enumerate(r.segments) if s["kind"] == "hint")
     assert "print(6 * 7 + 0)\nassert 6 * 7 == 42" in r.segments[at]["text"]  # the candidate, then the problem's example

@@ -23,11 +23,27 @@ from tracemill.records import content_id, segment, validate
 from tracemill.train import IGNORE_INDEX, PPMParams, SFTParams, TrainError, TrainParams, build_labels
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = tiny.TinyConfig(vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+TINY = tiny.TinyConfig(
+    vocab_size=400,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+)
 # Small enough to train in seconds, large enough for the loss to move.
-SFT = SFTParams(learning_rate=3e-3, batch_size=8, micro_batch_size=4, epochs=2.0, max_length=192,
-                warmup_ratio=0.0, heldout_fraction=0.15, save_steps=1000, logging_steps=1000)
+SFT = SFTParams(
+    learning_rate=3e-3,
+    batch_size=8,
+    micro_batch_size=4,
+    epochs=2.0,
+    max_length=192,
+    warmup_ratio=0.0,
+    heldout_fraction=0.15,
+    save_steps=1000,
+    logging_steps=1000,
+)
 
 
 def sft_row(i: int, rng: random.Random) -> dict[str, Any]:
@@ -39,16 +55,32 @@ def sft_row(i: int, rng: random.Random) -> dict[str, Any]:
         segment("output", f"\n```output\n{a + b}\n```\n"),
         segment("model", f"So the answer is \\boxed{{{a + b}}}."),
     ]
-    return {"example_id": content_id("sft", i), "source": "test", "problem_id": None,
-            "prompt": f"What is {a} plus {b}?", "segments": segments, "metadata": None}
+    return {
+        "example_id": content_id("sft", i),
+        "source": "test",
+        "problem_id": None,
+        "prompt": f"What is {a} plus {b}?",
+        "segments": segments,
+        "metadata": None,
+    }
 
 
 def pair_row(i: int, rng: random.Random) -> dict[str, Any]:
     a, b = rng.randint(0, 60), rng.randint(0, 60)
     good, bad = rng.choice([(" check: yes", " check: no"), (" looks right.", " looks wrong.")])
-    return {"pair_id": content_id("pair", i), "problem_id": content_id("p", i), "tree_id": content_id("t", i),
-            "round": 1, "prefix": f"What is {a} plus {b}? Step 1: add them.", "chosen": good, "rejected": bad,
-            "chosen_q": 1.0, "rejected_q": -1.0, "final_step": False, "metadata": None}
+    return {
+        "pair_id": content_id("pair", i),
+        "problem_id": content_id("p", i),
+        "tree_id": content_id("t", i),
+        "round": 1,
+        "prefix": f"What is {a} plus {b}? Step 1: add them.",
+        "chosen": good,
+        "rejected": bad,
+        "chosen_q": 1.0,
+        "rejected_q": -1.0,
+        "final_step": False,
+        "metadata": None,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +100,9 @@ def pairs() -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def base_model(tmp_path_factory: pytest.TempPathFactory, rows: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> Path:
+def base_model(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[dict[str, Any]], pairs: list[dict[str, Any]]
+) -> Path:
     texts = [r["prompt"] + "".join(s["text"] for s in r["segments"]) for r in rows]
     texts += [p["prefix"] + p["chosen"] + p["rejected"] for p in pairs]
     tokenizer = tiny.make_tokenizer(texts, TINY.vocab_size)
@@ -94,10 +128,14 @@ def test_labels_train_on_model_and_code_text_only(tokenizer: Any, rows: list[dic
     assert set(labels[:prompt_len]) == {IGNORE_INDEX}
 
 
-@pytest.mark.parametrize(("labelled_only", "chunk_tokens"), [(True, 0), (True, 7), (False, 0)],
-                         ids=["head-on-labelled-positions", "chunked-head", "model-loss"])
-def test_masked_tokens_change_neither_loss_nor_gradient(base_model: Path, tokenizer: Any, rows: list[dict[str, Any]],
-                                                        tmp_path: Path, labelled_only: bool, chunk_tokens: int) -> None:
+@pytest.mark.parametrize(
+    ("labelled_only", "chunk_tokens"),
+    [(True, 0), (True, 7), (False, 0)],
+    ids=["head-on-labelled-positions", "chunked-head", "model-loss"],
+)
+def test_masked_tokens_change_neither_loss_nor_gradient(
+    base_model: Path, tokenizer: Any, rows: list[dict[str, Any]], tmp_path: Path, labelled_only: bool, chunk_tokens: int
+) -> None:
     """The Trainer's loss over two accumulated micro-batches equals the mean over unmasked tokens only, and
     its gradient equals that of a loss whose masked labels were set to arbitrary tokens and then excluded.
     The reference passes an explicit attention mask, so the mask-free collator is checked too. train_sft's
@@ -109,7 +147,9 @@ def test_masked_tokens_change_neither_loss_nor_gradient(base_model: Path, tokeni
     from tracemill.train.sft import LabelledTrainer
 
     collate = causal_lm_collator(tokenizer.pad_token_id)
-    features = [dict(zip(("input_ids", "labels"), build_labels(tokenizer, r["prompt"], r["segments"]))) for r in rows[:6]]
+    features = [
+        dict(zip(("input_ids", "labels"), build_labels(tokenizer, r["prompt"], r["segments"]))) for r in rows[:6]
+    ]
     micro = [collate(features[:3]), collate(features[3:])]
     n_loss_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro)
 
@@ -120,7 +160,9 @@ def test_masked_tokens_change_neither_loss_nor_gradient(base_model: Path, tokeni
     else:
         trainer = BucketTrainer(model=model, args=args, lengths=[], bucket_window=1)
     head_rows: list[int] = []
-    hook = model.lm_head.register_forward_hook(lambda _m, args, _out: head_rows.append(args[0].numel() // TINY.hidden_size))
+    hook = model.lm_head.register_forward_hook(
+        lambda _m, args, _out: head_rows.append(args[0].numel() // TINY.hidden_size)
+    )
     model.zero_grad()
     loss = sum(trainer.compute_loss(model, {**b}, num_items_in_batch=n_loss_tokens) for b in micro)
     loss.backward()
@@ -153,7 +195,8 @@ def test_masked_tokens_change_neither_loss_nor_gradient(base_model: Path, tokeni
 
 @pytest.mark.parametrize("chunk_tokens", [0, 1, 7, 100_000])
 def test_chunked_linear_cross_entropy_equals_the_plain_head_without_keeping_logits(
-        base_model: Path, tokenizer: Any, rows: list[dict[str, Any]], chunk_tokens: int) -> None:
+    base_model: Path, tokenizer: Any, rows: list[dict[str, Any]], chunk_tokens: int
+) -> None:
     """train/loss.py on a tiny Qwen2: the summed loss and every parameter's gradient equal those of the plain
     lm_head + cross-entropy over the same positions, IGNORE_INDEX labels (prompt, hint, output, padding)
     included. Chunked, nothing but its inputs is kept for the backward pass (the chunks' logits are
@@ -163,7 +206,9 @@ def test_chunked_linear_cross_entropy_equals_the_plain_head_without_keeping_logi
     from tracemill.train.hf import causal_lm_collator
     from tracemill.train.loss import linear_cross_entropy
 
-    features = [dict(zip(("input_ids", "labels"), build_labels(tokenizer, r["prompt"], r["segments"]))) for r in rows[:4]]
+    features = [
+        dict(zip(("input_ids", "labels"), build_labels(tokenizer, r["prompt"], r["segments"]))) for r in rows[:4]
+    ]
     batch = causal_lm_collator(tokenizer.pad_token_id)(features)
     targets = batch["labels"][:, 1:].reshape(-1)
     assert 0 < int((targets == IGNORE_INDEX).sum()) < targets.numel()
@@ -191,15 +236,18 @@ def test_chunked_linear_cross_entropy_equals_the_plain_head_without_keeping_logi
     assert chunked.dtype == torch.float32
     assert chunked.item() == pytest.approx(plain.item(), rel=1e-6)
     for name, param in model.named_parameters():
-        torch.testing.assert_close(param.grad, expected[name], rtol=1e-4, atol=1e-5, msg=name)  # fp32 sums, another order
+        torch.testing.assert_close(
+            param.grad, expected[name], rtol=1e-4, atol=1e-5, msg=name
+        )  # fp32 sums, another order
     inputs = {t.untyped_storage().data_ptr() for t in (hidden, weight, targets)}
     beyond_inputs = sum(n for ptr, n in kept.items() if ptr not in inputs)
     full_logits = targets.numel() * vocab * 4
     assert beyond_inputs >= full_logits if chunk_tokens == 0 else beyond_inputs == 0
 
 
-def test_sft_lowers_heldout_loss_and_saves_a_loadable_model(base_model: Path, rows: list[dict[str, Any]],
-                                                           tmp_path: Path) -> None:
+def test_sft_lowers_heldout_loss_and_saves_a_loadable_model(
+    base_model: Path, rows: list[dict[str, Any]], tmp_path: Path
+) -> None:
     from transformers import AutoModelForCausalLM
 
     from tracemill.train import train_sft
@@ -231,8 +279,9 @@ train_sft(model, json.loads(Path(rows_file).read_text()), out_dir, SFTParams(**j
 """
 
 
-def test_sft_killed_mid_epoch_resumes_from_its_checkpoint(base_model: Path, rows: list[dict[str, Any]],
-                                                           tmp_path: Path) -> None:
+def test_sft_killed_mid_epoch_resumes_from_its_checkpoint(
+    base_model: Path, rows: list[dict[str, Any]], tmp_path: Path
+) -> None:
     from safetensors.torch import load_file
 
     from tracemill.train import train_sft
@@ -240,9 +289,20 @@ def test_sft_killed_mid_epoch_resumes_from_its_checkpoint(base_model: Path, rows
     rows_file, marker, out = tmp_path / "rows.json", tmp_path / "saved", tmp_path / "killed"
     rows_file.write_text(json.dumps(rows))
     proc = subprocess.Popen(
-        [sys.executable, "-c", KILLED_RUN, str(base_model), str(rows_file), str(out),
-         json.dumps(dataclasses.asdict(RESUME)), str(marker)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ | {"PYTHONPATH": str(ROOT)},
+        [
+            sys.executable,
+            "-c",
+            KILLED_RUN,
+            str(base_model),
+            str(rows_file),
+            str(out),
+            json.dumps(dataclasses.asdict(RESUME)),
+            str(marker),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
     )
     deadline = time.monotonic() + 90
     while not marker.exists():
@@ -268,7 +328,9 @@ class Interrupted(Exception):
     """Ends a run right after its first checkpoint, leaving the checkpoint behind as a crash would."""
 
 
-def test_resume_skips_checkpoints_of_a_different_run(base_model: Path, rows: list[dict[str, Any]], tmp_path: Path) -> None:
+def test_resume_skips_checkpoints_of_a_different_run(
+    base_model: Path, rows: list[dict[str, Any]], tmp_path: Path
+) -> None:
     from transformers import TrainerCallback
 
     from tracemill.train import train_sft
@@ -287,8 +349,17 @@ def test_resume_skips_checkpoints_of_a_different_run(base_model: Path, rows: lis
 def test_ppm_ranks_held_out_pairs_above_chance(base_model: Path, pairs: list[dict[str, Any]], tmp_path: Path) -> None:
     from tracemill.train import load_ppm, train_ppm
 
-    params = PPMParams(learning_rate=3e-3, batch_size=8, micro_batch_size=8, epochs=2.0, max_length=128,
-                       warmup_ratio=0.0, heldout_fraction=0.25, save_steps=1000, logging_steps=1000)
+    params = PPMParams(
+        learning_rate=3e-3,
+        batch_size=8,
+        micro_batch_size=8,
+        epochs=2.0,
+        max_length=128,
+        warmup_ratio=0.0,
+        heldout_fraction=0.25,
+        save_steps=1000,
+        logging_steps=1000,
+    )
     metrics = train_ppm(base_model, pairs, tmp_path / "ppm", params)
     assert metrics["heldout_pairs"] == 24
     assert metrics["heldout_pairwise_accuracy"] >= 0.8
@@ -303,12 +374,16 @@ def test_ppm_ranks_held_out_pairs_above_chance(base_model: Path, pairs: list[dic
 
     again = train_ppm(base_model, pairs, tmp_path / "again", params)  # same params and seed: the same PPM
     assert again["heldout_pairwise_accuracy"] == metrics["heldout_pairwise_accuracy"]
-    first, second = load_file(tmp_path / "ppm" / "model.safetensors"), load_file(tmp_path / "again" / "model.safetensors")
+    first, second = (
+        load_file(tmp_path / "ppm" / "model.safetensors"),
+        load_file(tmp_path / "again" / "model.safetensors"),
+    )
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
-def test_ppm_loss_weighs_each_pair_by_how_many_its_prefix_paired(base_model: Path, pairs: list[dict[str, Any]],
-                                                                   tokenizer: Any) -> None:
+def test_ppm_loss_weighs_each_pair_by_how_many_its_prefix_paired(
+    base_model: Path, pairs: list[dict[str, Any]], tokenizer: Any
+) -> None:
     """pair_weighting count (the reference's train/rm.py): a prefix with 2 chosen x 2 rejected steps gives
     each of its pairs 1/4, one chosen against 4 rejected 1/4 too, a lone pair (or one without counts) 1."""
     from transformers import AutoModelForSequenceClassification
@@ -316,8 +391,10 @@ def test_ppm_loss_weighs_each_pair_by_how_many_its_prefix_paired(base_model: Pat
     from tracemill.train.ppm import PPMTrainer, pair_collator, pair_features, raw_scores
 
     counts = [(2, 2), (1, 4), (1, 1), None]
-    rows = [dict(p, metadata=json.dumps({"kind": "sibling", "pos_count": c[0], "neg_count": c[1]}) if c else None)
-            for p, c in zip(pairs, counts)]
+    rows = [
+        dict(p, metadata=json.dumps({"kind": "sibling", "pos_count": c[0], "neg_count": c[1]}) if c else None)
+        for p, c in zip(pairs, counts)
+    ]
     features, _ = pair_features(tokenizer, rows, 128, "count")
     assert [f["weight"] for f in features] == [0.25, 0.25, 1.0, 1.0]
     assert [f["weight"] for f in pair_features(tokenizer, rows, 128, "uniform")[0]] == [1.0] * 4
@@ -348,8 +425,12 @@ def test_sft_in_two_processes_matches_one_process(base_model: Path, rows: list[d
     from tracemill.train import LossCurve, train_sft
 
     curves = {n: LossCurve() for n in (1, 2)}
-    metrics = {n: train_sft(base_model, rows, tmp_path / f"p{n}", dataclasses.replace(PARALLEL, processes=n),
-                            callbacks=[curves[n]]) for n in (1, 2)}
+    metrics = {
+        n: train_sft(
+            base_model, rows, tmp_path / f"p{n}", dataclasses.replace(PARALLEL, processes=n), callbacks=[curves[n]]
+        )
+        for n in (1, 2)
+    }
     steps = 2 * 80 // PARALLEL.batch_size
     assert metrics[2]["global_step"] == metrics[1]["global_step"] == len(curves[2].rows) == steps
     assert [r["step"] for r in curves[2].rows] == [r["step"] for r in curves[1].rows]
@@ -363,12 +444,23 @@ def test_sft_in_two_processes_matches_one_process(base_model: Path, rows: list[d
 
 
 @pytest.mark.slow
-def test_ppm_in_two_processes_saves_one_scorable_folder(base_model: Path, pairs: list[dict[str, Any]],
-                                                        tmp_path: Path) -> None:
+def test_ppm_in_two_processes_saves_one_scorable_folder(
+    base_model: Path, pairs: list[dict[str, Any]], tmp_path: Path
+) -> None:
     from tracemill.train import load_ppm, train_ppm
 
-    params = PPMParams(learning_rate=3e-3, batch_size=8, micro_batch_size=4, epochs=2.0, max_length=128,
-                       warmup_ratio=0.0, heldout_fraction=0.25, save_steps=1000, logging_steps=1000, processes=2)
+    params = PPMParams(
+        learning_rate=3e-3,
+        batch_size=8,
+        micro_batch_size=4,
+        epochs=2.0,
+        max_length=128,
+        warmup_ratio=0.0,
+        heldout_fraction=0.25,
+        save_steps=1000,
+        logging_steps=1000,
+        processes=2,
+    )
     metrics = train_ppm(base_model, pairs, tmp_path / "ppm", params)
     assert metrics["heldout_pairs"] == 24 and metrics["global_step"] == 2 * 72 // 8
     assert metrics["heldout_pairwise_accuracy"] >= 0.8
@@ -377,8 +469,9 @@ def test_ppm_in_two_processes_saves_one_scorable_folder(base_model: Path, pairs:
     assert chosen > rejected
 
 
-def test_a_failed_training_process_is_one_clear_error(base_model: Path, rows: list[dict[str, Any]],
-                                                      tmp_path: Path) -> None:
+def test_a_failed_training_process_is_one_clear_error(
+    base_model: Path, rows: list[dict[str, Any]], tmp_path: Path
+) -> None:
     import shutil
 
     from tracemill.train import train_sft
@@ -404,10 +497,10 @@ def test_missing_model_folder_names_the_path_and_the_fix(rows: list[dict[str, An
 
 def test_params_yaml_train_section_parses_and_checks_ranges() -> None:
     train = params_mod.section(TrainParams, params_mod.load(ROOT / "params.yaml"), "train")
-    assert isinstance(train.sft_start, SFTParams) and isinstance(train.ppm, PPMParams)
-    assert train.train_policy.prompt_style == "steps"
-    with pytest.raises(params_mod.ParamsError, match="train.ppm.batch_size"):
-        params_mod.parse_section(TrainParams, {"ppm": {"batch_size": 12, "micro_batch_size": 8}}, "train")
+    assert isinstance(train.sft_start, SFTParams) and isinstance(train.rstar_ppm, PPMParams)
+    assert train.rstar_policy.prompt_style == "steps"
+    with pytest.raises(params_mod.ParamsError, match="train.rstar_ppm.batch_size"):
+        params_mod.parse_section(TrainParams, {"rstar_ppm": {"batch_size": 12, "micro_batch_size": 8}}, "train")
 
 
 STEP_BUFFERS = [3 << 20, 1 << 20, 5 << 20, 512 << 10] * 4  # a training step's mix of activation and gradient buffers
@@ -437,9 +530,12 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
 def test_training_processes_reuse_freed_memory_instead_of_faulting_it_in_again() -> None:
     """A step that allocates and frees the same mix of large buffers as the last one: by default glibc
     maps them afresh and every page faults again; after retain_freed_memory the heap keeps them."""
+
     def faults(mode: str) -> float:
         sizes = ",".join(map(str, STEP_BUFFERS))
-        out = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP, mode, sizes], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", FAULTS_PER_STEP, mode, sizes], capture_output=True, text=True, check=True
+        )
         return float(out.stdout)
 
     pages = sum(STEP_BUFFERS) // 4096
@@ -449,7 +545,9 @@ def test_training_processes_reuse_freed_memory_instead_of_faulting_it_in_again()
     assert retained < pages / 100, f"{retained:.0f} of {pages} pages faulted again per step"
 
 
-@pytest.mark.parametrize(("processes", "gpus", "ranks"), [(0, 0, 1), (0, 1, 1), (0, 8, 8), (1, 8, 1), (2, 0, 2), (3, 8, 3)])
+@pytest.mark.parametrize(
+    ("processes", "gpus", "ranks"), [(0, 0, 1), (0, 1, 1), (0, 8, 8), (1, 8, 1), (2, 0, 2), (3, 8, 3)]
+)
 def test_processes_zero_is_one_rank_per_visible_gpu_and_one_without(processes: int, gpus: int, ranks: int) -> None:
     from tracemill.train.launch import resolve_processes
 
@@ -461,14 +559,19 @@ def test_processes_zero_trains_in_the_stage_process_without_cuda() -> None:
     in this very process (a spawned rank would report another pid), as `processes: 1` does."""
     from tracemill.train.launch import in_processes, visible_gpus
 
-    parsed = params_mod.parse_section(TrainParams, {"sft_start": {"processes": 0, "batch_size": 8, "micro_batch_size": 4}},
-                                      "train")
+    parsed = params_mod.parse_section(
+        TrainParams, {"sft_start": {"processes": 0, "batch_size": 8, "micro_batch_size": 4}}, "train"
+    )
     assert parsed.sft_start.processes == 0
-    with pytest.raises(params_mod.ParamsError, match="train.ppm.processes"):
-        params_mod.parse_section(TrainParams, {"ppm": {"processes": -1}}, "train")
+    with pytest.raises(params_mod.ParamsError, match="train.rstar_ppm.processes"):
+        params_mod.parse_section(TrainParams, {"rstar_ppm": {"processes": -1}}, "train")
     if not torch.cuda.is_available():
         assert visible_gpus("auto") == 0
     assert visible_gpus("cpu") == 0
     assert in_processes(os.getpid, (), parsed.sft_start.processes, "cpu") == os.getpid()
-    with pytest.raises(params_mod.ParamsError, match=r"'train.ppm.micro_batch_size' = 8 x 'train.ppm.processes' = 0"):
-        params_mod.parse_section(TrainParams, {"ppm": {"batch_size": 12, "micro_batch_size": 8, "processes": 0}}, "train")
+    with pytest.raises(
+        params_mod.ParamsError, match=r"'train.rstar_ppm.micro_batch_size' = 8 x 'train.rstar_ppm.processes' = 0"
+    ):
+        params_mod.parse_section(
+            TrainParams, {"rstar_ppm": {"batch_size": 12, "micro_batch_size": 8, "processes": 0}}, "train"
+        )

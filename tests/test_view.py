@@ -7,7 +7,6 @@ import base64
 import html
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+import view_fixture as fx
 from starlette.testclient import TestClient
 
-import view_fixture as fx
 from tracemill import store
 from tracemill.view import create_app
 
@@ -32,7 +31,9 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(run_dir) -> TestClient:
-    return TestClient(create_app(run_dir / "data", run_dir / "metrics", run_dir / "plots"), raise_server_exceptions=False)
+    return TestClient(
+        create_app(run_dir / "data", run_dir / "metrics", run_dir / "plots"), raise_server_exceptions=False
+    )
 
 
 def text_of(page: str) -> str:
@@ -43,7 +44,13 @@ def test_every_page_shows_the_fixture_run(client):
     pages = {
         "/problems": [fx.P1, fx.P2, "gsm8k", "hint_infer, rstar_search"],
         f"/problem/{fx.P1}": [fx.HINT_TRACE, fx.TREE_R1, fx.TREE_R2, fx.PAIR_STEP, fx.COAT_ID, fx.STATE_ID, "d_seed"],
-        f"/trace/{fx.HINT_TRACE}": [fx.HINT_TEXT, "h-python inserted at character 28", "print(3 + 4)", "correct", "cached 32"],
+        f"/trace/{fx.HINT_TRACE}": [
+            fx.HINT_TEXT,
+            "h-python inserted at character 28",
+            "print(3 + 4)",
+            "correct",
+            "cached 32",
+        ],
         f"/tree/{fx.TREE_R1}?node={fx.NODE_BAD}": ["Tom gives away 4 apples.", "SyntaxError", "failed", "traj-win-1"],
         f"/tree/{fx.TREE_R2}": ["P 0.95", "round 2"],
         f"/pair/{fx.PAIR_FINAL}": ["So Tom has \\boxed{7} apples.", "So Tom has \\boxed{12} apples.", "final step"],
@@ -72,21 +79,31 @@ def test_trace_marks_which_segments_carry_the_loss_from_its_sft_row(client):
     html = client.get(f"/trace/{fx.HINT_TRACE}").text
     kinds = re.findall(r'data-kind="(\w+)" data-loss="(\w+)"', html)
     # the SFT row trains on the hint (START), the trace's own mask does not; tool output and prompt never
-    assert kinds == [("prompt", "false"), ("model", "true"), ("hint", "true"), ("code", "true"), ("output", "false"), ("model", "true")]
+    assert kinds == [
+        ("prompt", "false"),
+        ("model", "true"),
+        ("hint", "true"),
+        ("code", "true"),
+        ("output", "false"),
+        ("model", "true"),
+    ]
     assert "d_seed" in html
 
 
-@pytest.mark.parametrize("url, message, status", [
-    ("/problem/no-such-problem", "no problem with problem_id 'no-such-problem'", 404),
-    ("/trace/nope", "no trace with trace_id 'nope'", 404),
-    ("/tree/nope", "no search tree with tree_id 'nope'", 404),
-    (f"/tree/{fx.TREE_R1}?node=nope", f"tree '{fx.TREE_R1}' has no node 'nope'", 404),
-    ("/table/secrets", "unknown table 'secrets'", 404),
-    ("/table/rejected", "table 'rejected' has not been written yet", 200),
-    ("/no/such/page", "Not Found", 404),
-    ("/sql?q=select+*+from+nowhere", "Table with name nowhere does not exist", 200),
-    ("/sql?q=selec+1", "syntax error", 200),
-])
+@pytest.mark.parametrize(
+    "url, message, status",
+    [
+        ("/problem/no-such-problem", "no problem with problem_id 'no-such-problem'", 404),
+        ("/trace/nope", "no trace with trace_id 'nope'", 404),
+        ("/tree/nope", "no search tree with tree_id 'nope'", 404),
+        (f"/tree/{fx.TREE_R1}?node=nope", f"tree '{fx.TREE_R1}' has no node 'nope'", 404),
+        ("/table/secrets", "unknown table 'secrets'", 404),
+        ("/table/rejected", "table 'rejected' has not been written yet", 200),
+        ("/no/such/page", "Not Found", 404),
+        ("/sql?q=select+*+from+nowhere", "Table with name nowhere does not exist", 200),
+        ("/sql?q=selec+1", "syntax error", 200),
+    ],
+)
 def test_bad_input_shows_one_clear_line_never_a_trace(client, url, message, status):
     r = client.get(url)
     assert r.status_code == status
@@ -139,10 +156,11 @@ def test_sql_ending_in_a_comment_runs(client):
 
 def test_a_chart_with_negative_values_draws_them_below_zero(tmp_path):
     from tracemill.view import charts
+
     plot = tmp_path / "rl_reward.csv"
     plot.write_text("step,reward\n" + "".join(f"{s},{-1.0 if s < 8 else 1.0}\n" for s in range(1, 17)))
     chart = charts.chart(plot)
-    (_, points), = chart.series
+    ((_, points),) = chart.series
     assert chart.y_min == -1.0 and chart.y_max == 1.0
     assert all(y > chart.zero for _, y in points[:7]) and all(y < chart.zero for _, y in points[7:])
 
@@ -167,9 +185,26 @@ def served(run_dir):
     """`tracemill view` as a user starts it, on a free port."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tracemill.cli", "view", "--port", str(port), "--data", str(run_dir / "data"),
-         "--metrics", str(run_dir / "metrics"), "--plots", str(run_dir / "plots"), "--threads", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "tracemill.cli",
+            "view",
+            "--port",
+            str(port),
+            "--data",
+            str(run_dir / "data"),
+            "--metrics",
+            str(run_dir / "metrics"),
+            "--plots",
+            str(run_dir / "plots"),
+            "--threads",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 30
     while time.time() < deadline:
         try:
@@ -187,7 +222,9 @@ def served(run_dir):
 @pytest.fixture(scope="module")
 def browser():
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip("Chromium is not installed (/usr/bin/chromium, /usr/bin/chromedriver): run `make install-browser` as root")
+        pytest.skip(
+            "Chromium is not installed (/usr/bin/chromium, /usr/bin/chromedriver): run `make install-browser` as root"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -195,7 +232,9 @@ def browser():
     options.binary_location = str(CHROMIUM)
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900", "--disable-gpu"):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)  # no Selenium Manager download
+    driver = webdriver.Chrome(
+        service=Service(executable_path=str(CHROMEDRIVER)), options=options
+    )  # no Selenium Manager download
     driver.implicitly_wait(5)
     yield driver
     driver.quit()
@@ -207,7 +246,9 @@ def shot(driver, name: str, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
     clip = {"x": 0, "y": 0, "width": 1280, "height": min(int(size["height"]), 2400), "scale": 1}
-    png = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})["data"]
+    png = driver.execute_cdp_cmd(
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+    )["data"]
     (out / f"{name}.png").write_bytes(base64.b64decode(png))
 
 
@@ -240,14 +281,23 @@ def test_browser_clicks_problem_trace_tree_node_pair(browser, served, tmp_path):
     shot(d, "tree", out)
 
     d.find_element(By.LINK_TEXT, fx.PAIR_FINAL).click()
-    assert "\\boxed{7}" in d.find_element(By.ID, "chosen").text and "\\boxed{12}" in d.find_element(By.ID, "rejected").text
+    assert (
+        "\\boxed{7}" in d.find_element(By.ID, "chosen").text and "\\boxed{12}" in d.find_element(By.ID, "rejected").text
+    )
     assert "buys 4 more" in d.find_element(By.ID, "prefix").text
     shot(d, "pair", out)
     d.find_element(By.ID, "pair-tree").click()
-    assert len(d.find_elements(By.CSS_SELECTOR, "#tree .chosen-ring")) == 1 and len(d.find_elements(By.CSS_SELECTOR, "#tree .rejected-ring")) == 1
+    assert (
+        len(d.find_elements(By.CSS_SELECTOR, "#tree .chosen-ring")) == 1
+        and len(d.find_elements(By.CSS_SELECTOR, "#tree .rejected-ring")) == 1
+    )
 
     d.get(f"{served}/coat/{fx.COAT_ID}")
-    assert [m.text for m in d.find_elements(By.CSS_SELECTOR, "#coat-text .meta")] == ["<|continue|>", "<|reflect|>", "<|explore|>"]
+    assert [m.text for m in d.find_elements(By.CSS_SELECTOR, "#coat-text .meta")] == [
+        "<|continue|>",
+        "<|reflect|>",
+        "<|explore|>",
+    ]
     shot(d, "coat", out)
     d.get(f"{served}/rae/{fx.STATE_ID}")
     d.find_element(By.CSS_SELECTOR, "#restart a").click()
@@ -256,7 +306,9 @@ def test_browser_clicks_problem_trace_tree_node_pair(browser, served, tmp_path):
     shot(d, "rae", out)
 
     d.get(f"{served}/runs")
-    assert "rstar_r2" in d.find_element(By.ID, "accuracy").text and len(d.find_elements(By.CSS_SELECTOR, "svg.chart")) == 2
+    assert (
+        "rstar_r2" in d.find_element(By.ID, "accuracy").text and len(d.find_elements(By.CSS_SELECTOR, "svg.chart")) == 2
+    )
     shot(d, "runs", out)
     d.get(f"{served}/sql")
     d.find_element(By.ID, "sql-input").send_keys("select problem_id, count(*) as traces from traces group by 1")

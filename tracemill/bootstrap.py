@@ -25,7 +25,17 @@ from typing import TYPE_CHECKING, Any
 
 from tracemill import tiny
 from tracemill.errors import ParamsError
-from tracemill.formats import IM_END, FormatParams, Step, boxed, code_block, code_blocks, output_block, render_prompt, render_steps
+from tracemill.formats import (
+    IM_END,
+    FormatParams,
+    Step,
+    boxed,
+    code_block,
+    code_blocks,
+    output_block,
+    render_prompt,
+    render_steps,
+)
 from tracemill.hints import Hint, example_tests, fill_template
 from tracemill.llm import LLMParams, load_backend
 from tracemill.params import above, at_least, bounded, fraction
@@ -42,11 +52,15 @@ class BootstrapParams:
     vocab_size: int = at_least(1, default=1024)
     hidden_size: int = at_least(1, default=128)
     intermediate_size: int = at_least(1, default=384)
-    num_hidden_layers: int = at_least(1, default=2)  # two layers learn to copy numbers far sooner than four in the CPU budget
+    num_hidden_layers: int = at_least(
+        1, default=2
+    )  # two layers learn to copy numbers far sooner than four in the CPU budget
     num_attention_heads: int = at_least(1, default=4)
     num_key_value_heads: int = at_least(1, default=2)
     max_position_embeddings: int = at_least(1, default=1024)
-    seq_len: int = at_least(1, default=448)  # longer demos are dropped from the corpus (a code demo fixing its draft: ~430)
+    seq_len: int = at_least(
+        1, default=448
+    )  # longer demos are dropped from the corpus (a code demo fixing its draft: ~430)
     batch_size: int = at_least(1, default=16)  # many small updates: copying emerges after ~700 of them
     max_steps: int = at_least(1, default=3000)
     learning_rate: float = above(0, default=3e-3)
@@ -55,14 +69,26 @@ class BootstrapParams:
     # Share of the math kinds whose TIR demos self-check mid-solution after a marker, so the policy
     # writes markers that hint-infer can put hints after; of those kinds, the share whose check
     # opens with "Alternatively," (the rest: a guess, then "Wait," and python).
-    marker_share: float = fraction(default=0.2)  # each marked kind costs that kind tools accuracy in the tiny policy (measured)
+    marker_share: float = fraction(
+        default=0.2
+    )  # each marked kind costs that kind tools accuracy in the tiny policy (measured)
     alternatively_share: float = fraction(default=0.3)
-    code_share: float = bounded(0, 1, hi_open=True, default=0.1)  # share of the corpus that is code demos (synthetic code problems)
-    code_check_fraction: float = fraction(default=0.6)  # code demos that run the example test after the function (START's code hint)
-    code_draft_fraction: float = fraction(default=0.5)  # of those, a first draft that fails the example and is then fixed
+    code_share: float = bounded(
+        0, 1, hi_open=True, default=0.1
+    )  # share of the corpus that is code demos (synthetic code problems)
+    code_check_fraction: float = fraction(
+        default=0.6
+    )  # code demos that run the example test after the function (START's code hint)
+    code_draft_fraction: float = fraction(
+        default=0.5
+    )  # of those, a first draft that fails the example and is then fixed
     steps_fraction: float = fraction(default=0.5)  # problems also rendered as rStar steps
-    cot_fraction: float = fraction(default=0.4)  # problems answered in words only (the model does the arithmetic itself)
-    hinted_fraction: float = fraction(default=0.5)  # of those, the share where a hint follows the answer and python re-checks it
+    cot_fraction: float = fraction(
+        default=0.4
+    )  # problems answered in words only (the model does the arithmetic itself)
+    hinted_fraction: float = fraction(
+        default=0.5
+    )  # of those, the share where a hint follows the answer and python re-checks it
     max_grad_norm: float = above(0, default=1.0)  # 0 would clip every gradient to nothing
     bucket_batches: int = at_least(1, default=16)  # batches drawn together and sorted by length, so padding stays small
     eval_max_problems: int = at_least(0, default=200)  # per domain
@@ -82,9 +108,14 @@ class BootstrapParams:
 
     def tiny_config(self) -> tiny.TinyConfig:
         return tiny.TinyConfig(
-            vocab_size=self.vocab_size, hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
-            num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
-            num_key_value_heads=self.num_key_value_heads, max_position_embeddings=self.max_position_embeddings, seed=self.seed,
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads,
+            max_position_embeddings=self.max_position_embeddings,
+            seed=self.seed,
         )
 
 
@@ -137,14 +168,19 @@ def tir_response(problem: dict[str, Any], fmt: FormatParams, rng: random.Random,
     return "".join(parts)
 
 
-def cot_response(problem: dict[str, Any], fmt: FormatParams, rng: random.Random, bp: BootstrapParams, hints: Sequence[str]) -> str:
+def cot_response(
+    problem: dict[str, Any], fmt: FormatParams, rng: random.Random, bp: BootstrapParams, hints: Sequence[str]
+) -> str:
     """A words-only answer; in `hinted_fraction` of them the answer (right or a near miss) is followed
     by a hint from the START library, exactly where hint-infer inserts one before the stop token, and
     python then computes the answer — what the START pipeline later teaches the policy to do unprompted."""
     steps = _steps(problem)
     hinted = bool(hints) and rng.random() < bp.hinted_fraction
     guess = _wrong(problem["answer"], rng) if hinted and rng.random() < 0.5 else problem["answer"]
-    parts = [f"{step['text']} That gives {step['output'] if i < len(steps) - 1 else guess}.\n" for i, step in enumerate(steps)]
+    parts = [
+        f"{step['text']} That gives {step['output'] if i < len(steps) - 1 else guess}.\n"
+        for i, step in enumerate(steps)
+    ]
     parts.append(f"The answer is {boxed(guess, fmt)}.")
     if hinted:
         parts.append(f" {rng.choice(list(hints))}\n")
@@ -172,7 +208,9 @@ def _assert_failed(check: str, fmt: FormatParams) -> str:
     return f'Traceback (most recent call last):\n  File "<cell>", line {line}, in <module>\nAssertionError'
 
 
-def code_response(problem: dict[str, Any], fmt: FormatParams, rng: random.Random, bp: BootstrapParams, code_hints: Sequence[Hint]) -> str:
+def code_response(
+    problem: dict[str, Any], fmt: FormatParams, rng: random.Random, bp: BootstrapParams, code_hints: Sequence[Hint]
+) -> str:
     """A function for a code problem (its definition runs, printing nothing). In `code_check_fraction`
     of them a START code hint follows and runs its template on the example test, as hint-infer does,
     so the policy learns to test its code unprompted; in `code_draft_fraction` of those the first
@@ -186,13 +224,18 @@ def code_response(problem: dict[str, Any], fmt: FormatParams, rng: random.Random
     check = fill_template(hint, first, examples)
     parts = [code_block(first, fmt), output_block("", fmt), hint.text, check]
     if draft:
-        parts += [output_block(_assert_failed(check, fmt), fmt),
-                  "The example fails, so the function has a bug. Let me fix it and run the example again.\n", fill_template(hint, solution, examples)]
+        parts += [
+            output_block(_assert_failed(check, fmt), fmt),
+            "The example fails, so the function has a bug. Let me fix it and run the example again.\n",
+            fill_template(hint, solution, examples),
+        ]
     parts += [output_block(EXAMPLES_PASS, fmt), f"The example passes. {done}"]
     return "".join(parts)
 
 
-def corpus(problems: Sequence[dict[str, Any]], fmt: FormatParams, bp: BootstrapParams, hints: Sequence[Hint] = ()) -> list[tuple[str, str]]:
+def corpus(
+    problems: Sequence[dict[str, Any]], fmt: FormatParams, bp: BootstrapParams, hints: Sequence[Hint] = ()
+) -> list[tuple[str, str]]:
     """(prompt, response) pairs from the train split: each math problem as a TIR or words-only demo
     (and some as rStar steps), then code demos, `code_share` of all pairs, cycling through the code
     problems. `hints` is the START hint library (params `start.hints.library`): its math hints that
@@ -214,7 +257,9 @@ def corpus(problems: Sequence[dict[str, Any]], fmt: FormatParams, bp: BootstrapP
     code = [p for p in train if p["domain"] == "code"]
     for i in range(round(len(out) * bp.code_share / (1 - bp.code_share)) if code else 0):
         p = code[i % len(code)]
-        out.append((render_prompt(p["question"], None, fmt, "tir"), code_response(p, fmt, rng, bp, code_hints) + IM_END))
+        out.append(
+            (render_prompt(p["question"], None, fmt, "tir"), code_response(p, fmt, rng, bp, code_hints) + IM_END)
+        )
     return out
 
 
@@ -245,7 +290,9 @@ def _batches(examples: list[tuple[list[int], int]], bp: BootstrapParams, rng: ra
         yield from batches
 
 
-def train(pairs: Sequence[tuple[str, str]], out_dir: str | Path, bp: BootstrapParams, progress: Any = None) -> dict[str, Any]:
+def train(
+    pairs: Sequence[tuple[str, str]], out_dir: str | Path, bp: BootstrapParams, progress: Any = None
+) -> dict[str, Any]:
     """Tokenizer + model from scratch; returns the loss curve. Deterministic given bp.seed."""
     import torch
 
@@ -256,7 +303,9 @@ def train(pairs: Sequence[tuple[str, str]], out_dir: str | Path, bp: BootstrapPa
     model = tiny.make_model(tokenizer, bp.tiny_config())
     examples = _encode(pairs, tokenizer, bp.seq_len)
     opt = torch.optim.AdamW(model.parameters(), lr=bp.learning_rate, weight_decay=bp.weight_decay, fused=True)
-    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / bp.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / bp.max_steps))))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / bp.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / bp.max_steps)))
+    )
     pad = tokenizer.pad_token_id
     rng = random.Random(bp.seed)
     curve, tokens, start = [], 0, time.perf_counter()
@@ -287,15 +336,27 @@ def train(pairs: Sequence[tuple[str, str]], out_dir: str | Path, bp: BootstrapPa
     model.eval()
     tiny.save(model, tokenizer, out_dir)
     seconds = time.perf_counter() - start
-    return {"curve": curve, "examples": len(examples), "train_seconds": round(seconds, 1), "tokens_per_s": round(tokens / seconds),
-            "parameters": sum(p.numel() for p in model.parameters())}
+    return {
+        "curve": curve,
+        "examples": len(examples),
+        "train_seconds": round(seconds, 1),
+        "tokens_per_s": round(tokens / seconds),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
 
 
 # ---- evaluation ----------------------------------------------------------------------------------
 
 
-def evaluate_policy(model_dir: str | Path, problems: Sequence[dict[str, Any]], fmt: FormatParams, bp: BootstrapParams,
-                    sandbox: Sandbox, grader: Grader, llm_params: LLMParams) -> dict[str, Any]:
+def evaluate_policy(
+    model_dir: str | Path,
+    problems: Sequence[dict[str, Any]],
+    fmt: FormatParams,
+    bp: BootstrapParams,
+    sandbox: Sandbox,
+    grader: Grader,
+    llm_params: LLMParams,
+) -> dict[str, Any]:
     """Greedy pass@1 on the held-out split: math without tools (the model writes its own output
     blocks) and with tools (the sandbox runs each code block), overall and per difficulty level;
     code problems with tools, graded by their hidden tests. `with_marker`: the share of those
@@ -304,16 +365,29 @@ def evaluate_policy(model_dir: str | Path, problems: Sequence[dict[str, Any]], f
     sampling = Sampling(temperature=0.0, max_tokens=bp.eval_max_tokens, seed=bp.seed)
 
     def held_out(domain: str) -> list[dict[str, Any]]:
-        chosen = sorted((p for p in problems if p["split"] == "eval" and p["domain"] == domain), key=lambda p: p["problem_id"])
+        chosen = sorted(
+            (p for p in problems if p["split"] == "eval" and p["domain"] == domain), key=lambda p: p["problem_id"]
+        )
         return chosen[: bp.eval_max_problems]
 
     def run(chosen: list[dict[str, Any]], tools: int) -> tuple[list[bool], float]:
         """Each problem's verdict, and the share of traces with a hint marker (where hint-infer can put a hint)."""
-        jobs = [TraceJob(key=p["problem_id"], prompt=render_prompt(p["question"], backend.tokenizer, fmt, "tir"), sampling=sampling,
-                         max_turn_tokens_total=bp.eval_max_total_tokens) for p in chosen]
-        traces = run_traces(backend, sandbox, jobs, fmt, LoopLimits(max_tool_calls=tools, max_marker_hints=0, max_stop_hints=0))
+        jobs = [
+            TraceJob(
+                key=p["problem_id"],
+                prompt=render_prompt(p["question"], backend.tokenizer, fmt, "tir"),
+                sampling=sampling,
+                max_turn_tokens_total=bp.eval_max_total_tokens,
+            )
+            for p in chosen
+        ]
+        traces = run_traces(
+            backend, sandbox, jobs, fmt, LoopLimits(max_tool_calls=tools, max_marker_hints=0, max_stop_hints=0)
+        )
         marked = sum(any(m in t.response for m in fmt.hint_markers) for t in traces)
-        return [v.correct for v in grader.grade_many([(p, t.response) for p, t in zip(chosen, traces)])], round(marked / max(1, len(traces)), 4)
+        return [v.correct for v in grader.grade_many([(p, t.response) for p, t in zip(chosen, traces)])], round(
+            marked / max(1, len(traces)), 4
+        )
 
     math, code = held_out("math"), held_out("code")
     results: dict[str, Any] = {}
@@ -329,5 +403,9 @@ def evaluate_policy(model_dir: str | Path, problems: Sequence[dict[str, Any]], f
         }
     results["eval_problems"] = len(math)
     verdicts, marked = run(code, bp.eval_max_tool_calls) if code else ([], 0.0)
-    results["code"] = {"pass@1": round(sum(verdicts) / max(1, len(verdicts)), 4), "with_marker": marked, "eval_problems": len(code)}
+    results["code"] = {
+        "pass@1": round(sum(verdicts) / max(1, len(verdicts)), 4),
+        "with_marker": marked,
+        "eval_problems": len(code),
+    }
     return results

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from tracemill.errors import TracemillError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="tracemill: a versioned dataset factory for LLM reasoning data.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="tracemill: a versioned dataset factory for LLM reasoning data."
+)
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
@@ -35,7 +37,13 @@ def fail(message: str | TracemillError) -> None:
 @app.command()
 def check(
     params: Annotated[Path, typer.Option(help="params file to check")] = Path("params.yaml"),
-    overlay: Annotated[Optional[Path], typer.Option(help="an overrides file (params.gpu.yaml): check params merged with it, as `tracemill overlay` would write it")] = None,
+    overlay: Annotated[
+        Path | None,
+        typer.Option(
+            help="an overrides file (params.gpu.yaml): check params merged with it, "
+            "as `tracemill overlay` would write it"
+        ),
+    ] = None,
 ) -> None:
     """Check a params file before any stage runs: unknown keys, types, allowed values and ranges of every
     knob, and the files it names. Prints every problem, one per line, and exits 2 when there is one."""
@@ -57,8 +65,11 @@ def check(
         typer.echo(f"error: {line}", err=True)
     lacking = [name for name in P.SECTIONS if name not in raw]
     if problems and lacking and not overlay:
-        typer.echo(f"note: {params} has no {', '.join(lacking)} section; an overrides file is checked merged: "
-                   f"tracemill check --overlay {params}", err=True)
+        typer.echo(
+            f"note: {params} has no {', '.join(lacking)} section; an overrides file is checked merged: "
+            f"tracemill check --overlay {params}",
+            err=True,
+        )
     if problems:
         raise typer.Exit(code=2)
     typer.echo(f"{params}{f' + {overlay}' if overlay else ''}: ok ({len(P.SECTIONS)} sections)")
@@ -119,16 +130,20 @@ def deps(
         if any(d.undeclared for d in drift):  # --write fixes code and params deps, not these
             raise typer.Exit(code=1)
     else:
-        typer.echo(f"{dvc_yaml}: deps of {len(drift)} stages differ from their code — run 'tracemill deps --write'", err=True)
+        typer.echo(
+            f"{dvc_yaml}: deps of {len(drift)} stages differ from their code — run 'tracemill deps --write'", err=True
+        )
         raise typer.Exit(code=1)
 
 
 @app.command()
 def sql(
-    query: Annotated[Optional[str], typer.Argument(help="SQL over the views; omit to list the tables")] = None,
+    query: Annotated[str | None, typer.Argument(help="SQL over the views; omit to list the tables")] = None,
     data: Annotated[Path, typer.Option(help="data directory the stages write")] = Path("data"),
     format: Annotated[Format, typer.Option("--format", "-f", help="output format")] = Format.table,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write to a file (required for parquet)")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write to a file (required for parquet)")
+    ] = None,
     max_rows: Annotated[int, typer.Option(help="rows shown in table format")] = 50,
 ) -> None:
     """Query every table with DuckDB: one view per table over data/**/<table>/part-*.parquet. A table with
@@ -192,10 +207,18 @@ def summary(
         scores = report.get("models", {})
         k = report.get("k")
         columns = ["pass@1", "sampled_accuracy", *([f"pass@{k}", f"maj@{k}"] if k else [])]
-        table = Table("model", "greedy pass@1", "sampled accuracy", *columns[2:],
-                      title=f"held-out accuracy ({report.get('problems')} {report.get('split')} problems)")
+        table = Table(
+            "model",
+            "greedy pass@1",
+            "sampled accuracy",
+            *columns[2:],
+            title=f"held-out accuracy ({report.get('problems')} {report.get('split')} problems)",
+        )
         for model, values in scores.items():
-            flat = {**{f"pass@{n}": v for n, v in (values.get("pass@k") or {}).items()}, **values}  # pass@1 stays greedy
+            flat = {
+                **{f"pass@{n}": v for n, v in (values.get("pass@k") or {}).items()},
+                **values,
+            }  # pass@1 stays greedy
             table.add_row(model, *(f"{flat[c]:.3f}" if isinstance(flat.get(c), (int, float)) else "-" for c in columns))
         console.print(table)
     console.print(f"tables: tracemill sql    metrics: dvc metrics show ({metrics}/)    plots: dvc plots show (plots/)")
@@ -208,7 +231,7 @@ def view(
     data: Annotated[Path, typer.Option(help="data directory the stages write")] = Path("data"),
     metrics: Annotated[Path, typer.Option(help="metrics directory")] = Path("metrics"),
     plots: Annotated[Path, typer.Option(help="plots directory")] = Path("plots"),
-    threads: Annotated[Optional[int], typer.Option(help="DuckDB threads (default: all cores)")] = None,
+    threads: Annotated[int | None, typer.Option(help="DuckDB threads (default: all cores)")] = None,
 ) -> None:
     """Browse the tables in a web page over the same DuckDB views as `tracemill sql` (read-only, no import
     step): problems, traces, search trees, pairs, COAT, RAE states, the run's metrics and plots, a SQL box."""
@@ -216,18 +239,25 @@ def view(
 
     from tracemill.view import create_app
 
-    typer.echo(f"tracemill view: http://{host}:{port}/  (data {data}/, metrics {metrics}/, plots {plots}/; Ctrl-C stops)")
+    typer.echo(
+        f"tracemill view: http://{host}:{port}/  (data {data}/, metrics {metrics}/, plots {plots}/; Ctrl-C stops)"
+    )
     uvicorn.run(create_app(data, metrics, plots, threads=threads), host=host, port=port, log_level="warning")
 
 
 @app.command()
 def readme(
     write: Annotated[bool, typer.Option("--write", help="rewrite the generated blocks in place")] = False,
-    check: Annotated[bool, typer.Option("--check", help="exit 1 when a generated block differs from what the run gives")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="exit 1 when a generated block differs from what the run gives")
+    ] = False,
     files: Annotated[
         list[Path] | None,
-        typer.Option("--readme", help="a markdown file holding blocks (repeatable); "
-                     "default: README.md and the docs pages of tracemill.report.DOC_FILES under --root"),
+        typer.Option(
+            "--readme",
+            help="a markdown file holding blocks (repeatable); "
+            "default: README.md and the docs pages of tracemill.report.DOC_FILES under --root",
+        ),
     ] = None,
     root: Annotated[Path, typer.Option(help="folder holding metrics/, plots/ and dvc.lock")] = Path("."),
 ) -> None:
@@ -248,8 +278,10 @@ def readme(
     except (TracemillError, OSError) as exc:
         fail(str(exc))
     if unplaced:  # only the default set of files must hold every block
-        fail(f"generated block(s) {', '.join(unplaced)} sit in none of {', '.join(map(str, paths))} — "
-             f"add {report.BEGIN.format(unplaced[0])} and its end marker where the figures belong")
+        fail(
+            f"generated block(s) {', '.join(unplaced)} sit in none of {', '.join(map(str, paths))} — "
+            f"add {report.BEGIN.format(unplaced[0])} and its end marker where the figures belong"
+        )
     for path, names in stale.items():
         if write:
             path.write_text(report.rewrite(texts[path], blocks))
@@ -264,7 +296,10 @@ def readme(
     typer.echo(f"every generated block of {len(paths)} file(s) matches the run")
 
 
-seeds_app = typer.Typer(no_args_is_help=True, help="Spread over seeds (`make seeds`): the pipeline once per seed as a DVC experiment, then metrics/seeds.json.")
+seeds_app = typer.Typer(
+    no_args_is_help=True,
+    help="Spread over seeds (`make seeds`): the pipeline once per seed as a DVC experiment, then metrics/seeds.json.",
+)
 app.add_typer(seeds_app, name="seeds")
 
 
@@ -279,7 +314,7 @@ def seeds_overrides(seed: Annotated[int, typer.Argument(help="the seed")]) -> No
 @seeds_app.command("collect")
 def seeds_collect(
     seeds: Annotated[list[int], typer.Argument(help="the seeds, e.g. 0 1 2")],
-    exp_show: Annotated[Optional[Path], typer.Option(help="saved `dvc exp show --json` output; default: run it")] = None,
+    exp_show: Annotated[Path | None, typer.Option(help="saved `dvc exp show --json` output; default: run it")] = None,
     output: Annotated[Path, typer.Option(help="where the aggregate goes")] = Path("metrics/seeds.json"),
 ) -> None:
     """Each seed's newest experiment of this commit (from `dvc exp show --json`), its metrics/evaluate.json,
@@ -308,17 +343,26 @@ def seeds_collect(
 
 @app.command()
 def publish(
-    repo_id: Annotated[Optional[str], typer.Option(help="also push to this Hub dataset repo, ORG/NAME (needs HF_TOKEN)")] = None,
-    private: Annotated[bool, typer.Option("--private", help="create the repo private (an existing repo keeps its visibility)")] = False,
-    revision: Annotated[Optional[str], typer.Option(help="branch to push to, created when missing (default: main)")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="which publish.datasets entry (needed when params list several)")] = None,
+    repo_id: Annotated[
+        str | None, typer.Option(help="also push to this Hub dataset repo, ORG/NAME (needs HF_TOKEN)")
+    ] = None,
+    private: Annotated[
+        bool, typer.Option("--private", help="create the repo private (an existing repo keeps its visibility)")
+    ] = False,
+    revision: Annotated[
+        str | None, typer.Option(help="branch to push to, created when missing (default: main)")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="which publish.datasets entry (needed when params list several)")
+    ] = None,
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
 ) -> None:
-    """Build publish/<dataset>/ (Parquet per config + dataset card), check it loads with datasets, push with --repo-id."""
+    """Build publish/<dataset>/ (Parquet per config + dataset card), check it loads with datasets,
+    push with --repo-id."""
     from tracemill import params as P
     from tracemill import publish as pub
 
-    token = None
+    token: str | None = None
     if repo_id is not None:  # a missing token or bad repo id fails before minutes of building
         pub.check_repo_id(repo_id)
         token = pub.hf_token()
@@ -328,11 +372,13 @@ def publish(
     for config, splits in report.rows.items():
         typer.echo(f"config '{config}': " + ", ".join(f"{split} {rows}" for split, rows in splits.items()) + " rows")
     for config, reasons in report.held_back.items():
-        typer.echo(f"config '{config}': held back from train: " + ", ".join(f"{why} {rows}" for why, rows in reasons.items()))
+        typer.echo(
+            f"config '{config}': held back from train: " + ", ".join(f"{why} {rows}" for why, rows in reasons.items())
+        )
     for config, why in report.skipped.items():
         typer.echo(f"skipped config '{config}': {why}")
     typer.echo(f"built {report.folder} (license: {report.license})")
-    if repo_id is None:
+    if repo_id is None or token is None:  # token is set whenever repo_id is
         return
     result = pub.push(report.folder, repo_id, token=token, private=private, revision=revision)
     state = f"new commit {result.commit}" if result.changed else f"unchanged, no new commit (head {result.commit})"
@@ -350,7 +396,9 @@ def _render_text(arrow, format: Format) -> str:
         return buf.getvalue().decode()
     import json
 
-    return "\n".join(json.dumps(row, ensure_ascii=False, default=str) for row in arrow.to_pylist()) + ("\n" if arrow.num_rows else "")
+    return "\n".join(json.dumps(row, ensure_ascii=False, default=str) for row in arrow.to_pylist()) + (
+        "\n" if arrow.num_rows else ""
+    )
 
 
 def _print_table(cur, max_rows: int) -> None:

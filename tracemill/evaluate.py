@@ -112,8 +112,10 @@ class EvalParams:
 
     def check(self) -> None:
         if self.k and not self.temperature:
-            raise ParamsError("params 'evaluate.temperature' = 0 with 'evaluate.k' > 0: the k samples would be greedy "
-                              "traces too, which `score` counts as pass@1 — set a temperature > 0, or k: 0 for greedy only")
+            raise ParamsError(
+                "params 'evaluate.temperature' = 0 with 'evaluate.k' > 0: the k samples would be greedy "
+                "traces too, which `score` counts as pass@1 — set a temperature > 0, or k: 0 for greedy only"
+            )
         names = [m.name for m in self.models]
         if not names or len(set(names)) != len(names):
             raise ParamsError(f"params 'evaluate.models' needs at least one model and distinct names; got {names}")
@@ -125,7 +127,9 @@ def k_points(k: int) -> list[int]:
     return points + ([k] if k and points[-1] != k else [])
 
 
-def evaluate_traces(rt: Runtime, problems: Sequence[dict[str, Any]], ep: EvalParams, style: str, seed: int) -> list[dict[str, Any]]:
+def evaluate_traces(
+    rt: Runtime, problems: Sequence[dict[str, Any]], ep: EvalParams, style: str, seed: int
+) -> list[dict[str, Any]]:
     """The graded answers of the model open in runtime `rt` (`traces` rows of stage `evaluate`; `score`
     turns them into metrics): per problem one greedy trace, scored once per hint round (sample_index
     and metadata `hint_round` r: the trace as it stood before its (r+1)-th hint, so round 0 is the
@@ -133,30 +137,73 @@ def evaluate_traces(rt: Runtime, problems: Sequence[dict[str, Any]], ep: EvalPar
     limits = LoopLimits(max_tool_calls=ep.max_tool_calls, max_marker_hints=0, max_stop_hints=0)
     prompts = [render_prompt(p["question"], rt.tokenizer, rt.fmt, style) for p in problems]
     greedy = Sampling(temperature=0.0, max_tokens=ep.max_tokens_per_turn, seed=seed)
-    hints = {d: Hint(f"evaluate-{d}", text, d, "tool_use", "stop") for d, text in (("math", ep.hint_math), ("code", ep.hint_code))}
-    jobs = [replace(job, stop_hint=hints[p["domain"]] if ep.hint_rounds else None, tokens_per_stop_hint=ep.tokens_per_hint_round,
-                    stop_strings=(ep.think_end,) if ep.think_end else ())
-            for p, q in zip(problems, prompts) for job in sample_jobs(p, q, 1, greedy, ep.max_tokens_total)]
+    hints = {
+        d: Hint(f"evaluate-{d}", text, d, "tool_use", "stop")
+        for d, text in (("math", ep.hint_math), ("code", ep.hint_code))
+    }
+    jobs = [
+        replace(
+            job,
+            stop_hint=hints[p["domain"]] if ep.hint_rounds else None,
+            tokens_per_stop_hint=ep.tokens_per_hint_round,
+            stop_strings=(ep.think_end,) if ep.think_end else (),
+        )
+        for p, q in zip(problems, prompts)
+        for job in sample_jobs(p, q, 1, greedy, ep.max_tokens_total)
+    ]
     results = run_traces(rt.backend, rt.sandbox, jobs, rt.fmt, replace(limits, max_stop_hints=ep.hint_rounds))
-    cut = [(p, q, r, before_hint(res, r)) for p, q, res in zip(problems, prompts, results) for r in range(ep.hint_rounds + 1)]
+    cut = [
+        (p, q, r, before_hint(res, r))
+        for p, q, res in zip(problems, prompts, results)
+        for r in range(ep.hint_rounds + 1)
+    ]
     verdicts = grade_results(rt, [c[0] for c in cut], [c[3] for c in cut])
-    rows = [trace_row(p, res, v, prompt=q, stage="evaluate", round=0, model=rt.model_name, sample_index=r, sampling=greedy,
-                      hint=hints[p["domain"]] if r else None, meta={"hint_round": r})
-            for (p, q, r, res), v in zip(cut, verdicts)]
+    rows = [
+        trace_row(
+            p,
+            res,
+            v,
+            prompt=q,
+            stage="evaluate",
+            round=0,
+            model=rt.model_name,
+            sample_index=r,
+            sampling=greedy,
+            hint=hints[p["domain"]] if r else None,
+            meta={"hint_round": r},
+        )
+        for (p, q, r, res), v in zip(cut, verdicts)
+    ]
     if ep.k:
         sampling = Sampling(temperature=ep.temperature, top_p=ep.top_p, max_tokens=ep.max_tokens_per_turn, seed=seed)
         owners = [(p, q, i) for p, q in zip(problems, prompts) for i in range(ep.k)]
-        jobs = [job for p, q in zip(problems, prompts) for job in sample_jobs(p, q, ep.k, sampling, ep.max_tokens_total)]
+        jobs = [
+            job for p, q in zip(problems, prompts) for job in sample_jobs(p, q, ep.k, sampling, ep.max_tokens_total)
+        ]
         results = run_traces(rt.backend, rt.sandbox, jobs, rt.fmt, limits)
         verdicts = grade_results(rt, [o[0] for o in owners], results)
-        rows.extend(trace_row(p, r, v, prompt=q, stage="evaluate", round=0, model=rt.model_name, sample_index=i, sampling=j.sampling, hint=None)
-                    for (p, q, i), j, r, v in zip(owners, jobs, results, verdicts))
+        rows.extend(
+            trace_row(
+                p,
+                r,
+                v,
+                prompt=q,
+                stage="evaluate",
+                round=0,
+                model=rt.model_name,
+                sample_index=i,
+                sampling=j.sampling,
+                hint=None,
+            )
+            for (p, q, i), j, r, v in zip(owners, jobs, results, verdicts)
+        )
     return rows
 
 
 def score(rows: Sequence[dict[str, Any]], problems: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One model's metrics from its evaluate traces: greedy pass@1 overall and per difficulty level, tool
-    calls per problem, accuracy and generated tokens per hint round (greedy rows' sample_index); from the sampled traces (temperature > 0) the unbiased pass@k curve, maj@k and sample accuracy."""
+    calls per problem, accuracy and generated tokens per hint round (greedy rows' sample_index); from the
+    sampled traces (temperature > 0) the unbiased pass@k curve, maj@k and sample accuracy."""
     level = {p["problem_id"]: str(p["difficulty"]) for p in problems}
     rounds: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -172,9 +219,13 @@ def score(rows: Sequence[dict[str, Any]], problems: Sequence[dict[str, Any]]) ->
         "per_level": {lv: round(sum(ok) / len(ok), 4) for lv, ok in sorted(by_level.items())},
         # START's measure of a model that calls tools unprompted: code runs per problem, greedy, no hint
         "tool_calls_per_problem": round(sum(r["tool_calls"] for r in greedy) / max(1, len(greedy)), 4),
-        "hint_rounds": {str(n): {"accuracy": round(sum(r["correct"] for r in rs) / len(rs), 4),
-                                 "tokens": round(sum(r["generated_tokens"] for r in rs) / len(rs), 1)}
-                        for n, rs in sorted(rounds.items())},
+        "hint_rounds": {
+            str(n): {
+                "accuracy": round(sum(r["correct"] for r in rs) / len(rs), 4),
+                "tokens": round(sum(r["generated_tokens"] for r in rs) / len(rs), 1),
+            }
+            for n, rs in sorted(rounds.items())
+        },
     }
     sampled: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -183,8 +234,12 @@ def score(rows: Sequence[dict[str, Any]], problems: Sequence[dict[str, Any]]) ->
     if sampled:
         k = min(len(v) for v in sampled.values())
         groups = [sorted(v, key=lambda r: r["sample_index"])[:k] for v in sampled.values()]
-        result["pass@k"] = {str(j): round(sum(pass_at_k(k, sum(r["correct"] for r in g), j) for g in groups) / len(groups), 4)
-                            for j in k_points(k)}
-        result[f"maj@{k}"] = round(sum(maj_at_k([r["final_answer"] for r in g], [r["correct"] for r in g]) for g in groups) / len(groups), 4)
+        result["pass@k"] = {
+            str(j): round(sum(pass_at_k(k, sum(r["correct"] for r in g), j) for g in groups) / len(groups), 4)
+            for j in k_points(k)
+        }
+        result[f"maj@{k}"] = round(
+            sum(maj_at_k([r["final_answer"] for r in g], [r["correct"] for r in g]) for g in groups) / len(groups), 4
+        )
         result["sampled_accuracy"] = round(sum(r["correct"] for g in groups for r in g) / (k * len(groups)), 4)
     return result

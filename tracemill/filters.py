@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,12 +38,16 @@ class FilterParams:
     near_dup_num_perm: int = at_least(1, default=128)
     near_dup_shingle: int = at_least(1, default=5)
     decontam_ngram: int = at_least(1, default=8)  # START/Tulu-style 8-gram overlap with every eval set
-    dedup_scope: str = choices("problem", "global", default="problem")  # near-dups compared within a problem or across all
+    dedup_scope: str = choices(
+        "problem", "global", default="problem"
+    )  # near-dups compared within a problem or across all
 
     def check(self) -> None:
         if self.min_chars > self.max_chars:
-            raise ParamsError(f"params 'start.filters.min_chars' = {self.min_chars} must be <= "
-                              f"'start.filters.max_chars' = {self.max_chars}, or every trace is dropped")
+            raise ParamsError(
+                f"params 'start.filters.min_chars' = {self.min_chars} must be <= "
+                f"'start.filters.max_chars' = {self.max_chars}, or every trace is dropped"
+            )
         if self.near_dup:
             from datasketch import MinHashLSH  # its own rule for the thresholds a number of permutations can resolve
 
@@ -102,7 +106,9 @@ ROW_FILTERS: dict[str, Callable[[str, FilterParams, str], Verdict]] = {
 }
 
 
-def first_failure(text: str, p: FilterParams, names: Sequence[str] = tuple(ROW_FILTERS), domain: str = "math") -> Verdict:
+def first_failure(
+    text: str, p: FilterParams, names: Sequence[str] = tuple(ROW_FILTERS), domain: str = "math"
+) -> Verdict:
     if domain not in DOMAINS:
         raise TracemillError(f"filters: domain '{domain}' is not one of {', '.join(DOMAINS)}")
     for name in names:
@@ -200,7 +206,7 @@ def ngrams(texts: Iterable[str], n: int) -> set[tuple[str, ...]]:
     return out
 
 
-def contaminated(text: str, eval_ngrams: set[tuple[str, ...]], n: int) -> bool:
+def contaminated(text: str, eval_ngrams: Set[tuple[str, ...]], n: int) -> bool:
     toks = words(text)
     if len(toks) < n:
         return tuple(toks) in eval_ngrams

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tracemill.errors import ParamsError, TracemillError
 from tracemill.records import segment
@@ -74,8 +74,12 @@ class FormatParams:
     def system_for(self, style: str) -> str:
         if style not in STYLES:
             raise TracemillError(f"prompt style '{style}' is not one of {', '.join(STYLES)}")
-        return {"tir": self.system_prompt, "steps": self.step_system_prompt, "cot": self.cot_system_prompt,
-                "coat": self.coat_system_prompt}[style]
+        return {
+            "tir": self.system_prompt,
+            "steps": self.step_system_prompt,
+            "cot": self.cot_system_prompt,
+            "coat": self.coat_system_prompt,
+        }[style]
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,8 @@ def render_prompt(
     fmt = fmt or FormatParams()
     chat = messages(question, fmt, style)
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        # tokenize=False: the text, which transformers' annotation (every return type at once) does not say
+        return cast(str, tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True))
     turns = "".join(f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n" for m in chat)
     return f"{turns}{IM_START}assistant\n"
 
@@ -122,7 +127,7 @@ def output_segments(output: str, fmt: FormatParams) -> list[dict[str, Any]]:
     control to the interpreter, so the opener carries loss); the rest is the interpreter's."""
     block = output_block(output, fmt)
     opener = f"{fmt.output_start}\n"
-    return [segment("model", opener), segment("output", block[len(opener):])]
+    return [segment("model", opener), segment("output", block[len(opener) :])]
 
 
 def _block_re(start: str, end: str) -> re.Pattern[str]:
@@ -157,7 +162,9 @@ def strip_tool_stop(text: str, fmt: FormatParams) -> str:
     return text
 
 
-def split_tir(text: str, fmt: FormatParams, hints: Sequence[str] = (), blocks: Sequence[str] = ("code", "output")) -> list[dict[str, Any]]:
+def split_tir(
+    text: str, fmt: FormatParams, hints: Sequence[str] = (), blocks: Sequence[str] = ("code", "output")
+) -> list[dict[str, Any]]:
     """A TIR response as `records.segment`s: code blocks -> code, output blocks -> output (each kind
     only when in `blocks`; else it stays model text), each exact occurrence of one of `hints` (text a
     stage inserted) -> hint, everything else -> model."""

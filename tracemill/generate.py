@@ -32,8 +32,12 @@ class GenParams:
     sources: list[str] = field(default_factory=list)  # problem sources to use; empty: all
     domains: list[str] = choices("math", "code", default_factory=lambda: ["math"])
     max_problems: int = at_least(0, default=64)
-    offset: int = at_least(0, default=0)  # skip this many problems of the id-ordered list first (disjoint slices for different stages)
-    interleave_domains: bool = False  # take the domains in turn (each in id order), so a small domain is not crowded out by a large one
+    offset: int = at_least(
+        0, default=0
+    )  # skip this many problems of the id-ordered list first (disjoint slices for different stages)
+    interleave_domains: bool = (
+        False  # take the domains in turn (each in id order), so a small domain is not crowded out by a large one
+    )
     max_tokens_per_turn: int = at_least(1, default=256)
     max_tokens_total: int = at_least(1, default=768)
     temperature: float = at_least(0, default=0.0)
@@ -45,7 +49,8 @@ def pick_problems(problems: Sequence[dict[str, Any]], gp: GenParams) -> list[dic
     """The problems a generating stage works on, in a stable order (by id, domains in turn when
     `interleave_domains`) so shards are stable."""
     chosen = [
-        p for p in problems
+        p
+        for p in problems
         if p["split"] == gp.split and p["domain"] in gp.domains and (not gp.sources or p["source"] in gp.sources)
     ]
     chosen.sort(key=lambda p: p["problem_id"])
@@ -63,18 +68,42 @@ def response_text(trace: dict[str, Any]) -> str:
 def sample_jobs(problem: dict[str, Any], prompt: str, k: int, sampling: Sampling, budget: int) -> list[TraceJob]:
     """k samples of one problem; each its own seed so the k samples differ but a re-run repeats them."""
     return [
-        TraceJob(key=f"{problem['problem_id']}:{i}", prompt=prompt, sampling=replace(sampling, seed=sampling.seed + i), max_turn_tokens_total=budget)
+        TraceJob(
+            key=f"{problem['problem_id']}:{i}",
+            prompt=prompt,
+            sampling=replace(sampling, seed=sampling.seed + i),
+            max_turn_tokens_total=budget,
+        )
         for i in range(k)
     ]
 
 
 def trace_row(
-    problem: dict[str, Any], result: TraceResult, verdict: Verdict, *, prompt: str, stage: str, round: int, model: str,
-    sample_index: int, sampling: Sampling, hint: Hint | None, meta: dict[str, Any] | None = None,
+    problem: dict[str, Any],
+    result: TraceResult,
+    verdict: Verdict,
+    *,
+    prompt: str,
+    stage: str,
+    round: int,
+    model: str,
+    sample_index: int,
+    sampling: Sampling,
+    hint: Hint | None,
+    meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     segments = [records.segment("prompt", prompt)] + result.segments
     return {
-        "trace_id": records.content_id("trace", stage, round, model, problem["problem_id"], sample_index, hint.id if hint else None, sampling.as_row()),
+        "trace_id": records.content_id(
+            "trace",
+            stage,
+            round,
+            model,
+            problem["problem_id"],
+            sample_index,
+            hint.id if hint else None,
+            sampling.as_row(),
+        ),
         "problem_id": problem["problem_id"],
         "stage": stage,
         "round": round,
@@ -93,7 +122,9 @@ def trace_row(
         "sampling": sampling.as_row(),
         "segments": segments,
         "hint_at": result.hint_at,
-        "metadata": records.to_json({"verdict_reason": verdict.reason, "hints_inserted": result.hint_ids, **(meta or {})}),
+        "metadata": records.to_json(
+            {"verdict_reason": verdict.reason, "hints_inserted": result.hint_ids, **(meta or {})}
+        ),
     }
 
 
@@ -107,12 +138,22 @@ def graded_text(problem: dict[str, Any], result: TraceResult, fmt: FormatParams)
     return f"{fmt.code_start}\n{own[-1]}\n{fmt.code_end}\n" if own else result.response
 
 
-def grade_results(rt: Runtime, problems_by_key: Sequence[dict[str, Any]], results: Sequence[TraceResult]) -> list[Verdict]:
+def grade_results(
+    rt: Runtime, problems_by_key: Sequence[dict[str, Any]], results: Sequence[TraceResult]
+) -> list[Verdict]:
     return rt.grader.grade_many([(p, graded_text(p, r, rt.fmt)) for p, r in zip(problems_by_key, results)])
 
 
 def sample_shard(
-    shard: int, problems: list[dict[str, Any]], *, rt: Runtime, gp: GenParams, limits: LoopLimits, seed: int, stage: str, style: str
+    shard: int,
+    problems: list[dict[str, Any]],
+    *,
+    rt: Runtime,
+    gp: GenParams,
+    limits: LoopLimits,
+    seed: int,
+    stage: str,
+    style: str,
 ) -> dict[str, list[dict[str, Any]]]:
     """gp.k tool-integrated samples per problem with gp's sampling, graded, as `traces` rows of `stage`."""
     base = Sampling(temperature=gp.temperature, top_p=gp.top_p, max_tokens=gp.max_tokens_per_turn, seed=seed)
@@ -125,8 +166,18 @@ def sample_shard(
     results = run_traces(rt.backend, rt.sandbox, jobs, rt.fmt, limits)
     verdicts = grade_results(rt, [o[0] for o in owners], results)
     rows = [
-        trace_row(problem, result, verdict, prompt=prompt, stage=stage, round=0, model=rt.model_name,
-                  sample_index=i, sampling=job.sampling, hint=None)
+        trace_row(
+            problem,
+            result,
+            verdict,
+            prompt=prompt,
+            stage=stage,
+            round=0,
+            model=rt.model_name,
+            sample_index=i,
+            sampling=job.sampling,
+            hint=None,
+        )
         for (problem, prompt, i), job, result, verdict in zip(owners, jobs, results, verdicts)
     ]
     return {"traces": rows}
@@ -148,4 +199,4 @@ def trace_metrics(data_dir: str, stage: str) -> dict[str, Any]:
 
     cur = sql.connect(data_dir).execute(TRACE_COST_SQL, [stage])
     names = [d[0] for d in cur.description]
-    return dict(zip(names, cur.fetchone()))
+    return dict(zip(names, sql.one_row(cur)))

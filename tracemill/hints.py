@@ -41,7 +41,7 @@ class Hint:
         return self.domain == domain and self.position in (position, "any")
 
 
-_CODE_TEMPLATE = "```python\n{candidate}\n\n# the examples from the problem\n{examples}\nprint(\"examples pass\")\n```\n"
+_CODE_TEMPLATE = '```python\n{candidate}\n\n# the examples from the problem\n{examples}\nprint("examples pass")\n```\n'
 
 _WORDINGS: dict[tuple[str, str], tuple[str, ...]] = {
     ("math", "tool_use"): (
@@ -63,7 +63,8 @@ _WORDINGS: dict[tuple[str, str], tuple[str, ...]] = {
         "Alternatively, let me try a different method and check it with code.",
     ),
     ("math", "deeper"): (
-        "Wait, I should think about this more carefully. Let me work through it again and compute each step with Python.",
+        "Wait, I should think about this more carefully. "
+        "Let me work through it again and compute each step with Python.",
         "Wait, let me slow down and redo the computation with Python, one quantity at a time.",
     ),
     ("code", "test_examples"): (
@@ -103,7 +104,9 @@ class HintParams:
             raise ParamsError("params 'start.hints.stop' = think_end needs a non-empty 'start.hints.think_end'")
         for h in self.library:
             if h.template is not None and h.domain != "code":
-                raise ParamsError(f"params 'start.hints.library' hint '{h.id}' has a code template but domain '{h.domain}'")
+                raise ParamsError(
+                    f"params 'start.hints.library' hint '{h.id}' has a code template but domain '{h.domain}'"
+                )
 
     def stop_strings(self) -> list[str]:
         """Extra stop strings at which a stop hint goes in (the end of turn needs none: it ends generation)."""

@@ -16,13 +16,16 @@ import types
 import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import yaml
 
 from tracemill.errors import ParamsError
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -49,10 +52,15 @@ _Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 # YAML 1.1 wants a dot and a signed exponent (`1.0e+3`); 1.2 also reads `1e3`, `1.5e3` and `.5e-3` as floats.
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
-                              re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+.0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
 
 
 def _read_yaml(text: str) -> Any:
@@ -86,12 +94,14 @@ class Range:
         if self.lo is not None and self.hi is not None and not (self.lo_open or self.hi_open):
             return f"between {self.lo} and {self.hi}"
         parts = ([f"{'>' if self.lo_open else '>='} {self.lo}"] if self.lo is not None else []) + (
-            [f"{'<' if self.hi_open else '<='} {self.hi}"] if self.hi is not None else [])
+            [f"{'<' if self.hi_open else '<='} {self.hi}"] if self.hi is not None else []
+        )
         return " and ".join(parts) or "a finite number"
 
 
-def bounded(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
-            **kwargs: Any) -> Any:
+def bounded(
+    lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False, **kwargs: Any
+) -> Any:
     """A numeric field (or a list or dict of numbers) kept within [lo, hi]: `top_p: float =
     bounded(0, 1, lo_open=True, default=0.95)`. With no bounds: any finite number."""
     return dataclasses.field(metadata={"range": Range(lo, hi, lo_open, hi_open)}, **kwargs)
@@ -139,7 +149,7 @@ def _type_ok(value: Any, hint: Any) -> bool:
 
 
 def _convert(value: Any, hint: Any, where: str, problems: list[str]) -> Any:
-    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
         return _parse(hint, value, where, problems)
     origin = typing.get_origin(hint)
     if origin in (list, tuple):
@@ -154,7 +164,7 @@ def _convert(value: Any, hint: Any, where: str, problems: list[str]) -> Any:
         return float(value)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(hint):
-            if dataclasses.is_dataclass(arg) and isinstance(value, dict):
+            if isinstance(arg, type) and dataclasses.is_dataclass(arg) and isinstance(value, dict):
                 return _parse(arg, value, where, problems)
     return value
 
@@ -166,7 +176,7 @@ def parse_section(cls: type[T], raw: dict[str, Any] | None, section: str) -> T:
     obj = _parse(cls, raw, section, problems)
     if problems:
         raise ParamsError(*problems)
-    return obj
+    return cast(T, obj)  # _parse returns None only with a problem appended
 
 
 def _parse(cls: type[T], raw: Any, section: str, problems: list[str]) -> T | None:
@@ -193,7 +203,11 @@ def _parse(cls: type[T], raw: Any, section: str, problems: list[str]) -> T | Non
         if bad:
             problems.extend(bad)
             continue
-        if isinstance(value, dict) and dataclasses.is_dataclass(hint) and field.default_factory is not dataclasses.MISSING:
+        if (
+            isinstance(value, dict)
+            and dataclasses.is_dataclass(hint)
+            and field.default_factory is not dataclasses.MISSING
+        ):
             # a partial override of a nested section keeps the section's own defaults for the rest
             value = {**_shallow(field.default_factory()), **value}
         kwargs[name] = _convert(value, hint, key, problems)
@@ -217,7 +231,11 @@ def _value_problems(value: Any, hint: Any, field: dataclasses.Field, key: str) -
     allowed = field.metadata.get("choices")
     if allowed:
         listed = ", ".join(map(str, allowed))
-        return [f"params '{k}' = {v!r} is not allowed; choose one of: {listed}" for k, v in _items(value, key) if v not in allowed]
+        return [
+            f"params '{k}' = {v!r} is not allowed; choose one of: {listed}"
+            for k, v in _items(value, key)
+            if v not in allowed
+        ]
     span = field.metadata.get("range")
     if span:
         return [f"params '{k}' = {v!r} must be {span}" for k, v in _items(value, key) if v not in span]
@@ -270,7 +288,7 @@ SECTIONS: dict[str, str] = {
     "train": "tracemill.train:TrainParams",
     "evaluate": "tracemill.evaluate:EvalParams",
     "publish": "tracemill.publish:PublishParams",
-    "rstar": "tracemill.rstar:MCTSParams",
+    "rstar": "tracemill.rstar:RStarParams",
     "rstar_bestofn": "tracemill.rstar.bestofn:BestOfNParams",
     "satori": "tracemill.satori:SatoriParams",
 }
@@ -287,8 +305,10 @@ def validate(params: dict[str, Any]) -> list[str]:
     """Parse every section of a params mapping; returns the sections checked. ParamsError lists every
     problem: an unknown section, a bad seed, each bad value by its full key with what is allowed, and a
     stage's `sources` naming a source whose rows problems.sources does not make."""
-    problems = [f"params '{name}' is not a known section; allowed: seed, {', '.join(SECTIONS)}"
-                for name in sorted(set(params) - set(SECTIONS) - {"seed"}, key=str)]
+    problems = [
+        f"params '{name}' is not a known section; allowed: seed, {', '.join(SECTIONS)}"
+        for name in sorted(set(params) - set(SECTIONS) - {"seed"}, key=str)
+    ]
     seed = params.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         problems.append(f"params 'seed' = {seed!r} must be of type int")
@@ -307,7 +327,10 @@ def _sources(params: dict[str, Any]) -> list[Any]:
 
     problems = params.get("problems")
     raw = problems.get("sources") if isinstance(problems, dict) else None
-    parsed = [_parse(SourceParams, s, f"problems.sources[{i}]", []) for i, s in enumerate(raw if isinstance(raw, list) else [])]
+    parsed = [
+        _parse(SourceParams, s, f"problems.sources[{i}]", [])
+        for i, s in enumerate(raw if isinstance(raw, list) else [])
+    ]
     return [s for s in parsed if s is not None]
 
 
@@ -319,9 +342,11 @@ def _unknown_sources(parsed: dict[str, Any], sources: list[Any]) -> list[str]:
     return [
         f"params '{key}.sources' names source '{name}', which problems.sources does not make "
         f"(it makes: {', '.join(sorted(known))}) — fix the name or add the source to problems.sources"
-        for section_name, obj in parsed.items() if obj is not None and section_name != "problems"
+        for section_name, obj in parsed.items()
+        if obj is not None and section_name != "problems"
         for key, node in _nested(obj, section_name)
-        for name in getattr(node, "sources", ()) if name not in known
+        for name in getattr(node, "sources", ())
+        if name not in known
     ]
 
 
@@ -351,12 +376,16 @@ def missing_files(params: dict[str, Any]) -> tuple[list[str], list[str]]:
     problems = [
         f"params 'problems.sources[{src.name}].path' = '{src.path}' does not exist (kind '{src.kind}') — put the "
         f"{'folder' if src.kind == 'hf_disk' else 'file'} there or fix the path (relative to {Path.cwd()})"
-        for src in _sources(params) if src.path and not Path(src.path).exists()
+        for src in _sources(params)
+        if src.path and not Path(src.path).exists()
     ]
     leaves = dict(_leaves(params, ""))
-    problems += [f"params '{key}' = '{value}' is not a file — point it at a DeepSpeed config (configs/deepspeed/) or set it to null"
-                 for key, value in leaves.items()
-                 if key.endswith(".deepspeed") and isinstance(value, str) and not Path(value).is_file()]
+    problems += [
+        f"params '{key}' = '{value}' is not a file — point it at a DeepSpeed config (configs/deepspeed/) "
+        "or set it to null"
+        for key, value in leaves.items()
+        if key.endswith(".deepspeed") and isinstance(value, str) and not Path(value).is_file()
+    ]
     warnings = []
     for key in MODEL_KEYS:
         if isinstance(leaves.get(key), str):
@@ -453,7 +482,9 @@ def doc_table(params_path: str | Path) -> str:
     def walk(mapping: Any, prefix: str) -> None:
         for key, value in mapping.items():
             name = f"{prefix}{key}"
-            leafy = isinstance(value, CommentedMap) and all(not isinstance(v, (CommentedMap, CommentedSeq)) for v in value.values())
+            leafy = isinstance(value, CommentedMap) and all(
+                not isinstance(v, (CommentedMap, CommentedSeq)) for v in value.values()
+            )
             if isinstance(value, CommentedMap) and not (leafy and str(key).isdigit()):
                 if comment(mapping, key):
                     rows.append(f"| {code(name)} | | {comment(mapping, key)} |")
@@ -462,8 +493,14 @@ def doc_table(params_path: str | Path) -> str:
                 rows.append(f"| {code(name)} | {cell(value)} | {comment(mapping, key).replace('|', '/')} |")
 
     walk(doc, "")
-    head = ["<!-- generated by `tracemill params-doc > docs/params.md`; tests/test_params.py keeps it current -->",
-            "# params.yaml", "", "Every knob of the pipeline with its embedded-run value; the comment names the paper's value",
-            "where the embedded run differs. `params.gpu.yaml` holds the GPU overrides.", "",
-            "| key | value | note |", "| --- | --- | --- |"]
+    head = [
+        "<!-- generated by `tracemill params-doc > docs/params.md`; tests/test_params.py keeps it current -->",
+        "# params.yaml",
+        "",
+        "Every knob of the pipeline with its embedded-run value; the comment names the paper's value",
+        "where the embedded run differs. `params.gpu.yaml` holds the GPU overrides.",
+        "",
+        "| key | value | note |",
+        "| --- | --- | --- |",
+    ]
     return "\n".join(head + rows) + "\n"

@@ -87,8 +87,10 @@ class Drift:
     def lines(self) -> Iterator[str]:
         yield from (f"{self.stage}: + {p}" for p in self.missing)
         yield from (f"{self.stage}: - {p}" for p in self.extra)
-        yield from (f"{self.stage}: argument {a} is neither a dep nor an output of the stage — declare it in dvc.yaml"
-                    for a in self.undeclared)
+        yield from (
+            f"{self.stage}: argument {a} is neither a dep nor an output of the stage — declare it in dvc.yaml"
+            for a in self.undeclared
+        )
 
 
 # --- modules and their references -----------------------------------------------------------------
@@ -120,11 +122,22 @@ def _absolute(node: ast.ImportFrom, name: str, index: dict[str, Path]) -> str:
 def _resource(root: Path, module_dir: Path, text: str) -> str | None:
     """The repository path a string literal names, when it is an existing non-Python file or folder
     beside the module (package data) or under configs/."""
-    if not text or len(text) > 200 or "\n" in text or text.startswith("/") or not re.search(r"\w", text) or ".." in text:
+    if (
+        not text
+        or len(text) > 200
+        or "\n" in text
+        or text.startswith("/")
+        or not re.search(r"\w", text)
+        or ".." in text
+    ):
         return None
     for base in (module_dir, root) if text.startswith(CONFIG_DIR + "/") else (module_dir,):
         candidate = base / text
-        code = candidate.suffix == ".py" or candidate.name == "__pycache__" or (candidate.is_dir() and any(candidate.rglob("*.py")))
+        code = (
+            candidate.suffix == ".py"
+            or candidate.name == "__pycache__"
+            or (candidate.is_dir() and any(candidate.rglob("*.py")))
+        )
         if candidate.exists() and not code:
             return candidate.relative_to(root).as_posix()
     return None
@@ -166,8 +179,14 @@ def parse_module(root: Path, name: str, index: dict[str, Path]) -> Module:
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and node.attr in REGISTRY_USERS and isinstance(node.value, ast.Name):
             uses_registry |= node.value.id in params_aliases and name != "tracemill.params"
-    return Module(name, path, frozenset(r for r in refs if r in index and r != name), frozenset(specs),
-                  uses_registry and name != "tracemill.params", frozenset(resources))
+    return Module(
+        name,
+        path,
+        frozenset(r for r in refs if r in index and r != name),
+        frozenset(specs),
+        uses_registry and name != "tracemill.params",
+        frozenset(resources),
+    )
 
 
 def _package_of(name: str, index: dict[str, Path]) -> str | None:
@@ -194,7 +213,10 @@ class Graph:
     def closure(self, start: str) -> set[str]:
         """Every module that running `python -m start` may execute."""
         if start not in self.index:
-            raise TracemillError(f"stage module '{start}' not found under {' or '.join(r + '/' for r in CODE_ROOTS)} — fix the stage's cmd in dvc.yaml")
+            raise TracemillError(
+                f"stage module '{start}' not found under {' or '.join(r + '/' for r in CODE_ROOTS)} "
+                "— fix the stage's cmd in dvc.yaml"
+            )
         seen: set[str] = set()
         todo = [start]
         while todo:
@@ -203,7 +225,9 @@ class Graph:
                 continue
             seen.add(name)
             parts = name.split(".")
-            todo.extend(p for p in (".".join(parts[:i]) for i in range(1, len(parts))) if p in self.index)  # parents run first
+            todo.extend(
+                p for p in (".".join(parts[:i]) for i in range(1, len(parts))) if p in self.index
+            )  # parents run first
             if package := _package_of(name, self.index):
                 todo.extend(m for m in self.index if m == package or m.startswith(package + "."))
             mod = self.module(name)
@@ -246,7 +270,8 @@ def _walk(value: Any, parts: list[str], key: str) -> Iterator[tuple[str, Any]]:
 
 
 def params_paths(params: dict[str, Any]) -> list[tuple[str, str]]:
-    """(key, path) of every PATH_PARAMS value that is set, e.g. ("problems.sources[1].path", "data/seeds/gsm8k_test.jsonl")."""
+    """(key, path) of every PATH_PARAMS value that is set, e.g. ("problems.sources[1].path",
+    "data/seeds/gsm8k_test.jsonl")."""
     out = []
     for pattern in PATH_PARAMS:
         for key, value in _walk(params, pattern.split("."), ""):
@@ -290,8 +315,11 @@ def undeclared_args(body: dict[str, Any]) -> tuple[str, ...]:
     declared = [_dep_path(d) for d in body.get("deps") or []]
     declared += [_dep_path(o) for kind in _OUTPUT_KINDS for o in body.get(kind) or []]
     args = _ARG.findall(str(body.get("cmd", "")))
-    return tuple(f"{name}={value}" for name, value in args
-                 if ("/" in value or value.startswith("${item")) and not _under(value, declared))
+    return tuple(
+        f"{name}={value}"
+        for name, value in args
+        if ("/" in value or value.startswith("${item")) and not _under(value, declared)
+    )
 
 
 def _declared_params(body: dict[str, Any]) -> list[str]:

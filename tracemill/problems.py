@@ -349,11 +349,19 @@ def build_problems(
                 if row["source_id"]:
                     seen[f"{row['source']}:{row['source_id']}"] = source.name
             except RowError as err:
-                quarantine.reject(err.reason, err.raw if err.raw is not None else raw, table="problems", detail=err.detail, source=source.name)
+                quarantine.reject(
+                    err.reason,
+                    err.raw if err.raw is not None else raw,
+                    table="problems",
+                    detail=err.detail,
+                    source=source.name,
+                )
                 report.rejected[err.reason] += 1
                 continue
             except (TypeError, ValueError, AttributeError) as exc:
-                quarantine.reject("malformed", raw, table="problems", detail=f"{type(exc).__name__}: {exc}", source=source.name)
+                quarantine.reject(
+                    "malformed", raw, table="problems", detail=f"{type(exc).__name__}: {exc}", source=source.name
+                )
                 report.rejected["malformed"] += 1
                 continue
             rows.append(row)

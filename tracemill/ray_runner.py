@@ -29,7 +29,13 @@ def run_on_ray(out: store.StageOutput, shards: Mapping[int, list[dict[str, Any]]
         address = os.environ.get("RAY_ADDRESS")
         # A local instance's workers import what the driver imports (stage code run from a checkout).
         runtime_env = None if address else {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}
-        ray.init(address=address, runtime_env=runtime_env, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(
+            address=address,
+            runtime_env=runtime_env,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
         started = True
     try:
         root, tables, fingerprint = str(out.root), out.tables, out.fingerprint

@@ -187,7 +187,9 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("problem_id", pa.string()),
             _f("prompt", pa.string(), False),
             _f("segments", SEGMENTS, False),
-            _f("hint_loss", pa.bool_()),  # START rows: whether hint segments were trained on; null where a source has no hints
+            _f(
+                "hint_loss", pa.bool_()
+            ),  # START rows: whether hint segments were trained on; null where a source has no hints
             METADATA,
         ]
     ),
@@ -228,7 +230,9 @@ def schema(table: str) -> pa.Schema:
         base = SCHEMAS[table]
     except KeyError:
         raise SchemaError(f"unknown table '{table}'; known tables: {', '.join(TABLES)}") from None
-    return base.with_metadata({b"tracemill.table": table.encode(), b"tracemill.schema_version": str(SCHEMA_VERSION).encode()})
+    return base.with_metadata(
+        {b"tracemill.table": table.encode(), b"tracemill.schema_version": str(SCHEMA_VERSION).encode()}
+    )
 
 
 def content_id(*parts: Any, length: int = 16) -> str:

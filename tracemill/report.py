@@ -183,17 +183,27 @@ def model_label(name: str, run: Run | None = None) -> str:
     label = MODEL_LABELS.get(name, name)
     if run is None:
         return label
-    detail = {"start0": ("D_seed", run.get("d_seed", "size")), "start": ("D_start", run.get("d_start", "size"))}.get(name)
+    detail = {"start0": ("D_seed", run.get("d_seed", "size")), "start": ("D_start", run.get("d_start", "size"))}.get(
+        name
+    )
     if detail and detail[1] is not None:
         return f"{label} ({detail[0]}, {detail[1]} rows)"
-    if name == "satori_distill" and run.param("satori.distill.student") is None and run.param("satori.distill.student_layers"):
+    if (
+        name == "satori_distill"
+        and run.param("satori.distill.student") is None
+        and run.param("satori.distill.student_layers")
+    ):
         layers = run.param("satori.distill.student_layers")
         return f"{label} ({layers} layer{'s' if layers != 1 else ''})"
     return label
 
 
 def _rounds(run: Run) -> list[int]:
-    return sorted(int(name.removeprefix("rstar_search_round")) for name in run.metrics if re.fullmatch(r"rstar_search_round\d+", name))
+    return sorted(
+        int(name.removeprefix("rstar_search_round"))
+        for name in run.metrics
+        if re.fullmatch(r"rstar_search_round\d+", name)
+    )
 
 
 # --- the blocks -----------------------------------------------------------------------------------
@@ -202,20 +212,30 @@ def _rounds(run: Run) -> list[int]:
 def bootstrap_block(run: Run) -> str:
     def measured() -> str:
         steps = run.param("bootstrap.max_steps")
-        size = f"{thousands(run.need('bootstrap', 'parameters'))} parameters, {fixed(run.need('bootstrap', 'model_bytes') / 1e6, 1)} MB folder"
-        return (f"`metrics/bootstrap.json`: {f'{steps:,} steps, ' if steps else ''}{size}; training took "
-                f"{fixed(run.need('bootstrap', 'train_seconds'), 0)} s "
-                f"({thousands(run.need('bootstrap', 'train_tokens_per_s'))} tokens/s) on the machine that ran it.")
+        size = (
+            f"{thousands(run.need('bootstrap', 'parameters'))} parameters, "
+            f"{fixed(run.need('bootstrap', 'model_bytes') / 1e6, 1)} MB folder"
+        )
+        return (
+            f"`metrics/bootstrap.json`: {f'{steps:,} steps, ' if steps else ''}{size}; training took "
+            f"{fixed(run.need('bootstrap', 'train_seconds'), 0)} s "
+            f"({thousands(run.need('bootstrap', 'train_tokens_per_s'))} tokens/s) on the machine that ran it."
+        )
 
     def levels() -> str:
-        rows = [("pass@1 without tools", run.get("bootstrap", "no_tools")),
-                ("pass@1 with tools (sandbox runs its code)", run.get("bootstrap", "tools"))]
+        rows = [
+            ("pass@1 without tools", run.get("bootstrap", "no_tools")),
+            ("pass@1 with tools (sandbox runs its code)", run.get("bootstrap", "tools")),
+        ]
         keys = sorted({level for _, m in rows for level in (m or {}).get("per_level", {})}, key=int)
         problems = run.need("bootstrap", "eval_problems")
         return "\n" + table(
             [f"held-out, greedy ({problems} problems)", *(f"level {k}" for k in keys), "all"],
-            [[what, *(fixed(_dig(m, ["per_level", k]), 2) for k in keys), f"**{fixed(_dig(m, ['pass@1']), 2)}**"]
-             for what, m in rows])
+            [
+                [what, *(fixed(_dig(m, ["per_level", k]), 2) for k in keys), f"**{fixed(_dig(m, ['pass@1']), 2)}**"]
+                for what, m in rows
+            ],
+        )
 
     return sentences(measured, levels)
 
@@ -225,26 +245,45 @@ def evaluation_block(run: Run) -> str:
         rounds = _rounds(run)
         searched = sorted({run.need(f"rstar_search_round{r}", "problems") for r in rounds})
         new = "new " if run.param("rstar.new_problems_each_round") else ""
-        per_round = f"{searched[0]} {new}problems each" if len(searched) == 1 else f"{'/'.join(map(str, searched))} {new}problems"
-        return (f"On the embedded run ({run.need('hint_infer', 'problems')} hint-infer problems → D_seed "
-                f"{run.need('d_seed', 'size')}, RFT k={run.need('rft', 'k')} on {run.need('rft', 'problems')} → D_start "
-                f"{run.need('d_start', 'size')}, {len(rounds)} MCTS rounds of {per_round}, COAT {run.need('coat', 'rows')} "
-                f"traces, {run.need('rl', 'steps')} GRPO steps; {run.need('evaluate', 'problems')} held-out problems, "
-                f"k={run.need('evaluate', 'k')}), `metrics/evaluate.json`:")
+        per_round = (
+            f"{searched[0]} {new}problems each"
+            if len(searched) == 1
+            else f"{'/'.join(map(str, searched))} {new}problems"
+        )
+        return (
+            f"On the embedded run ({run.need('hint_infer', 'problems')} hint-infer problems → D_seed "
+            f"{run.need('d_seed', 'size')}, RFT k={run.need('rft', 'k')} on {run.need('rft', 'problems')} → D_start "
+            f"{run.need('d_start', 'size')}, {len(rounds)} MCTS rounds of {per_round}, COAT {run.need('coat', 'rows')} "
+            f"traces, {run.need('rl', 'steps')} GRPO steps; {run.need('evaluate', 'problems')} held-out problems, "
+            f"k={run.need('evaluate', 'k')}), `metrics/evaluate.json`:"
+        )
 
     def scores() -> str:
         k = run.need("evaluate", "k")
         models = run.need("evaluate", "models")
         temperature = run.param("evaluate.temperature")
-        header = ["model", "greedy pass@1", "level " + " / ".join(_levels(models)),
-                  f"sampled accuracy{f' (T={temperature})' if temperature is not None else ''}", f"pass@{k}", f"maj@{k}"]
+        header = [
+            "model",
+            "greedy pass@1",
+            "level " + " / ".join(_levels(models)),
+            f"sampled accuracy{f' (T={temperature})' if temperature is not None else ''}",
+            f"pass@{k}",
+            f"maj@{k}",
+        ]
         rows = []
         for name in model_names(run, models):
             m = models.get(name) or {}
             per_level = m.get("per_level")
-            rows.append([model_label(name, run), fixed(m.get("pass@1")),
-                         " / ".join(fixed(per_level.get(level), 2) for level in _levels(models)) if per_level else NOT_RUN,
-                         fixed(m.get("sampled_accuracy")), fixed(_dig(m, ["pass@k", str(k)])), fixed(m.get(f"maj@{k}"))])
+            rows.append(
+                [
+                    model_label(name, run),
+                    fixed(m.get("pass@1")),
+                    " / ".join(fixed(per_level.get(level), 2) for level in _levels(models)) if per_level else NOT_RUN,
+                    fixed(m.get("sampled_accuracy")),
+                    fixed(_dig(m, ["pass@k", str(k)])),
+                    fixed(m.get(f"maj@{k}")),
+                ]
+            )
         _bold_best(rows, [1, 3, 4, 5])
         return "\n" + table(header, rows)
 
@@ -264,41 +303,54 @@ def findings_block(run: Run) -> str:
 
     def start() -> str:
         s0, s, base = greedy("start0"), greedy("start"), greedy("base")
-        return (f"- START-0, fine-tuned on the {run.need('d_seed', 'size')} rows of D_seed, scores {compare(s0, base)} the "
-                f"base greedily ({fixed(s0)} vs {fixed(base)}); START, on the {run.need('d_start', 'size')} rows of "
-                f"D_start, scores {compare(s, base)} it ({fixed(s)}).")
+        return (
+            f"- START-0, fine-tuned on the {run.need('d_seed', 'size')} rows of D_seed, scores {compare(s0, base)} the "
+            f"base greedily ({fixed(s0)} vs {fixed(base)}); START, on the {run.need('d_start', 'size')} rows of "
+            f"D_start, scores {compare(s, base)} it ({fixed(s)})."
+        )
 
     def rstar() -> str:
         rounds = _rounds(run)
         policies = " and ".join(f"{fixed(sampled(f'rstar_r{r}'))} (round {r})" for r in rounds)
         greedy_ = " and ".join(fixed(greedy(f"rstar_r{r}")) for r in rounds)
-        text = (f"- Sampled, rStar-Math's policies score {policies}, against {greedy_} greedily; the base scores "
-                f"{fixed(sampled('base'))} sampled and {fixed(greedy('base'))} greedily.")
+        text = (
+            f"- Sampled, rStar-Math's policies score {policies}, against {greedy_} greedily; the base scores "
+            f"{fixed(sampled('base'))} sampled and {fixed(greedy('base'))} greedily."
+        )
         if len(rounds) < 2:
             return text
         last, before = rounds[-1], rounds[-2]
         a, b = greedy(f"rstar_r{last}"), greedy(f"rstar_r{before}")
-        return (f"{text} Round {last} scores {compare(a, b)} round {before} greedily ({fixed(a)} vs {fixed(b)}); its "
-                f"search solved {percent(run.need(f'rstar_search_round{last}', 'solve_rate'))} of its problems (round {before}: "
-                f"{percent(run.need(f'rstar_search_round{before}', 'solve_rate'))}), and its trees hold "
-                f"{run.need(f'rstar_search_round{last}', 'pairs')} preference pairs (round {before}: "
-                f"{run.need(f'rstar_search_round{before}', 'pairs')}).")
+        return (
+            f"{text} Round {last} scores {compare(a, b)} round {before} greedily ({fixed(a)} vs {fixed(b)}); its "
+            f"search solved {percent(run.need(f'rstar_search_round{last}', 'solve_rate'))} of its problems "
+            f"(round {before}: "
+            f"{percent(run.need(f'rstar_search_round{before}', 'solve_rate'))}), and its trees hold "
+            f"{run.need(f'rstar_search_round{last}', 'pairs')} preference pairs (round {before}: "
+            f"{run.need(f'rstar_search_round{before}', 'pairs')})."
+        )
 
     def satori() -> str:
         ft, rl, base = greedy("satori_ft"), greedy("satori_rl"), greedy("base")
         ft_s, rl_s, base_s = sampled("satori_ft"), sampled("satori_rl"), sampled("base")
         answers = run.need("evaluate", "problems") * run.need("evaluate", "k")
         moved = round((rl_s - ft_s) * answers)
-        change = (f"{abs(moved)} {'more' if moved > 0 else 'fewer'} of its {answers} sampled answers right than before"
-                  if moved else f"as many of its {answers} sampled answers right as before")
-        return (f"- Satori's format-tuned policy scores {compare(ft, base)} the base greedily ({fixed(ft)} vs {fixed(base)}) "
-                f"and {compare(ft_s, base_s)} it sampled ({fixed(ft_s)} vs {fixed(base_s)}). After "
-                f"{run.need('rl', 'steps')} GRPO steps it scores {fixed(rl)} greedily and {fixed(rl_s)} sampled "
-                f"({change}). Round 2 (the base fine-tuned on the RL policy's {run.need('rl_sft', 'examples')} correct "
-                f"samples, then {run.need('rl_r2', 'steps')} GRPO steps from the bare problems) scores "
-                f"{fixed(greedy('satori_rl_r2'))} greedily and {fixed(sampled('satori_rl_r2'))} sampled. The distilled "
-                f"student scores {fixed(greedy('satori_distill'))} greedily, trained on {run.need('distill', 'examples')} "
-                f"of the round-2 policy's correct samples.")
+        change = (
+            f"{abs(moved)} {'more' if moved > 0 else 'fewer'} of its {answers} sampled answers right than before"
+            if moved
+            else f"as many of its {answers} sampled answers right as before"
+        )
+        return (
+            f"- Satori's format-tuned policy scores {compare(ft, base)} the base greedily "
+            f"({fixed(ft)} vs {fixed(base)}) "
+            f"and {compare(ft_s, base_s)} it sampled ({fixed(ft_s)} vs {fixed(base_s)}). After "
+            f"{run.need('rl', 'steps')} GRPO steps it scores {fixed(rl)} greedily and {fixed(rl_s)} sampled "
+            f"({change}). Round 2 (the base fine-tuned on the RL policy's {run.need('rl_sft', 'examples')} correct "
+            f"samples, then {run.need('rl_r2', 'steps')} GRPO steps from the bare problems) scores "
+            f"{fixed(greedy('satori_rl_r2'))} greedily and {fixed(sampled('satori_rl_r2'))} sampled. The distilled "
+            f"student scores {fixed(greedy('satori_distill'))} greedily, trained on {run.need('distill', 'examples')} "
+            f"of the round-2 policy's correct samples."
+        )
 
     return sentences(start, rstar, satori)
 
@@ -309,13 +361,15 @@ def satori_block(run: Run) -> str:
         rounds = _rounds(run)
         trees = " and ".join(f"round-{r}" for r in rounds)
         solved = " and ".join(percent(run.need(f"rstar_search_round{r}", "solve_rate")) for r in rounds)
-        return (f"On the embedded run: COAT {run.need('coat', 'rows')} traces "
-                f"({', '.join(f'{n} {kind}' for kind, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))}, from "
-                f"{run.need('coat', 'problems')} problems; the {trees} trees solve {solved} of their problems), "
-                f"{run.need('rae_states', 'states')} restart states from the format-tuned policy's "
-                f"{run.need('rae_states', 'samples')} samples ({run.need('rae_states', 'from_correct')} cut from right "
-                f"samples, {run.need('rae_states', 'from_failed')} from wrong ones, {run.need('rae_states', 'bare')} bare "
-                f"problems).")
+        return (
+            f"On the embedded run: COAT {run.need('coat', 'rows')} traces "
+            f"({', '.join(f'{n} {kind}' for kind, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))}, from "
+            f"{run.need('coat', 'problems')} problems; the {trees} trees solve {solved} of their problems), "
+            f"{run.need('rae_states', 'states')} restart states from the format-tuned policy's "
+            f"{run.need('rae_states', 'samples')} samples ({run.need('rae_states', 'from_correct')} cut from right "
+            f"samples, {run.need('rae_states', 'from_failed')} from wrong ones, {run.need('rae_states', 'bare')} bare "
+            f"problems)."
+        )
 
     def rl() -> str:
         curve = run.need_plot("rl_reward")
@@ -323,15 +377,20 @@ def satori_block(run: Run) -> str:
         flat = len(list(takewhile(lambda row: row.get("reward_std") == 0, reversed(curve))))
         rollouts = run.param("satori.rl.per_device_train_batch_size")
         steps = "the last step" if flat == 1 else f"the last {flat} steps"
-        tail = (f"; in {steps} every rollout of a group got the same reward, so GRPO's advantage was zero"
-                if flat else "")
-        return (f"GRPO ran {run.need('rl', 'steps')} steps{f' of {rollouts} tool-integrated rollouts' if rollouts else ''} "
-                f"(mean reward per step from {min(rewards):+.2f} to {max(rewards):+.2f}{tail}).")
+        tail = (
+            f"; in {steps} every rollout of a group got the same reward, so GRPO's advantage was zero" if flat else ""
+        )
+        return (
+            f"GRPO ran {run.need('rl', 'steps')} steps{f' of {rollouts} tool-integrated rollouts' if rollouts else ''} "
+            f"(mean reward per step from {min(rewards):+.2f} to {max(rewards):+.2f}{tail})."
+        )
 
     def distill() -> str:
-        return (f"The student trained on {run.need('distill', 'examples')} of the round-2 policy's correct samples (it "
-                f"answered {percent(run.need('distill', 'teacher_accuracy'))} of its "
-                f"{run.need('distill', 'samples')} samples right).")
+        return (
+            f"The student trained on {run.need('distill', 'examples')} of the round-2 policy's correct samples (it "
+            f"answered {percent(run.need('distill', 'teacher_accuracy'))} of its "
+            f"{run.need('distill', 'samples')} samples right)."
+        )
 
     return sentences(data, rl, distill)
 
@@ -339,22 +398,31 @@ def satori_block(run: Run) -> str:
 def seeds_block(run: Run) -> str:
     report = run.metrics.get("seeds")
     if not report:
-        return (f"*{NOT_RUN}: `metrics/seeds.json` is missing — `make seeds` runs the pipeline once per seed and "
-                f"writes it.*")
+        return (
+            f"*{NOT_RUN}: `metrics/seeds.json` is missing — `make seeds` runs the pipeline once per seed and "
+            f"writes it.*"
+        )
     k = report.get("k")
-    columns = [("pass@1", "greedy pass@1"), ("sampled_accuracy", "sampled accuracy"),
-               (f"pass@k.{k}", f"pass@{k}"), (f"maj@{k}", f"maj@{k}")]
+    columns = [
+        ("pass@1", "greedy pass@1"),
+        ("sampled_accuracy", "sampled accuracy"),
+        (f"pass@k.{k}", f"pass@{k}"),
+        (f"maj@{k}", f"maj@{k}"),
+    ]
     models = report.get("models", {})
     rows = []
     for name in model_names(run, models):
         stats = models.get(name, {})
-        rows.append([model_label(name), *(_mean_std(stats.get(key)) for key, _ in columns),
-                     _range(stats.get("pass@1"))])
+        rows.append(
+            [model_label(name), *(_mean_std(stats.get(key)) for key, _ in columns), _range(stats.get("pass@1"))]
+        )
     seeds = ", ".join(str(s) for s in report.get("seeds", []))
     stale = _seeds_stale(run, report)
-    return (stale + f"Seeds {seeds} (n={len(report.get('seeds', []))}; {report.get('problems')} held-out problems, k={k}): mean ± "
-            f"standard deviation over seeds, `metrics/seeds.json`.\n\n"
-            + table(["model", *(title for _, title in columns), "greedy pass@1 min–max"], rows))
+    return (
+        stale + f"Seeds {seeds} (n={len(report.get('seeds', []))}; {report.get('problems')} held-out problems, k={k}): "
+        "mean ± standard deviation over seeds, `metrics/seeds.json`.\n\n"
+        + table(["model", *(title for _, title in columns), "greedy pass@1 min–max"], rows)
+    )
 
 
 def _seeds_stale(run: Run, report: Mapping[str, Any]) -> str:
@@ -365,16 +433,22 @@ def _seeds_stale(run: Run, report: Mapping[str, Any]) -> str:
     if seed not in order:
         return ""
     at = order.index(seed)
-    moved = sorted(name for name, stats in report.get("models", {}).items()
-                   if (values := (stats.get("pass@1") or {}).get("values")) and at < len(values)
-                   and run.get("evaluate", "models", name, "pass@1") is not None
-                   and fixed(values[at]) != fixed(run.get("evaluate", "models", name, "pass@1")))
+    moved = sorted(
+        name
+        for name, stats in report.get("models", {}).items()
+        if (values := (stats.get("pass@1") or {}).get("values"))
+        and at < len(values)
+        and run.get("evaluate", "models", name, "pass@1") is not None
+        and fixed(values[at]) != fixed(run.get("evaluate", "models", name, "pass@1"))
+    )
     missing = sorted(set(run.get("evaluate", "models") or {}) - set(report.get("models", {})))
     if not moved and not missing:
         return ""
-    return (f"*Stale: seed {seed} of these runs does not reproduce the committed evaluation "
-            f"({', '.join(moved + [m + ' not in the seed runs' for m in missing])}) — the code or params changed "
-            f"since `make seeds`; run it again.*\n\n")
+    return (
+        f"*Stale: seed {seed} of these runs does not reproduce the committed evaluation "
+        f"({', '.join(moved + [m + ' not in the seed runs' for m in missing])}) — the code or params changed "
+        f"since `make seeds`; run it again.*\n\n"
+    )
 
 
 def _mean_std(stats: Mapping[str, Any] | None) -> str:
@@ -391,19 +465,31 @@ def grading_block(run: Run) -> str:
     report = run.metrics.get("grading")
     if not report:
         return f"*{NOT_RUN}: `metrics/grading.json` is missing — `dvc repro grading_check` writes it.*"
-    return (f"The labelled set graded by tracemill (`grading.math: {report['grader']}`, grader version "
-            f"{report['grader_version']}) and by math-verify {report['math_verify_version']} alone (`parse` + `verify`, gold "
-            f"in `\\boxed`), `metrics/grading.json`:\n\n" + grading_table(report))
+    return (
+        f"The labelled set graded by tracemill (`grading.math: {report['grader']}`, grader version "
+        f"{report['grader_version']}) and by math-verify {report['math_verify_version']} alone "
+        "(`parse` + `verify`, gold in `\\boxed`), `metrics/grading.json`:\n\n" + grading_table(report)
+    )
 
 
 def grading_table(report: Mapping[str, Any]) -> str:
     """Per kind, then over all pairs: right (of pairs) and false positives of each grader."""
-    def right(counts: Mapping[str, int], grader: str) -> str:
-        return f"{counts[grader + '_right']}/{counts['pairs']} ({fixed(100 * counts[grader + '_right'] / counts['pairs'], 1)} %)"
 
-    rows = [[name, str(c["pairs"]), right(c, "ours"), str(c["ours_false_positives"]),
-             right(c, "math_verify"), str(c["math_verify_false_positives"])]
-            for name, c in [*report["kinds"].items(), ("**all**", report["all"])]]
+    def right(counts: Mapping[str, int], grader: str) -> str:
+        hits = counts[grader + "_right"]
+        return f"{hits}/{counts['pairs']} ({fixed(100 * hits / counts['pairs'], 1)} %)"
+
+    rows = [
+        [
+            name,
+            str(c["pairs"]),
+            right(c, "ours"),
+            str(c["ours_false_positives"]),
+            right(c, "math_verify"),
+            str(c["math_verify_false_positives"]),
+        ]
+        for name, c in [*report["kinds"].items(), ("**all**", report["all"])]
+    ]
     return table(["kind", "pairs", "tracemill right", "tracemill FP", "math-verify right", "math-verify FP"], rows)
 
 
@@ -413,72 +499,122 @@ def _counts(counts: Mapping[str, int] | None) -> str:
 
 def start_block(run: Run) -> str:
     """START's measures: where hints landed, D_seed's yield, tool calls without hints, accuracy per hint round."""
+
     def data() -> str:
         by_domain = run.need("d_seed", "rows_per_hinted_problem_by_domain")
-        return (f"- Hint-infer's hints landed {_counts(run.need('hint_infer', 'hint_at'))} (after a Wait/Alternatively "
-                f"marker or at the stop) on {run.need('d_seed', 'hinted_problems')} problems; D_seed kept {run.need('d_seed', 'size')} rows ({_counts(run.get('d_seed', 'kept_hint_at'))}), "
-                f"{fixed(run.need('d_seed', 'rows_per_hinted_problem'))} per hinted problem "
-                f"({', '.join(f'{d} {fixed(v)}' for d, v in sorted(by_domain.items()))}); D_start "
-                f"{run.need('d_start', 'size')} rows. Modify step: `{run.need('d_seed', 'modify')}`.")
+        return (
+            f"- Hint-infer's hints landed {_counts(run.need('hint_infer', 'hint_at'))} (after a Wait/Alternatively "
+            f"marker or at the stop) on {run.need('d_seed', 'hinted_problems')} problems; "
+            f"D_seed kept {run.need('d_seed', 'size')} rows ({_counts(run.get('d_seed', 'kept_hint_at'))}), "
+            f"{fixed(run.need('d_seed', 'rows_per_hinted_problem'))} per hinted problem "
+            f"({', '.join(f'{d} {fixed(v)}' for d, v in sorted(by_domain.items()))}); D_start "
+            f"{run.need('d_start', 'size')} rows. Modify step: `{run.need('d_seed', 'modify')}`."
+        )
 
     def rounds() -> str:
         models = [m for m in ("base", "start0", "start") if run.get("evaluate", "models", m)]
         if not models:
             raise Missing("`metrics/evaluate.json` has no START models")
         counts = sorted({r for m in models for r in (run.need("evaluate", "models", m, "hint_rounds") or {})}, key=int)
-        rows = [[model_label(m), fixed(run.need("evaluate", "models", m, "tool_calls_per_problem"), 2),
-                 *(f"{fixed(h[r]['accuracy'])} ({fixed(h[r]['tokens'], 0)} tok)" if r in h else NOT_RUN
-                   for h in [run.need("evaluate", "models", m, "hint_rounds")] for r in counts)] for m in models]
-        return ("Held-out greedy: tool calls per problem with no hint, and accuracy (mean generated tokens) after 0 "
-                f"to {counts[-1] if counts else 0} hints at the stop, `metrics/evaluate.json`:\n\n"
-                + table(["model", "tool calls, no hint", *(f"{r} hint rounds" for r in counts)], rows))
+        rows = [
+            [
+                model_label(m),
+                fixed(run.need("evaluate", "models", m, "tool_calls_per_problem"), 2),
+                *(
+                    f"{fixed(h[r]['accuracy'])} ({fixed(h[r]['tokens'], 0)} tok)" if r in h else NOT_RUN
+                    for h in [run.need("evaluate", "models", m, "hint_rounds")]
+                    for r in counts
+                ),
+            ]
+            for m in models
+        ]
+        return (
+            "Held-out greedy: tool calls per problem with no hint, and accuracy (mean generated tokens) after 0 "
+            f"to {counts[-1] if counts else 0} hints at the stop, `metrics/evaluate.json`:\n\n"
+            + table(["model", "tool calls, no hint", *(f"{r} hint rounds" for r in counts)], rows)
+        )
 
     return sentences(data, rounds)
 
 
 def rstar_block(run: Run) -> str:
     """rStar-Math's measures per round: search yield, re-walks, PPM guidance, the PPM, best-of-N."""
+
     def search() -> str:
         rounds = _rounds(run)
         if not rounds:
             raise Missing("`metrics/rstar_search_round1.json` is missing")
-        keys = [("solve_rate", "solve rate", fixed), ("rewalked_rollout_share", "re-walked rollouts", percent),
-                ("trajectories_per_tree", "trajectories / tree", fixed),
-                ("correct_trajectories_per_solved_tree", "correct / solved tree", fixed),
-                ("solved_trees_with_2_correct", "solved trees with ≥ 2 correct", str), ("pairs", "pairs", str)]
+        keys: list[tuple[str, str, Callable[[Any], str]]] = [
+            ("solve_rate", "solve rate", fixed),
+            ("rewalked_rollout_share", "re-walked rollouts", percent),
+            ("trajectories_per_tree", "trajectories / tree", fixed),
+            ("correct_trajectories_per_solved_tree", "correct / solved tree", fixed),
+            ("solved_trees_with_2_correct", "solved trees with ≥ 2 correct", str),
+            ("pairs", "pairs", str),
+        ]
         rows = []
         for r in rounds:
             m = run.metrics[f"rstar_search_round{r}"]
             ppm = run.get(f"rstar_ppm_round{r}", "heldout_pairwise_accuracy")
             best = run.metrics.get(f"rstar_bestofn_round{r}") or {}
             n = best.get("n")
-            picks = (f"{fixed(best.get('pass@1'))} / {fixed(best.get(f'maj@{n}'))} / {fixed(best.get(f'ppm_best_of_{n}'))}"
-                     f" (N={n})") if n else NOT_RUN
-            rows.append([str(r), "yes" if m.get("ppm") else "no",
-                         *(NOT_RUN if m.get(k) is None else fmt(m[k]) for k, _, fmt in keys), fixed(ppm), picks])
-        return ("Per round, `metrics/rstar_search_round<r>.json`, `rstar_ppm_round<r>.json`, `rstar_bestofn_round<r>.json` "
-                "(held-out: pass@1 / maj@N / best-of-N by the round's PPM):\n\n"
-                + table(["round", "PPM-guided", *(t for _, t, _ in keys), "PPM held-out pair acc.", "pass@1 / maj / PPM best"], rows))
+            picks = (
+                (
+                    f"{fixed(best.get('pass@1'))} / {fixed(best.get(f'maj@{n}'))} / "
+                    f"{fixed(best.get(f'ppm_best_of_{n}'))} (N={n})"
+                )
+                if n
+                else NOT_RUN
+            )
+            rows.append(
+                [
+                    str(r),
+                    "yes" if m.get("ppm") else "no",
+                    *(NOT_RUN if m.get(k) is None else fmt(m[k]) for k, _, fmt in keys),
+                    fixed(ppm),
+                    picks,
+                ]
+            )
+        return (
+            "Per round, `metrics/rstar_search_round<r>.json`, `rstar_ppm_round<r>.json`, `rstar_bestofn_round<r>.json` "
+            "(held-out: pass@1 / maj@N / best-of-N by the round's PPM):\n\n"
+            + table(
+                ["round", "PPM-guided", *(t for _, t, _ in keys), "PPM held-out pair acc.", "pass@1 / maj / PPM best"],
+                rows,
+            )
+        )
 
     def guidance() -> str:
-        found = [(r, run.metrics[f"rstar_search_round{r}"]["guidance_on_same_problems"]) for r in _rounds(run)
-                 if run.get(f"rstar_search_round{r}", "guidance_on_same_problems")]
+        found = [
+            (r, run.metrics[f"rstar_search_round{r}"]["guidance_on_same_problems"])
+            for r in _rounds(run)
+            if run.get(f"rstar_search_round{r}", "guidance_on_same_problems")
+        ]
         if not found:
             raise Missing("no PPM-guided round wrote `guidance_on_same_problems`")
         r, g = found[-1]
-        side = lambda k: (f"solve rate {fixed(g[k]['solve_rate'])}, {fixed(g[k]['trajectories_per_tree'])} trajectories "  # noqa: E731
-                          f"per tree")
-        return (f"- On the same {g['ppm_guided']['trees']} problems of round {r}: PPM-guided {side('ppm_guided')}; "
-                f"terminal-guided {side('terminal_guided')}.")
+
+        def side(k: str) -> str:
+            return (
+                f"solve rate {fixed(g[k]['solve_rate'])}, {fixed(g[k]['trajectories_per_tree'])} trajectories per tree"
+            )
+
+        return (
+            f"- On the same {g['ppm_guided']['trees']} problems of round {r}: PPM-guided {side('ppm_guided')}; "
+            f"terminal-guided {side('terminal_guided')}."
+        )
 
     return sentences(search, guidance)
 
 
 def satori_measures_block(run: Run) -> str:
     """Satori's measures: the format-tuned policy's own samples, the reward's parts, self-correction per round."""
+
     def states() -> str:
-        return (f"- Restart states: {run.need('rae_states', 'states')} from the format-tuned policy's samples "
-                f"(sampled accuracy {fixed(run.get('rae_states', 'sampled_accuracy'))}).")
+        return (
+            f"- Restart states: {run.need('rae_states', 'states')} from the format-tuned policy's samples "
+            f"(sampled accuracy {fixed(run.get('rae_states', 'sampled_accuracy'))})."
+        )
 
     def rates() -> str:
         rows = []
@@ -486,15 +622,37 @@ def satori_measures_block(run: Run) -> str:
             m = run.metrics.get(name)
             if not m:
                 continue
-            rows.append([label, str(m.get("steps", 0)), fixed(m.get("reward_first")), fixed(m.get("reward_last")),
-                         fixed(m.get("self_correction_rate")), fixed(m.get("break_rate")),
-                         fixed(m.get("in_rollout_self_correction_rate")), fixed(m.get("in_rollout_break_rate"))])
+            rows.append(
+                [
+                    label,
+                    str(m.get("steps", 0)),
+                    fixed(m.get("reward_first")),
+                    fixed(m.get("reward_last")),
+                    fixed(m.get("self_correction_rate")),
+                    fixed(m.get("break_rate")),
+                    fixed(m.get("in_rollout_self_correction_rate")),
+                    fixed(m.get("in_rollout_break_rate")),
+                ]
+            )
         if not rows:
             raise Missing("`metrics/rl.json` is missing")
-        return ("RL rounds, `metrics/rl.json` and `metrics/rl_r2.json` (self-correction: a wrong start or earlier answer "
-                "ends right; break: a right one ends wrong):\n\n"
-                + table(["round", "steps", "reward first", "reward last", "self-correction (states)", "break (states)",
-                         "self-correction (in rollout)", "break (in rollout)"], rows))
+        return (
+            "RL rounds, `metrics/rl.json` and `metrics/rl_r2.json` (self-correction: a wrong start or earlier answer "
+            "ends right; break: a right one ends wrong):\n\n"
+            + table(
+                [
+                    "round",
+                    "steps",
+                    "reward first",
+                    "reward last",
+                    "self-correction (states)",
+                    "break (states)",
+                    "self-correction (in rollout)",
+                    "break (in rollout)",
+                ],
+                rows,
+            )
+        )
 
     return sentences(states, rates)
 
@@ -520,8 +678,15 @@ def render(run: Run) -> dict[str, str]:
 
 # The markdown files that hold generated blocks, relative to the repository root: the README's
 # results and each docs page's measures. `tracemill readme` reads every one of them.
-DOC_FILES = ("README.md", "docs/bootstrap.md", "docs/start.md", "docs/rstar.md", "docs/satori.md",
-             "docs/grading.md", "docs/evaluation.md")
+DOC_FILES = (
+    "README.md",
+    "docs/bootstrap.md",
+    "docs/start.md",
+    "docs/rstar.md",
+    "docs/satori.md",
+    "docs/grading.md",
+    "docs/evaluation.md",
+)
 
 
 def blocks_in(text: str, where: str = "README.md") -> dict[str, str]:
@@ -533,7 +698,8 @@ def blocks_in(text: str, where: str = "README.md") -> dict[str, str]:
         if kind == "begin":
             if open_name is not None:
                 raise ReportError(
-                    f"{where}: block '{open_name}' has no end marker before '{name}' begins — add {END.format(open_name)}"
+                    f"{where}: block '{open_name}' has no end marker before '{name}' begins "
+                    f"— add {END.format(open_name)}"
                 )
             if name in found:
                 raise ReportError(f"{where}: block '{name}' appears twice — keep one")
@@ -541,7 +707,7 @@ def blocks_in(text: str, where: str = "README.md") -> dict[str, str]:
         elif name != open_name:
             raise ReportError(f"{where}: end marker '{name}' closes no open block — check the begin marker of '{name}'")
         else:
-            found[name] = text[start:match.start()].strip("\n")
+            found[name] = text[start : match.start()].strip("\n")
             open_name = None
     if open_name is not None:
         raise ReportError(f"{where}: block '{open_name}' has no end marker — add {END.format(open_name)}")
@@ -631,8 +797,10 @@ def seed_runs(exp_show: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> li
                         candidates[s].append((data.get("timestamp") or "", SeedRun(s, name, rev["rev"], evaluate)))
     missing = [s for s in seeds if not candidates[s]]
     if missing:
-        raise ReportError(f"no experiment of this commit ran with seed {missing[0]} and wrote metrics/evaluate.json — "
-                          f"run 'make seeds' (or 'dvc exp run --temp $(tracemill seeds overrides {missing[0]})')")
+        raise ReportError(
+            f"no experiment of this commit ran with seed {missing[0]} and wrote metrics/evaluate.json — "
+            f"run 'make seeds' (or 'dvc exp run --temp $(tracemill seeds overrides {missing[0]})')"
+        )
     return [max(candidates[s], key=lambda c: c[0])[1] for s in seeds]
 
 

@@ -50,8 +50,12 @@ def is_timing(key: str) -> bool:
 
 def _uncached(lock: dict[str, Any]) -> set[str]:
     """Paths of the metric/plot files: their hashes carry timings, their contents are compared apart."""
-    return {entry["path"] for stage in lock.get("stages", {}).values() for entry in stage.get("outs", []) or []
-            if entry["path"].startswith(("metrics/", "plots/"))}
+    return {
+        entry["path"]
+        for stage in lock.get("stages", {}).values()
+        for entry in stage.get("outs", []) or []
+        if entry["path"].startswith(("metrics/", "plots/"))
+    }
 
 
 def compare_locks(committed: dict[str, Any], fresh: dict[str, Any]) -> list[Difference]:
@@ -100,7 +104,10 @@ def compare_trees(committed: Path, fresh: Path, tolerance: float = 0.0) -> tuple
     """(failures, allowed): what breaks reproduction, and what moved but is allowed by the tolerance."""
     hashes = compare_locks(read_lock(committed / "dvc.lock"), read_lock(fresh / "dvc.lock"))
     values: list[Difference] = []
-    for folder, kind, reader in (("metrics", "metric", lambda p: json.loads(p.read_text())), ("plots", "plot", read_plot)):
+    for folder, kind, reader in (
+        ("metrics", "metric", lambda p: json.loads(p.read_text())),
+        ("plots", "plot", read_plot),
+    ):
         names = {p.name for p in (committed / folder).glob("*")} | {p.name for p in (fresh / folder).glob("*")}
         for name in sorted(names):
             a, b = committed / folder / name, fresh / folder / name
@@ -131,7 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     lock = read_lock(args.fresh / "dvc.lock")  # the counts for the summary line
     outs = sum(len(s.get("outs", []) or []) for s in lock.get("stages", {}).values())
     how = "exactly" if not allowed else f"within {args.tolerance} ({len(allowed)} hashes moved)"
-    print(f"reproduce-check: OK — {len(lock.get('stages', {}))} stages, {outs} outputs, metrics and plots reproduced {how}")
+    print(
+        f"reproduce-check: OK — {len(lock.get('stages', {}))} stages, {outs} outputs, "
+        f"metrics and plots reproduced {how}"
+    )
     return 0
 
 

@@ -32,7 +32,9 @@ class RunParams:
 
     def check(self) -> None:
         if not 0 <= self.worker_index < self.workers:
-            raise ParamsError(f"params 'run.worker_index' = {self.worker_index} must be in [0, run.workers={self.workers})")
+            raise ParamsError(
+                f"params 'run.worker_index' = {self.worker_index} must be in [0, run.workers={self.workers})"
+            )
 
     def mine(self) -> list[int]:
         return [s for s in range(self.shards) if s % self.workers == self.worker_index]
@@ -63,10 +65,25 @@ def run_sharded(
     return None
 
 
-def _run_local(out: store.StageOutput, by_shard: dict[int, list[dict[str, Any]]], todo: list[int], work: ShardFn, label: str) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+def _run_local(
+    out: store.StageOutput, by_shard: dict[int, list[dict[str, Any]]], todo: list[int], work: ShardFn, label: str
+) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, transient=False) as progress:
         task = progress.add_task(f"{label} (shards)", total=len(todo))
         for shard in todo:

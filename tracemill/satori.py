@@ -42,12 +42,18 @@ CHECKED_KINDS = ("reflect", "confirm", "explore")  # the kinds whose <|reflect|>
 def _default_templates() -> dict[str, list[str]]:
     # {printed}: the last line the check printed; {got}: what the wrong step or answer gave.
     return {
-        "reflect": ["It prints {printed}, but this step got {got}, so the step is wrong.",
-                    "The check gives {printed}, not {got}, so this step is wrong; let me fix it."],
-        "confirm": ["It prints {printed} again, which agrees with this step, so the step is right.",
-                    "The check gives {printed} as before, so this step holds."],
-        "explore": ["It prints {printed}, which does not fit the answer {got}, so this approach is wrong.",
-                    "The check gives {printed}, not {got}, so the answer is wrong and another way is needed."],
+        "reflect": [
+            "It prints {printed}, but this step got {got}, so the step is wrong.",
+            "The check gives {printed}, not {got}, so this step is wrong; let me fix it.",
+        ],
+        "confirm": [
+            "It prints {printed} again, which agrees with this step, so the step is right.",
+            "The check gives {printed} as before, so this step holds.",
+        ],
+        "explore": [
+            "It prints {printed}, which does not fit the answer {got}, so this approach is wrong.",
+            "The check gives {printed}, not {got}, so the answer is wrong and another way is needed.",
+        ],
     }
 
 
@@ -60,10 +66,14 @@ class CoatParams:
     max_total: int = at_least(0, default=10_000)  # Satori: about 10K demonstrations for format tuning
     max_per_problem: int = at_least(1, default=6)
     # Shares of the four kinds (the paper publishes no mix; its demonstrations hold every kind)
-    mix: dict[str, float] = at_least(0, default_factory=lambda: {"plain": 0.4, "reflect": 0.2, "confirm": 0.1, "explore": 0.3})
+    mix: dict[str, float] = at_least(
+        0, default_factory=lambda: {"plain": 0.4, "reflect": 0.2, "confirm": 0.1, "explore": 0.3}
+    )
     # The one sentence after a check's code and output, per checked kind; one is picked by a hash of the node
     critique_templates: dict[str, list[str]] = field(default_factory=_default_templates)
-    wrong_q_max: float = bounded(-1, 1, default=0.0)  # a step is wrong when its Q (in [-1, 1]) is at most this (or its subtree only fails)
+    wrong_q_max: float = bounded(
+        -1, 1, default=0.0
+    )  # a step is wrong when its Q (in [-1, 1]) is at most this (or its subtree only fails)
     # Format tuning starts each meta-action token's embedding at the mean of its phrase (with_meta_tokens).
     meta_init: dict[str, str] = field(default_factory=_default_meta_init)
     # Then, before full format tuning, trains only the meta-action rows of the embeddings on the COAT
@@ -74,16 +84,23 @@ class CoatParams:
     def check(self) -> None:
         unknown = set(self.mix) - set(COAT_KINDS)
         if unknown:
-            raise ParamsError(f"params 'satori.coat.mix.{sorted(unknown)[0]}' is not a COAT kind; allowed: {', '.join(COAT_KINDS)}")
+            raise ParamsError(
+                f"params 'satori.coat.mix.{sorted(unknown)[0]}' is not a COAT kind; allowed: {', '.join(COAT_KINDS)}"
+            )
         if not sum(self.mix.values()):
             raise ParamsError("params 'satori.coat.mix' needs shares that do not all vanish")
         for kind in CHECKED_KINDS:
             if self.mix.get(kind) and not self.critique_templates.get(kind):
-                raise ParamsError(f"params 'satori.coat.critique_templates.{kind}' needs at least one template "
-                                  f"while 'satori.coat.mix.{kind}' is above 0")
+                raise ParamsError(
+                    f"params 'satori.coat.critique_templates.{kind}' needs at least one template "
+                    f"while 'satori.coat.mix.{kind}' is above 0"
+                )
         strange = sorted(set(self.meta_init) - set(META_ACTIONS))
         if strange:
-            raise ParamsError(f"params 'satori.coat.meta_init' names '{strange[0]}', not a meta-action; allowed: {', '.join(META_ACTIONS)}")
+            raise ParamsError(
+                f"params 'satori.coat.meta_init' names '{strange[0]}', not a meta-action; "
+                f"allowed: {', '.join(META_ACTIONS)}"
+            )
 
 
 def _rae_sampling() -> GenParams:
@@ -142,14 +159,20 @@ class Round2Params:
     def check(self) -> None:
         if self.per_device_train_batch_size % self.num_generations:
             raise ParamsError(
-                f"params 'satori.round2.per_device_train_batch_size' = {self.per_device_train_batch_size} must be a multiple of "
-                f"'satori.round2.num_generations' = {self.num_generations} (GRPO groups complete per batch)")
+                f"params 'satori.round2.per_device_train_batch_size' = {self.per_device_train_batch_size} "
+                "must be a multiple of "
+                f"'satori.round2.num_generations' = {self.num_generations} (GRPO groups complete per batch)"
+            )
 
     def rl(self, first: RLParams) -> RLParams:
         """Round 2's RL knobs: round 1's with this round's sampling, group and steps."""
-        return dataclasses.replace(first, temperature=self.temperature, num_generations=self.num_generations,
-                                   per_device_train_batch_size=self.per_device_train_batch_size,
-                                   max_steps=self.max_steps or first.max_steps)
+        return dataclasses.replace(
+            first,
+            temperature=self.temperature,
+            num_generations=self.num_generations,
+            per_device_train_batch_size=self.per_device_train_batch_size,
+            max_steps=self.max_steps or first.max_steps,
+        )
 
 
 @dataclass(frozen=True)
@@ -196,8 +219,9 @@ def with_meta_tokens(model_dir: str | Path, out_dir: Path, init: dict[str, str])
     return out_dir, missing
 
 
-def warm_meta_tokens(model_dir: Path, out_dir: Path, rows: Sequence[dict[str, Any]], tp: Any, fmt: FormatParams,
-                     epochs: int, lr: float) -> dict[str, Any]:
+def warm_meta_tokens(
+    model_dir: Path, out_dir: Path, rows: Sequence[dict[str, Any]], tp: Any, fmt: FormatParams, epochs: int, lr: float
+) -> dict[str, Any]:
     """Train only the meta-action tokens' embedding rows on the format-tuning rows (`tp` gives the
     prompt style, max length, micro-batch and seed), everything else frozen; save to out_dir.
 
@@ -233,8 +257,10 @@ def warm_meta_tokens(model_dir: Path, out_dir: Path, rows: Sequence[dict[str, An
         total = 0.0
         for start in range(0, len(order), tp.micro_batch_size):
             batch = [features[i] for i in order[start : start + tp.micro_batch_size]]
-            loss = model(input_ids=pad([f["input_ids"] for f in batch], tokenizer.pad_token_id),
-                         labels=pad([f["labels"] for f in batch], IGNORE_INDEX)).loss
+            loss = model(
+                input_ids=pad([f["input_ids"] for f in batch], tokenizer.pad_token_id),
+                labels=pad([f["labels"] for f in batch], IGNORE_INDEX),
+            ).loss
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -244,7 +270,12 @@ def warm_meta_tokens(model_dir: Path, out_dir: Path, rows: Sequence[dict[str, An
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    return {"epochs": epochs, "learning_rate": lr, "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None}
+    return {
+        "epochs": epochs,
+        "learning_rate": lr,
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+    }
 
 
 def cut_layers(model_dir: str | Path, out_dir: Path, layers: int) -> Path:
@@ -255,7 +286,9 @@ def cut_layers(model_dir: str | Path, out_dir: Path, layers: int) -> Path:
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     have = model.config.num_hidden_layers
     if not 1 <= layers <= have:
-        raise ParamsError(f"params 'satori.distill.student_layers' = {layers} must be in 1..{have} (the base policy's layers)")
+        raise ParamsError(
+            f"params 'satori.distill.student_layers' = {layers} must be in 1..{have} (the base policy's layers)"
+        )
     model.model.layers = model.model.layers[:layers]
     model.config.num_hidden_layers = layers
     if getattr(model.config, "layer_types", None):
@@ -299,8 +332,18 @@ def coat_segments(text: str, fmt: FormatParams) -> list[dict[str, Any]]:
 
 def coat_sft_rows(rows: Sequence[dict[str, Any]], questions: dict[str, str], fmt: FormatParams) -> list[dict[str, Any]]:
     """`sft` rows for format tuning: the question as prompt, the COAT trace as the answer."""
-    return [sft_row("coat", r["coat_id"], r["problem_id"], questions[r["problem_id"]], coat_segments(r["text"], fmt), {"kind": r["kind"]})
-            for r in rows if r["problem_id"] in questions]
+    return [
+        sft_row(
+            "coat",
+            r["coat_id"],
+            r["problem_id"],
+            questions[r["problem_id"]],
+            coat_segments(r["text"], fmt),
+            {"kind": r["kind"]},
+        )
+        for r in rows
+        if r["problem_id"] in questions
+    ]
 
 
 class TreeRows:
@@ -352,6 +395,7 @@ CheckFn = Callable[[list[tuple[str, ...]]], list[str | None]]
 def sandbox_check(sandbox: Sandbox) -> CheckFn:
     """Each job's cells in a fresh sandbox session, in order, as the trace they stand for would run them;
     the last cell's stdout is what the check printed."""
+
     def check(jobs: list[tuple[str, ...]]) -> list[str | None]:
         results = sandbox.run_many([list(j) for j in jobs])
         return [r[-1].stdout if all(x.ok for x in r) else None for r in results]
@@ -397,7 +441,11 @@ def plain_traces(tree: TreeRows, trajectories: Sequence[dict[str, Any]], fmt: Fo
             continue
         steps = [tree.nodes[i] for i in traj["node_ids"] if tree.nodes[i]["parent_id"] is not None]
         text = join([step_body(n, fmt) for n in steps], [CONTINUE] * len(steps))
-        out.append(_coat_row(tree.problem_id, "plain", text, [n["node_id"] for n in steps], {"trajectory_id": traj["trajectory_id"]}))
+        out.append(
+            _coat_row(
+                tree.problem_id, "plain", text, [n["node_id"] for n in steps], {"trajectory_id": traj["trajectory_id"]}
+            )
+        )
     return out
 
 
@@ -414,11 +462,15 @@ def _continued(nodes: Sequence[dict[str, Any]]) -> list[tuple[str, dict[str, Any
     return [(CONTINUE, n) for n in nodes]
 
 
-def _wrong_and_right(tree: TreeRows, kids: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], dict[str, Any]]]]:
+def _wrong_and_right(
+    tree: TreeRows, kids: Sequence[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], dict[str, Any]]]]:
     """Among runnable siblings: those with no correct answer below, and those with one (with that leaf)."""
     runnable = [k for k in kids if k["exec_ok"]]
-    return ([k for k in runnable if tree.correct_leaf_below(k) is None],
-            [(k, leaf) for k in runnable if (leaf := tree.correct_leaf_below(k)) is not None])
+    return (
+        [k for k in runnable if tree.correct_leaf_below(k) is None],
+        [(k, leaf) for k in runnable if (leaf := tree.correct_leaf_below(k)) is not None],
+    )
 
 
 def reflect_drafts(tree: TreeRows, cp: CoatParams) -> list[Draft]:
@@ -437,9 +489,18 @@ def reflect_drafts(tree: TreeRows, cp: CoatParams) -> list[Draft]:
         source = _first_code(fix) or _first_code(prefix[::-1])
         if source is None:
             continue
-        out.append(Draft("reflect", _continued(prefix + [bad]), source["code"], _summary(bad), _continued(fix),
-                         [n["node_id"] for n in prefix + [bad] + fix], bad["node_id"],
-                         {"wrong_node_id": bad["node_id"], "fixed_node_id": good["node_id"], "check_node_id": source["node_id"]}))
+        out.append(
+            Draft(
+                "reflect",
+                _continued(prefix + [bad]),
+                source["code"],
+                _summary(bad),
+                _continued(fix),
+                [n["node_id"] for n in prefix + [bad] + fix],
+                bad["node_id"],
+                {"wrong_node_id": bad["node_id"], "fixed_node_id": good["node_id"], "check_node_id": source["node_id"]},
+            )
+        )
     return out
 
 
@@ -453,9 +514,18 @@ def confirm_drafts(tree: TreeRows, trajectories: Sequence[dict[str, Any]]) -> li
         if checked is None:
             continue
         at = steps.index(checked) + 1
-        out.append(Draft("confirm", _continued(steps[:at]), checked["code"], _summary(checked), _continued(steps[at:]),
-                         [n["node_id"] for n in steps], checked["node_id"],
-                         {"trajectory_id": traj["trajectory_id"], "confirmed_node_id": checked["node_id"]}))
+        out.append(
+            Draft(
+                "confirm",
+                _continued(steps[:at]),
+                checked["code"],
+                _summary(checked),
+                _continued(steps[at:]),
+                [n["node_id"] for n in steps],
+                checked["node_id"],
+                {"trajectory_id": traj["trajectory_id"], "confirmed_node_id": checked["node_id"]},
+            )
+        )
     return out
 
 
@@ -476,9 +546,22 @@ def explore_drafts(tree: TreeRows) -> list[Draft]:
         source = _first_code(alt)
         if source is None:
             continue
-        out.append(Draft("explore", _continued(prefix + branch), source["code"], bad_leaf.get("answer") or _summary(bad_leaf),
-                         [(EXPLORE, alt[0])] + _continued(alt[1:]), [n["node_id"] for n in prefix + branch + alt], bad_leaf["node_id"],
-                         {"failed_leaf_id": bad_leaf["node_id"], "success_leaf_id": good_leaf["node_id"], "check_node_id": source["node_id"]}))
+        out.append(
+            Draft(
+                "explore",
+                _continued(prefix + branch),
+                source["code"],
+                bad_leaf.get("answer") or _summary(bad_leaf),
+                [(EXPLORE, alt[0])] + _continued(alt[1:]),
+                [n["node_id"] for n in prefix + branch + alt],
+                bad_leaf["node_id"],
+                {
+                    "failed_leaf_id": bad_leaf["node_id"],
+                    "success_leaf_id": good_leaf["node_id"],
+                    "check_node_id": source["node_id"],
+                },
+            )
+        )
     return out
 
 
@@ -487,23 +570,35 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def render(draft: Draft, printed: str | None, problem_id: str, cp: CoatParams, fmt: FormatParams) -> dict[str, Any] | None:
+def render(
+    draft: Draft, printed: str | None, problem_id: str, cp: CoatParams, fmt: FormatParams
+) -> dict[str, Any] | None:
     """The COAT row of a draft once its check has run; None when the check failed, printed nothing, or
     (reflect, explore) printed what the wrong step gave — a check that proves nothing teaches nothing."""
     quoted = _last_line(printed or "")
     agrees = quoted == draft.got.strip()
-    if not quoted or agrees != (draft.kind == "confirm"):
+    if printed is None or not quoted or agrees != (draft.kind == "confirm"):
         return None
     templates = cp.critique_templates[draft.kind]
     template = templates[int(records.content_id(draft.key, length=8), 16) % len(templates)]
-    check = code_block(draft.code, fmt) + output_block(printed.strip(), fmt) + template.format(printed=quoted, got=draft.got.strip()) + "\n"
+    check = (
+        code_block(draft.code, fmt)
+        + output_block(printed.strip(), fmt)
+        + template.format(printed=quoted, got=draft.got.strip())
+        + "\n"
+    )
     steps = draft.before + [(REFLECT, None)] + draft.after
     text = "".join(a + (check if n is None else step_body(n, fmt)) for a, n in steps)
     return _coat_row(problem_id, draft.kind, text, draft.node_ids, {**draft.meta, "check_printed": quoted})
 
 
-def build_coat(nodes: Sequence[dict[str, Any]], trajectories: Sequence[dict[str, Any]], cp: CoatParams, fmt: FormatParams,
-               check: CheckFn) -> list[dict[str, Any]]:
+def build_coat(
+    nodes: Sequence[dict[str, Any]],
+    trajectories: Sequence[dict[str, Any]],
+    cp: CoatParams,
+    fmt: FormatParams,
+    check: CheckFn,
+) -> list[dict[str, Any]]:
     """COAT rows for every tree, at most max_per_problem each, the kinds drawn in `mix` proportions; every
     check runs through `check` (one batch, each distinct cell sequence once)."""
     by_tree: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -513,8 +608,14 @@ def build_coat(nodes: Sequence[dict[str, Any]], trajectories: Sequence[dict[str,
     for t in trajectories:
         trajs[t["tree_id"]].append(t)
     trees = {tree_id: TreeRows(by_tree[tree_id]) for tree_id in sorted(by_tree)}
-    drafts = {tree_id: {"reflect": reflect_drafts(tree, cp), "confirm": confirm_drafts(tree, trajs[tree_id]), "explore": explore_drafts(tree)}
-              for tree_id, tree in trees.items()}
+    drafts = {
+        tree_id: {
+            "reflect": reflect_drafts(tree, cp),
+            "confirm": confirm_drafts(tree, trajs[tree_id]),
+            "explore": explore_drafts(tree),
+        }
+        for tree_id, tree in trees.items()
+    }
     jobs = sorted({d.cells() for kinds in drafts.values() for ds in kinds.values() for d in ds})
     printed = dict(zip(jobs, check(jobs))) if jobs else {}
     share = {k: max(1, round(cp.max_per_problem * cp.mix.get(k, 0))) if cp.mix.get(k, 0) else 0 for k in COAT_KINDS}
@@ -553,7 +654,9 @@ def _backup(steps: int, most: int, *key: Any) -> int:
     return int(records.content_id("rae-backup", *key, length=8), 16) % span
 
 
-def _state(problem_id: str, outcome: str, prefix: list[str], source: str, q: float, meta: dict[str, Any]) -> dict[str, Any]:
+def _state(
+    problem_id: str, outcome: str, prefix: list[str], source: str, q: float, meta: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "state_id": records.content_id("rae", problem_id, outcome, source, prefix),
         "problem_id": problem_id,
@@ -585,22 +688,42 @@ def build_rae_states(traces: Sequence[dict[str, Any]], rp: RaeParams, seed: int)
         if rp.bare_problems:
             out.extend(bare_states([pid]))
         for outcome, want in (("correct", True), ("failed", False)):
-            picked = next(((t, st) for t in samples if bool(t["correct"]) == want and (st := coat_steps(response_text(t)))), None)
+            picked = next(
+                ((t, st) for t in samples if bool(t["correct"]) == want and (st := coat_steps(response_text(t)))), None
+            )
             if picked is None:
                 continue
             trace, steps = picked
             back = _backup(len(steps), rp.max_backup_steps, seed, trace["trace_id"])
             prefix = steps[: len(steps) - back] + [REFLECT]
-            out.append(_state(pid, outcome, prefix, trace["trace_id"], 1.0 if want else -1.0,
-                              {"reflect_status": REFLECT_STATUS[outcome], "backup_steps": back, "trajectory_steps": len(steps)}))
+            out.append(
+                _state(
+                    pid,
+                    outcome,
+                    prefix,
+                    trace["trace_id"],
+                    1.0 if want else -1.0,
+                    {"reflect_status": REFLECT_STATUS[outcome], "backup_steps": back, "trajectory_steps": len(steps)},
+                )
+            )
     return out
 
 
-def rae_shard(shard: int, problems: list[dict[str, Any]], *, rt: Runtime, rp: RaeParams, seed: int) -> dict[str, list[dict[str, Any]]]:
+def rae_shard(
+    shard: int, problems: list[dict[str, Any]], *, rt: Runtime, rp: RaeParams, seed: int
+) -> dict[str, list[dict[str, Any]]]:
     """One shard of the rae_states stage: rp.sample's samples of the policy in `rt`, graded (`traces`,
     stage 'rae_states'), and the restart states built from them."""
-    traces = sample_shard(shard, problems, rt=rt, gp=rp.sample, limits=LoopLimits(max_tool_calls=rp.max_tool_calls), seed=seed,
-                          stage="rae_states", style="coat")["traces"]
+    traces = sample_shard(
+        shard,
+        problems,
+        rt=rt,
+        gp=rp.sample,
+        limits=LoopLimits(max_tool_calls=rp.max_tool_calls),
+        seed=seed,
+        stage="rae_states",
+        style="coat",
+    )["traces"]
     return {"traces": traces, "rae_states": build_rae_states(traces, rp, seed)}
 
 
@@ -618,6 +741,13 @@ def orm_pairs(traces: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         wrong = [t for t in samples if not t["correct"]]
         for good in right:
             for bad in wrong:
-                out.append({"pair_id": records.content_id("orm", good["trace_id"], bad["trace_id"]), "problem_id": pid,
-                            "prefix": good["segments"][0]["text"], "chosen": response_text(good), "rejected": response_text(bad)})
+                out.append(
+                    {
+                        "pair_id": records.content_id("orm", good["trace_id"], bad["trace_id"]),
+                        "problem_id": pid,
+                        "prefix": good["segments"][0]["text"],
+                        "chosen": response_text(good),
+                        "rejected": response_text(bad),
+                    }
+                )
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import duckdb
 
@@ -29,6 +30,11 @@ def _quote(text: str) -> str:
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr)
+
+
+def one_row(cursor: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
+    """The row of an aggregate query without GROUP BY, which always returns exactly one."""
+    return cast(tuple[Any, ...], cursor.fetchone())
 
 
 def connect(
@@ -58,8 +64,13 @@ def _failing_view(con: duckdb.DuckDBPyConnection, table: str, message: str) -> N
     it: error() sits in the filter (row counts) and in every column (so no projection prunes it away)."""
     con.register(f"_{table}_schema", records.schema(table).empty_table())
     fail = f"error({_quote(message)})"
-    columns = ", ".join(f'CASE WHEN {fail} IS NULL THEN e."{name}" END AS "{name}"' for name in records.schema(table).names)
-    con.execute(f"CREATE VIEW {table} AS SELECT {columns} FROM range(1) LEFT JOIN _{table}_schema e ON true WHERE {fail} IS NULL")
+    columns = ", ".join(
+        f'CASE WHEN {fail} IS NULL THEN e."{name}" END AS "{name}"' for name in records.schema(table).names
+    )
+    con.execute(
+        f"CREATE VIEW {table} AS SELECT {columns} FROM range(1) LEFT JOIN _{table}_schema e ON true "
+        f"WHERE {fail} IS NULL"
+    )
 
 
 def catalog(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int | None, str]]:
@@ -68,7 +79,7 @@ def catalog(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int | None, str]]
     out = []
     for table in records.TABLES:
         try:
-            rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            rows = one_row(con.execute(f"SELECT count(*) FROM {table}"))[0]
         except duckdb.Error:
             rows = None
         cols = ", ".join(f.name for f in records.SCHEMAS[table])

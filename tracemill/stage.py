@@ -47,7 +47,11 @@ def args(required: Iterable[str], optional: Iterable[str] = (), argv: Sequence[s
             problems.append(f"argument '{name}' given twice")
         else:
             given[name] = value
-    problems += [f"missing argument '{name}=...' — the stage's cmd in dvc.yaml passes it" for name in required if name not in given]
+    problems += [
+        f"missing argument '{name}=...' — the stage's cmd in dvc.yaml passes it"
+        for name in required
+        if name not in given
+    ]
     if problems:
         raise ParamsError(*problems)
     return given
@@ -74,7 +78,7 @@ def fingerprint(params: Any, inputs: Iterable[str | Path] = ()) -> str:
     input and its sha256; never times or absolute paths). A resumed run with the same fingerprint keeps
     finished shards; any change starts the output afresh. Hashes are memoised in `hash_cache_path()`,
     so a multi-GB model folder is read once, not on every run."""
-    if dataclasses.is_dataclass(params):
+    if dataclasses.is_dataclass(params) and not isinstance(params, type):
         params = dataclasses.asdict(params)
     cache = HashCache(hash_cache_path())
     contents = []

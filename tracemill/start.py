@@ -14,7 +14,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from tracemill import filters, sql, store
 from tracemill.formats import FormatParams, render_prompt
@@ -27,12 +27,21 @@ from tracemill.tir import LoopLimits, Sampling, TraceJob, run_traces
 
 
 def _drop(q: Quarantine, table: str, trace: dict[str, Any], reason: str, detail: str | None = None) -> None:
-    q.reject(reason, {"trace_id": trace["trace_id"], "problem_id": trace["problem_id"], "text": response_text(trace)},
-             table=table, detail=detail, source=trace["stage"])
+    q.reject(
+        reason,
+        {"trace_id": trace["trace_id"], "problem_id": trace["problem_id"], "text": response_text(trace)},
+        table=table,
+        detail=detail,
+        source=trace["stage"],
+    )
 
 
 def _filtered(
-    candidates: Sequence[dict[str, Any]], table: str, fp: filters.FilterParams, eval_ngrams: set, q: Quarantine,
+    candidates: Sequence[dict[str, Any]],
+    table: str,
+    fp: filters.FilterParams,
+    eval_ngrams: set,
+    q: Quarantine,
     domains: Mapping[str, str],
 ) -> list[tuple[dict[str, Any], str]]:
     """Row filters (each trace by its problem's domain, math when unknown), then decontamination, then
@@ -57,7 +66,9 @@ def _filtered(
     return kept
 
 
-def _pick(kept: Iterable[tuple[dict[str, Any], str]], limit: int, table: str, reason_kept: str, q: Quarantine) -> list[dict[str, Any]]:
+def _pick(
+    kept: Iterable[tuple[dict[str, Any], str]], limit: int, table: str, reason_kept: str, q: Quarantine
+) -> list[dict[str, Any]]:
     """At most `limit` per problem: the shortest correct response first (ties by id, so it is deterministic)."""
     by_problem: dict[str, list[tuple[dict[str, Any], str]]] = defaultdict(list)
     for trace, cluster in kept:
@@ -73,8 +84,14 @@ def _pick(kept: Iterable[tuple[dict[str, Any], str]], limit: int, table: str, re
 
 
 def select_seed(
-    traces: Sequence[dict[str, Any]], sp: SelectParams, fp: filters.FilterParams, eval_ngrams: set, q: Quarantine,
-    modify: str = "keep", fmt: FormatParams | None = None, domains: Mapping[str, str] | None = None,
+    traces: Sequence[dict[str, Any]],
+    sp: SelectParams,
+    fp: filters.FilterParams,
+    eval_ngrams: set,
+    q: Quarantine,
+    modify: str = "keep",
+    fmt: FormatParams | None = None,
+    domains: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """D_seed: problems where greedy failed and a hint succeeded (or any hint succeeded, by rule), each
     kept trace's premature answers treated by `modify` (see `modify_premature`)."""
@@ -94,7 +111,13 @@ def select_seed(
                 continue
             candidates.append(t)
     kept = _filtered(candidates, "d_seed", fp, eval_ngrams, q, domains or {})
-    picked = _pick(kept, sp.max_per_problem, "d_seed", "hint_fixed_greedy" if sp.rule == "greedy_wrong_hint_right" else "hint_right", q)
+    picked = _pick(
+        kept,
+        sp.max_per_problem,
+        "d_seed",
+        "hint_fixed_greedy" if sp.rule == "greedy_wrong_hint_right" else "hint_right",
+        q,
+    )
     return [modify_premature(t, modify, fmt or FormatParams()) for t in picked]
 
 
@@ -102,8 +125,8 @@ def _boxed_spans(text: str, fmt: FormatParams) -> list[tuple[int, int]]:
     """(start, end) of every complete `\\boxed{...}` in text, braces balanced."""
     spans, at = [], 0
     while (start := text.find(fmt.boxed + "{", at)) >= 0:
-        depth, i = 0, start + len(fmt.boxed)
-        for i in range(i, len(text)):
+        depth = 0
+        for i in range(start + len(fmt.boxed), len(text)):
             depth += {"{": 1, "}": -1}.get(text[i], 0)
             if depth == 0:
                 spans.append((start, i + 1))
@@ -126,7 +149,8 @@ def _rewrite_boxed(text: str, mode: str, fmt: FormatParams) -> tuple[str, int]:
         else:
             # from the end of the previous sentence (its period stays) or line
             begin = max(text.rfind(". ", 0, start) + 1, text.rfind("\n", 0, start) + 1)
-            text = text[:begin] + text[_SENTENCE_TAIL.match(text, end).end() :]
+            tail = cast(re.Match[str], _SENTENCE_TAIL.match(text, end))  # it matches the empty string too
+            text = text[:begin] + text[tail.end() :]
     return text, len(spans)
 
 
@@ -155,7 +179,11 @@ def modify_premature(trace: dict[str, Any], mode: str, fmt: FormatParams) -> dic
 
 
 def select_rft(
-    samples: Sequence[dict[str, Any]], sp: SelectParams, fp: filters.FilterParams, eval_ngrams: set, q: Quarantine,
+    samples: Sequence[dict[str, Any]],
+    sp: SelectParams,
+    fp: filters.FilterParams,
+    eval_ngrams: set,
+    q: Quarantine,
     domains: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """D_start's RFT part: correct samples that pass the filters, at most `max_per_problem` each."""
@@ -167,13 +195,19 @@ def select_rft(
 # ---- hint-infer and RFT generation jobs ----------------------------------------------------------
 
 
-def hint_jobs(problem: dict[str, Any], draws: Sequence[HintDraw], hp: HintParams, prompt: str, greedy: Sampling,
-              budget: int) -> list[TraceJob]:
+def hint_jobs(
+    problem: dict[str, Any], draws: Sequence[HintDraw], hp: HintParams, prompt: str, greedy: Sampling, budget: int
+) -> list[TraceJob]:
     """START's hint-infer for one problem: a greedy trace, then one trace per drawn hint. The hint goes
     after the drawn occurrence of a marker ("Wait", "Alternatively") and, where the model would stop,
     before the stop (`hp.stop`: its end of turn, or a long-CoT model's end of thinking)."""
-    common: dict[str, Any] = dict(prompt=prompt, sampling=greedy, max_turn_tokens_total=budget, stop_strings=tuple(hp.stop_strings()),
-                  examples=tuple(example_tests(problem)))
+    common: dict[str, Any] = dict(
+        prompt=prompt,
+        sampling=greedy,
+        max_turn_tokens_total=budget,
+        stop_strings=tuple(hp.stop_strings()),
+        examples=tuple(example_tests(problem)),
+    )
     jobs = [TraceJob(key=f"{problem['problem_id']}:greedy", **common)]
     for i, d in enumerate(draws):
         jobs.append(
@@ -193,10 +227,14 @@ def hint_jobs(problem: dict[str, Any], draws: Sequence[HintDraw], hp: HintParams
 
 def _limits(sp: StartParams) -> LoopLimits:
     hp = sp.hints
-    return LoopLimits(max_tool_calls=hp.max_tool_calls, max_marker_hints=hp.max_marker_hints, max_stop_hints=hp.max_stop_hints)
+    return LoopLimits(
+        max_tool_calls=hp.max_tool_calls, max_marker_hints=hp.max_marker_hints, max_stop_hints=hp.max_stop_hints
+    )
 
 
-def hint_infer_shard(shard: int, problems: list[dict[str, Any]], *, rt: Runtime, sp: StartParams, seed: int) -> dict[str, list[dict[str, Any]]]:
+def hint_infer_shard(
+    shard: int, problems: list[dict[str, Any]], *, rt: Runtime, sp: StartParams, seed: int
+) -> dict[str, list[dict[str, Any]]]:
     """Greedy and hinted traces for one shard of problems, graded, as `traces` rows."""
     hp = sp.hints
     gp = sp.hint_infer
@@ -205,33 +243,54 @@ def hint_infer_shard(shard: int, problems: list[dict[str, Any]], *, rt: Runtime,
     for problem in problems:
         prompt = render_prompt(problem["question"], rt.tokenizer, rt.fmt, "tir")
         draws = draw(hp, problem["domain"], problem["problem_id"], seed)
-        for i, (job, hint) in enumerate(zip(hint_jobs(problem, draws, hp, prompt, greedy, gp.max_tokens_total), [None, *(d.hint for d in draws)])):
+        for i, (job, hint) in enumerate(
+            zip(hint_jobs(problem, draws, hp, prompt, greedy, gp.max_tokens_total), [None, *(d.hint for d in draws)])
+        ):
             jobs.append(job)
-            owners.append((problem, prompt, i))  # i: 0 the greedy trace, then each hint trace (a hint may be drawn twice)
+            owners.append(
+                (problem, prompt, i)
+            )  # i: 0 the greedy trace, then each hint trace (a hint may be drawn twice)
             hints.append(hint)
     results = run_traces(rt.backend, rt.sandbox, jobs, rt.fmt, _limits(sp))
     verdicts = grade_results(rt, [o[0] for o in owners], results)
     rows = [
-        trace_row(problem, result, verdict, prompt=prompt, stage="hint_infer", round=0, model=rt.model_name,
-                  sample_index=i, sampling=greedy, hint=hint)
+        trace_row(
+            problem,
+            result,
+            verdict,
+            prompt=prompt,
+            stage="hint_infer",
+            round=0,
+            model=rt.model_name,
+            sample_index=i,
+            sampling=greedy,
+            hint=hint,
+        )
         for (problem, prompt, i), result, verdict, hint in zip(owners, results, verdicts, hints)
     ]
     return {"traces": rows}
 
 
-def rft_shard(shard: int, problems: list[dict[str, Any]], *, rt: Runtime, sp: StartParams, seed: int) -> dict[str, list[dict[str, Any]]]:
+def rft_shard(
+    shard: int, problems: list[dict[str, Any]], *, rt: Runtime, sp: StartParams, seed: int
+) -> dict[str, list[dict[str, Any]]]:
     """k tool-integrated samples per problem from START-0 (T=0.6, top-p 0.95), graded."""
     return sample_shard(shard, problems, rt=rt, gp=sp.rft, limits=_limits(sp), seed=seed, stage="rft", style="tir")
 
 
 def eval_ngrams(problems: Sequence[dict[str, Any]], sp: StartParams) -> set:
-    return filters.ngrams((p["question"] for p in problems if p["split"] in sp.decontaminate_splits), sp.filters.decontam_ngram)
+    return filters.ngrams(
+        (p["question"] for p in problems if p["split"] in sp.decontaminate_splits), sp.filters.decontam_ngram
+    )
 
 
 # ---- metrics, computed with SQL over what the stage wrote ------------------------------------------
 
 HINT_SUCCESS_SQL = """
-WITH g AS (SELECT problem_id, bool_or(correct) AS greedy_ok FROM traces WHERE stage = 'hint_infer' AND hint_id IS NULL GROUP BY 1)
+WITH g AS (
+    SELECT problem_id, bool_or(correct) AS greedy_ok
+    FROM traces WHERE stage = 'hint_infer' AND hint_id IS NULL GROUP BY 1
+)
 SELECT t.hint_kind, count(*) AS traces, avg(t.correct::INT) AS success_rate,
        sum((t.correct AND NOT g.greedy_ok)::INT) AS fixed_greedy
 FROM traces t JOIN g USING (problem_id)
@@ -246,6 +305,7 @@ FROM (SELECT unnest(hint_at) AS position FROM traces WHERE stage = 'hint_infer')
 GROUP BY 1 ORDER BY 1
 """
 
+
 def hint_infer_metrics(data_dir: str) -> dict[str, Any]:
     """hint_infer's traces (`generate.trace_metrics`), greedy accuracy, each hint kind's success and how
     many wrong greedy answers it fixed, and where the hints landed."""
@@ -253,9 +313,12 @@ def hint_infer_metrics(data_dir: str) -> dict[str, Any]:
     rows = con.execute(HINT_SUCCESS_SQL).fetchall()
     return {
         **trace_metrics(data_dir, "hint_infer"),
-        "greedy_accuracy": con.execute(
-            "SELECT avg(correct::INT) FROM traces WHERE stage = 'hint_infer' AND hint_id IS NULL").fetchone()[0],
-        "hint_success": {kind: {"traces": n, "success_rate": rate, "fixed_greedy": fixed} for kind, n, rate, fixed in rows},
+        "greedy_accuracy": sql.one_row(
+            con.execute("SELECT avg(correct::INT) FROM traces WHERE stage = 'hint_infer' AND hint_id IS NULL")
+        )[0],
+        "hint_success": {
+            kind: {"traces": n, "success_rate": rate, "fixed_greedy": fixed} for kind, n, rate, fixed in rows
+        },
         "hint_at": dict(con.execute(HINT_POSITION_SQL).fetchall()),
     }
 
@@ -266,21 +329,44 @@ def hint_infer_metrics(data_dir: str) -> dict[str, Any]:
 # ---- writing a selection (d_seed, d_start) --------------------------------------------------------
 
 
-def write_selection(paths: dict[str, str], table: str, kept: list[dict[str, Any]], quarantine: Quarantine, fingerprint: str,
-                    candidates: int, extra: dict[str, Any] | None = None) -> None:
+def write_selection(
+    paths: dict[str, str],
+    table: str,
+    kept: list[dict[str, Any]],
+    quarantine: Quarantine,
+    fingerprint: str,
+    candidates: int,
+    extra: dict[str, Any] | None = None,
+) -> None:
     """What d_seed and d_start write: one shard in paths["out"], paths["metrics"] with drop reasons (and
     `extra`), the drop-reason plot paths["drops"] (the stage's command-line paths)."""
     drops = dict(quarantine.counts)
     out = store.StageOutput(paths["out"], [table, "rejected"], fingerprint)
     out.write_shard(0, {table: kept, "rejected": quarantine.take()})
     counts = out.finalize([0])
-    store.write_json(paths["metrics"], {"size": counts[table], "problems": len({r["problem_id"] for r in kept}),
-                                        "candidate_traces": candidates, "dropped": drops, **(extra or {})})
-    store.write_csv(paths["drops"], [{"reason": k, "count": v} for k, v in sorted(drops.items())] or [{"reason": "none", "count": 0}])
-    print(f"{table}: kept {counts[table]} traces; dropped {sum(drops.values())} ({', '.join(f'{k}={v}' for k, v in sorted(drops.items())) or 'none'})")
+    store.write_json(
+        paths["metrics"],
+        {
+            "size": counts[table],
+            "problems": len({r["problem_id"] for r in kept}),
+            "candidate_traces": candidates,
+            "dropped": drops,
+            **(extra or {}),
+        },
+    )
+    store.write_csv(
+        paths["drops"],
+        [{"reason": k, "count": v} for k, v in sorted(drops.items())] or [{"reason": "none", "count": 0}],
+    )
+    print(
+        f"{table}: kept {counts[table]} traces; dropped {sum(drops.values())} "
+        f"({', '.join(f'{k}={v}' for k, v in sorted(drops.items())) or 'none'})"
+    )
 
 
-def seed_yield(traces: Sequence[dict[str, Any]], kept: Sequence[dict[str, Any]], domain_of: dict[str, str]) -> dict[str, Any]:
+def seed_yield(
+    traces: Sequence[dict[str, Any]], kept: Sequence[dict[str, Any]], domain_of: dict[str, str]
+) -> dict[str, Any]:
     """D_seed rows per problem that got hint traces, overall and per domain, and where the kept rows' hints landed."""
     hinted = {t["problem_id"] for t in traces if t["hint_id"] is not None}
     per_domain: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # [hinted problems, kept rows]
@@ -294,6 +380,8 @@ def seed_yield(traces: Sequence[dict[str, Any]], kept: Sequence[dict[str, Any]],
     return {
         "hinted_problems": len(hinted),
         "rows_per_hinted_problem": round(len(kept) / len(hinted), 4) if hinted else 0.0,
-        "rows_per_hinted_problem_by_domain": {d: round(k / h, 4) if h else 0.0 for d, (h, k) in sorted(per_domain.items())},
+        "rows_per_hinted_problem_by_domain": {
+            d: round(k / h, 4) if h else 0.0 for d, (h, k) in sorted(per_domain.items())
+        },
         "kept_hint_at": dict(sorted(positions.items())),
     }

@@ -38,4 +38,6 @@ class StartParams:
     select: SelectParams = field(default_factory=SelectParams)
     hint_loss: bool = True  # START: the hint is trained on, so the model learns to say it and call the tool unprompted
     modify: str = choices(*MODIFY, default="unbox")  # the answer boxed before a hint (see modify_premature)
-    decontaminate_splits: list[str] = choices("eval", "test", default_factory=lambda: ["test", "eval"])  # eval sets never leak in
+    decontaminate_splits: list[str] = choices(
+        "eval", "test", default_factory=lambda: ["test", "eval"]
+    )  # eval sets never leak in

@@ -129,7 +129,11 @@ def read(stage_dir: str | Path, table: str, columns: Sequence[str] | None = None
     if not parts:
         if not Path(stage_dir).exists():
             raise TracemillError(f"'{stage_dir}' does not exist — run the stage that writes it first (dvc repro)")
-        return records.schema(table).empty_table() if columns is None else records.schema(table).empty_table().select(columns)
+        return (
+            records.schema(table).empty_table()
+            if columns is None
+            else records.schema(table).empty_table().select(columns)
+        )
     tables = [_read_part(p, recorded_part(p), columns) for p in parts]
     return pa.concat_tables(tables)
 
@@ -181,7 +185,9 @@ def part_error(part: Path, problem: str) -> CorruptPartError:
     stage_dir = part.parent.parent
     stage = _dvc_stage_writing(stage_dir)
     rerun = f"`dvc repro -f {stage}`, or delete" if stage else "delete"
-    return CorruptPartError(f"Parquet part '{part}' {problem} — re-run the stage that wrote it: {rerun} '{stage_dir}' and run `dvc repro`")
+    return CorruptPartError(
+        f"Parquet part '{part}' {problem} — re-run the stage that wrote it: {rerun} '{stage_dir}' and run `dvc repro`"
+    )
 
 
 def _dvc_stage_writing(stage_dir: Path) -> str | None:
@@ -195,7 +201,9 @@ def _dvc_stage_writing(stage_dir: Path) -> str | None:
     try:
         stages = yaml.safe_load(lock.read_text())["stages"]
         wanted = folder.relative_to(lock.parent).as_posix()
-        return next((name for name, s in stages.items() if any(o.get("path") == wanted for o in s.get("outs", []))), None)
+        return next(
+            (name for name, s in stages.items() if any(o.get("path") == wanted for o in s.get("outs", []))), None
+        )
     except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError, AttributeError):
         return None
 
@@ -218,7 +226,9 @@ class Quarantine:
         self.rows: list[dict[str, Any]] = []
         self.counts: Counter[str] = Counter()
 
-    def reject(self, reason: str, raw: Any, *, table: str, detail: str | None = None, source: str | None = None) -> None:
+    def reject(
+        self, reason: str, raw: Any, *, table: str, detail: str | None = None, source: str | None = None
+    ) -> None:
         raw_text = raw if isinstance(raw, str) else _json_or_repr(raw)
         self.rows.append(
             {
@@ -317,7 +327,9 @@ class StageOutput:
         if unknown:
             raise TracemillError(f"stage output '{self.root}' does not declare table '{sorted(unknown)[0]}'")
         if not is_main_process():
-            self._rows[shard] = {table: records.validate(table, tables.get(table, [])).num_rows for table in self.tables}
+            self._rows[shard] = {
+                table: records.validate(table, tables.get(table, [])).num_rows for table in self.tables
+            }
             self._intact.add(shard)
             return self._rows[shard]
         recorded = {}
@@ -366,7 +378,9 @@ def write_json(path: str | Path, obj: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     faults.hit("store.json")
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=float) + "\n").encode())
+    atomic_write_bytes(
+        path, (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=float) + "\n").encode()
+    )
 
 
 def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> None:

@@ -15,6 +15,7 @@ streams and never share a question (for code: a function) with train.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +27,24 @@ from tracemill.errors import ParamsError
 from tracemill.params import at_least, bounded, choices
 
 MATH_KINDS = ("arithmetic", "fractions", "percent", "linear", "remainder")
-NAMES = ("Ava", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivan", "Jo", "Kai", "Lena", "Milo", "Nora", "Omar", "Pia")
+NAMES = (
+    "Ava",
+    "Ben",
+    "Cara",
+    "Dev",
+    "Eli",
+    "Fay",
+    "Gus",
+    "Hana",
+    "Ivan",
+    "Jo",
+    "Kai",
+    "Lena",
+    "Milo",
+    "Nora",
+    "Omar",
+    "Pia",
+)
 ITEMS = ("apples", "marbles", "books", "stickers", "coins", "pencils", "cards", "shells")
 
 
@@ -43,28 +61,95 @@ class CodeTask:
 
 
 CODE_TASKS: dict[str, CodeTask] = {
-    "sum_above": CodeTask(("sum_above", "total_over", "add_big"), "xs", "the sum of the numbers in xs that are greater than {c}",
-                          "return sum(x for x in xs if x > {c})", lambda xs, c: sum(x for x in xs if x > c)),
-    "count_value": CodeTask(("count_value", "how_many", "tally"), "xs", "how many times {c} appears in xs",
-                            "return xs.count({c})", lambda xs, c: xs.count(c)),
-    "scale": CodeTask(("scale", "times_all", "multiply_each"), "xs", "a new list with every number in xs multiplied by {c}",
-                      "return [x * {c} for x in xs]", lambda xs, c: [x * c for x in xs]),
-    "shift": CodeTask(("shift", "add_to_all", "raise_each"), "xs", "a new list with {c} added to every number in xs",
-                      "return [x + {c} for x in xs]", lambda xs, c: [x + c for x in xs]),
-    "below": CodeTask(("below", "keep_small", "under"), "xs", "the numbers in xs that are less than {c}, in order",
-                      "return [x for x in xs if x < {c}]", lambda xs, c: [x for x in xs if x < c]),
-    "divisible": CodeTask(("divisible", "count_multiples", "multiples_of"), "xs", "how many numbers in xs are divisible by {c}",
-                          "return sum(1 for x in xs if x % {c} == 0)", lambda xs, c: sum(1 for x in xs if x % c == 0)),
-    "head": CodeTask(("head", "first_few", "take_front"), "xs", "the first {c} numbers of xs",
-                     "return xs[:{c}]", lambda xs, c: xs[:c], tuple(range(1, 6))),
-    "repeat": CodeTask(("repeat", "copy_text", "echo"), "s", "the string s repeated {c} times",
-                       "return s * {c}", lambda s, c: s * c, tuple(range(2, 6))),
-    "count_letter": CodeTask(("count_letter", "letter_count", "tally_char"), "s", "how many times the letter '{c}' appears in s",
-                             "return s.count('{c}')", lambda s, c: s.count(c), tuple("aeiost")),
-    "drop_letter": CodeTask(("drop_letter", "strip_char", "without"), "s", "s with every letter '{c}' removed",
-                            "return s.replace('{c}', '')", lambda s, c: s.replace(c, ""), tuple("aeiost")),
+    "sum_above": CodeTask(
+        ("sum_above", "total_over", "add_big"),
+        "xs",
+        "the sum of the numbers in xs that are greater than {c}",
+        "return sum(x for x in xs if x > {c})",
+        lambda xs, c: sum(x for x in xs if x > c),
+    ),
+    "count_value": CodeTask(
+        ("count_value", "how_many", "tally"),
+        "xs",
+        "how many times {c} appears in xs",
+        "return xs.count({c})",
+        lambda xs, c: xs.count(c),
+    ),
+    "scale": CodeTask(
+        ("scale", "times_all", "multiply_each"),
+        "xs",
+        "a new list with every number in xs multiplied by {c}",
+        "return [x * {c} for x in xs]",
+        lambda xs, c: [x * c for x in xs],
+    ),
+    "shift": CodeTask(
+        ("shift", "add_to_all", "raise_each"),
+        "xs",
+        "a new list with {c} added to every number in xs",
+        "return [x + {c} for x in xs]",
+        lambda xs, c: [x + c for x in xs],
+    ),
+    "below": CodeTask(
+        ("below", "keep_small", "under"),
+        "xs",
+        "the numbers in xs that are less than {c}, in order",
+        "return [x for x in xs if x < {c}]",
+        lambda xs, c: [x for x in xs if x < c],
+    ),
+    "divisible": CodeTask(
+        ("divisible", "count_multiples", "multiples_of"),
+        "xs",
+        "how many numbers in xs are divisible by {c}",
+        "return sum(1 for x in xs if x % {c} == 0)",
+        lambda xs, c: sum(1 for x in xs if x % c == 0),
+    ),
+    "head": CodeTask(
+        ("head", "first_few", "take_front"),
+        "xs",
+        "the first {c} numbers of xs",
+        "return xs[:{c}]",
+        lambda xs, c: xs[:c],
+        tuple(range(1, 6)),
+    ),
+    "repeat": CodeTask(
+        ("repeat", "copy_text", "echo"),
+        "s",
+        "the string s repeated {c} times",
+        "return s * {c}",
+        lambda s, c: s * c,
+        tuple(range(2, 6)),
+    ),
+    "count_letter": CodeTask(
+        ("count_letter", "letter_count", "tally_char"),
+        "s",
+        "how many times the letter '{c}' appears in s",
+        "return s.count('{c}')",
+        lambda s, c: s.count(c),
+        tuple("aeiost"),
+    ),
+    "drop_letter": CodeTask(
+        ("drop_letter", "strip_char", "without"),
+        "s",
+        "s with every letter '{c}' removed",
+        "return s.replace('{c}', '')",
+        lambda s, c: s.replace(c, ""),
+        tuple("aeiost"),
+    ),
 }
-WORDS = ("banana", "tomato", "seesaw", "potato", "kitten", "sunset", "cassis", "teatime", "avocado", "toast", "ocean", "street")
+WORDS = (
+    "banana",
+    "tomato",
+    "seesaw",
+    "potato",
+    "kitten",
+    "sunset",
+    "cassis",
+    "teatime",
+    "avocado",
+    "toast",
+    "ocean",
+    "street",
+)
 CODE_TESTS = 3  # per problem; the first is shown in the question as the example; all are run by the code-tests grader
 
 
@@ -73,10 +158,14 @@ class SyntheticParams:
     seed: int = at_least(0, default=0)
     kinds: list[str] = choices(*MATH_KINDS, default_factory=lambda: list(MATH_KINDS))
     levels: list[int] = bounded(1, 4, default_factory=lambda: [1, 2, 3, 4])
-    train_per_level: int = at_least(0, default=400)  # per kind and level: enough variety that a model learns to copy, not memorize
+    train_per_level: int = at_least(
+        0, default=400
+    )  # per kind and level: enough variety that a model learns to copy, not memorize
     eval_per_level: int = at_least(0, default=10)  # per kind and level, held out
     code_tasks: list[str] = choices(*CODE_TASKS, default_factory=lambda: list(CODE_TASKS))
-    code_train_per_task: int = at_least(0, default=8)  # code problems per task, each a function (name, constant) of its own
+    code_train_per_task: int = at_least(
+        0, default=8
+    )  # code problems per task, each a function (name, constant) of its own
     code_eval_per_task: int = at_least(0, default=1)  # per task, held out: a function no train problem asks for
 
     def check(self) -> None:
@@ -104,18 +193,33 @@ def _fmt(value: Fraction | int) -> str:
 def arithmetic(level: int, rng: random.Random) -> tuple[str, str, list[Step]]:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     a, b = _num(level, rng), _num(level if level > 2 else 1, rng)
-    add = {"text": f"Add the {b} new {item} to the {a} {item}.", "code": f"total = {a} + {b}\nprint(total)", "output": str(a + b)}
+    add = {
+        "text": f"Add the {b} new {item} to the {a} {item}.",
+        "code": f"total = {a} + {b}\nprint(total)",
+        "output": str(a + b),
+    }
     if level <= 2:
         return f"{name} has {a} {item}. {name} gets {b} more. How many {item} does {name} have now?", str(a + b), [add]
     c = rng.randint(1, a + b - 1)
     q = f"{name} has {a} {item}. {name} gets {b} more and then gives away {c}. How many {item} does {name} have now?"
-    steps = [add, {"text": f"Take away the {c} given away.", "code": f"left = total - {c}\nprint(left)", "output": str(a + b - c)}]
+    steps = [
+        add,
+        {
+            "text": f"Take away the {c} given away.",
+            "code": f"left = total - {c}\nprint(left)",
+            "output": str(a + b - c),
+        },
+    ]
     answer = a + b - c
     if level == 4:
         k = rng.randint(2, 5)
-        q = (f"{name} has {a} {item}. {name} gets {b} more and then gives away {c}. Then {name} buys {k} times as many "
-             f"{item} as {name} has left. How many {item} does {name} buy?")
-        steps.append({"text": f"Multiply by {k}.", "code": f"bought = left * {k}\nprint(bought)", "output": str(answer * k)})
+        q = (
+            f"{name} has {a} {item}. {name} gets {b} more and then gives away {c}. Then {name} buys {k} times as many "
+            f"{item} as {name} has left. How many {item} does {name} buy?"
+        )
+        steps.append(
+            {"text": f"Multiply by {k}.", "code": f"bought = left * {k}\nprint(bought)", "output": str(answer * k)}
+        )
         answer *= k
     return q, str(answer), steps
 
@@ -134,8 +238,13 @@ def fractions_kind(level: int, rng: random.Random) -> tuple[str, str, list[Step]
     word = "the sum" if op == "+" else "the product"
     name = rng.choice(NAMES)
     q = f"{name} asks: what is {word} of {a}/{b} and {c}/{d}? Give the answer as a fraction in lowest terms."
-    steps = [{"text": f"Compute {word} exactly with fractions.",
-              "code": f"from fractions import Fraction\nvalue = Fraction({a}, {b}) {op} Fraction({c}, {d})\nprint(value)", "output": _fmt(value)}]
+    steps = [
+        {
+            "text": f"Compute {word} exactly with fractions.",
+            "code": f"from fractions import Fraction\nvalue = Fraction({a}, {b}) {op} Fraction({c}, {d})\nprint(value)",
+            "output": _fmt(value),
+        }
+    ]
     return q, _fmt(value), steps
 
 
@@ -145,8 +254,18 @@ def percent(level: int, rng: random.Random) -> tuple[str, str, list[Step]]:
     name, item = rng.choice(NAMES), rng.choice(("jacket", "lamp", "bike", "game", "chair"))
     new = Fraction(price * (100 - rate), 100)
     q = f"{name}'s {item} costs {price} dollars. Its price is reduced by {rate}%. What is the new price in dollars?"
-    steps = [{"text": f"The discount is {rate}% of {price}.", "code": f"discount = {price} * {rate} / 100\nprint(discount)", "output": str(price * rate / 100)},
-             {"text": "Subtract the discount from the price.", "code": f"new_price = {price} - discount\nprint(new_price)", "output": str(price - price * rate / 100)}]
+    steps = [
+        {
+            "text": f"The discount is {rate}% of {price}.",
+            "code": f"discount = {price} * {rate} / 100\nprint(discount)",
+            "output": str(price * rate / 100),
+        },
+        {
+            "text": "Subtract the discount from the price.",
+            "code": f"new_price = {price} - discount\nprint(new_price)",
+            "output": str(price - price * rate / 100),
+        },
+    ]
     return q, _fmt(new), steps
 
 
@@ -168,7 +287,13 @@ def linear(level: int, rng: random.Random) -> tuple[str, str, list[Step]]:
     c = a * x + b
     sign = "+" if b >= 0 else "-"
     q = f"Solve for {var}: {a}{var} {sign} {abs(b)} = {c}."
-    steps = [{"text": f"Move {b} to the right side and divide by {a}.", "code": f"{var} = ({c} - ({b})) / {a}\nprint(int({var}))", "output": str(x)}]
+    steps = [
+        {
+            "text": f"Move {b} to the right side and divide by {a}.",
+            "code": f"{var} = ({c} - ({b})) / {a}\nprint(int({var}))",
+            "output": str(x),
+        }
+    ]
     return q, str(x), steps
 
 
@@ -177,12 +302,22 @@ def remainder(level: int, rng: random.Random) -> tuple[str, str, list[Step]]:
     d = rng.randint(2, (5, 9, 13, 30)[level - 1])
     name = rng.choice(NAMES)
     q = f"{name} packs {n} eggs into boxes of {d}. How many eggs are left over?"
-    steps = [{"text": f"The leftover is the remainder of {n} divided by {d}.", "code": f"print({n} % {d})", "output": str(n % d)}]
+    steps = [
+        {
+            "text": f"The leftover is the remainder of {n} divided by {d}.",
+            "code": f"print({n} % {d})",
+            "output": str(n % d),
+        }
+    ]
     return q, str(n % d), steps
 
 
 GENERATORS: dict[str, Callable[[int, random.Random], tuple[str, str, list[Step]]]] = {
-    "arithmetic": arithmetic, "fractions": fractions_kind, "percent": percent, "linear": linear, "remainder": remainder,
+    "arithmetic": arithmetic,
+    "fractions": fractions_kind,
+    "percent": percent,
+    "linear": linear,
+    "remainder": remainder,
 }
 
 
@@ -200,7 +335,9 @@ def code_problem(name: str, rng: random.Random) -> tuple[str, str, str, list[str
     others = [d for d in task.constants if d != c]
     while True:  # until the tests tell c from every other constant, so only the asked-for function passes
         inputs = [_code_input(task, rng) for _ in range(CODE_TESTS)]
-        if len({repr(x) for x in inputs}) == CODE_TESTS and all(any(task.ref(x, d) != task.ref(x, c) for x in inputs) for d in others):
+        if len({repr(x) for x in inputs}) == CODE_TESTS and all(
+            any(task.ref(x, d) != task.ref(x, c) for x in inputs) for d in others
+        ):
             near = [d for d in others if task.ref(inputs[0], d) != task.ref(inputs[0], c)]
             if near:
                 break
@@ -209,22 +346,36 @@ def code_problem(name: str, rng: random.Random) -> tuple[str, str, str, list[str
     def define(const: Any) -> str:
         return f"def {entry}({task.arg}):\n    {task.body.format(c=const)}"
 
-    question = f"Write a function {entry}({task.arg}) that returns {task.spec.format(c=c)}.\nYour code should pass this example test:\n{tests[0]}"
+    question = (
+        f"Write a function {entry}({task.arg}) that returns {task.spec.format(c=c)}.\n"
+        f"Your code should pass this example test:\n{tests[0]}"
+    )
     return question, entry, define(c), tests, define(rng.choice(near))
 
 
 def _row(split: str, kind: str, level: int, question: str, answer: str, steps: list[Step]) -> dict[str, Any]:
     return {
         "problem_id": records.content_id("problem", "synthetic", "math", question),
-        "source": "synthetic", "source_id": None, "split": split, "domain": "math", "difficulty": level,
-        "question": question, "answer": answer, "tests": None, "test_format": None, "entry_point": None, "test_setup": None,
-        "license": "Apache-2.0", "metadata": records.to_json({"kind": kind, "steps": steps}),
+        "source": "synthetic",
+        "source_id": None,
+        "split": split,
+        "domain": "math",
+        "difficulty": level,
+        "question": question,
+        "answer": answer,
+        "tests": None,
+        "test_format": None,
+        "entry_point": None,
+        "test_setup": None,
+        "license": "Apache-2.0",
+        "metadata": records.to_json({"kind": kind, "steps": steps}),
     }
 
 
 def _unique(count: int, draw: Callable[[], Any], key: Callable[[Any], str], seen: set[str]) -> list[Any]:
     """Up to `count` draws whose key no earlier draw had (a bounded number of tries)."""
-    out, tries = [], 0
+    out: list[Any] = []
+    tries = 0
     while len(out) < count and tries < count * 20:
         tries += 1
         item = draw()
@@ -242,17 +393,33 @@ def synthetic_problems(cfg: SyntheticParams) -> list[dict[str, Any]]:
         rng = random.Random(f"{cfg.seed}:{stream}")
         for kind in cfg.kinds:
             for level in cfg.levels:
-                for question, answer, steps in _unique(count, lambda: GENERATORS[kind](level, rng), lambda made: made[0], seen):
+                for question, answer, steps in _unique(
+                    count, functools.partial(GENERATORS[kind], level, rng), lambda made: made[0], seen
+                ):
                     rows.append(_row(split, kind, level, question, answer, steps))
     for split, count, stream in (("eval", cfg.code_eval_per_task, 3), ("train", cfg.code_train_per_task, 2)):
         rng = random.Random(f"{cfg.seed}:{stream}")
         for name in cfg.code_tasks:
             # keyed on the spec line: held-out code problems ask for a function train never specifies
-            for question, entry, solution, tests, draft in _unique(count, lambda: code_problem(name, rng), lambda made: made[0].split("\n", 1)[0], seen):
-                rows.append({
-                    "problem_id": records.content_id("problem", "synthetic", "code", question),
-                    "source": "synthetic", "source_id": None, "split": split, "domain": "code", "difficulty": 1,
-                    "question": question, "answer": solution, "tests": tests, "test_format": "mbpp", "entry_point": entry,
-                    "test_setup": None, "license": "Apache-2.0", "metadata": records.to_json({"kind": name, "draft": draft}),
-                })
+            for question, entry, solution, tests, draft in _unique(
+                count, functools.partial(code_problem, name, rng), lambda made: made[0].split("\n", 1)[0], seen
+            ):
+                rows.append(
+                    {
+                        "problem_id": records.content_id("problem", "synthetic", "code", question),
+                        "source": "synthetic",
+                        "source_id": None,
+                        "split": split,
+                        "domain": "code",
+                        "difficulty": 1,
+                        "question": question,
+                        "answer": solution,
+                        "tests": tests,
+                        "test_format": "mbpp",
+                        "entry_point": entry,
+                        "test_setup": None,
+                        "license": "Apache-2.0",
+                        "metadata": records.to_json({"kind": name, "draft": draft}),
+                    }
+                )
     return rows

@@ -38,13 +38,18 @@ class TinyConfig:
     seed: int = 0
 
 
-def make_tokenizer(texts: Iterable[str], vocab_size: int, special_tokens: Sequence[str] = SPECIAL_TOKENS) -> "PreTrainedTokenizerFast":
+def make_tokenizer(
+    texts: Iterable[str], vocab_size: int, special_tokens: Sequence[str] = SPECIAL_TOKENS
+) -> PreTrainedTokenizerFast:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -67,7 +72,7 @@ def make_tokenizer(texts: Iterable[str], vocab_size: int, special_tokens: Sequen
     return fast
 
 
-def make_model(tokenizer: "PreTrainedTokenizerFast", cfg: TinyConfig) -> "Qwen2ForCausalLM":
+def make_model(tokenizer: PreTrainedTokenizerFast, cfg: TinyConfig) -> Qwen2ForCausalLM:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -88,10 +93,13 @@ def make_model(tokenizer: "PreTrainedTokenizerFast", cfg: TinyConfig) -> "Qwen2F
     return Qwen2ForCausalLM(config)
 
 
-def save(model: "Qwen2ForCausalLM", tokenizer: "PreTrainedTokenizerFast", path: str | Path) -> Path:
+def save(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, path: str | Path) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids(IM_END), tokenizer.convert_tokens_to_ids(EOS)]
+    model.generation_config.eos_token_id = [
+        tokenizer.convert_tokens_to_ids(IM_END),
+        tokenizer.convert_tokens_to_ids(EOS),
+    ]
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from tracemill import records
 from tracemill.formats import FormatParams, code_blocks, output_segments, pending_code, strip_tool_stop
@@ -46,7 +46,9 @@ class TraceJob:
     marker_hint: Hint | None = None
     stop_hint: Hint | None = None
     marker_index: int = 1  # the marker_hint goes after this occurrence of a marker (1: the first)
-    stop_strings: tuple[str, ...] = ()  # where the model stops besides its end of turn (a long-CoT model's end of thinking)
+    stop_strings: tuple[
+        str, ...
+    ] = ()  # where the model stops besides its end of turn (a long-CoT model's end of thinking)
     examples: tuple[str, ...] = ()  # a code problem's example tests, for a hint's code template
     sampling: Sampling = field(default_factory=Sampling)
     max_turn_tokens_total: int = 2048  # all turns together, before any stop hint
@@ -92,9 +94,16 @@ def before_hint(result: TraceResult, n: int) -> TraceResult:
     m = result.marks[n]
     segments = result.segments[: m.segment_index]
     return TraceResult(
-        key=result.key, response="".join(s["text"] for s in segments), segments=segments, tool_calls=m.tool_calls,
-        hint_ids=result.hint_ids[:n], prompt_tokens=m.prompt_tokens, cached_prompt_tokens=m.cached_prompt_tokens,
-        generated_tokens=m.generated_tokens, finish_reason="stop" if m.position == "stop" else "hint", marks=result.marks[:n],
+        key=result.key,
+        response="".join(s["text"] for s in segments),
+        segments=segments,
+        tool_calls=m.tool_calls,
+        hint_ids=result.hint_ids[:n],
+        prompt_tokens=m.prompt_tokens,
+        cached_prompt_tokens=m.cached_prompt_tokens,
+        generated_tokens=m.generated_tokens,
+        finish_reason="stop" if m.position == "stop" else "hint",
+        marks=result.marks[:n],
     )
 
 
@@ -144,7 +153,9 @@ def _split_code(text: str, fmt: FormatParams) -> tuple[str, str | None]:
     return text[:start], text[start:]
 
 
-def run_traces(backend: Backend, sandbox: Sandbox, jobs: Sequence[TraceJob], fmt: FormatParams, limits: LoopLimits) -> list[TraceResult]:
+def run_traces(
+    backend: Backend, sandbox: Sandbox, jobs: Sequence[TraceJob], fmt: FormatParams, limits: LoopLimits
+) -> list[TraceResult]:
     """Advance every job to completion in batched turns; returns one result per job, in order."""
     lives = [_Live(job=j, segments=[], session=sandbox.session().__enter__()) for j in jobs]
     try:
@@ -178,7 +189,14 @@ def _stop_hint_due(lv: _Live, limits: LoopLimits) -> bool:
 
 def _request(lv: _Live, fmt: FormatParams, limits: LoopLimits) -> Request:
     s = lv.job.sampling
-    common: dict[str, Any] = dict(stop=_stops(lv, fmt, limits), n=1, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed)
+    common: dict[str, Any] = dict(
+        stop=_stops(lv, fmt, limits),
+        n=1,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        max_tokens=s.max_tokens,
+        seed=s.seed,
+    )
     if lv.handle is None:
         return Request(prompt=lv.job.prompt, **common)
     return Request(continues=lv.handle, append=lv.pending_append, **common)
@@ -221,7 +239,7 @@ def _advance(lv: _Live, out: Completion, fmt: FormatParams, limits: LoopLimits) 
     natural_end = out.finish_reason in ("stop", "eos")
     if natural_end and _stop_hint_due(lv, limits):
         # before the end of turn (or of thinking): the model continues instead of ending
-        _insert_hint(lv, lv.job.stop_hint, "stop", fmt, limits)
+        _insert_hint(lv, cast(Hint, lv.job.stop_hint), "stop", fmt, limits)  # _stop_hint_due: it is set
         lv.stop_hints += 1
         return _maybe_finish_by_budget(lv)
     if at_stop_string:  # no hint left: the model's end of thinking stands, and it goes on to answer
@@ -245,10 +263,19 @@ def _run(lv: _Live, code: str, fmt: FormatParams, limits: LoopLimits) -> str:
 def _insert_hint(lv: _Live, hint: Hint, position: str, fmt: FormatParams, limits: LoopLimits) -> None:
     """Insert `hint`; a code hint's template (the model's last code and the problem's example tests)
     comes with it and runs at once, so the model reads the tests' result next."""
-    lv.marks.append(HintMark(position, len(lv.segments), lv.tool_calls, lv.prompt_tokens, lv.cached_prompt_tokens, lv.generated_tokens))
+    lv.marks.append(
+        HintMark(
+            position, len(lv.segments), lv.tool_calls, lv.prompt_tokens, lv.cached_prompt_tokens, lv.generated_tokens
+        )
+    )
     text = hint.text if lv.response.endswith(("\n", " ")) or not lv.response else " " + hint.text
     candidate = [b for s in lv.segments if s["kind"] == "code" for b in code_blocks(s["text"], fmt)]
-    runs = hint.template is not None and bool(candidate) and bool(lv.job.examples) and lv.tool_calls < limits.max_tool_calls
+    runs = (
+        hint.template is not None
+        and bool(candidate)
+        and bool(lv.job.examples)
+        and lv.tool_calls < limits.max_tool_calls
+    )
     if runs:
         text += fill_template(hint, candidate[-1], lv.job.examples)
     lv.segments.append(records.segment("hint", text, hint_id=hint.id))

@@ -39,7 +39,9 @@ class LLMParams:
     dtype: str = choices("auto", "float32", "bfloat16", "float16", default="auto")
     device: str = "auto"  # transformers: cpu | cuda | auto
     max_batch: int = at_least(1, default=64)  # sequences decoded together (transformers)
-    kv_cache_tokens: int = at_least(0, default=1 << 20)  # transformers: KV of finished traces kept for continuations (LRU)
+    kv_cache_tokens: int = at_least(
+        0, default=1 << 20
+    )  # transformers: KV of finished traces kept for continuations (LRU)
     threads: int = at_least(0, default=0)  # torch CPU threads; 0 keeps torch's choice
     # vllm
     tensor_parallel_size: int = at_least(1, default=1)
@@ -58,7 +60,7 @@ class LLMParams:
 
 @dataclass
 class Request:
-    prompt: str | None = None
+    prompt: str | tuple[int, ...] | None = None  # text, or token ids (the server's token-id prompts)
     continues: Any = None  # a Completion (or its handle) to continue
     append: str = ""
     stop: list[str] = field(default_factory=list)

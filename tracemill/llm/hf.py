@@ -7,10 +7,10 @@ of at most `max_batch` rows (a request's n samples are n rows) and prefills each
 forward: every row's cached prefix is left-padded into one tensor per layer and its new tokens
 are left-padded after it, all masked, so each row's last slot holds its last prompt token (as
 `model.generate` pads). A pad slot with nothing to attend to gets zeros from torch >= 2.5 SDPA (a
-finite value from eager attention), and no real token attends to a pad slot. The group's rows then decode together, one forward per token, with
-one device-to-host copy of the new tokens per step; a finished row's cache is cut back to the
-tokens it keeps (to the last token wholly before a stop string) and the rest of the returned text
-is carried as `tail` into the next continuation's tokens.
+finite value from eager attention), and no real token attends to a pad slot. The group's rows then
+decode together, one forward per token, with one device-to-host copy of the new tokens per step; a
+finished row's cache is cut back to the tokens it keeps (to the last token wholly before a stop string)
+and the rest of the returned text is carried as `tail` into the next continuation's tokens.
 
 Sampling is counter-based: the uniform a row draws at step t is a hash of (its stream key, t),
 computed for all rows at once on the logits' device, so no random generator lives on any device
@@ -26,7 +26,7 @@ import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tracemill.errors import TracemillError
 from tracemill.llm.base import Completion, LLMParams, Request
@@ -146,7 +146,9 @@ class _Sampler:
         import torch
 
         index = torch.tensor(keep, device=self.device)
-        self.greedy, self.temperature, self.top_p, self.keys = (t[index] for t in (self.greedy, self.temperature, self.top_p, self.keys))
+        self.greedy, self.temperature, self.top_p, self.keys = (
+            t[index] for t in (self.greedy, self.temperature, self.top_p, self.keys)
+        )
         self._flags([self.requests[j] for j in keep])
 
     def draw(self, logits: Any, step: int) -> Any:
@@ -167,13 +169,20 @@ class TransformersBackend:
             torch.set_num_threads(params.threads)
         self.params = params
         self.reuse_cache = reuse_cache
-        self.device = torch.device("cuda" if params.device == "auto" and torch.cuda.is_available() else ("cpu" if params.device == "auto" else params.device))
-        dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[params.dtype]
-        self._attach(AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device).eval(),
-                     AutoTokenizer.from_pretrained(model_path))
+        self.device = torch.device(
+            "cuda"
+            if params.device == "auto" and torch.cuda.is_available()
+            else ("cpu" if params.device == "auto" else params.device)
+        )
+        dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+            params.dtype
+        ]
+        # PreTrainedModel.to is `@wraps(torch.nn.Module.to)`: typeshed's _Wrapped does not bind self
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device)  # type: ignore[arg-type]
+        self._attach(model.eval(), AutoTokenizer.from_pretrained(model_path))
 
     @classmethod
-    def from_model(cls, model: Any, tokenizer: Any, params: LLMParams, reuse_cache: bool = True) -> "TransformersBackend":
+    def from_model(cls, model: Any, tokenizer: Any, params: LLMParams, reuse_cache: bool = True) -> TransformersBackend:
         """A backend over a model already in memory (RL generates with the weights it is training; a
         backend's caches are only valid while those weights stay as they are)."""
         self = cls.__new__(cls)
@@ -212,7 +221,7 @@ class TransformersBackend:
                 for start in range(0, len(rows), self.params.max_batch):
                     chunk = rows[start : start + self.params.max_batch]
                     for (p, _), row in zip(chunk, self._decode(group, chunk)):
-                        out[indices[p]].append(row.done)
+                        out[indices[p]].append(cast(Completion, row.done))  # _decode returns finished rows
         return out
 
     def release(self, completions: Sequence[Any]) -> None:
@@ -242,13 +251,15 @@ class TransformersBackend:
 
     def _resolve(self, request: Request) -> tuple[list[int], list[tuple[Any, Any]] | None, int]:
         if request.prompt is not None:
-            ids = self.encode(request.prompt)
+            ids = list(request.prompt) if isinstance(request.prompt, tuple) else self.encode(request.prompt)
             kv, cached = None, 0
         else:
             handle = request.continues.handle if isinstance(request.continues, Completion) else request.continues
             seq = self._live.pop(handle, None)
             if seq is None:
-                raise TracemillError(f"generation handle {handle!r} is unknown or was released — a continuation needs a live predecessor")
+                raise TracemillError(
+                    f"generation handle {handle!r} is unknown or was released — a continuation needs a live predecessor"
+                )
             self._live[handle] = seq  # most recently used
             ids = seq.ids + self.encode(seq.tail + request.append)
             kv, cached = (seq.kv, min(seq.kv_len, len(ids) - 1)) if self.reuse_cache and seq.kv else (None, 0)
@@ -275,19 +286,34 @@ class TransformersBackend:
             like = next(kv for _, kv, _ in resolved if kv)  # shape, dtype and device of an empty row's padding
             layers = []
             for layer, (k0, v0) in enumerate(like):
-                parts = [(F.pad(kv[layer][0], (0, 0, width - c, 0)), F.pad(kv[layer][1], (0, 0, width - c, 0))) if kv
-                         else (k0.new_zeros(*k0.shape[:2], width, k0.shape[3]), v0.new_zeros(*v0.shape[:2], width, v0.shape[3]))
-                         for _, kv, c in resolved]
+                parts = [
+                    (F.pad(kv[layer][0], (0, 0, width - c, 0)), F.pad(kv[layer][1], (0, 0, width - c, 0)))
+                    if kv
+                    else (
+                        k0.new_zeros(*k0.shape[:2], width, k0.shape[3]),
+                        v0.new_zeros(*v0.shape[:2], width, v0.shape[3]),
+                    )
+                    for _, kv, c in resolved
+                ]
                 layers.append((torch.cat([k for k, _ in parts]), torch.cat([v for _, v in parts])))
             cache = DynamicCache(ddp_cache_data=layers)
         # pad slots hold token 0 at position 0: any id works, they are masked out
-        input_ids = torch.tensor([[0] * (new - n) + ids[c:] for (ids, _, c), n in zip(resolved, fed)], device=self.device)
+        input_ids = torch.tensor(
+            [[0] * (new - n) + ids[c:] for (ids, _, c), n in zip(resolved, fed)], device=self.device
+        )
         slot = torch.arange(width + new, device=self.device)
         starts = torch.tensor([[p.cache_start, p.new_start] for p in prompts], device=self.device)
         mask = ((slot >= starts[:, :1]) & (slot < width)) | (slot >= starts[:, 1:])
         offsets = torch.tensor([[c - (new - n)] for c, n in zip(cached, fed)], device=self.device)
         positions = (torch.arange(new, device=self.device) + offsets).clamp(min=0)
-        out = self.model(input_ids=input_ids, attention_mask=mask.long(), position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask.long(),
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         layers = [(layer.keys, layer.values) for layer in out.cache.layers]
         return _Group(prompts, layers, mask.long(), out.logits[:, -1].float())
 
@@ -319,14 +345,18 @@ class TransformersBackend:
             tokens = sampler.draw(logits, step)
             history[active, step] = tokens.cpu().numpy()  # the step's one device-to-host copy
             if logprobs is not None:
-                logprobs[active, step] = torch.log_softmax(logits, dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1).cpu().numpy()
+                logprobs[active, step] = (
+                    torch.log_softmax(logits, dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1).cpu().numpy()
+                )
             ended = np.isin(history[active, step], self._eos) | (step + 1 >= max_new[active])
             finished = set()
             for j in np.flatnonzero(ended | stops[active]):
                 i, row = active[j], rows[active[j]]
                 if self._settle(row, history[i, : step + 1]):
                     if logprobs is not None and row.request.logprobs:
-                        row.done.logprobs = logprobs[i, : step + 1].tolist()  # every sampled token's, eos and cut ones too
+                        row.done.logprobs = logprobs[
+                            i, : step + 1
+                        ].tolist()  # every sampled token's, eos and cut ones too
                     self._finish_row(row, cache, int(j), len(row.prompt.ids) + step)
                     finished.add(int(j))
             if len(finished) == len(active):
@@ -339,7 +369,13 @@ class TransformersBackend:
                 sampler.select(keep)
                 active = active[keep]
             mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
-            out = self.model(input_ids=tokens.unsqueeze(1), attention_mask=mask, position_ids=(positions + step).unsqueeze(1), cache=cache, use_cache=True)
+            out = self.model(
+                input_ids=tokens.unsqueeze(1),
+                attention_mask=mask,
+                position_ids=(positions + step).unsqueeze(1),
+                cache=cache,
+                use_cache=True,
+            )
             cache, logits = out.cache, out.logits[:, -1].float()
             step += 1
 
@@ -382,7 +418,7 @@ class TransformersBackend:
         ids = row.prompt.ids + row.gen[:kept]
         covered = self._text(row.gen[:kept])
         handle = next(self._ids)
-        self._live[handle] = _Seq(ids=ids, kv=None, tail=text[len(covered):])
+        self._live[handle] = _Seq(ids=ids, kv=None, tail=text[len(covered) :])
         return Completion(
             text=text,
             finish_reason=finish,
@@ -397,15 +433,16 @@ class TransformersBackend:
         """Keep the finished row's cache (its cached and fed spans, cut to the tokens it keeps) for continuations."""
         import torch
 
-        seq = self._live[row.done.handle]
+        seq = self._live[cast(Completion, row.done).handle]  # called once the row is finished
         keep = min(len(seq.ids), fed)
         p = row.prompt
         spans = ((p.cache_start, p.cached), (p.new_start, keep - p.cached))
+
         # copies, not views: a view would pin the whole batch tensor of this step in memory
-        seq.kv = [
-            tuple(torch.cat([t[batch_index : batch_index + 1, :, start : start + n] for start, n in spans], dim=2) for t in (layer.keys, layer.values))
-            for layer in cache.layers
-        ]
+        def cut(t: Any) -> Any:
+            return torch.cat([t[batch_index : batch_index + 1, :, start : start + n] for start, n in spans], dim=2)
+
+        seq.kv = [(cut(layer.keys), cut(layer.values)) for layer in cache.layers]
         self._kv_tokens += keep
         self._evict()
 

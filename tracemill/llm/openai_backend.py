@@ -34,8 +34,9 @@ class OpenAIBackend:
 
         if not (Path(model_path) / "tokenizer_config.json").is_file():
             raise TracemillError(
-                f"model path '{model_path}' has no tokenizer_config.json — the openai backend renders prompts with the "
-                "model's own tokenizer: run 'dvc repro bootstrap' or set policy.model in params.yaml to the local folder"
+                f"model path '{model_path}' has no tokenizer_config.json — the openai backend renders prompts "
+                "with the model's own tokenizer: run 'dvc repro bootstrap' or set policy.model in params.yaml "
+                "to the local folder"
             )
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.params = params
@@ -43,7 +44,9 @@ class OpenAIBackend:
         key = os.environ.get(params.api_key_env, "")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         limits = httpx.Limits(max_connections=params.concurrency, max_keepalive_connections=params.concurrency)
-        self.client = httpx.Client(base_url=params.base_url.rstrip("/"), headers=headers, timeout=params.timeout_s, limits=limits)
+        self.client = httpx.Client(
+            base_url=params.base_url.rstrip("/"), headers=headers, timeout=params.timeout_s, limits=limits
+        )
 
     def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
         jobs = [(request, j) for request in requests for j in range(request.n)]
@@ -62,6 +65,10 @@ class OpenAIBackend:
         self.client.close()
 
     def _prompt(self, request: Request) -> str:
+        if isinstance(request.prompt, tuple):
+            raise TracemillError(
+                "the openai backend takes text prompts; token ids need the transformers or vllm backend"
+            )
         if request.prompt is not None:
             return request.prompt
         handle = request.continues.handle if isinstance(request.continues, Completion) else request.continues
@@ -108,7 +115,9 @@ class OpenAIBackend:
                 reply = self.client.post("/completions", json=body)
             except httpx.TransportError as exc:
                 if last:
-                    raise TracemillError(f"openai backend: cannot reach {url} ({exc}) — start the server or fix llm.base_url") from exc
+                    raise TracemillError(
+                        f"openai backend: cannot reach {url} ({exc}) — start the server or fix llm.base_url"
+                    ) from exc
             else:
                 if reply.status_code == 200:
                     return reply.json()

@@ -16,7 +16,7 @@ import threading
 import time
 from concurrent.futures import Future
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
 from tracemill.llm.base import Backend, Completion, LLMParams, Request, load_backend
 
@@ -80,7 +80,7 @@ def request_from_body(body: dict[str, Any]) -> Request:
         temperature=float(body.get("temperature", 1.0)),
         top_p=float(body.get("top_p", 1.0)),
         max_tokens=int(body.get("max_tokens", 16)),
-        seed=body.get("seed"),
+        seed=int(body.get("seed") or 0),  # absent or null: Request's default
         logprobs=body.get("logprobs") is not None,
     )
 
@@ -126,7 +126,7 @@ class CompletionServer:
 
     @property
     def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
+        host, port = cast(tuple[str, int], self.httpd.server_address[:2])  # a TCP server: (host, port)
         return f"http://{host}:{port}/v1"
 
     def start(self) -> CompletionServer:

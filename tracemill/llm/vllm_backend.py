@@ -43,7 +43,9 @@ class VLLMBackend:
             max_model_len=params.max_model_len,
         )
         if params.data_parallel_size > 1:
-            kwargs.update(data_parallel_size=params.data_parallel_size, distributed_executor_backend="external_launcher")
+            kwargs.update(
+                data_parallel_size=params.data_parallel_size, distributed_executor_backend="external_launcher"
+            )
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self._live: dict[int, _Seq] = {}
@@ -88,11 +90,13 @@ class VLLMBackend:
 
     def _input_ids(self, request: Request) -> list[int]:
         if request.prompt is not None:
-            return self.encode(request.prompt)
+            return list(request.prompt) if isinstance(request.prompt, tuple) else self.encode(request.prompt)
         handle = request.continues.handle if isinstance(request.continues, Completion) else request.continues
         seq = self._live.get(handle)
         if seq is None:
-            raise TracemillError(f"generation handle {handle!r} is unknown or was released — a continuation needs a live predecessor")
+            raise TracemillError(
+                f"generation handle {handle!r} is unknown or was released — a continuation needs a live predecessor"
+            )
         return seq.ids + self.encode(seq.tail + request.append)
 
     def _completion(self, request: Request, result: Any) -> Completion:

@@ -33,7 +33,9 @@ class BestOfNParams:
     so a change here re-runs only rstar_bestofn@r."""
 
     n: int = at_least(1, default=64)  # samples per problem; the paper's largest test-time budget (rStar-Math64)
-    max_problems: int | None = at_least(1, default=None)  # the first held-out problems by id; None: evaluate.max_problems
+    max_problems: int | None = at_least(
+        1, default=None
+    )  # the first held-out problems by id; None: evaluate.max_problems
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Sample:
 def accuracy(groups: Sequence[Sequence[Sample]], method: str, n: int) -> float:
     """A method's accuracy with the first n samples of each problem's group, averaged over problems.
     pass@1 and pass@n use all samples (the unbiased estimators), so their curves do not depend on order."""
+
     def one(g: Sequence[Sample]) -> float:
         correct = [s.correct for s in g]
         if method == "pass@1":
@@ -66,8 +69,11 @@ def accuracy(groups: Sequence[Sequence[Sample]], method: str, n: int) -> float:
 def curve(groups: Sequence[Sequence[Sample]], round_: int) -> list[dict[str, Any]]:
     """Plot rows: every method's accuracy at 1, 2, 4, ... samples up to the smallest group."""
     n = min((len(g) for g in groups), default=0)
-    return [{"round": round_, "n_samples": k, "method": m, "accuracy": accuracy(groups, m, k)}
-            for k in k_points(n) for m in METHODS]
+    return [
+        {"round": round_, "n_samples": k, "method": m, "accuracy": accuracy(groups, m, k)}
+        for k in k_points(n)
+        for m in METHODS
+    ]
 
 
 def summary(groups: Sequence[Sequence[Sample]]) -> dict[str, Any]:
@@ -85,17 +91,20 @@ def solution_text(trace: dict[str, Any]) -> str:
     return "".join(s["text"] for s in trace["segments"])
 
 
-def sample_groups(rt: Runtime, ppm: Scorer, problems: Sequence[dict[str, Any]], ep: EvalParams, n: int,
-                  seed: int) -> list[list[Sample]]:
+def sample_groups(
+    rt: Runtime, ppm: Scorer, problems: Sequence[dict[str, Any]], ep: EvalParams, n: int, seed: int
+) -> list[list[Sample]]:
     """n graded step-style samples per problem from the policy open in `rt`, each scored by `ppm`,
     grouped per problem in `problems` order, by sample index. The samples are
     evaluate's (same seeds, so the first k equal its pass@k samples); evaluate_traces also writes one
     greedy trace per problem, which is evaluate's greedy pass@1 and is left out here."""
-    rows = [r for r in evaluate_traces(rt, problems, replace(ep, k=n, hint_rounds=0), "steps", seed)
-            if r["sampling"]["temperature"] > 0.0]
+    rows = [
+        r
+        for r in evaluate_traces(rt, problems, replace(ep, k=n, hint_rounds=0), "steps", seed)
+        if r["sampling"]["temperature"] > 0.0
+    ]
     scores = ppm.score_many([solution_text(r) for r in rows])
     by_problem: dict[str, list[tuple[int, Sample]]] = defaultdict(list)
     for r, score in zip(rows, scores, strict=True):
         by_problem[r["problem_id"]].append((r["sample_index"], Sample(r["final_answer"], bool(r["correct"]), score)))
     return [[s for _, s in sorted(by_problem[p["problem_id"]], key=lambda t: t[0])] for p in problems]
-

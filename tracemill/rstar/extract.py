@@ -24,7 +24,7 @@ from typing import Any
 
 from tracemill import records
 from tracemill.formats import FormatParams, Step, render_step, step_segments
-from tracemill.rstar.params import MCTSParams
+from tracemill.rstar.params import RStarParams
 from tracemill.rstar.tree import Node, SearchTree
 from tracemill.store import Quarantine
 from tracemill.train.examples import sft_row
@@ -53,12 +53,27 @@ def node_rows(tree: SearchTree) -> list[dict[str, Any]]:
             meta["dead_end"] = n.dead_end
         if n.node_id == tree.root_id:
             meta.update(rollouts=tree.rollouts, rewalks=tree.rewalks, exhausted=tree.exhausted)
-        rows.append({
-            "node_id": n.node_id, "tree_id": tree.tree_id, "parent_id": n.parent_id, "problem_id": tree.problem_id,
-            "round": tree.round, "depth": n.depth, "step_text": n.step_text, "code": n.code, "exec_ok": n.exec_ok,
-            "exec_output": n.exec_output, "terminal": n.terminal, "answer": n.answer, "correct": n.correct,
-            "visits": n.visits, "q": n.q, "ppm_score": n.ppm_score, "metadata": records.to_json(meta) if meta else None,
-        })
+        rows.append(
+            {
+                "node_id": n.node_id,
+                "tree_id": tree.tree_id,
+                "parent_id": n.parent_id,
+                "problem_id": tree.problem_id,
+                "round": tree.round,
+                "depth": n.depth,
+                "step_text": n.step_text,
+                "code": n.code,
+                "exec_ok": n.exec_ok,
+                "exec_output": n.exec_output,
+                "terminal": n.terminal,
+                "answer": n.answer,
+                "correct": n.correct,
+                "visits": n.visits,
+                "q": n.q,
+                "ppm_score": n.ppm_score,
+                "metadata": records.to_json(meta) if meta else None,
+            }
+        )
     return rows
 
 
@@ -75,15 +90,24 @@ def avg_q(path: Sequence[Node]) -> float:
 
 def trajectory_rows(tree: SearchTree, top_k: int) -> list[dict[str, Any]]:
     """One row per answered leaf; the `top_k` correct ones with the highest average Q are selected."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for leaf in answered_leaves(tree):
         path = tree.path(leaf)
         ids = [n.node_id for n in path]
-        rows.append({
-            "trajectory_id": records.content_id(tree.tree_id, ids), "tree_id": tree.tree_id, "problem_id": tree.problem_id,
-            "round": tree.round, "node_ids": ids, "avg_q": avg_q(path), "correct": bool(leaf.correct), "selected": False,
-            "final_answer": leaf.answer, "metadata": None,
-        })
+        rows.append(
+            {
+                "trajectory_id": records.content_id(tree.tree_id, ids),
+                "tree_id": tree.tree_id,
+                "problem_id": tree.problem_id,
+                "round": tree.round,
+                "node_ids": ids,
+                "avg_q": avg_q(path),
+                "correct": bool(leaf.correct),
+                "selected": False,
+                "final_answer": leaf.answer,
+                "metadata": None,
+            }
+        )
     ranked = sorted((r for r in rows if r["correct"]), key=lambda r: (-r["avg_q"], r["trajectory_id"]))
     for row in ranked[:top_k]:
         row["selected"] = True
@@ -97,8 +121,10 @@ def _answers_below(tree: SearchTree) -> dict[str, tuple[bool, bool]]:
     for node in sorted(tree.nodes.values(), key=lambda n: -n.depth):  # children before parents
         graded = node.terminal and node.exec_ok and node.visits > 0
         kids = [below[c] for c in node.children]
-        below[node.node_id] = (bool(graded and node.correct) or any(r for r, _ in kids),
-                               bool(graded and not node.correct) or any(w for _, w in kids))
+        below[node.node_id] = (
+            bool(graded and node.correct) or any(r for r, _ in kids),
+            bool(graded and not node.correct) or any(w for _, w in kids),
+        )
     return below
 
 
@@ -129,18 +155,33 @@ def _path_avg(tree: SearchTree, node: Node, below: dict[str, tuple[bool, bool]],
         path.append(max(nxt, key=lambda c: c.q) if best else min(nxt, key=lambda c: c.q))
 
 
-def _pair(tree: SearchTree, kind: str, prefix: str, chosen: tuple[str, float, str], rejected: tuple[str, float, str],
-          counts: tuple[int, int]) -> dict[str, Any]:
+def _pair(
+    tree: SearchTree,
+    kind: str,
+    prefix: str,
+    chosen: tuple[str, float, str],
+    rejected: tuple[str, float, str],
+    counts: tuple[int, int],
+) -> dict[str, Any]:
     (c_text, c_q, c_id), (r_text, r_q, r_id) = chosen, rejected
     return {
-        "pair_id": records.content_id(tree.tree_id, kind, c_id, r_id), "problem_id": tree.problem_id, "tree_id": tree.tree_id,
-        "round": tree.round, "prefix": prefix, "chosen": c_text, "rejected": r_text, "chosen_q": c_q, "rejected_q": r_q,
-        "final_step": kind == "final", "chosen_node_id": c_id, "rejected_node_id": r_id,
+        "pair_id": records.content_id(tree.tree_id, kind, c_id, r_id),
+        "problem_id": tree.problem_id,
+        "tree_id": tree.tree_id,
+        "round": tree.round,
+        "prefix": prefix,
+        "chosen": c_text,
+        "rejected": r_text,
+        "chosen_q": c_q,
+        "rejected_q": r_q,
+        "final_step": kind == "final",
+        "chosen_node_id": c_id,
+        "rejected_node_id": r_id,
         "metadata": records.to_json({"kind": kind, "pos_count": counts[0], "neg_count": counts[1]}),
     }
 
 
-def _sides(good: list[Any], bad: list[Any], mp: MCTSParams) -> tuple[list[Any], list[Any]]:
+def _sides(good: list[Any], bad: list[Any], mp: RStarParams) -> tuple[list[Any], list[Any]]:
     """The ranked candidates cut to pairs_per_side each, or pairs_when_one opposite a single step."""
     g, b = good[: mp.pairs_per_side], bad[: mp.pairs_per_side]
     if len(g) == 1:
@@ -150,12 +191,12 @@ def _sides(good: list[Any], bad: list[Any], mp: MCTSParams) -> tuple[list[Any], 
     return g, b
 
 
-def _distinct(chosen: str, rejected: str, mp: MCTSParams) -> bool:
+def _distinct(chosen: str, rejected: str, mp: RStarParams) -> bool:
     cap = mp.pair_min_edit_distance
     return cap == 0 or edit_distance(chosen, rejected, cap) >= cap
 
 
-def sibling_pairs(tree: SearchTree, fmt: FormatParams, mp: MCTSParams) -> list[dict[str, Any]]:
+def sibling_pairs(tree: SearchTree, fmt: FormatParams, mp: RStarParams) -> list[dict[str, Any]]:
     below = _answers_below(tree)
     out = []
     for parent in tree.nodes.values():
@@ -172,17 +213,26 @@ def sibling_pairs(tree: SearchTree, fmt: FormatParams, mp: MCTSParams) -> list[d
                 continue
             if mp.pair_path_check and _path_avg(tree, g, below, True) <= _path_avg(tree, b, below, False):
                 continue
-            out.append(_pair(tree, "sibling", prefix, (g_text, g.q, g.node_id), (b_text, b.q, b.node_id), (len(good), len(bad))))
+            out.append(
+                _pair(
+                    tree, "sibling", prefix, (g_text, g.q, g.node_id), (b_text, b.q, b.node_id), (len(good), len(bad))
+                )
+            )
     return out
 
 
-def final_pairs(tree: SearchTree, trajectories: Sequence[dict[str, Any]], fmt: FormatParams, mp: MCTSParams) -> list[dict[str, Any]]:
+def final_pairs(
+    tree: SearchTree, trajectories: Sequence[dict[str, Any]], fmt: FormatParams, mp: RStarParams
+) -> list[dict[str, Any]]:
     def whole(row: dict[str, Any]) -> tuple[str, float, str]:
         steps = [tree.nodes[i] for i in row["node_ids"][1:]]
         return "".join(step_text(n, fmt) for n in steps), row["avg_q"], row["node_ids"][-1]
 
-    right, wrong = _sides(sorted((t for t in trajectories if t["correct"]), key=lambda t: (-t["avg_q"], t["trajectory_id"])),
-                          sorted((t for t in trajectories if not t["correct"]), key=lambda t: (t["avg_q"], t["trajectory_id"])), mp)
+    right, wrong = _sides(
+        sorted((t for t in trajectories if t["correct"]), key=lambda t: (-t["avg_q"], t["trajectory_id"])),
+        sorted((t for t in trajectories if not t["correct"]), key=lambda t: (t["avg_q"], t["trajectory_id"])),
+        mp,
+    )
     out = []
     for g, b in product(right, wrong):
         chosen, rejected = whole(g), whole(b)
@@ -191,7 +241,7 @@ def final_pairs(tree: SearchTree, trajectories: Sequence[dict[str, Any]], fmt: F
     return out
 
 
-def extract(trees: Iterable[SearchTree], fmt: FormatParams, mp: MCTSParams) -> dict[str, list[dict[str, Any]]]:
+def extract(trees: Iterable[SearchTree], fmt: FormatParams, mp: RStarParams) -> dict[str, list[dict[str, Any]]]:
     """Every table of a set of trees, rows ready for `records.validate`."""
     out: dict[str, list[dict[str, Any]]] = {"nodes": [], "trajectories": [], "pairs": []}
     for tree in trees:
@@ -203,8 +253,11 @@ def extract(trees: Iterable[SearchTree], fmt: FormatParams, mp: MCTSParams) -> d
 
 
 def sft_rows(
-    trajectories: Iterable[Mapping[str, Any]], nodes: Mapping[str, Mapping[str, Any]], questions: Mapping[str, str],
-    fmt: FormatParams, stage: str = "train_policy",
+    trajectories: Iterable[Mapping[str, Any]],
+    nodes: Mapping[str, Mapping[str, Any]],
+    questions: Mapping[str, str],
+    fmt: FormatParams,
+    stage: str = "rstar_policy",
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(`sft` rows, `rejected` rows) of the selected trajectories: the question as prompt and every step's
     segments as the search wrote them (`prefix_text` is the prompt followed by exactly this text), the
@@ -223,16 +276,28 @@ def sft_rows(
             quarantine.reject("missing_node", dict(t), table="trajectories", detail=missing[0])
             continue
         steps = [nodes[i] for i in t["node_ids"][1:]]  # the root holds no step
-        segments = [seg for n in steps for seg in step_segments(node_step(n["step_text"], n["code"], n["exec_output"]), fmt)]
-        rows.append(sft_row(source, t["trajectory_id"], t["problem_id"], questions[t["problem_id"]], segments,
-                            {"trajectory_id": t["trajectory_id"], "round": t["round"], "avg_q": t["avg_q"]}))
+        segments = [
+            seg for n in steps for seg in step_segments(node_step(n["step_text"], n["code"], n["exec_output"]), fmt)
+        ]
+        rows.append(
+            sft_row(
+                source,
+                t["trajectory_id"],
+                t["problem_id"],
+                questions[t["problem_id"]],
+                segments,
+                {"trajectory_id": t["trajectory_id"], "round": t["round"], "avg_q": t["avg_q"]},
+            )
+        )
     return rows, quarantine.take()
 
 
 # ---- metrics ---------------------------------------------------------------------------------------
 
 
-def round_metrics(nodes: Sequence[dict[str, Any]], trajectories: Sequence[dict[str, Any]], pairs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def round_metrics(
+    nodes: Sequence[dict[str, Any]], trajectories: Sequence[dict[str, Any]], pairs: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
     """What `dvc metrics show` reports for a round, computed from the written tables."""
     trees = {n["tree_id"] for n in nodes}
     solved = {t["tree_id"] for t in trajectories if t["correct"]}
@@ -254,7 +319,9 @@ def round_metrics(nodes: Sequence[dict[str, Any]], trajectories: Sequence[dict[s
         "trajectories": len(trajectories),
         "trajectories_per_tree": round(len(trajectories) / len(trees), 2) if trees else None,
         "correct_trajectories": sum(t["correct"] for t in trajectories),
-        "correct_trajectories_per_solved_tree": round(sum(correct_per_tree.values()) / len(solved), 2) if solved else None,
+        "correct_trajectories_per_solved_tree": round(sum(correct_per_tree.values()) / len(solved), 2)
+        if solved
+        else None,
         "solved_trees_with_2_correct": sum(c >= 2 for c in correct_per_tree.values()),
         "rollouts": rollouts,
         "rewalked_rollout_share": round(sum(r.get("rewalks", 0) for r in roots) / rollouts, 4) if rollouts else None,

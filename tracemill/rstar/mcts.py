@@ -8,8 +8,8 @@ code of its path (replayed in a fresh session, so no session outlives an iterati
 the trees grow); a candidate whose code fails is kept with `exec_ok = false` and never expanded.
 Terminal candidates (a boxed answer) are graded in one batch and backed up at once; with a PPM,
 every new runnable non-leaf node of the whole batch is scored in one batched call on the PPM's
-device, the score counting as the node's first visit. A node is continued from its own completion's handle, so the backend
-never re-encodes a path it already holds.
+device, the score counting as the node's first visit. A node is continued from its own completion's handle,
+so the backend never re-encodes a path it already holds.
 
 Deterministic given the seed: each expansion samples with a seed derived from the node's id, and
 the backends draw the same samples for a seeded request however it is batched.
@@ -28,7 +28,7 @@ from tracemill.errors import TracemillError
 from tracemill.formats import FormatParams, Step, is_terminal, last_boxed, output_block, parse_step, render_prompt
 from tracemill.llm import Backend, Completion, Request
 from tracemill.rstar.extract import extract, prefix_text
-from tracemill.rstar.params import MCTSParams
+from tracemill.rstar.params import RStarParams
 from tracemill.rstar.tree import Node, SearchTree
 from tracemill.runtime import Runtime
 from tracemill.sandbox.base import Sandbox
@@ -36,6 +36,7 @@ from tracemill.store import Quarantine
 
 if TYPE_CHECKING:  # grading loads mpmath: only open_runtime, which builds a grader, pays for it
     from tracemill.grading import Grader
+
 
 class SearchError(TracemillError):
     """The search was asked to do something it must not (search an evaluation problem)."""
@@ -100,7 +101,7 @@ class Search:
     sandbox: Sandbox
     grader: Grader
     fmt: FormatParams
-    mp: MCTSParams
+    mp: RStarParams
     seed: int
     ppm: Scorer | None = None  # None: terminal-guided Q only
     last_round: bool = False  # unsolved trees get mp.escalate_rollouts more rollouts
@@ -114,7 +115,10 @@ class Search:
         self.round_ = round_
         by_id = {p["problem_id"]: p for p in problems}
         tokenizer = getattr(self.backend, "tokenizer", None)
-        trees = [SearchTree.new(p["problem_id"], round_, render_prompt(p["question"], tokenizer, self.fmt, "steps")) for p in problems]
+        trees = [
+            SearchTree.new(p["problem_id"], round_, render_prompt(p["question"], tokenizer, self.fmt, "steps"))
+            for p in problems
+        ]
         total = len(trees) * self._rollouts
         with _progress(show_progress, total) as advance:
             live = list(trees)
@@ -190,8 +194,12 @@ class Search:
 
     def _request(self, tree: SearchTree, node: Node) -> Request:
         common: dict[str, Any] = dict(
-            stop=self.fmt.step_stop, n=self.mp.children, temperature=self.mp.temperature_of(self.round_), top_p=self.mp.top_p,
-            max_tokens=self.mp.max_step_tokens, seed=int(records.content_id(self.seed, node.node_id, length=SEED_BITS), 16),
+            stop=self.fmt.step_stop,
+            n=self.mp.children,
+            temperature=self.mp.temperature_of(self.round_),
+            top_p=self.mp.top_p,
+            max_tokens=self.mp.max_step_tokens,
+            seed=int(records.content_id(self.seed, node.node_id, length=SEED_BITS), 16),
         )
         if node.node_id == tree.root_id:
             return Request(prompt=tree.prompt, **common)
@@ -228,7 +236,10 @@ class Search:
         if not runs:
             return
         t0 = time.perf_counter()
-        jobs = [[code for code in [*(n.code for n in c.tree.path(c.parent)[1:]), c.step.code] if code is not None] for c in runs]
+        jobs = [
+            [code for code in [*(n.code for n in c.tree.path(c.parent)[1:]), c.step.code] if code is not None]
+            for c in runs
+        ]
         for c, results in zip(runs, self.sandbox.run_many(jobs), strict=True):
             result = results[-1]
             shown = result.stdout if result.ok else result.stdout + result.stderr
@@ -247,16 +258,26 @@ class Search:
         self.stats.grade_s += time.perf_counter() - t0
 
     def _add(self, c: _Candidate) -> Node:
-        meta: dict[str, Any] = {"samples": c.samples, "finish_reason": c.completion.finish_reason,
-                                "generated_tokens": c.completion.generated_tokens}
+        meta: dict[str, Any] = {
+            "samples": c.samples,
+            "finish_reason": c.completion.finish_reason,
+            "generated_tokens": c.completion.generated_tokens,
+        }
         if c.drop:
             meta["dropped"] = c.drop
         if c.exec_status:
             meta["exec_status"] = c.exec_status
         terminal = is_terminal(c.step, self.fmt)
         node = c.tree.add_child(
-            c.parent, c.step.text, c.step.code, exec_output=c.exec_output, exec_ok=c.exec_ok, terminal=terminal,
-            answer=c.answer, correct=c.correct, meta=meta,
+            c.parent,
+            c.step.text,
+            c.step.code,
+            exec_output=c.exec_output,
+            exec_ok=c.exec_ok,
+            terminal=terminal,
+            answer=c.answer,
+            correct=c.correct,
+            meta=meta,
         )
         if c.exec_ok and not terminal and c.ended:
             node.dead_end = "ended_without_answer"
@@ -291,9 +312,22 @@ def _progress(show: bool, total: int) -> Iterator[Callable[[int], None]]:
     if not show:
         yield lambda n: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    columns = (TextColumn("[bold]mcts rollouts"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]mcts rollouts"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, transient=True) as progress:
         task = progress.add_task("rollouts", total=total)
         yield lambda n: progress.advance(task, n)
@@ -303,29 +337,47 @@ def _solved(tree: SearchTree) -> bool:
     return any(n.terminal and n.correct for n in tree.nodes.values())
 
 
-def search(problems: Sequence[dict[str, Any]], rt: Runtime, mp: MCTSParams, round_: int, seed: int, ppm: Scorer | None = None,
-           show_progress: bool = True) -> tuple[list[SearchTree], SearchStats]:
+def search(
+    problems: Sequence[dict[str, Any]],
+    rt: Runtime,
+    mp: RStarParams,
+    round_: int,
+    seed: int,
+    ppm: Scorer | None = None,
+    show_progress: bool = True,
+) -> tuple[list[SearchTree], SearchStats]:
     """Search one tree per problem with a runtime's backend, sandbox, grader and formats."""
     s = Search(rt.backend, rt.sandbox, rt.grader, rt.fmt, mp, seed, ppm, last_round=round_ == mp.rounds)
     return s.run(problems, round_, show_progress), s.stats
 
 
-def shard_tables(problems: Sequence[dict[str, Any]], rt: Runtime, mp: MCTSParams, round_: int, seed: int, ppm: Scorer | None = None,
-                 show_progress: bool = True) -> dict[str, list[dict[str, Any]]]:
+def shard_tables(
+    problems: Sequence[dict[str, Any]],
+    rt: Runtime,
+    mp: RStarParams,
+    round_: int,
+    seed: int,
+    ppm: Scorer | None = None,
+    show_progress: bool = True,
+) -> dict[str, list[dict[str, Any]]]:
     """The tables of one shard of a round: problems without a reference answer are quarantined (a
     tree needs its terminals graded), the rest searched together."""
     leaked = sorted({p["problem_id"] for p in problems if p.get("split") != "train"})
     if leaked:
         # An evaluation problem in a search tree ends up in the trajectories, the pairs and every policy
         # trained on them: refuse the shard rather than contaminate the evaluation.
-        raise SearchError(f"mcts: {len(leaked)} problem(s) outside the train split, e.g. '{leaked[0]}' — only split "
-                          "'train' is ever searched; fix rstar.sources / the source's split in params.yaml")
+        raise SearchError(
+            f"mcts: {len(leaked)} problem(s) outside the train split, e.g. '{leaked[0]}' — only split "
+            "'train' is ever searched; fix rstar.sources / the source's split in params.yaml"
+        )
     quarantine = Quarantine("rstar_search")
     usable = []
     for p in problems:
         if p.get("answer"):
             usable.append(p)
         else:
-            quarantine.reject("no_reference_answer", {"problem_id": p["problem_id"]}, table="problems", source=p["source"])
+            quarantine.reject(
+                "no_reference_answer", {"problem_id": p["problem_id"]}, table="problems", source=p["source"]
+            )
     trees = search(usable, rt, mp, round_, seed, ppm, show_progress)[0] if usable else []
     return {**extract(trees, rt.fmt, mp), "rejected": quarantine.take()}

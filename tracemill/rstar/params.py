@@ -18,7 +18,7 @@ from tracemill.params import at_least, bounded, choices
 
 
 @dataclass(frozen=True)
-class MCTSParams:
+class RStarParams:
     rounds: int = at_least(1, default=4)  # rounds of self-evolution (policy r and PPM r come from round r's data)
     rollouts: int = at_least(1, default=16)  # rollouts per problem (rounds 2+)
     first_round_rollouts: int | None = at_least(1, default=None)  # round 1; None: rollouts
@@ -33,16 +33,22 @@ class MCTSParams:
     children: int = at_least(1, default=8)  # candidate steps sampled per expansion
     max_depth: int = at_least(1, default=16)  # steps on a path; a node this deep without an answer ends its rollout
     uct_c: float = at_least(0, default=2.0)  # exploration constant of UCT
-    ppm_from_round: int = at_least(1, default=3)  # from this round on, the previous round's PPM initialises Q of new nodes
+    ppm_from_round: int = at_least(
+        1, default=3
+    )  # from this round on, the previous round's PPM initialises Q of new nodes
     temperature: float = at_least(0, default=0.7)  # round 1 (the reference's config/sample_mcts.yaml)
     later_temperature: float = at_least(0, default=1.0)  # rounds 2+ (config/sft_sample_mcts.yaml)
     top_p: float = bounded(0, 1, lo_open=True, default=0.95)
     max_step_tokens: int = at_least(1, default=256)  # generated tokens per step; a step cut here is dropped
     max_output_chars: int = at_least(1, default=1_000)  # sandbox output shown to the policy (its tail)
-    pair_margin: float = bounded(0, 2, default=0.5)  # a pair's chosen Q must exceed its rejected Q by at least this (Q is in [-1, 1])
+    pair_margin: float = bounded(
+        0, 2, default=0.5
+    )  # a pair's chosen Q must exceed its rejected Q by at least this (Q is in [-1, 1])
     pairs_per_side: int = at_least(1, default=2)  # the k highest-Q and k lowest-Q siblings of a prefix are paired
     pairs_when_one: int = at_least(1, default=4)  # when one side has a single step, this many on the other side
-    pair_min_edit_distance: int = at_least(0, default=20)  # characters; near-identical steps ("23" vs "28") teach nothing
+    pair_min_edit_distance: int = at_least(
+        0, default=20
+    )  # characters; near-identical steps ("23" vs "28") teach nothing
     pair_path_check: bool = True  # chosen's best continuation must average a higher Q than rejected's worst
     ppm_batch_size: int = at_least(1, default=64)  # texts per PPM forward pass during the search
     # PPM rounds: also search this many of the round's problems terminal-guided (no PPM, same policy), so
@@ -69,7 +75,9 @@ class MCTSParams:
     def problems(self, round_: int) -> GenParams:
         """Which problems round `round_` searches."""
         offset = (round_ - 1) * self.max_problems if self.new_problems_each_round else 0
-        return GenParams(split=self.split, sources=self.sources, domains=self.domains, max_problems=self.max_problems, offset=offset)
+        return GenParams(
+            split=self.split, sources=self.sources, domains=self.domains, max_problems=self.max_problems, offset=offset
+        )
 
     def check(self) -> None:
         if self.round_inputs is not None:
@@ -90,7 +98,9 @@ class MCTSParams:
         for r in range(1, self.rounds + 1):
             guided, same = self.uses_ppm(r), table[str(r)]["ppm"] == table[str(r)]["policy"]
             if guided and same:
-                problems.append(f'"{r}": ppm must name PPM {r - 1}, not the policy (rstar.ppm_from_round = {self.ppm_from_round})')
+                problems.append(
+                    f'"{r}": ppm must name PPM {r - 1}, not the policy (rstar.ppm_from_round = {self.ppm_from_round})'
+                )
             elif not guided and not same:
                 problems.append(f'"{r}": ppm must repeat the policy: round {r} searches without a PPM')
         return problems

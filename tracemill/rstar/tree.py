@@ -104,7 +104,9 @@ class SearchTree:
         node_id = records.content_id(self.tree_id, parent.node_id, step_text, code)
         if node_id in self.nodes:
             return self.nodes[node_id]
-        child = Node(node_id=node_id, parent_id=parent.node_id, depth=parent.depth + 1, step_text=step_text, code=code, **fields)
+        child = Node(
+            node_id=node_id, parent_id=parent.node_id, depth=parent.depth + 1, step_text=step_text, code=code, **fields
+        )
         self.nodes[node_id] = child
         parent.children.append(node_id)
         return child

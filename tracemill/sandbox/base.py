@@ -28,11 +28,29 @@ class SandboxParams:
     truncation_marker: str = "\n[... output truncated by the sandbox ...]"
     max_open_files: int = at_least(1, default=64)
     max_file_bytes: int = at_least(1, default=16 * 1024 * 1024)
-    pool_size: int = at_least(1, default=4)  # sessions run at once by run_many (they wait on I/O, so more than the cores)
+    pool_size: int = at_least(
+        1, default=4
+    )  # sessions run at once by run_many (they wait on I/O, so more than the cores)
     spares: int = at_least(0, default=4)  # isolated session processes kept ready, so opening a session is one message
-    huge_pages: bool = True  # back the zygote's heap with huge pages: a session's fork and exit copy and free fewer page-table entries
+    huge_pages: bool = (
+        True  # back the zygote's heap with huge pages: a session's fork and exit copy and free fewer page-table entries
+    )
     strict: bool = False  # refuse to run when an isolation layer is unavailable
-    preload: list[str] = field(default_factory=lambda: ["math", "fractions", "itertools", "collections", "functools", "decimal", "statistics", "re", "random", "numpy", "sympy"])
+    preload: list[str] = field(
+        default_factory=lambda: [
+            "math",
+            "fractions",
+            "itertools",
+            "collections",
+            "functools",
+            "decimal",
+            "statistics",
+            "re",
+            "random",
+            "numpy",
+            "sympy",
+        ]
+    )
     # run once in the zygote before any fork: sympy and numpy build caches and import submodules on
     # first use, and children inherit the warm state instead of paying for it in every session
     warmup: str = (
@@ -50,8 +68,10 @@ class SandboxParams:
     def check(self) -> None:
         highest = self.uid_base + self.uid_range - 1  # sessions take uids uid_base .. uid_base + uid_range - 1
         if highest > MAX_UID:
-            raise ParamsError(f"params 'sandbox.uid_base' + 'sandbox.uid_range' - 1 = {highest} (the highest session uid) "
-                              f"must be <= {MAX_UID}, the highest uid Linux gives out")
+            raise ParamsError(
+                f"params 'sandbox.uid_base' + 'sandbox.uid_range' - 1 = {highest} (the highest session uid) "
+                f"must be <= {MAX_UID}, the highest uid Linux gives out"
+            )
 
 
 @dataclass(frozen=True)
@@ -69,11 +89,11 @@ class RunResult:
 class Session(Protocol):
     def run(self, code: str) -> RunResult: ...
 
-    def fork(self) -> "Session": ...
+    def fork(self) -> Session: ...
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> "Session": ...
+    def __enter__(self) -> Session: ...
 
     def __exit__(self, *exc: object) -> None: ...
 
@@ -88,7 +108,7 @@ class Sandbox(Protocol):
     def close(self) -> None: ...
 
 
-def run_sessions(sandbox: "Sandbox", jobs: Sequence[Sequence[str]], pool_size: int) -> list[list[RunResult]]:
+def run_sessions(sandbox: Sandbox, jobs: Sequence[Sequence[str]], pool_size: int) -> list[list[RunResult]]:
     """Each job's cells in a fresh session of its own; up to `pool_size` sessions at once."""
     from concurrent.futures import ThreadPoolExecutor
 

@@ -41,13 +41,13 @@ class E2BSession:
             stderr += f"{execution.error.name}: {execution.error.value}\n{execution.error.traceback}"
         return RunResult(status, stdout, stderr, time.perf_counter() - start)
 
-    def fork(self) -> "E2BSession":
+    def fork(self) -> E2BSession:
         raise SandboxError("the e2b sandbox cannot fork a session's state; use sandbox.backend: local for MCTS")
 
     def close(self) -> None:
         self.box.kill()
 
-    def __enter__(self) -> "E2BSession":
+    def __enter__(self) -> E2BSession:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -57,7 +57,9 @@ class E2BSession:
 class E2BSandbox:
     def __init__(self, params: SandboxParams) -> None:
         if not os.environ.get("E2B_API_KEY"):
-            raise SandboxError("sandbox.backend is 'e2b' but E2B_API_KEY is not set — export it or use sandbox.backend: local")
+            raise SandboxError(
+                "sandbox.backend is 'e2b' but E2B_API_KEY is not set — export it or use sandbox.backend: local"
+            )
         try:
             import e2b_code_interpreter  # noqa: F401
         except ImportError as exc:

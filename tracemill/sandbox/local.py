@@ -30,21 +30,42 @@ START_TIMEOUT_S = 120.0  # importing sympy and numpy on a busy machine
 KILL_GRACE_S = 1.0  # time for the reply of a cell that ends right at the limit
 
 EXPECTED_LAYERS = (
-    "tempdir", "env-scrub", "stdin-closed", "rlimits", "process-group", "netns", "landlock", "process-limit", "tree-kill",
+    "tempdir",
+    "env-scrub",
+    "stdin-closed",
+    "rlimits",
+    "process-group",
+    "netns",
+    "landlock",
+    "process-limit",
+    "tree-kill",
 )
 _warned: set[str] = set()
 
 
 def _read_paths() -> list[str]:
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"]}
+    paths = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        sysconfig.get_paths()["stdlib"],
+        sysconfig.get_paths()["purelib"],
+    }
     paths.update(p for p in sys.path if p and os.path.isdir(p))
     paths.update(("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib", "/usr/share/zoneinfo"))
     return sorted(p for p in paths if os.path.exists(p))
 
 
 class LocalSession:
-    def __init__(self, sandbox: "LocalSandbox", sock: socket.socket, pid: int, workdir: str, cgroup_dir: str | None,
-                 parent: "LocalSession | None" = None) -> None:
+    def __init__(
+        self,
+        sandbox: LocalSandbox,
+        sock: socket.socket,
+        pid: int,
+        workdir: str,
+        cgroup_dir: str | None,
+        parent: LocalSession | None = None,
+    ) -> None:
         self.sandbox, self.sock, self.pid, self.workdir = sandbox, sock, pid, workdir
         self.cgroup = cgroup_dir  # the pids cgroup that holds every process of this session (None without that layer)
         self.parent = parent
@@ -61,7 +82,7 @@ class LocalSession:
             self.sock.settimeout(limit + KILL_GRACE_S)
             reply, _ = wire.recv(self.sock)
             self.sock.settimeout(None)
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             self._kill("timeout")
             stderr = f"the cell ran past the {limit:g} s limit and was killed"
             return RunResult("timeout", self._printed(), stderr, time.perf_counter() - start)
@@ -91,7 +112,7 @@ class LocalSession:
             return "ok", "the session process exited with status 0; its state is gone"
         return "error", f"the session process exited with status {code}"
 
-    def fork(self) -> "LocalSession":
+    def fork(self) -> LocalSession:
         """A new session that starts from a snapshot of this one's state (variables, imports, files)."""
         if self.dead:
             raise SandboxError(f"cannot fork a session that ended ({self.dead})")
@@ -166,7 +187,7 @@ class LocalSession:
         if self.cgroup:
             self.sandbox._release_cgroup(self.cgroup)
 
-    def __enter__(self) -> "LocalSession":
+    def __enter__(self) -> LocalSession:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -201,18 +222,27 @@ class LocalSandbox:
             "uid_base": params.uid_base,
             "uid_range": params.uid_range,
         }
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+        }
         self._log = open(os.path.join(self.root, ".zygote.log"), "wb")
         self._zygote = subprocess.Popen(
             [sys.executable, "-m", "tracemill.sandbox.zygote", json.dumps(cfg)],
-            pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+            pass_fds=[child.fileno()],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
         )
         child.close()
         self._ctrl.settimeout(START_TIMEOUT_S)
         try:
             hello, _ = wire.recv(self._ctrl)
-        except (EOFError, OSError, socket.timeout) as exc:
+        except (TimeoutError, EOFError, OSError) as exc:
             log = Path(self.root, ".zygote.log").read_text(errors="replace")[-2000:]
             self.close()
             raise SandboxError(f"the sandbox zygote did not start: {exc}\n{log}") from exc
@@ -232,7 +262,8 @@ class LocalSandbox:
         if not missing:
             return
         message = (
-            f"sandbox: isolation layer(s) unavailable here: {', '.join(missing)}; still active: {', '.join(self.active_layers)}"
+            f"sandbox: isolation layer(s) unavailable here: {', '.join(missing)}; "
+            f"still active: {', '.join(self.active_layers)}"
         )
         if self.params.strict:
             self.close()
@@ -249,7 +280,9 @@ class LocalSandbox:
         mine.settimeout(START_TIMEOUT_S)
         hello, _ = wire.recv(mine)
         mine.settimeout(None)
-        cgroup_dir = os.path.join(self.cgroup_root, f"s-{hello['pid']}") if self.cgroup_root else None  # zygote.join_cgroup's name
+        cgroup_dir = (
+            os.path.join(self.cgroup_root, f"s-{hello['pid']}") if self.cgroup_root else None
+        )  # zygote.join_cgroup's name
         session = LocalSession(self, mine, hello["pid"], hello["workdir"], cgroup_dir)
         self._track(session)
         return session

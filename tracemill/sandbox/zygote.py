@@ -33,7 +33,7 @@ import sys
 import time
 import traceback
 from types import CodeType
-from typing import Any
+from typing import Any, cast
 
 from tracemill.sandbox import cgroup, wire
 
@@ -58,7 +58,11 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 class _RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    ]
 
 
 class _PathBeneath(ctypes.Structure):
@@ -99,8 +103,16 @@ def landlock_ruleset(abi: int, read_paths: list[str], write_paths: list[str]) ->
                     pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
                 except OSError:
                     continue
-                rule = _PathBeneath(access if os.path.isdir(path) else access & ((1 << 0) | (1 << 1) | (1 << 2) | _FS_TRUNCATE), pfd)
-                res = _libc.syscall(SYS_LANDLOCK_ADD_RULE, fd, ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0))
+                rule = _PathBeneath(
+                    access if os.path.isdir(path) else access & ((1 << 0) | (1 << 1) | (1 << 2) | _FS_TRUNCATE), pfd
+                )
+                res = _libc.syscall(
+                    SYS_LANDLOCK_ADD_RULE,
+                    fd,
+                    ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH),
+                    ctypes.byref(rule),
+                    ctypes.c_uint32(0),
+                )
                 os.close(pfd)
                 if res < 0:
                     raise OSError(ctypes.get_errno(), f"landlock_add_rule {path}")
@@ -140,7 +152,7 @@ class BoundedWriter(io.TextIOBase):
             else:
                 data = memoryview(s[:room].encode(errors="backslashreplace"))
                 while data:
-                    data = data[os.write(self.fd, data):]
+                    data = data[os.write(self.fd, data) :]
         if len(s) > room:
             self.truncated = True
         self.size += len(s)
@@ -174,8 +186,10 @@ def compile_cell(code: str, echo: bool) -> tuple[CodeType, CodeType | None]:
         except SyntaxError:
             pass
     tree = ast.parse(code, "<cell>", "exec")
-    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-    return compile(tree, "<cell>", "exec"), None if last is None else compile(ast.Expression(last.value), "<cell>", "eval")
+    last = cast(ast.Expr, tree.body.pop()) if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    return compile(tree, "<cell>", "exec"), None if last is None else compile(
+        ast.Expression(last.value), "<cell>", "eval"
+    )
 
 
 def _run_cell(code: str, env: dict[str, Any], cfg: dict[str, Any], fd_out: str) -> dict[str, Any]:
@@ -216,7 +230,11 @@ def _run_cell(code: str, env: dict[str, Any], cfg: dict[str, Any], fd_out: str) 
 def _short_traceback() -> str:
     etype, value, tb = sys.exc_info()
     frames = [f for f in traceback.extract_tb(tb) if f.filename == "<cell>"]
-    lines = ["Traceback (most recent call last):\n"] + traceback.format_list(frames) + traceback.format_exception_only(etype, value)
+    lines = (
+        ["Traceback (most recent call last):\n"]
+        + traceback.format_list(frames)
+        + traceback.format_exception_only(etype, value)
+    )
     return "".join(lines)
 
 
@@ -442,10 +460,10 @@ def _sweep_stale_cgroups(base: str) -> None:
     """Remove the cgroups of sandboxes whose zygote is gone: a host process killed with SIGKILL never
     ran its cleanup. Only empty cgroups can be removed, so a live session is never touched."""
     for name in os.listdir(base):
-        if not name.startswith("tracemill-") or not name[len("tracemill-"):].isdigit():
+        if not name.startswith("tracemill-") or not name[len("tracemill-") :].isdigit():
             continue
         try:
-            os.kill(int(name[len("tracemill-"):]), 0)
+            os.kill(int(name[len("tracemill-") :]), 0)
             continue  # its zygote still runs
         except ProcessLookupError:
             pass
@@ -515,7 +533,11 @@ def raw_fork_is_sound() -> bool:
     it is needed while the zygote has one thread: no lock can be held by a thread the child lacks, and
     the one thread keeps its identity. Only on CPython 3.11, whose fork path this was checked against;
     elsewhere os.fork."""
-    return sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11) and len(os.listdir("/proc/self/task")) == 1
+    return (
+        sys.implementation.name == "cpython"
+        and sys.version_info[:2] == (3, 11)
+        and len(os.listdir("/proc/self/task")) == 1
+    )
 
 
 def fork(raw: bool) -> int:

@@ -40,8 +40,9 @@ def visible_gpus(device: str) -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def train_in_processes(fn: Callable[..., tuple[Any, list[Any]]], args: Sequence[Any], callbacks: Sequence[Any],
-                       processes: int, device: str) -> Any:
+def train_in_processes(
+    fn: Callable[..., tuple[Any, list[Any]]], args: Sequence[Any], callbacks: Sequence[Any], processes: int, device: str
+) -> Any:
     """fn(*args, callbacks) on `processes` ranks (in_processes); fn returns (result, its callbacks). The caller's
     callbacks take the state their copies gathered in rank 0 (a loss curve, say); rank 0's result is returned."""
     result, trained = in_processes(fn, (*args, list(callbacks)), processes, device)
@@ -65,8 +66,14 @@ def in_processes(fn: Callable[..., Any], args: Sequence[Any], processes: int, de
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     config = LaunchConfig(
-        min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=f"tracemill-{uuid.uuid4().hex[:12]}",
-        rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, start_method="spawn",
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=processes,
+        run_id=f"tracemill-{uuid.uuid4().hex[:12]}",
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+        start_method="spawn",
     )
     try:
         results = elastic_launch(config, _rank)(fn, tuple(args), device)
@@ -90,8 +97,14 @@ def join_single_rank_group() -> None:
     launcher started keeps what the launcher set."""
     if "WORLD_SIZE" in os.environ:
         return
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", LOCAL_RANK="0",
-                      WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(_free_port()),
+        RANK="0",
+        LOCAL_RANK="0",
+        WORLD_SIZE="1",
+        LOCAL_WORLD_SIZE="1",
+    )
 
 
 def _free_port() -> int:
@@ -149,4 +162,3 @@ def _rank(fn: Callable[..., Any], args: tuple[Any, ...], device: str) -> Any:
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-

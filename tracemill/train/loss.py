@@ -20,8 +20,13 @@ from torch.utils.checkpoint import checkpoint
 from tracemill.train.labels import IGNORE_INDEX
 
 
-def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_tokens: int,
-                         bias: torch.Tensor | None = None) -> torch.Tensor:
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    chunk_tokens: int,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Sum over rows of -log softmax(hidden @ weight.T + bias)[target], in fp32; IGNORE_INDEX targets add 0.
 
     hidden: (tokens, hidden), targets: (tokens,). chunk_tokens 0 is the plain head (every row's fp32 logits
@@ -39,8 +44,9 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     return total
 
 
-def _chunk_loss(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                targets: torch.Tensor) -> torch.Tensor:
+def _chunk_loss(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor
+) -> torch.Tensor:
     # The matmul runs in the model's (or autocast's) dtype; the softmax in fp32, as the model's own loss does.
     logits = F.linear(hidden, weight, bias).float()
     return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")

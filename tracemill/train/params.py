@@ -87,10 +87,10 @@ class TrainParams:
 
     sft_start0: SFTParams = field(default_factory=SFTParams)  # START-0 on D_seed
     sft_start: SFTParams = field(default_factory=SFTParams)  # START on D_start (RFT)
-    train_policy: SFTParams = field(default_factory=SFTParams)  # rStar-Math policy per round
+    rstar_policy: SFTParams = field(default_factory=SFTParams)  # rStar-Math policy per round
     format_tune: SFTParams = field(default_factory=SFTParams)  # Satori format tuning on COAT
     distill: SFTParams = field(default_factory=SFTParams)  # a smaller model on the final traces
-    ppm: PPMParams = field(default_factory=PPMParams)
+    rstar_ppm: PPMParams = field(default_factory=PPMParams)  # rStar-Math process preference model
 
     def check(self) -> None:
         for f in dataclasses.fields(self):

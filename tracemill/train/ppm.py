@@ -4,9 +4,10 @@ As rStar-Math's reference code does (`train/rm.py`, `train/train_RM.py`, `rstar_
 the pairwise Bradley-Terry loss -log sigmoid(r_chosen - r_rejected) is on the head's raw outputs, each
 pair weighted by 1/(pos x neg) of its prefix (`pair_weighting`), and
 `tanh` bounds a score only where it is used (the search's Q, best-of-N); the new head starts at
-normal(head_init_mean, head_init_std) and sees its input through dropout (head_dropout) in training. The saved folder is a standard sequence-classification model
-(one label) plus `ppm.json`; `load_ppm(path)` gives the scorer that MCTS and best-of-N call. `init_ppm`
-writes the same folder untrained, with a zero head, for a round that extracted no pairs.
+normal(head_init_mean, head_init_std) and sees its input through dropout (head_dropout) in training. The
+saved folder is a standard sequence-classification model (one label) plus `ppm.json`; `load_ppm(path)`
+gives the scorer that MCTS and best-of-N call. `init_ppm` writes the same folder untrained, with a zero
+head, for a round that extracted no pairs.
 A scored text is always `prefix + step`: the same concatenation in training and in scoring.
 """
 
@@ -16,7 +17,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
@@ -29,7 +30,9 @@ from tracemill.train.params import PPMParams
 PPM_FILE = "ppm.json"  # marks a PPM folder and records how its texts are built
 
 
-def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+def bradley_terry_loss(
+    chosen: torch.Tensor, rejected: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """The mean over pairs of -log sigmoid(chosen - rejected), each times its weight. The reference sums
     the weighted losses of a micro-batch instead: the same gradient times the micro-batch size, which a
     mean keeps out of the learning rate."""
@@ -65,8 +68,9 @@ def pair_features(
         if max(len(chosen), len(rejected)) > max_length:
             dropped += 1
             continue
-        features.append({"pair_id": row["pair_id"], "chosen": chosen, "rejected": rejected,
-                         "weight": pair_weight(row, weighting)})
+        features.append(
+            {"pair_id": row["pair_id"], "chosen": chosen, "rejected": rejected, "weight": pair_weight(row, weighting)}
+        )
     return features, dropped
 
 
@@ -75,8 +79,10 @@ def pair_collator(pad_id: int) -> Callable[[list[Mapping[str, Any]]], dict[str, 
     each pair's loss weight."""
 
     def collate(features: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        return {"input_ids": pad([f["chosen"] for f in features] + [f["rejected"] for f in features], pad_id),
-                "weight": torch.tensor([f["weight"] for f in features], dtype=torch.float32)}
+        return {
+            "input_ids": pad([f["chosen"] for f in features] + [f["rejected"] for f in features], pad_id),
+            "weight": torch.tensor([f["weight"] for f in features], dtype=torch.float32),
+        }
 
     return collate
 
@@ -85,8 +91,9 @@ class PPMTrainer(BucketTrainer):
     # The loss is a mean over the micro-batch's pairs; let the Trainer divide it by the accumulation steps.
     loss_is_scaled_for_ga = False
 
-    def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
+    def compute_loss(
+        self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
         s = raw_scores(model, inputs["input_ids"])
         chosen, rejected = s.chunk(2)
         loss = bradley_terry_loss(chosen, rejected, inputs["weight"])
@@ -96,20 +103,27 @@ class PPMTrainer(BucketTrainer):
 class PPMScorer:
     """Scores texts (`prefix + step`) in [-1, 1], higher is better: tanh of the raw head output."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_length: int,
-                 batch_size: int = 64) -> None:
+    def __init__(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_length: int, batch_size: int = 64
+    ) -> None:
         self.model, self.tokenizer, self.max_length, self.batch_size = model.eval(), tokenizer, max_length, batch_size
 
     def raw_many(self, texts: Sequence[str]) -> list[float]:
         """The unbounded head output of each text, in batches of similar lengths (less padding)."""
         # Keep the end of a long text: the step being judged is there.
-        ids = [t[-self.max_length:] for t in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]] if texts else []
+        ids = (
+            [t[-self.max_length :] for t in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+            if texts
+            else []
+        )
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = [0.0] * len(ids)
         with torch.no_grad():
             for start in range(0, len(order), self.batch_size):
-                chunk = order[start:start + self.batch_size]
-                values = raw_scores(self.model, pad([ids[i] for i in chunk], self.tokenizer.pad_token_id).to(self.model.device))
+                chunk = order[start : start + self.batch_size]
+                values = raw_scores(
+                    self.model, pad([ids[i] for i in chunk], self.tokenizer.pad_token_id).to(self.model.device)
+                )
                 for i, v in zip(chunk, values.tolist(), strict=True):
                     out[i] = v
         return out
@@ -122,7 +136,9 @@ class PPMScorer:
         return self.score_many([prefix + s for s in steps])
 
 
-def load_ppm(path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None, batch_size: int = 64) -> PPMScorer:
+def load_ppm(
+    path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None, batch_size: int = 64
+) -> PPMScorer:
     """The scorer of a PPM folder written by train_ppm, on `device` (e.g. the policy's GPU); dtype None:
     bfloat16 on a GPU, float32 on the CPU."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -186,18 +202,21 @@ def _reference_head(model: PreTrainedModel, head: set[str], params: PPMParams) -
                 param.normal_(params.head_init_mean, params.head_init_std)
     if params.head_dropout:
         p = params.head_dropout
-        model.score.register_forward_pre_hook(lambda m, args: (torch.nn.functional.dropout(args[0], p, m.training),))
+        score = cast(torch.nn.Module, model.score)  # Module.__getattr__ is annotated as Tensor | Module
+        score.register_forward_pre_hook(lambda m, args: (torch.nn.functional.dropout(args[0], p, m.training),))
 
 
 def _write_meta(out: Path, params: PPMParams) -> None:
-    (out / PPM_FILE).write_text(json.dumps({"max_length": params.max_length, "text": "prefix + step"}), encoding="utf-8")
+    (out / PPM_FILE).write_text(
+        json.dumps({"max_length": params.max_length, "text": "prefix + step"}), encoding="utf-8"
+    )
 
 
 def init_ppm(model_path: str | Path, out_dir: str | Path, params: PPMParams) -> Path:
     """An untrained PPM that prefers no step: the policy's backbone with a zero head, so every score is
     tanh(0) = 0 and each new node starts at Q 0, as without a PPM. For a round whose search extracted no
     pairs, so the next rounds still find a PPM folder."""
-    params.validate("train.ppm")
+    params.validate("train.rstar_ppm")
     path = model_dir(model_path)
     tokenizer = _tokenizer(path)
     model, head = _ppm_model(path, tokenizer)
@@ -223,7 +242,7 @@ def train_ppm(
     """Train a PPM from the policy at model_path on `pairs` rows; save it to out_dir and return metrics.
     With params.processes > 1 the training runs data-parallel in that many processes (train/launch.py);
     the held-out pairs are scored here, from the saved folder."""
-    params.validate("train.ppm")
+    params.validate("train.rstar_ppm")
     model_dir(model_path)
     metrics, heldout_ids = train_in_processes(
         _train_ppm, (model_path, list(pairs), out_dir, params, resume), callbacks, params.processes, params.device

@@ -11,7 +11,15 @@ from transformers import PreTrainedTokenizerBase, TrainerCallback
 
 from tracemill.formats import FormatParams
 from tracemill.train.common import model_dir, require_rows, split_heldout
-from tracemill.train.hf import CHECKPOINTS, BucketTrainer, causal_lm_collator, eval_loss, fingerprint, run, training_args
+from tracemill.train.hf import (
+    CHECKPOINTS,
+    BucketTrainer,
+    causal_lm_collator,
+    eval_loss,
+    fingerprint,
+    run,
+    training_args,
+)
 from tracemill.train.labels import IGNORE_INDEX, build_labels
 from tracemill.train.launch import train_in_processes
 from tracemill.train.loss import linear_cross_entropy
@@ -23,19 +31,20 @@ class LabelledTrainer(BucketTrainer):
 
     Hint, tool-output and prompt tokens (about 40% of a tool-integrated trace) still pass through the backbone
     as context, but for one forward a pre-hook hands the head the labelled hidden states alone, and the head's
-    own forward is replaced by one that returns their summed cross-entropy (train/loss.py: plain, or chunked so the full-vocabulary
-    fp32 logits never exist), which the model hands back as its `logits`. The head runs as the module it is,
-    so DeepSpeed ZeRO-3 still gathers its weight around that call. `labelled_loss` divides the sum by the
-    Trainer's num_items_in_batch (or the batch's labelled tokens): the model's own causal-LM loss, so the
-    gradients are those of the full forward.
+    own forward is replaced by one that returns their summed cross-entropy (train/loss.py: plain, or chunked so
+    the full-vocabulary fp32 logits never exist), which the model hands back as its `logits`. The head runs
+    as the module it is, so DeepSpeed ZeRO-3 still gathers its weight around that call. `labelled_loss`
+    divides the sum by the Trainer's num_items_in_batch (or the batch's labelled tokens): the model's own
+    causal-LM loss, so the gradients are those of the full forward.
     """
 
     def __init__(self, *args: Any, loss_chunk_tokens: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, compute_loss_func=labelled_loss, **kwargs)
         self._chunk_tokens = loss_chunk_tokens
 
-    def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
+    def compute_loss(
+        self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
         shifted = inputs["labels"][:, 1:]
         keep = shifted != IGNORE_INDEX
         targets = shifted[keep]
@@ -63,7 +72,10 @@ def labelled_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = 
 
 
 def sft_features(
-    tokenizer: PreTrainedTokenizerBase, examples: Sequence[Mapping[str, Any]], params: SFTParams, fmt: FormatParams | None
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Mapping[str, Any]],
+    params: SFTParams,
+    fmt: FormatParams | None,
 ) -> tuple[list[dict[str, Any]], int]:
     """(features, dropped): one feature per row that fits max_length; a cut trace would teach a wrong ending."""
     features, dropped = [], 0
@@ -93,8 +105,13 @@ def train_sft(
     """
     params.validate("train")
     model_dir(model_path)
-    return train_in_processes(_train_sft, (model_path, list(examples), out_dir, params, resume, fmt), callbacks,
-                              params.processes, params.device)
+    return train_in_processes(
+        _train_sft,
+        (model_path, list(examples), out_dir, params, resume, fmt),
+        callbacks,
+        params.processes,
+        params.device,
+    )
 
 
 def _train_sft(

@@ -78,7 +78,9 @@ class Catalog:
     def missing(self, table: str, message: str) -> str:
         if table in self.written:
             return message
-        return f"{message}: table '{table}' has not been written yet (run `dvc repro`; its stage writes data/**/{table}/)"
+        return (
+            f"{message}: table '{table}' has not been written yet (run `dvc repro`; its stage writes data/**/{table}/)"
+        )
 
     def page(self, select: str, where: list[str], params: list, order: str, page: int, size: int) -> Page:
         """One page of `select` (a query with no WHERE) under the filters `where`, and the filtered count."""
@@ -123,7 +125,9 @@ class Catalog:
 def _share(con: duckdb.DuckDBPyConnection) -> None:
     """Turn the Arrow tables `connect` registers (empty tables, failing views' schemas) into catalog tables:
     a registered table lives on one connection, and each request queries through its own cursor."""
-    registered = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE temporary AND NOT internal").fetchall()]
+    registered = [
+        r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE temporary AND NOT internal").fetchall()
+    ]
     for name in registered:
         con.execute(f'CREATE TABLE main."__{name}" AS SELECT * FROM "{name}"')
         con.unregister(name)

@@ -54,13 +54,17 @@ def chart(path: Path) -> Chart | None:
         lo, hi = min(xs), max(xs)
         span = (hi - lo) or 1.0
         series = [(c, [(round(PAD + (x - lo) / span * inner_w, 1), y_px(r[c])) for x, r in zip(xs, rows)]) for c in ys]
-        labels = [(PAD, f"{lo:g}"), (W - PAD, f"{hi:g}")]
+        labels: list[tuple[float, str]] = [(PAD, f"{lo:g}"), (W - PAD, f"{hi:g}")]
         return Chart(path.stem, "line", x_col, series, labels, top, bottom, y_px(0.0))
     slot = inner_w / len(rows)
-    series = [(c, [(round(PAD + i * slot + (k + 0.1) * slot * 0.8 / len(ys), 1), y_px(r[c])) for i, r in enumerate(rows)])
-              for k, c in enumerate(ys)]
-    labels = [(round(PAD + (i + 0.5) * slot, 1), f"{r[x_col]:g}" if _is_number(r[x_col]) else str(r[x_col])[:14])
-              for i, r in enumerate(rows)]
+    series = [
+        (c, [(round(PAD + i * slot + (k + 0.1) * slot * 0.8 / len(ys), 1), y_px(r[c])) for i, r in enumerate(rows)])
+        for k, c in enumerate(ys)
+    ]
+    labels = [
+        (round(PAD + (i + 0.5) * slot, 1), f"{r[x_col]:g}" if _is_number(r[x_col]) else str(r[x_col])[:14])
+        for i, r in enumerate(rows)
+    ]
     return Chart(path.stem, "bars", x_col, series, labels, top, bottom, y_px(0.0))
 
 
@@ -80,5 +84,11 @@ def metrics(metrics_dir: Path) -> dict[str, Any]:
 
 def rounds(metrics_by_name: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per rStar-Math round from rstar_search_round<r>.json."""
-    return sorted((m for name, m in metrics_by_name.items() if name.startswith("rstar_search_round") and isinstance(m, dict) and "round" in m),
-                  key=lambda m: m["round"])
+    return sorted(
+        (
+            m
+            for name, m in metrics_by_name.items()
+            if name.startswith("rstar_search_round") and isinstance(m, dict) and "round" in m
+        ),
+        key=lambda m: m["round"],
+    )

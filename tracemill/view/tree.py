@@ -48,6 +48,13 @@ def layout(nodes: Sequence[Mapping[str, Any]]) -> Layout:
     depth_of = {n["node_id"]: n["depth"] for n in nodes}
     top = min(depth_of.values(), default=0)
     drawn = {i: Drawn(by_id[i], MARGIN + x * X_STEP, MARGIN + (depth_of[i] - top) * Y_STEP) for i, x in xs.items()}
-    edges = [(drawn[n["parent_id"]], drawn[n["node_id"]]) for n in nodes if n["parent_id"] in drawn and n["node_id"] in drawn]
+    edges = [
+        (drawn[n["parent_id"]], drawn[n["node_id"]]) for n in nodes if n["parent_id"] in drawn and n["node_id"] in drawn
+    ]
     deepest = max(depth_of.values(), default=0) - top
-    return Layout(list(drawn.values()), edges, int(2 * MARGIN + max(0, next_leaf[0] - 1) * X_STEP), int(2 * MARGIN + deepest * Y_STEP))
+    return Layout(
+        list(drawn.values()),
+        edges,
+        int(2 * MARGIN + max(0, next_leaf[0] - 1) * X_STEP),
+        int(2 * MARGIN + deepest * Y_STEP),
+    )
