@@ -53,6 +53,26 @@ def test_fingerprint_changes_when_one_byte_changes(tmp_path):
     assert stage.fingerprint({"k": 2}, [model]) != stage.fingerprint({"k": 1}, [model])
 
 
+def test_fingerprint_changes_with_the_code_so_a_persisted_output_never_keeps_old_rows(tmp_path, monkeypatch):
+    """Same params and inputs, one changed line of code (a grader rule, say): the run starts afresh instead of
+    resuming the shards the old code wrote. Compiled caches do not count."""
+    code = tmp_path / "pkg"
+    (code / "__pycache__").mkdir(parents=True)
+    (code / "grading.py").write_text("RULES_VERSION = 3\n")
+    monkeypatch.setattr(stage, "CODE_ROOTS", (code, tmp_path / "absent"))
+    before = stage.fingerprint({"k": 1})
+    (code / "__pycache__" / "grading.cpython-311.pyc").write_bytes(b"compiled")
+    (code / "notes.txt").write_text("not code")
+    assert stage.fingerprint({"k": 1}) == before
+    (code / "grading.py").write_text("RULES_VERSION = 4\n")
+    assert stage.fingerprint({"k": 1}) != before
+
+
+def test_the_real_fingerprint_covers_the_package_and_the_stages():
+    assert [root.name for root in stage.CODE_ROOTS] == ["tracemill", "stages"]
+    assert all((root / "__init__.py").is_file() or any(root.glob("*.py")) for root in stage.CODE_ROOTS)
+
+
 def test_fingerprint_does_not_depend_on_where_the_input_lies(tmp_path):
     model = make_input(tmp_path / "a" / "model")
     shutil.copytree(model, tmp_path / "b" / "elsewhere")
@@ -77,7 +97,8 @@ def test_hash_cache_is_trusted_only_while_size_mtime_and_inode_hold(tmp_path, ha
 def test_a_recently_written_file_is_not_memoised(tmp_path, hash_cache):
     model = make_input(tmp_path / "model")  # written just now: could change again within its mtime tick
     stage.fingerprint({}, [model])
-    assert not hash_cache.exists()
+    memoised = json.loads(hash_cache.read_text()) if hash_cache.exists() else {}
+    assert not any(key.startswith(str(model.resolve())) for key in memoised)
 
 
 def test_a_corrupt_hash_cache_is_ignored_and_replaced(tmp_path, hash_cache):

@@ -74,20 +74,32 @@ def hash_cache_path() -> Path:
 
 
 def fingerprint(params: Any, inputs: Iterable[str | Path] = ()) -> str:
-    """Identity of a stage run: its params and the content of its inputs (each file's path under its
-    input and its sha256; never times or absolute paths). A resumed run with the same fingerprint keeps
-    finished shards; any change starts the output afresh. Hashes are memoised in `hash_cache_path()`,
-    so a multi-GB model folder is read once, not on every run."""
+    """Identity of a stage run: its params, the content of its inputs (each file's path under its input
+    and its sha256; never times or absolute paths) and the code that runs it (every module of tracemill
+    and of the stages). A resumed run with the same fingerprint keeps finished shards; any change starts
+    the output afresh, so a persisted output never keeps rows that older code wrote (a grader change
+    re-labels, as DVC re-runs the stage). Hashes are memoised in `hash_cache_path()`, so a multi-GB model
+    folder is read once, not on every run."""
     if dataclasses.is_dataclass(params) and not isinstance(params, type):
         params = dataclasses.asdict(params)
     cache = HashCache(hash_cache_path())
-    contents = []
-    for p in inputs:
-        root = Path(p)
-        files = sorted(f for f in root.rglob("*") if f.is_file()) if root.is_dir() else [root] if root.is_file() else []
-        contents.append([(f.relative_to(root).as_posix(), cache.sha256(f)) for f in files])
+    contents = [_hashed(Path(p), cache) for p in inputs]
+    code = [_hashed(root, cache, "*.py") for root in CODE_ROOTS if root.is_dir()]
     cache.save()
-    return records.content_id(params, contents)
+    return records.content_id(params, contents, code)
+
+
+# The code a stage runs: the package and, in a checkout, the stage modules beside it.
+CODE_ROOTS = (Path(__file__).parent, Path(__file__).parents[1] / "stages")
+
+
+def _hashed(root: Path, cache: HashCache, pattern: str = "*") -> list[tuple[str, str]]:
+    """(path under `root`, sha256) of each file matching `pattern` below the folder `root`, or of `root` itself."""
+    if root.is_dir():
+        files = sorted(f for f in root.rglob(pattern) if f.is_file() and "__pycache__" not in f.parts)
+    else:
+        files = [root] if root.is_file() else []
+    return [(f.relative_to(root).as_posix(), cache.sha256(f)) for f in files]
 
 
 class HashCache:
