@@ -80,7 +80,7 @@ def naive(cells: int) -> float:
 def floor(n: int, pool: int, huge_pages: bool) -> tuple[float, float]:
     """Sessions/s and CPU ms per session of a bare fork per session; run in a fresh interpreter
     (`--floor`) so it forks from a process shaped like the zygote, not from this one."""
-    from tracemill.sandbox.zygote import collapse_heap
+    from tracemill.sandbox.isolation import collapse_heap
 
     params = SandboxParams()
     for name in params.preload:

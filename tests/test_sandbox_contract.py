@@ -162,7 +162,7 @@ def test_cells_compile_to_what_their_ast_says(code):
     the same value echoed, the same namespace left, the same error raised."""
     import ast
 
-    from tracemill.sandbox.zygote import compile_cell
+    from tracemill.sandbox.cell import compile_cell
 
     def by_ast():
         tree = ast.parse(code, "<cell>", "exec")

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from tracemill.sandbox import cgroup, wire
 from tracemill.sandbox.base import RunResult, SandboxError, SandboxParams, run_sessions
-from tracemill.sandbox.zygote import FD_OUTPUT, drain, remove_workdir
+from tracemill.sandbox.cell import FD_OUTPUT, drain
+from tracemill.sandbox.zygote import remove_workdir
 
 START_TIMEOUT_S = 120.0  # importing sympy and numpy on a busy machine
 KILL_GRACE_S = 1.0  # time for the reply of a cell that ends right at the limit
