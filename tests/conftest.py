@@ -111,3 +111,30 @@ def restart_state(state_id: str, outcome: str = "correct", prefix_steps: list[st
         "ends_with_reflect": bool(steps) and steps[-1] == "<|reflect|>",
         "metadata": None,
     }
+
+
+def write_problems_and_policy(root: Path, syn, policy: str) -> None:
+    """The synthetic problems of `syn` as a finished `problems` table under root/data/problems, and a tiny
+    policy bootstrapped on them (60 steps) in root/`policy`: what a stage test reads instead of the pipeline's."""
+    from tracemill import store
+    from tracemill.bootstrap import BootstrapParams, corpus, train
+    from tracemill.formats import FormatParams
+    from tracemill.synthetic import synthetic_problems
+
+    bp = BootstrapParams(
+        vocab_size=300,
+        hidden_size=48,
+        intermediate_size=96,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_steps=60,
+        warmup_steps=10,
+        learning_rate=1e-2,
+        steps_fraction=0.0,
+        log_every=10,
+    )
+    problems = synthetic_problems(syn)
+    out = store.StageOutput(root / "data/problems", ["problems"], "test")
+    out.write_shard(0, {"problems": problems})
+    out.finalize([0])
+    train(corpus(problems, FormatParams(), bp), root / policy, bp)

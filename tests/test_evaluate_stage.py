@@ -14,14 +14,12 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import stage_cmd
+from conftest import stage_cmd, write_problems_and_policy
 
 from tracemill import store
-from tracemill.bootstrap import BootstrapParams, corpus, train
 from tracemill.errors import TracemillError
 from tracemill.evaluate import EvalParams, k_points, score
-from tracemill.formats import FormatParams
-from tracemill.synthetic import SyntheticParams, synthetic_problems
+from tracemill.synthetic import SyntheticParams
 
 SYN = SyntheticParams(
     kinds=["arithmetic", "remainder"],
@@ -30,18 +28,6 @@ SYN = SyntheticParams(
     eval_per_level=3,
     code_train_per_task=0,
     code_eval_per_task=0,
-)
-BP = BootstrapParams(
-    vocab_size=300,
-    hidden_size=48,
-    intermediate_size=96,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    max_steps=60,
-    warmup_steps=10,
-    learning_rate=1e-2,
-    steps_fraction=0.0,
-    log_every=10,
 )
 K = 3
 ROUNDS = 2  # hint rounds at test time: each greedy trace is scored before each hint and at its end
@@ -69,11 +55,7 @@ def _params(models: list[dict[str, Any]]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("evaluate")
-    problems = synthetic_problems(SYN)
-    out = store.StageOutput(root / "data/problems", ["problems"], "test")
-    out.write_shard(0, {"problems": problems})
-    out.finalize([0])
-    train(corpus(problems, FormatParams(), BP), root / "models/policy", BP)
+    write_problems_and_policy(root, SYN, "models/policy")
     shutil.copytree(root / "models/policy", root / "models/copy")
     return root
 

@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, stage_cmd
+from conftest import ROOT, stage_cmd, write_problems_and_policy
 
 from tracemill import store
-from tracemill.bootstrap import BootstrapParams, corpus, train
 from tracemill.evaluate import EvalParams, MetricError, evaluate_traces
 from tracemill.formats import FormatParams
 from tracemill.rstar.bestofn import METHODS, Sample, accuracy, curve, sample_groups, solution_text, summary
-from tracemill.synthetic import SyntheticParams, synthetic_problems
+from tracemill.synthetic import SyntheticParams
 
 
 def samples(*rows: tuple[Any, bool, float]) -> list[Sample]:
@@ -98,18 +97,6 @@ def test_the_best_of_n_knobs_are_a_section_of_their_own_so_changing_them_leaves_
 SYN = SyntheticParams(
     kinds=["arithmetic"], levels=[1], train_per_level=60, eval_per_level=4, code_train_per_task=0, code_eval_per_task=0
 )
-BP = BootstrapParams(
-    vocab_size=300,
-    hidden_size=48,
-    intermediate_size=96,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    max_steps=60,
-    warmup_steps=10,
-    learning_rate=1e-2,
-    steps_fraction=0.0,
-    log_every=10,
-)
 N = 4
 EVAL = {
     "split": "eval",
@@ -130,11 +117,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tracemill.train import PPMParams, init_ppm
 
     root = tmp_path_factory.mktemp("bestofn")
-    problems = synthetic_problems(SYN)
-    out = store.StageOutput(root / "data/problems", ["problems"], "test")
-    out.write_shard(0, {"problems": problems})
-    out.finalize([0])
-    train(corpus(problems, FormatParams(), BP), root / "models/rstar_policy_r1", BP)
+    write_problems_and_policy(root, SYN, "models/rstar_policy_r1")
     ppm_dir = init_ppm(root / "models/rstar_policy_r1", root / "models/rstar_ppm_r1", PPMParams(max_length=256))
     # The zero head scores every solution 0 (all tied); a seeded random head gives distinct scores to pick by.
     model = AutoModelForSequenceClassification.from_pretrained(ppm_dir)
