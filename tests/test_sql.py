@@ -43,6 +43,15 @@ def write_traces(data_dir, stage_name="hint_infer"):
     return out
 
 
+def test_a_data_dir_under_a_hidden_folder_is_read_and_hidden_folders_beneath_it_are_not(tmp_path):
+    data = tmp_path / ".cache" / "project" / "data"
+    write_traces(data)
+    stale = store.StageOutput(data / "hint_infer" / ".tmp-write", ["traces"], "fp")  # a temp folder beneath
+    stale.write_shard(0, {"traces": [trace_row("p9", 0, False, True)]})
+    con = sql.connect(data)
+    assert con.execute("SELECT count(*), count(DISTINCT problem_id) FROM traces").fetchone() == (3, 2)
+
+
 def test_views_cover_every_table_and_unnest_segments(tmp_path):
     write_traces(tmp_path)
     con = sql.connect(tmp_path)

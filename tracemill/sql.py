@@ -21,7 +21,13 @@ from tracemill.store import PART_GLOB
 
 
 def table_files(data_dir: Path, table: str) -> list[Path]:
-    return sorted(p for p in data_dir.glob(f"**/{table}/{PART_GLOB}") if not any(s.startswith(".") for s in p.parts))
+    """The parts of `table` beneath data_dir; hidden folders beneath it (a crashed write's temp folder) are
+    skipped, while a data_dir that itself lies under a hidden folder (~/.cache/...) is read as any other."""
+    return sorted(
+        p
+        for p in data_dir.glob(f"**/{table}/{PART_GLOB}")
+        if not any(s.startswith(".") for s in p.relative_to(data_dir).parts)
+    )
 
 
 def _quote(text: str) -> str:
