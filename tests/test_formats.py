@@ -41,9 +41,31 @@ def test_split_tir_labels_code_output_hint_and_model_text_and_keeps_every_charac
     hint = "Wait, maybe using Python here is a good idea.\n"
     text = "First add.\n" + code_block("print(2 + 3)", FMT) + output_block("5", FMT) + hint + "So \\boxed{5}."
     segments = split_tir(text, FMT, hints=[hint])
-    assert [s["kind"] for s in segments] == ["model", "code", "output", "hint", "model"]
+    assert [s["kind"] for s in segments] == ["model", "code", "model", "output", "hint", "model"]
     assert "".join(s["text"] for s in segments) == text
-    assert [s["loss"] for s in segments] == [True, True, False, False, True]
+    assert [s["loss"] for s in segments] == [True, True, True, False, False, True]
+    assert segments[2]["text"] == "```output\n"  # the model hands over to the interpreter: trained
+    assert not segments[3]["text"].startswith("```output")
+
+
+def test_coat_segments_train_the_output_opener_after_every_step_of_code() -> None:
+    from tracemill.satori import coat_segments
+
+    text = (
+        "<|continue|>Add.\n"
+        + code_block("print(2 + 3)", FMT)
+        + output_block("5", FMT)
+        + "<|reflect|>"
+        + code_block("print(2 + 3)", FMT)
+        + output_block("5", FMT)
+        + "<|continue|>So \\boxed{5}.\n"
+    )
+    segments = coat_segments(text, FMT)
+    assert "".join(s["text"] for s in segments) == text
+    trained = "".join(s["text"] for s in segments if s["loss"])
+    untrained = "".join(s["text"] for s in segments if not s["loss"])
+    assert trained.count("```output\n") == 2 and "```output" not in untrained
+    assert untrained == "5\n```\n" * 2
 
 
 def test_pending_code_is_the_last_closed_block_only_when_generation_stopped_after_it() -> None:

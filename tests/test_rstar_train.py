@@ -205,7 +205,9 @@ def test_sft_rows_are_the_searched_steps_with_tool_output_masked(round1: dict[st
         assert all(s["loss"] for s in row["segments"] if s["kind"] != "output")
         input_ids, labels = build_labels(tokenizer, row["prompt"], row["segments"], style="steps", fmt=FMT)
         trained = tokenizer.decode([t for t, lab in zip(input_ids, labels) if lab != IGNORE_INDEX])
-        assert FMT.output_start not in trained and FMT.code_start in trained
+        # the policy writes the ```output opener that hands over to the sandbox; what the sandbox printed is masked
+        assert FMT.output_start in trained and FMT.code_start in trained
+        assert all(not s["text"].startswith(FMT.output_start) for s in outputs)
     assert store.read_rows(root / "data/rstar_policy/round=1", "rejected") == []
 
 

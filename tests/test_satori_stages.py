@@ -175,7 +175,10 @@ def test_format_tune_trains_on_coat_with_tool_output_masked(project: dict[str, A
     ids, labels = build_labels(tokenizer, row["prompt"], row["segments"], style="coat", fmt=COAT_FMT)
     trained = tokenizer.decode([t for t, lab in zip(ids, labels) if lab != IGNORE_INDEX])
     assert satori.REFLECT in trained and satori.CONTINUE in trained
-    assert FMT.output_start not in trained and FMT.code_start in trained
+    # the model writes the ```output opener (its hand-over to the sandbox); what the sandbox printed is masked
+    assert FMT.output_start in trained and FMT.code_start in trained
+    outputs = [s for s in row["segments"] if s["kind"] == "output"]
+    assert outputs and all(not s["loss"] and not s["text"].startswith(FMT.output_start) for s in outputs)
     assert "COAT." in tokenizer.decode(ids)  # the coat system prompt from params
     m = metrics(root, "format_tune")
     assert m["meta_tokens_added"] == [] and set(m["meta_init"]) == set(satori.META_ACTIONS)

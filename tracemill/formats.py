@@ -167,7 +167,8 @@ def split_tir(
 ) -> list[dict[str, Any]]:
     """A TIR response as `records.segment`s: code blocks -> code, output blocks -> output (each kind
     only when in `blocks`; else it stays model text), each exact occurrence of one of `hints` (text a
-    stage inserted) -> hint, everything else -> model."""
+    stage inserted) -> hint, everything else -> model. An output block's opener is the model's, as in
+    `output_segments`: the model writes ```output to hand control to the interpreter, so it is trained."""
     delimiters = {"code": (fmt.code_start, fmt.code_end), "output": (fmt.output_start, fmt.output_end)}
     pieces = [(m.start(), m.end(), kind) for kind in blocks for m in _block_re(*delimiters[kind]).finditer(text)]
     for hint in filter(None, hints):
@@ -177,9 +178,10 @@ def split_tir(
     for start, end, kind in sorted(pieces):
         if start < pos:  # a hint quoted inside a code or output block stays part of that block
             continue
-        if start > pos:
-            segments.append(segment("model", text[pos:start]))
-        segments.append(segment(kind, text[start:end]))
+        opener = f"{fmt.output_start}\n" if kind == "output" else ""
+        if start > pos or opener:
+            segments.append(segment("model", text[pos:start] + opener))
+        segments.append(segment(kind, text[start + len(opener) : end]))
         pos = end
     if pos < len(text):
         segments.append(segment("model", text[pos:]))
@@ -216,14 +218,15 @@ def last_boxed(text: str, fmt: FormatParams) -> str | None:
 
 def step_segments(step: Step, fmt: FormatParams) -> list[dict[str, Any]]:
     """One step as `records.segment`s, in render order: the sentence and the delimiter are model text
-    and the code block code (all with loss); the output block is the sandbox's, so it carries none.
+    and the code block code (all with loss); the output block is the sandbox's, so it carries none,
+    except its opener, which the policy writes to hand over to the sandbox (`output_segments`).
     After an output block the search appends the delimiter itself; it stays a target, so the policy
     learns the one step layout that its prompts and the PPM's texts show."""
     segments = [segment("model", step.text.rstrip() + "\n")]
     if step.code is not None:
         segments.append(segment("code", code_block(step.code, fmt)))
     if step.output is not None:
-        segments.append(segment("output", output_block(step.output, fmt)))
+        segments += output_segments(step.output, fmt)
     return [*segments, segment("model", f"{fmt.step_delimiter}\n")]
 
 
