@@ -119,6 +119,17 @@ def test_modify_treats_only_the_answer_boxed_before_the_hint(mode: str, before: 
     records.validate("d_seed", [{**t, "reason_kept": "hint_fixed_greedy", "dedup_cluster": None}])
 
 
+def test_mask_keeps_the_attempt_before_the_hint_as_context_without_loss():
+    t = modify_premature(premature(), "mask", FMT)
+    assert [s["text"] for s in t["segments"]] == [s["text"] for s in premature()["segments"]]  # text untouched
+    hint = next(i for i, s in enumerate(t["segments"]) if s["kind"] == "hint")
+    before = [s for s in t["segments"][:hint] if s["kind"] in ("model", "code")]
+    after = [s for s in t["segments"][hint + 1 :] if s["kind"] == "model"]
+    assert before and not any(s["loss"] for s in before)  # the wrong attempt is not learned
+    assert after and all(s["loss"] for s in after)  # the fix after the hint is
+    assert json.loads(t["metadata"]) == {"modify": "mask", "premature_answers_modified": len(before)}
+
+
 def test_sft_rows_train_the_hint_and_the_tool_output_opener_and_mask_prompt_and_output():
     from tracemill import tiny
     from tracemill.formats import output_segments

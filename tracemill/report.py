@@ -537,6 +537,57 @@ def start_block(run: Run) -> str:
     return sentences(data, rounds)
 
 
+def start_modify_block(run: Run) -> str:
+    """START-0 per modify mode over seeds, from `benchmarks/start_modify.py` (metrics/start_modify.json)."""
+    report = run.metrics.get("start_modify")
+    if not report:
+        return (
+            f"*{NOT_RUN}: `metrics/start_modify.json` is missing — `python benchmarks/start_modify.py --json "
+            "metrics/start_modify.json` writes it.*"
+        )
+    base = report["base"]
+    stale = ""
+    committed = run.get("evaluate", "models", "base", "pass@1")
+    if (
+        committed is not None
+        and fixed(committed) != fixed(base["pass@1"])
+        or report.get("hint_problems") != run.param("start.hint_infer.max_problems")
+    ):
+        stale = (
+            "*Stale: the base or hint-infer of this measurement is not the committed run's — run "
+            "benchmarks/start_modify.py again.*\n\n"
+        )
+    chosen = run.param("start.modify")
+    rows = [
+        [
+            "base (no D_seed)",
+            "–",
+            fixed(base["pass@1"]),
+            fixed(base["tool_calls_per_problem"], 2),
+            fixed(base["said_hint"]),
+        ]
+    ]
+    for mode, m in report["modes"].items():
+        rows.append(
+            [
+                f"`{mode}`" + (" (params)" if mode == chosen else ""),
+                str(m["d_seed_rows"]),
+                *(
+                    f"{fixed(m[k]['mean'], places)} ± {fixed(m[k]['std'], places)} "
+                    f"({fixed(m[k]['min'], places)}–{fixed(m[k]['max'], places)})"
+                    for k, places in (("pass@1", 3), ("tool_calls_per_problem", 2), ("said_hint", 3))
+                ),
+            ]
+        )
+    seeds = ", ".join(str(s) for s in report["seeds"])
+    return stale + (
+        f"START-0 per `start.modify`, hint-infer on {report['hint_problems']} problems, seeds {seeds} (mean ± sd "
+        f"(min–max)), held-out greedy with no hint, `metrics/start_modify.json` (commit "
+        f"{str(report.get('commit', ''))[:7]}):\n\n"
+        + table(["modify", "D_seed rows", "START-0 pass@1", "tool calls / problem", "said a hint"], rows)
+    )
+
+
 def rstar_block(run: Run) -> str:
     """rStar-Math's measures per round: search yield, re-walks, PPM guidance, the PPM, best-of-N."""
 
@@ -665,6 +716,7 @@ BLOCKS: dict[str, Callable[[Run], str]] = {
     "seeds": seeds_block,
     "grading": grading_block,
     "start": start_block,
+    "start_modify": start_modify_block,
     "rstar": rstar_block,
     "satori_measures": satori_measures_block,
 }

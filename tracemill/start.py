@@ -158,11 +158,18 @@ def modify_premature(trace: dict[str, Any], mode: str, fmt: FormatParams) -> dic
     """START's modify step: the boxed answers the model wrote before its last hint are premature (it
     concluded, then the hint made it check). `keep` trains on them as written; `unbox` keeps the claim
     without the answer box, so the model learns to check before it commits to a final answer; `drop`
-    removes the concluding sentence. The final answer after the hint is untouched. Recorded in metadata."""
+    removes the concluding sentence; `mask` keeps the text before the hint as written but without loss,
+    so the model learns to say the hint after a conclusion without learning the wrong attempt that led
+    to it. The final answer after the hint is untouched. Recorded in metadata (with how many answers,
+    or for `mask` segments, were changed)."""
     segments = list(trace["segments"])
     last_hint = max((i for i, s in enumerate(segments) if s["kind"] == "hint"), default=-1)
     changed = 0
-    if mode != "keep":
+    if mode == "mask":
+        masked = [i < last_hint and s["kind"] in ("model", "code") and s["loss"] for i, s in enumerate(segments)]
+        segments = [{**s, "loss": False} if m else s for s, m in zip(segments, masked)]
+        changed = sum(masked)
+    elif mode != "keep":
         out = []
         for i, seg in enumerate(segments):
             if i < last_hint and seg["kind"] == "model":

@@ -14,8 +14,9 @@ from tracemill.params import at_least, choices
 
 RULES = ("greedy_wrong_hint_right", "hint_right")
 # START's "modify" step for the answer a hinted trace gave before its hint (the hint at the stop comes
-# after a conclusion): keep it, drop the sentence that boxes it, or unbox it into a plain claim.
-MODIFY = ("keep", "drop", "unbox")
+# after a conclusion): keep it, drop the sentence that boxes it, unbox it into a plain claim, or keep the
+# whole attempt before the hint as context without loss (mask).
+MODIFY = ("keep", "drop", "unbox", "mask")
 
 
 @dataclass(frozen=True)
