@@ -1,7 +1,8 @@
 """START's modify step, decided by measurement: START-0 trained on D_seed built with each `start.modify`
-(keep the premature boxed answer / drop its sentence / unbox it into a plain claim), over seeds.
+(keep the premature boxed answer / drop its sentence / unbox it into a plain claim / mask the attempt
+from the loss), over seeds.
 
-    python benchmarks/start_modify.py [--seeds 0 1 2] [--modes keep drop unbox] [--hint-problems N]
+    python benchmarks/start_modify.py [--seeds 0 1 2] [--modes keep drop unbox mask] [--hint-problems N]
                                       [--work DIR] [--json FILE]
 
 Runs the graph's own stages (`stages.hint_infer`, `stages.d_seed`, `stages.sft sft_start0`,
@@ -26,6 +27,8 @@ from pathlib import Path
 
 import duckdb
 import yaml
+
+from tracemill.start_params import MODIFY
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,7 +61,7 @@ def spread(values: list[float]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--modes", nargs="+", default=["keep", "drop", "unbox"])
+    ap.add_argument("--modes", nargs="+", default=list(MODIFY))
     ap.add_argument("--hint-problems", type=int, default=None, help="start.hint_infer.max_problems (default: params)")
     ap.add_argument("--work", type=Path, default=ROOT / ".tracemill" / "start_modify")
     ap.add_argument("--json", type=Path, default=None, help="also write the table here")
