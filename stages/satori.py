@@ -331,6 +331,8 @@ def rl(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams, a: di
         return {}
 
     stage.build_folder(model, build, fresh=False)
+    if round_ == 1:
+        result["reflect_states"] = _reflect_eval(params, states, problems, rp, init, model)
     store.write_csv(a["reward_plot"], result.pop("curve"), CURVE_COLUMNS)
     store.write_csv(a["rollouts_plot"], result.pop("rollouts"), ROLLOUT_COLUMNS)
     store.write_json(
@@ -349,6 +351,35 @@ def rl(params: dict[str, Any], sp: satori.SatoriParams, fmt: FormatParams, a: di
         f"self-correction {result['self_correction_rate']} / in rollouts {result['in_rollout_self_correction_rate']}, "
         f"break {result['break_rate']} / in rollouts {result['in_rollout_break_rate']}"
     )
+
+
+def _reflect_eval(
+    params: dict[str, Any],
+    states: list[dict[str, Any]],
+    problems: dict[str, dict[str, Any]],
+    rp: Any,
+    before: Path,
+    after: Path,
+) -> dict[str, Any]:
+    """Self-correction and break rates of the policy before RL (the format-tuned one) and after, each
+    continuing greedily from the same restart states that end with <|reflect|> (`satori.reflect_outcomes`)."""
+    from tracemill.rl import reflection_rates
+    from tracemill.runtime import open_runtime
+
+    out: dict[str, Any] = {}
+    for when, path in (("before_rl", before), ("after_rl", after)):
+        with open_runtime(params, path, path.name) as rt:
+            rows = satori.reflect_outcomes(rt, states, problems, rp, int(params.get("seed", 0)))
+        rates = reflection_rates(rows)
+        out[when] = {
+            k: rates[k] for k in ("self_correction_rate", "break_rate", "rollouts_from_failed", "rollouts_from_correct")
+        }
+        print(
+            f"rl: {when.replace('_', ' ')}, greedy from {len(rows)} reflect states: "
+            f"self-correction {rates['self_correction_rate']}, break {rates['break_rate']}",
+            flush=True,
+        )
+    return out
 
 
 def _correct_samples(

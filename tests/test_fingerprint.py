@@ -68,6 +68,40 @@ def test_fingerprint_changes_with_the_code_so_a_persisted_output_never_keeps_old
     assert stage.fingerprint({"k": 1}) != before
 
 
+def test_a_stages_fingerprint_hashes_its_import_closure_as_dvc_declares_it(tmp_path, monkeypatch):
+    """A change DVC would not re-run the stage for (a module it never imports, such as the report) leaves
+    its fingerprint, and so the manifest a fresh clone writes, alone; a module it imports changes it."""
+    for path, text in {
+        "tracemill/__init__.py": "",
+        "tracemill/used.py": "X = 1\n",
+        "tracemill/report.py": "Y = 1\n",
+        "stages/__init__.py": "",
+        "stages/job.py": "from tracemill.used import X\n",
+    }.items():
+        (tmp_path / path).parent.mkdir(exist_ok=True)
+        (tmp_path / path).write_text(text)
+    monkeypatch.setattr(stage, "CODE_ROOTS", (tmp_path / "tracemill", tmp_path / "stages"))
+    assert [p.relative_to(tmp_path).as_posix() for p in stage.code_paths("stages.job", tmp_path)] == [
+        "stages/job.py",
+        "tracemill/used.py",
+    ]
+    monkeypatch.setattr(stage, "_stage_module", "stages.job")
+    before = stage.fingerprint({"k": 1})
+    (tmp_path / "tracemill/report.py").write_text("Y = 2\n")
+    assert stage.fingerprint({"k": 1}) == before
+    (tmp_path / "tracemill/used.py").write_text("X = 2\n")
+    assert stage.fingerprint({"k": 1}) != before
+
+
+def test_run_keeps_the_stage_module_whose_code_the_fingerprint_hashes(monkeypatch):
+    monkeypatch.setattr(stage, "_stage_module", None)
+
+    def main() -> None:
+        assert stage._stage_module == __name__
+
+    stage.run(main)
+
+
 def test_the_real_fingerprint_covers_the_package_and_the_stages():
     assert [root.name for root in stage.CODE_ROOTS] == ["tracemill", "stages"]
     assert all((root / "__init__.py").is_file() or any(root.glob("*.py")) for root in stage.CODE_ROOTS)

@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +261,47 @@ def test_rl_writes_the_policy_the_reward_parts_and_the_reflection_rates(project:
         assert 0 < float(r["preference"]) < 1
     assert not (root / "models/rl/checkpoints").exists()
     assert {"in_rollout_self_correction_rate", "in_rollout_break_rate", "rollouts_revising_an_answer"} <= set(m)
+    # before and after RL, each policy continues greedily from the same reflect states
+    reflect = [st for st in store.read_rows(root / "data/rae_states", "rae_states") if st["ends_with_reflect"]]
+    for when in ("before_rl", "after_rl"):
+        r = m["reflect_states"][when]
+        assert r["rollouts_from_correct"] == sum(st["outcome"] == "correct" for st in reflect)
+        assert r["rollouts_from_failed"] == sum(st["outcome"] == "failed" for st in reflect) > 0
+        assert all(r[k] is None or 0 <= r[k] <= 1 for k in ("self_correction_rate", "break_rate"))
+
+
+def test_reflect_outcomes_grade_the_state_with_its_continuation(project: dict[str, Any]) -> None:
+    """A state that already boxed an answer keeps it unless the continuation boxes another: a right start
+    the policy leaves alone is no break, a wrong one is no self-correction."""
+    from tracemill import params as P
+    from tracemill.rl import reflection_rates
+    from tracemill.runtime import open_runtime
+    from tracemill.satori import REFLECT, reflect_outcomes
+
+    root = project["root"]
+    problems = {p["problem_id"]: p for p in store.read_rows(root / "data/problems", "problems")}
+    pid, problem = next((k, p) for k, p in problems.items() if p["domain"] == "math")
+    right, wrong = problem["answer"], f"{problem['answer']}1"
+    states = [
+        {
+            "state_id": f"s-{i}",
+            "problem_id": pid,
+            "outcome": outcome,
+            "ends_with_reflect": True,
+            "prefix_steps": [f"<|continue|>The answer is \\boxed{{{answer}}}.\n", REFLECT],
+        }
+        for i, (outcome, answer) in enumerate((("correct", right), ("failed", wrong)))
+    ]
+    states.append({**states[0], "state_id": "bare", "outcome": "bare", "ends_with_reflect": False, "prefix_steps": []})
+    params = P.load(root / "params.test.yaml")
+    rp = replace(P.section(satori.SatoriParams, params, "satori").rl, max_completion_length=8, max_tool_calls=0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        with open_runtime(params, root / "models/format_tune", "format_tune") as rt:
+            rows = reflect_outcomes(rt, states, problems, rp, seed=0)
+    assert [(r["state_id"], r["start"]) for r in rows] == [("s-0", "correct"), ("s-1", "failed")]  # bare: none
+    rates = reflection_rates(rows)
+    assert rates["break_rate"] == 0.0 and rates["self_correction_rate"] == 0.0
 
 
 def test_round_2_distils_the_rl_policy_into_the_base_then_runs_rl_from_bare_problems(project: dict[str, Any]) -> None:

@@ -705,7 +705,19 @@ def satori_measures_block(run: Run) -> str:
             )
         )
 
-    return sentences(states, rates)
+    def reflect() -> str:
+        r = run.need("rl", "reflect_states")
+        before, after = r["before_rl"], r["after_rl"]
+        return (
+            f"- Greedy continuations from the same {before['rollouts_from_correct'] + before['rollouts_from_failed']} "
+            f"restart states that end with `<|reflect|>` ({before['rollouts_from_correct']} cut from right samples, "
+            f"{before['rollouts_from_failed']} from wrong ones), `metrics/rl.json` `reflect_states`: the "
+            f"format-tuned policy self-corrects {fixed(before['self_correction_rate'])} and breaks "
+            f"{fixed(before['break_rate'])}; after RL it self-corrects {fixed(after['self_correction_rate'])} and "
+            f"breaks {fixed(after['break_rate'])}."
+        )
+
+    return sentences(states, reflect, rates)
 
 
 BLOCKS: dict[str, Callable[[Run], str]] = {

@@ -727,6 +727,40 @@ def rae_shard(
     return {"traces": traces, "rae_states": build_rae_states(traces, rp, seed)}
 
 
+def reflect_outcomes(
+    rt: Runtime, states: Sequence[dict[str, Any]], problems: dict[str, dict[str, Any]], rp: RLParams, seed: int
+) -> list[dict[str, Any]]:
+    """How the policy in `rt` continues from each math restart state that ends with <|reflect|>: one greedy
+    tool-integrated continuation per state (the RL rollout's token budget and tool limit), graded on the
+    state's steps and the continuation together, as the reward grades them. Rows {state_id, problem_id,
+    start ('correct' | 'failed'), correct}: `rl.reflection_rates` turns them into the self-correction
+    rate (a wrong start ends right) and the break rate (a right start ends wrong)."""
+    from tracemill.rl import state_prompt
+    from tracemill.tir import Sampling, TraceJob, run_traces
+
+    mine = [
+        st for st in states if st["ends_with_reflect"] and problems.get(st["problem_id"], {}).get("domain") == "math"
+    ]
+    greedy = Sampling(temperature=0.0, top_p=1.0, max_tokens=rp.max_completion_length, seed=seed)
+    jobs = [
+        TraceJob(
+            key=st["state_id"],
+            prompt=state_prompt(st, problems[st["problem_id"]], rt.tokenizer, rt.fmt),
+            sampling=greedy,
+            max_turn_tokens_total=rp.max_completion_length,
+        )
+        for st in mine
+    ]
+    results = run_traces(rt.backend, rt.sandbox, jobs, rt.fmt, LoopLimits(max_tool_calls=rp.max_tool_calls))
+    verdicts = rt.grader.grade_many(
+        [(problems[st["problem_id"]], "".join(st["prefix_steps"]) + r.response) for st, r in zip(mine, results)]
+    )
+    return [
+        {"state_id": st["state_id"], "problem_id": st["problem_id"], "start": st["outcome"], "correct": v.correct}
+        for st, v in zip(mine, verdicts)
+    ]
+
+
 def orm_pairs(traces: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Bradley-Terry pairs for the outcome reward model from graded samples: for each problem, every
     correct response chosen over every wrong one, after the prompt they share (`pairs`-shaped rows

@@ -18,7 +18,9 @@ from tracemill.errors import ParamsError, TracemillError
 
 def run(main: Callable[[], Any]) -> None:
     """Run a stage's main: a TracemillError becomes one clear line on stderr (one per bad params key)
-    and exit code 2."""
+    and exit code 2. The stage's module is kept: its import closure is the code `fingerprint` hashes."""
+    global _stage_module
+    _stage_module = _module_name(main)
     try:
         main()
     except TracemillError as exc:
@@ -75,8 +77,8 @@ def hash_cache_path() -> Path:
 
 def fingerprint(params: Any, inputs: Iterable[str | Path] = ()) -> str:
     """Identity of a stage run: its params, the content of its inputs (each file's path under its input
-    and its sha256; never times or absolute paths) and the code that runs it (every module of tracemill
-    and of the stages). A resumed run with the same fingerprint keeps finished shards; any change starts
+    and its sha256; never times or absolute paths) and the code that runs it (`code_paths`: the stage's
+    import closure, as DVC sees it). A resumed run with the same fingerprint keeps finished shards; any change starts
     the output afresh, so a persisted output never keeps rows that older code wrote (a grader change
     re-labels, as DVC re-runs the stage). Hashes are memoised in `hash_cache_path()`, so a multi-GB model
     folder is read once, not on every run."""
@@ -84,13 +86,43 @@ def fingerprint(params: Any, inputs: Iterable[str | Path] = ()) -> str:
         params = dataclasses.asdict(params)
     cache = HashCache(hash_cache_path())
     contents = [_hashed(Path(p), cache) for p in inputs]
-    code = [_hashed(root, cache, "*.py") for root in CODE_ROOTS if root.is_dir()]
+    root = CODE_ROOTS[0].parent
+    code = [
+        (path.relative_to(root).as_posix(), _hashed(path, cache, "*.py" if path in CODE_ROOTS else "*"))
+        for path in code_paths(_stage_module, root)
+        if path.exists()
+    ]
     cache.save()
     return records.content_id(params, contents, code)
 
 
 # The code a stage runs: the package and, in a checkout, the stage modules beside it.
 CODE_ROOTS = (Path(__file__).parent, Path(__file__).parents[1] / "stages")
+_stage_module: str | None = None  # the running stage's module, set by `run`
+
+
+def _module_name(main: Callable[[], Any]) -> str | None:
+    name = getattr(main, "__module__", None)
+    if name == "__main__":  # python -m stages.x: the module's own name is in its spec
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        name = spec.name if spec is not None else None
+    return name
+
+
+def code_paths(module: str | None, root: Path) -> list[Path]:
+    """The code a stage's fingerprint hashes. In a checkout, with the running stage's module known: the
+    paths `tracemill deps` declares as its DVC deps (its import closure: modules, subpackage folders, the
+    files they read), so a change DVC does not re-run the stage for (the report, the CLI) leaves its
+    fingerprint, and the manifest a fresh clone writes, alone. Otherwise every module of the package
+    and the stages."""
+    if module and (root / "stages").is_dir():
+        from tracemill.pipeline_deps import Graph
+
+        try:
+            return [root / p for p in Graph(root).code_paths(module)]
+        except TracemillError:
+            pass
+    return list(CODE_ROOTS)
 
 
 def _hashed(root: Path, cache: HashCache, pattern: str = "*") -> list[tuple[str, str]]:
