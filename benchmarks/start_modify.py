@@ -20,7 +20,6 @@ import argparse
 import copy
 import json
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import duckdb
 import yaml
 
+from tracemill.report import seed_stats, start_modify_table
 from tracemill.start_params import MODIFY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,9 +53,35 @@ def spoke_hint(traces: Path, hints: list[str]) -> float:
     return said / max(1, len(rows))
 
 
-def spread(values: list[float]) -> dict:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "std": sd, "min": min(values), "max": max(values), "values": values}
+OPENERS = ["Wait,", "Alternatively,"]  # how every hint of the library starts
+
+
+def score(params: dict, name: str, path: str | None, work: Path, problems: Path) -> dict:
+    """One model greedy on the held-out problems with no hint (stages.evaluate, k 0, 0 hint rounds): its
+    pass@1, tool calls per problem, and the share of answers that said a hint on their own."""
+    p = copy.deepcopy(params)
+    p["evaluate"].update(k=0, hint_rounds=0, models=[{"name": name, "path": path}])
+    out = work / f"eval-{name}" if path is None else work / f"eval-{Path(path).name}"
+    run(
+        [
+            "stages.evaluate",
+            f"problems={problems}",
+            f"out={out}",
+            f"metrics={out}.json",
+            f"pass_at_1={work}/p1.csv",
+            f"pass_at_k={work}/pk.csv",
+            f"hint_rounds={work}/hr.csv",
+        ],
+        p,
+        work,
+        out.name,
+    )
+    s = json.loads(Path(f"{out}.json").read_text())["models"][name]
+    return {
+        "pass@1": s["pass@1"],
+        "tool_calls_per_problem": s["tool_calls_per_problem"],
+        "said_hint": spoke_hint(out, OPENERS),
+    }
 
 
 def main() -> None:
@@ -89,34 +115,13 @@ def main() -> None:
         work,
         "hint_infer",
     )
-    evaluate = copy.deepcopy(base)
-    evaluate["evaluate"].update(k=0, hint_rounds=0, models=[{"name": "base", "path": None}])
-    run(
-        [
-            "stages.evaluate",
-            f"problems={problems}",
-            f"out={work}/eval-base",
-            f"metrics={work}/eval-base.json",
-            f"pass_at_1={work}/p1.csv",
-            f"pass_at_k={work}/pk.csv",
-            f"hint_rounds={work}/hr.csv",
-        ],
-        evaluate,
-        work,
-        "eval-base",
-    )
-    base_score = json.loads((work / "eval-base.json").read_text())["models"]["base"]
-    openers = ["Wait,", "Alternatively,"]  # how every hint of the library starts
+    base_score = score(base, "base", None, work, problems)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     table: dict = {
         "commit": commit,
         "hint_problems": base["start"]["hint_infer"]["max_problems"],
         "seeds": args.seeds,
-        "base": {
-            "pass@1": base_score["pass@1"],
-            "tool_calls_per_problem": base_score["tool_calls_per_problem"],
-            "said_hint": spoke_hint(work / "eval-base", openers),
-        },
+        "base": base_score,
         "modes": {},
     }
     for mode in args.modes:
@@ -157,48 +162,19 @@ def main() -> None:
                 work,
                 f"sft-{name}",
             )
-            p.update(evaluate=copy.deepcopy(evaluate["evaluate"]))
-            p["evaluate"]["models"] = [{"name": "start0", "path": f"{work}/start0-{name}"}]
-            run(
-                [
-                    "stages.evaluate",
-                    f"problems={problems}",
-                    f"out={work}/eval-{name}",
-                    f"metrics={work}/eval-{name}.json",
-                    f"pass_at_1={work}/p1.csv",
-                    f"pass_at_k={work}/pk.csv",
-                    f"hint_rounds={work}/hr.csv",
-                ],
-                p,
-                work,
-                f"eval-{name}",
-            )
-            s = json.loads((work / f"eval-{name}.json").read_text())["models"]["start0"]
-            scores.append((s["pass@1"], s["tool_calls_per_problem"], spoke_hint(work / f"eval-{name}", openers)))
+            scores.append(score(p, "start0", f"{work}/start0-{name}", work, problems))
             print(
-                f"  {name}: D_seed {rows} rows, pass@1 {scores[-1][0]:.3f}, tool calls {scores[-1][1]:.2f}, "
-                f"said a hint {scores[-1][2]:.2f}",
+                f"  {name}: D_seed {rows} rows, pass@1 {scores[-1]['pass@1']:.3f}, "
+                f"tool calls {scores[-1]['tool_calls_per_problem']:.2f}, said a hint {scores[-1]['said_hint']:.2f}",
                 flush=True,
             )
         table["modes"][mode] = {
             "d_seed_rows": rows,
-            "pass@1": spread([s[0] for s in scores]),
-            "tool_calls_per_problem": spread([s[1] for s in scores]),
-            "said_hint": spread([s[2] for s in scores]),
+            **{
+                key: seed_stats([sc[key] for sc in scores]) for key in ("pass@1", "tool_calls_per_problem", "said_hint")
+            },
         }
-    b = table["base"]
-    print(
-        f"\nbase: pass@1 {b['pass@1']:.3f}, tool calls {b['tool_calls_per_problem']:.2f}, "
-        f"said a hint {b['said_hint']:.2f}"
-    )
-    print("| modify | D_seed rows | START-0 pass@1 | tool calls/problem | said a hint |")
-    print("| --- | --- | --- | --- | --- |")
-    for mode, m in table["modes"].items():
-        cells = [
-            f"{m[k]['mean']:.3f} ± {m[k]['std']:.3f} ({m[k]['min']:.3f}–{m[k]['max']:.3f})"
-            for k in ("pass@1", "tool_calls_per_problem", "said_hint")
-        ]
-        print(f"| {mode} | {m['d_seed_rows']} | " + " | ".join(cells) + " |")
+    print("\n" + start_modify_table(table, base["start"]["modify"]))
     if args.json:
         args.json.write_text(json.dumps(table, indent=2) + "\n")
 

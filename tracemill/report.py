@@ -545,19 +545,21 @@ def start_modify_block(run: Run) -> str:
             f"*{NOT_RUN}: `metrics/start_modify.json` is missing — `python benchmarks/start_modify.py --json "
             "metrics/start_modify.json` writes it.*"
         )
-    base = report["base"]
-    stale = ""
     committed = run.get("evaluate", "models", "base", "pass@1")
-    if (
-        committed is not None
-        and fixed(committed) != fixed(base["pass@1"])
-        or report.get("hint_problems") != run.param("start.hint_infer.max_problems")
-    ):
+    moved = committed is not None and fixed(committed) != fixed(report["base"]["pass@1"])
+    stale = ""
+    if moved or report.get("hint_problems") != run.param("start.hint_infer.max_problems"):
         stale = (
             "*Stale: the base or hint-infer of this measurement is not the committed run's — run "
             "benchmarks/start_modify.py again.*\n\n"
         )
-    chosen = run.param("start.modify")
+    return stale + start_modify_table(report, run.param("start.modify"))
+
+
+def start_modify_table(report: Mapping[str, Any], chosen: str | None) -> str:
+    """The table of `metrics/start_modify.json` (benchmarks/start_modify.py prints it too); `chosen`: the
+    mode params.yaml sets."""
+    base = report["base"]
     rows = [
         [
             "base (no D_seed)",
@@ -580,7 +582,7 @@ def start_modify_block(run: Run) -> str:
             ]
         )
     seeds = ", ".join(str(s) for s in report["seeds"])
-    return stale + (
+    return (
         f"START-0 per `start.modify`, hint-infer on {report['hint_problems']} problems, seeds {seeds} (mean ± sd "
         f"(min–max)), held-out greedy with no hint, `metrics/start_modify.json` (commit "
         f"{str(report.get('commit', ''))[:7]}):\n\n"
@@ -879,7 +881,7 @@ def aggregate_seeds(runs: Sequence[SeedRun]) -> dict[str, Any]:
     for name in names:
         per_seed = [dict(_numbers(_dig(r.evaluate, ["models", name]) or {})) for r in runs]
         keys = sorted({key for values in per_seed for key in values})
-        models[name] = {key: _stats([v[key] for v in per_seed if key in v]) for key in keys}
+        models[name] = {key: seed_stats([v[key] for v in per_seed if key in v]) for key in keys}
     return {
         "seeds": [r.seed for r in runs],
         "experiments": {str(r.seed): {"name": r.name, "rev": r.rev} for r in runs},
@@ -897,7 +899,8 @@ def _numbers(obj: Mapping[str, Any]) -> Iterable[tuple[str, float]]:
     return ((key, float(v)) for key, v in leaves(obj) if isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
-def _stats(values: list[float]) -> dict[str, Any]:
+def seed_stats(values: list[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation (n-1; None for one value), min, max and the values over seeds."""
     return {
         "mean": round(statistics.fmean(values), 4),
         "std": round(statistics.stdev(values), 4) if len(values) > 1 else None,
