@@ -11,6 +11,7 @@ from tracemill.formats import (
     Step,
     code_block,
     last_boxed,
+    malformed_step,
     output_block,
     parse_steps,
     pending_code,
@@ -95,6 +96,23 @@ def test_steps_round_trip_and_the_boxed_step_is_terminal() -> None:
     text = render_steps(steps, FMT)
     assert text.count(FMT.step_delimiter) == 2
     assert parse_steps(text, FMT) == steps
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "why"),
+    [  # steps the embedded policy sampled at temperature 1.6
+        ("The answer is \\boxed{284}.4}.", None, "after_answer"),
+        ("The answer is \\boxed{324}.\n0}.", None, "after_answer"),
+        ("The leftover is the remainder of 417\ufffd'", "left = 417 % 2", "undecodable"),
+        ("Add them.", "print(2 \ufffd 3)", "undecodable"),
+        ("The answer is \\boxed{\\frac{1}{2}}.", None, None),  # nested braces close the box
+        ("The answer is \\boxed{5} apples.", None, None),
+        ("So \\boxed{5}.", None, None),
+        ("Take away the 183 given away.", "left = total - 183", None),
+    ],
+)
+def test_a_malformed_step_is_named_and_a_well_formed_one_passes(text: str, code: str | None, why: str | None) -> None:
+    assert malformed_step(Step(text, code), FMT) == why
 
 
 def test_format_params_reject_an_unknown_key_and_an_empty_delimiter() -> None:

@@ -1,8 +1,9 @@
 """The batched search on a real tiny policy, the real sandbox and grader, written through the real store.
 
-The policy is trained in a module fixture on three rStar-format solutions per problem: one that adds
-(right), one that multiplies (wrong answer) and one whose code fails, so a search meets every kind of
-node. A short system prompt keeps its sequences, and so its training, small.
+The policy is trained in a module fixture on four rStar-format solutions per problem: one that adds
+(right), one that multiplies (wrong answer), one whose code fails and one whose answer step is
+malformed (a stray brace after the right boxed answer), so a search meets every kind of node. A short
+system prompt keeps its sequences, and so its training, small.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ def solutions(a: int, b: int) -> list[str]:
     right = [Step("Add.", f"print({a} + {b})", str(a + b)), Step(f"So {boxed(str(a + b), FMT)}.")]
     wrong = [Step("Multiply.", f"print({a} * {b})", str(a * b)), Step(f"So {boxed(str(a * b), FMT)}.")]
     broken = [Step("Sum.", "print(n + m)", "NameError"), Step(f"So {boxed(str(a + b + 1), FMT)}.")]
-    return [render_steps(s, FMT) for s in (right, wrong, broken)]
+    # the right answer with the tail of a broken second one after it, as a policy sampled hot writes it
+    garbled = [right[0], Step(f"So {boxed(str(a + b), FMT)}.{a}}}.")]
+    return [render_steps(s, FMT) for s in (right, wrong, broken, garbled)]
 
 
 PROBLEMS = [problem(a, b) for a, b in QUESTIONS]
@@ -147,6 +150,16 @@ def test_a_ppm_primes_every_new_open_node_in_one_batched_call_per_expansion(runt
 def test_test_split_problems_are_never_searched(runtime: Runtime):
     with pytest.raises(SearchError, match="outside the train split.*only split 'train' is ever searched"):
         shard_tables([{**PROBLEMS[0], "split": "test"}], runtime, MP, 1, 0, show_progress=False)
+
+
+def test_malformed_steps_are_dead_ends_and_never_trajectories(searched):
+    nodes = {n["node_id"]: n for n in searched["nodes"]}
+    garbled = [n for n in nodes.values() if json.loads(n["metadata"] or "{}").get("dropped") == "after_answer"]
+    assert garbled, "the policy never sampled its malformed answer step"
+    for n in garbled:  # a right answer, but no trajectory, grade or Q comes of it
+        assert "}." in n["step_text"] and not n["exec_ok"] and n["correct"] is None and n["visits"] == 0
+    ends = {t["node_ids"][-1] for t in searched["trajectories"]}
+    assert ends and not ends & {n["node_id"] for n in garbled}
 
 
 def test_failed_code_nodes_are_never_expanded(searched):

@@ -122,11 +122,17 @@ def output_block(output: str, fmt: FormatParams) -> str:
     return f"{fmt.output_start}\n{output.rstrip()}\n{fmt.output_end}\n"
 
 
+def output_opener(fmt: FormatParams) -> str:
+    """The line that opens an output block. The model writes it to hand control to the interpreter, so
+    it is the model's text (with loss) wherever a row is split into segments."""
+    return f"{fmt.output_start}\n"
+
+
 def output_segments(output: str, fmt: FormatParams) -> list[dict[str, Any]]:
-    """`output_block(output)` as segments: its opener is the model's (it writes ```output to hand
-    control to the interpreter, so the opener carries loss); the rest is the interpreter's."""
+    """`output_block(output)` as segments: its opener is the model's (`output_opener`); the rest is the
+    interpreter's."""
     block = output_block(output, fmt)
-    opener = f"{fmt.output_start}\n"
+    opener = output_opener(fmt)
     return [segment("model", opener), segment("output", block[len(opener) :])]
 
 
@@ -178,7 +184,7 @@ def split_tir(
     for start, end, kind in sorted(pieces):
         if start < pos:  # a hint quoted inside a code or output block stays part of that block
             continue
-        opener = f"{fmt.output_start}\n" if kind == "output" else ""
+        opener = output_opener(fmt) if kind == "output" else ""
         if start > pos or opener:
             segments.append(segment("model", text[pos:start] + opener))
         segments.append(segment(kind, text[start + len(opener) : end]))
@@ -199,8 +205,9 @@ def boxed(answer: str, fmt: FormatParams) -> str:
     return f"{fmt.boxed}{{{answer}}}"
 
 
-def last_boxed(text: str, fmt: FormatParams) -> str | None:
-    """The content of the last \\boxed{...} in `text`, braces balanced; None when there is none."""
+def _last_boxed_span(text: str, fmt: FormatParams) -> tuple[int, int] | None:
+    """(start, end) of the content of the last \\boxed{...} in `text` (end: its closing brace), braces
+    balanced; None when there is none."""
     start = text.rfind(fmt.boxed + "{")
     if start < 0:
         return None
@@ -209,8 +216,14 @@ def last_boxed(text: str, fmt: FormatParams) -> str | None:
     for i in range(pos, len(text)):
         depth += {"{": 1, "}": -1}.get(text[i], 0)
         if depth == 0:
-            return text[pos:i].strip()
+            return pos, i
     return None
+
+
+def last_boxed(text: str, fmt: FormatParams) -> str | None:
+    """The content of the last \\boxed{...} in `text`, braces balanced; None when there is none."""
+    span = _last_boxed_span(text, fmt)
+    return None if span is None else text[span[0] : span[1]].strip()
 
 
 # --- rStar-Math steps ------------------------------------------------------------------------
@@ -259,3 +272,17 @@ def parse_steps(text: str, fmt: FormatParams) -> list[Step]:
 
 def is_terminal(step: Step, fmt: FormatParams) -> bool:
     return last_boxed(step.text, fmt) is not None
+
+
+def malformed_step(step: Step, fmt: FormatParams) -> str | None:
+    """Why a sampled step is not a well-formed step, or None. `undecodable`: its text or code holds
+    U+FFFD, which a sample has only when its tokens are no valid UTF-8 (a small policy sampled hot
+    writes them). `after_answer`: in a step that gives the answer, a stray brace follows the boxed
+    answer ("The answer is \\boxed{284}.4}."), the tail of a second, broken answer; words after it
+    ("\\boxed{5} apples.") are fine."""
+    if "\ufffd" in step.text or "\ufffd" in (step.code or ""):
+        return "undecodable"
+    span = _last_boxed_span(step.text, fmt)
+    if span is not None and any(brace in step.text[span[1] + 1 :] for brace in "{}"):
+        return "after_answer"
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -116,13 +117,22 @@ def code_paths(module: str | None, root: Path) -> list[Path]:
     fingerprint, and the manifest a fresh clone writes, alone. Otherwise every module of the package
     and the stages."""
     if module and (root / "stages").is_dir():
-        from tracemill.pipeline_deps import Graph
-
-        try:
-            return [root / p for p in Graph(root).code_paths(module)]
-        except TracemillError:
-            pass
+        closure = _import_closure(module, root)
+        if closure is not None:
+            return [root / p for p in closure]
     return list(CODE_ROOTS)
+
+
+@functools.cache
+def _import_closure(module: str, root: Path) -> tuple[str, ...] | None:
+    """`module`'s import closure under `root` (None where it cannot be read), parsed once per process:
+    a stage fingerprints each of its outputs, some twice."""
+    from tracemill.pipeline_deps import Graph
+
+    try:
+        return tuple(Graph(root).code_paths(module))
+    except TracemillError:
+        return None
 
 
 def _hashed(root: Path, cache: HashCache, pattern: str = "*") -> list[tuple[str, str]]:

@@ -309,6 +309,11 @@ def round_metrics(
             correct_per_tree[t["tree_id"]] = correct_per_tree.get(t["tree_id"], 0) + 1
     steps = [n for n in nodes if n["parent_id"] is not None]
     with_code = [n for n in steps if n["code"] is not None]
+    dropped: dict[str, int] = {}  # sampled steps that are dead ends before any code ran, by why (mcts._parse)
+    for n in steps:
+        why = json.loads(n["metadata"] or "{}").get("dropped")
+        if why:
+            dropped[why] = dropped.get(why, 0) + 1
     return {
         "trees": len(trees),
         "solve_rate": round(len(solved) / len(trees), 4) if trees else None,
@@ -316,6 +321,7 @@ def round_metrics(
         "nodes_per_tree": round(len(steps) / len(trees), 2) if trees else None,
         "exec_ok_rate": round(sum(n["exec_ok"] for n in with_code) / len(with_code), 4) if with_code else None,
         "terminal_nodes": sum(n["terminal"] for n in steps),
+        "dropped_steps": dict(sorted(dropped.items())),
         "trajectories": len(trajectories),
         "trajectories_per_tree": round(len(trajectories) / len(trees), 2) if trees else None,
         "correct_trajectories": sum(t["correct"] for t in trajectories),

@@ -25,7 +25,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tracemill import records
 from tracemill.errors import TracemillError
-from tracemill.formats import FormatParams, Step, is_terminal, last_boxed, output_block, parse_step, render_prompt
+from tracemill.formats import (
+    FormatParams,
+    Step,
+    is_terminal,
+    last_boxed,
+    malformed_step,
+    output_block,
+    parse_step,
+    render_prompt,
+)
 from tracemill.llm import Backend, Completion, Request
 from tracemill.rstar.extract import extract, prefix_text
 from tracemill.rstar.params import RStarParams
@@ -77,7 +86,8 @@ class _Candidate:
     parent: Node
     completion: Completion
     step: Step
-    drop: str | None  # why it can never be continued (length, empty, no_code) — kept with exec_ok false
+    # why it can never be continued (length, empty, no_code, undecodable, after_answer) — kept with exec_ok false
+    drop: str | None
     ended: bool  # the policy closed its turn after this step
     samples: int = 1
     exec_ok: bool = True
@@ -215,6 +225,8 @@ class Search:
             drop = "empty"
         elif out.stop_reason in self.fmt.tool_stop and step.code is None:
             drop = "no_code"
+        elif self.mp.drop_malformed:
+            drop = malformed_step(step, self.fmt)
         return _Candidate(tree, parent, out, Step(step.text, step.code), drop, ended=out.finish_reason == "eos")
 
     def _dedupe(self, candidates: list[_Candidate]) -> list[_Candidate]:

@@ -41,6 +41,10 @@ class RStarParams:
     top_p: float = bounded(0, 1, lo_open=True, default=0.95)
     max_step_tokens: int = at_least(1, default=256)  # generated tokens per step; a step cut here is dropped
     max_output_chars: int = at_least(1, default=1_000)  # sandbox output shown to the policy (its tail)
+    # a sampled step that is no well-formed step (formats.malformed_step: undecodable bytes, a stray brace
+    # after the boxed answer) is a dead end, as a step whose code fails; neither the paper nor its code has
+    # this (a 7B policy writes no such steps), a small policy sampled hot does
+    drop_malformed: bool = True
     pair_margin: float = bounded(
         0, 2, default=0.5
     )  # a pair's chosen Q must exceed its rejected Q by at least this (Q is in [-1, 1])
