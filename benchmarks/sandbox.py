@@ -142,11 +142,16 @@ def main() -> None:
     ap.add_argument(
         "--floor", action="store_true", help="only measure the bare fork-per-session floor; print it as JSON"
     )
+    ap.add_argument("--ours-only", action="store_true", help="only run ours (benchmarks/sandbox_profile.py samples it)")
     args = ap.parse_args()
     global CELLS, EXPECTED
     CELLS, EXPECTED = HEAVY if args.heavy else SHORT
     if args.floor:
         print(json.dumps(floor(args.sessions, args.pool, not args.no_huge_pages)))
+        return
+    if args.ours_only:
+        elapsed, cpu, _ = ours(args.sessions, args.pool, not args.no_huge_pages)
+        print(f"ours: {args.sessions / elapsed:.0f} sessions/s, {cpu / args.sessions * 1000:.1f} ms of CPU per session")
         return
     print(f"workload: {'heavy' if args.heavy else 'short'} sessions of {len(CELLS)} sympy cells")
     elapsed, cpu, layers = ours(args.sessions, args.pool, not args.no_huge_pages)

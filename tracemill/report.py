@@ -599,6 +599,7 @@ def rstar_block(run: Run) -> str:
             raise Missing("`metrics/rstar_search_round1.json` is missing")
         keys: list[tuple[str, str, Callable[[Any], str]]] = [
             ("solve_rate", "solve rate", fixed),
+            ("nodes_per_tree", "nodes / tree", fixed),
             ("rewalked_rollout_share", "re-walked rollouts", percent),
             ("trajectories_per_tree", "trajectories / tree", fixed),
             ("correct_trajectories_per_solved_tree", "correct / solved tree", fixed),
@@ -649,7 +650,8 @@ def rstar_block(run: Run) -> str:
 
         def side(k: str) -> str:
             return (
-                f"solve rate {fixed(g[k]['solve_rate'])}, {fixed(g[k]['trajectories_per_tree'])} trajectories per tree"
+                f"solve rate {fixed(g[k]['solve_rate'])}, {fixed(g[k]['trajectories_per_tree'])} trajectories "
+                f"per tree, {fixed(g[k]['correct_trajectories_per_solved_tree'])} correct per solved tree"
             )
 
         return (
@@ -657,7 +659,21 @@ def rstar_block(run: Run) -> str:
             f"terminal-guided {side('terminal_guided')}."
         )
 
-    return sentences(search, guidance)
+    def dropped() -> str:
+        per_round = [(r, run.get(f"rstar_search_round{r}", "dropped_steps")) for r in _rounds(run)]
+        if all(d is None for _, d in per_round):
+            raise Missing("no round wrote `dropped_steps`")
+        return (
+            "- Sampled steps that were dead ends before any code ran (`dropped_steps`): "
+            + "; ".join(
+                f"round {r}: " + (", ".join(f"{n} {why}" for why, n in d.items()) if d else "none")
+                for r, d in per_round
+                if d is not None
+            )
+            + "."
+        )
+
+    return sentences(search, guidance, dropped)
 
 
 def satori_measures_block(run: Run) -> str:
