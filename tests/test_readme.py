@@ -190,21 +190,24 @@ def test_start_block_counts_hint_positions_and_tabulates_accuracy_per_hint_round
 
 
 def test_rstar_block_has_a_row_per_round_and_the_guidance_comparison(tmp_path):
-    side = {"trees": 3, "solve_rate": 0.5, "trajectories_per_tree": 2.0}
+    side = {"trees": 3, "solve_rate": 0.5, "trajectories_per_tree": 2.0, "correct_trajectories_per_solved_tree": 1.5}
     root = _write_run(
         tmp_path,
         {
             "rstar_search_round1": {
                 "solve_rate": 0.5,
+                "nodes_per_tree": 9.25,
                 "rewalked_rollout_share": 0.0,
                 "trajectories_per_tree": 4.0,
                 "correct_trajectories_per_solved_tree": 2.0,
                 "solved_trees_with_2_correct": 3,
                 "pairs": 7,
                 "ppm": None,
+                "dropped_steps": {"after_answer": 2, "length": 5},
             },
             "rstar_search_round2": {
                 "solve_rate": 0.75,
+                "nodes_per_tree": 12.0,
                 "rewalked_rollout_share": 0.05,
                 "trajectories_per_tree": 5.0,
                 "correct_trajectories_per_solved_tree": None,
@@ -218,11 +221,15 @@ def test_rstar_block_has_a_row_per_round_and_the_guidance_comparison(tmp_path):
         },
     )
     lines = report.rstar_block(report.load_run(root)).splitlines()
-    assert lines[4] == "| 1 | no | 0.500 | 0% | 4.000 | 2.000 | 3 | 7 | 0.800 | 0.500 / 0.600 / 0.700 (N=4) |"
-    assert lines[5] == "| 2 | yes | 0.750 | 5% | 5.000 | not run | 1 | 2 | not run | not run |"
+    assert lines[4] == "| 1 | no | 0.500 | 9.250 | 0% | 4.000 | 2.000 | 3 | 7 | 0.800 | 0.500 / 0.600 / 0.700 (N=4) |"
+    assert lines[5] == "| 2 | yes | 0.750 | 12.000 | 5% | 5.000 | not run | 1 | 2 | not run | not run |"
     assert lines[6] == (
-        "- On the same 3 problems of round 2: PPM-guided solve rate 0.500, 2.000 trajectories per tree; "
-        "terminal-guided solve rate 0.250, 2.000 trajectories per tree."
+        "- On the same 3 problems of round 2: PPM-guided solve rate 0.500, 2.000 trajectories per tree, 1.500 "
+        "correct per solved tree; terminal-guided solve rate 0.250, 2.000 trajectories per tree, 1.500 correct per "
+        "solved tree."
+    )
+    assert lines[7] == (  # round 2 wrote none: it is left out, not shown as zero
+        "- Sampled steps that were dead ends before any code ran (`dropped_steps`): round 1: 2 after_answer, 5 length."
     )
 
 
@@ -414,6 +421,27 @@ def test_seed_runs_take_each_seeds_newest_experiment_and_aggregate_mean_std_min_
         f"{b['pass@k']['2']:.3f} ± 0.000 | {b['maj@2']:.3f} ± 0.000 | "
         f"{report.fixed(min(values))}–{report.fixed(max(values))} |"
     ) in block
+
+
+def test_seed_runs_carry_the_method_measures_in_their_order_and_skip_a_seed_without_one():
+    shown = _exp_show({f"seed{i}": (i, f"t{i}", _evaluate_of_seed(0.0)) for i in range(3)})
+    rates = {0: (0.25, 0.5), 1: (0.5, 0.25), 2: None}  # seed 2's run wrote no reflect-state outcomes
+    for exp in shown[1]["experiments"]:
+        seed = int(exp["name"][-1])
+        if rates[seed]:
+            fixed_, broke = rates[seed]
+            after = {"self_correction_rate": fixed_, "break_rate": broke}
+            exp["revs"][0]["data"]["metrics"]["metrics/rl.json"] = {"data": {"reflect_states": {"after_rl": after}}}
+    seeds = report.aggregate_seeds(report.seed_runs(shown, [0, 1, 2]))
+    fixed_ = seeds["measures"]["metrics/rl.json:reflect_states.after_rl.self_correction_rate"]
+    assert fixed_["values"] == [0.25, 0.5] and fixed_["n"] == 2 and fixed_["mean"] == 0.375
+    assert not any("rstar_search" in key for key in seeds["measures"])  # no seed has it: no row
+    block = report.seeds_block(report.Run({"seeds": seeds}))
+    rows = [line for line in block.splitlines() if line.startswith("| Satori reflect states")]
+    assert rows == [
+        "| Satori reflect states, after RL: self-correction | 0.375 ± 0.177 | 0.250–0.500 | 0.250 / 0.500 |",
+        "| Satori reflect states, after RL: break | 0.375 ± 0.177 | 0.250–0.500 | 0.500 / 0.250 |",
+    ]
 
 
 def test_seed_runs_fail_naming_the_seed_without_an_experiment():

@@ -418,10 +418,22 @@ def seeds_block(run: Run) -> str:
         )
     seeds = ", ".join(str(s) for s in report.get("seeds", []))
     stale = _seeds_stale(run, report)
+    measures = report.get("measures") or {}
+    measure_rows = [  # in SEED_MEASURES' order (the file's keys are sorted)
+        [m["label"], _mean_std(m), _range(m), " / ".join(fixed(v) for v in m["values"])]
+        for _, path, key in SEED_MEASURES
+        if (m := measures.get(f"{path}:{key}"))
+    ]
     return (
         stale + f"Seeds {seeds} (n={len(report.get('seeds', []))}; {report.get('problems')} held-out problems, k={k}): "
         "mean ± standard deviation over seeds, `metrics/seeds.json`.\n\n"
         + table(["model", *(title for _, title in columns), "greedy pass@1 min–max"], rows)
+        + (
+            "\n\nMethod measures over the same seeds (`measures`):\n\n"
+            + table(["measure", "mean ± sd", "min–max", "per seed"], measure_rows)
+            if measure_rows
+            else ""
+        )
     )
 
 
@@ -858,6 +870,35 @@ class SeedRun:
     name: str
     rev: str
     evaluate: Mapping[str, Any]
+    metrics: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # every metrics file, by path
+
+
+# Method measures whose spread over seeds the seeds block reports beside held-out accuracy: (label,
+# metrics file, dotted key). A seed whose run lacks one leaves it out of that measure's n.
+SEED_MEASURES: tuple[tuple[str, str, str], ...] = (
+    (
+        "rStar-Math round 2, PPM-guided: correct trajectories per solved tree",
+        "metrics/rstar_search_round2.json",
+        "guidance_on_same_problems.ppm_guided.correct_trajectories_per_solved_tree",
+    ),
+    (
+        "rStar-Math round 2, terminal-guided (same problems): correct trajectories per solved tree",
+        "metrics/rstar_search_round2.json",
+        "guidance_on_same_problems.terminal_guided.correct_trajectories_per_solved_tree",
+    ),
+    (
+        "Satori reflect states, format-tuned: self-correction",
+        "metrics/rl.json",
+        "reflect_states.before_rl.self_correction_rate",
+    ),
+    ("Satori reflect states, format-tuned: break", "metrics/rl.json", "reflect_states.before_rl.break_rate"),
+    (
+        "Satori reflect states, after RL: self-correction",
+        "metrics/rl.json",
+        "reflect_states.after_rl.self_correction_rate",
+    ),
+    ("Satori reflect states, after RL: break", "metrics/rl.json", "reflect_states.after_rl.break_rate"),
+)
 
 
 def seed_runs(exp_show: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> list[SeedRun]:
@@ -873,10 +914,12 @@ def seed_runs(exp_show: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> li
                 evaluate = _dig(data, ["metrics", "metrics/evaluate.json", "data"])
                 if rev.get("error") or not evaluate:
                     continue
+                metrics = {path: m.get("data") or {} for path, m in (data.get("metrics") or {}).items()}
                 for s, knobs in wanted.items():
                     if all(_dig(params, key.split(".")) == value for key, value in knobs.items()):
                         name = rev.get("name") or exp.get("name") or rev["rev"][:7]
-                        candidates[s].append((data.get("timestamp") or "", SeedRun(s, name, rev["rev"], evaluate)))
+                        run = SeedRun(s, name, rev["rev"], evaluate, metrics)
+                        candidates[s].append((data.get("timestamp") or "", run))
     missing = [s for s in seeds if not candidates[s]]
     if missing:
         raise ReportError(
@@ -898,6 +941,11 @@ def aggregate_seeds(runs: Sequence[SeedRun]) -> dict[str, Any]:
         per_seed = [dict(_numbers(_dig(r.evaluate, ["models", name]) or {})) for r in runs]
         keys = sorted({key for values in per_seed for key in values})
         models[name] = {key: seed_stats([v[key] for v in per_seed if key in v]) for key in keys}
+    measures: dict[str, Any] = {}
+    for label, path, key in SEED_MEASURES:
+        values = [v for r in runs if isinstance(v := _dig(r.metrics.get(path) or {}, key.split(".")), (int, float))]
+        if values:
+            measures[f"{path}:{key}"] = {"label": label, **seed_stats([float(v) for v in values])}
     return {
         "seeds": [r.seed for r in runs],
         "experiments": {str(r.seed): {"name": r.name, "rev": r.rev} for r in runs},
@@ -907,6 +955,7 @@ def aggregate_seeds(runs: Sequence[SeedRun]) -> dict[str, Any]:
         "problems": first.get("problems"),
         "k": first.get("k"),
         "models": models,
+        "measures": measures,
     }
 
 
