@@ -183,11 +183,10 @@ def sft_rows(s: Setup, n: int) -> list[dict[str, Any]]:
     return rows
 
 
-def sft_run(s: Setup, micro: int, deepspeed: str | None = None) -> dict[str, Any]:
-    """One train_sft of warmup + steps optimizer steps of `micro` rows (no accumulation); tokens/s and MFU."""
-    from tracemill.train import SFTParams, train_sft
-
-    params = SFTParams(
+def timed_knobs(s: Setup, micro: int) -> dict[str, Any]:
+    """The training knobs every timed run shares: `micro` rows per optimizer step, no accumulation, no
+    held-out split, checkpoint or logging inside the timed steps, bf16 on a GPU."""
+    return dict(
         learning_rate=1e-5,
         batch_size=micro,
         micro_batch_size=micro,
@@ -201,10 +200,14 @@ def sft_run(s: Setup, micro: int, deepspeed: str | None = None) -> dict[str, Any
         device="auto" if s.cuda else "cpu",
         bf16=s.cuda,
         gradient_checkpointing=s.gradient_checkpointing,
-        deepspeed=deepspeed,
-        processes=1,
-        loss_chunk_tokens=s.loss_chunk_tokens,
     )
+
+
+def sft_run(s: Setup, micro: int, deepspeed: str | None = None) -> dict[str, Any]:
+    """One train_sft of warmup + steps optimizer steps of `micro` rows (no accumulation); tokens/s and MFU."""
+    from tracemill.train import SFTParams, train_sft
+
+    params = SFTParams(**timed_knobs(s, micro), deepspeed=deepspeed, processes=1, loss_chunk_tokens=s.loss_chunk_tokens)
     timer = StepTimer(s.cuda)
     release()
     with tempfile.TemporaryDirectory(dir=s.workdir) as out:
@@ -268,22 +271,7 @@ def ppm_section(s: Setup) -> dict[str, Any]:
         }
         for i in range(micro * (s.warmup + s.steps))
     ]
-    params = PPMParams(
-        learning_rate=1e-5,
-        batch_size=micro,
-        micro_batch_size=micro,
-        epochs=1.0,
-        max_length=s.seq_len,
-        warmup_ratio=0.0,
-        heldout_fraction=0.0,
-        save_steps=10**9,
-        logging_steps=10**9,
-        bucket_window=1,
-        device="auto" if s.cuda else "cpu",
-        bf16=s.cuda,
-        gradient_checkpointing=s.gradient_checkpointing,
-        processes=1,
-    )
+    params = PPMParams(**timed_knobs(s, micro), processes=1)
     timer = StepTimer(s.cuda)
     release()
     with tempfile.TemporaryDirectory(dir=s.workdir) as out:
