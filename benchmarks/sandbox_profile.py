@@ -68,12 +68,13 @@ def what_ran(stack: list[str]) -> str:
 def split(data: Path, parents: int, sessions: int) -> dict[str, collections.Counter[str]]:
     """Samples per session by process kind: the first `parents` pids in start order are the parents."""
     found = samples(data)
-    order = sorted({pid for pid, _ in found})
     names = ["host", "zygote"] if parents == 2 else ["parent"]
+    kind_of = {
+        pid: names[rank] if rank < parents else "children" for rank, pid in enumerate(sorted({p for p, _ in found}))
+    }
     kinds: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for pid, stack in found:
-        rank = order.index(pid)
-        kinds[names[rank] if rank < parents else "children"][what_ran(stack)] += 1
+        kinds[kind_of[pid]][what_ran(stack)] += 1
     return {k: collections.Counter({w: n / sessions for w, n in c.items()}) for k, c in kinds.items()}
 
 

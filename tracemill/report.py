@@ -869,8 +869,11 @@ class SeedRun:
     seed: int
     name: str
     rev: str
-    evaluate: Mapping[str, Any]
-    metrics: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # every metrics file, by path
+    metrics: Mapping[str, Any]  # every metrics file of the experiment, by path
+
+    @property
+    def evaluate(self) -> Mapping[str, Any]:
+        return self.metrics["metrics/evaluate.json"]
 
 
 # Method measures whose spread over seeds the seeds block reports beside held-out accuracy: (label,
@@ -918,7 +921,7 @@ def seed_runs(exp_show: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> li
                 for s, knobs in wanted.items():
                     if all(_dig(params, key.split(".")) == value for key, value in knobs.items()):
                         name = rev.get("name") or exp.get("name") or rev["rev"][:7]
-                        run = SeedRun(s, name, rev["rev"], evaluate, metrics)
+                        run = SeedRun(s, name, rev["rev"], metrics)
                         candidates[s].append((data.get("timestamp") or "", run))
     missing = [s for s in seeds if not candidates[s]]
     if missing:
