@@ -120,3 +120,15 @@ def test_format_params_reject_an_unknown_key_and_an_empty_delimiter() -> None:
         P.parse_section(FormatParams, {"step_delim": "x"}, "format")
     with pytest.raises(ParamsError, match="format.step_delimiter"):
         P.parse_section(FormatParams, {"step_delimiter": ""}, "format")
+
+
+def test_ran_cells_are_the_code_blocks_an_output_block_follows():
+    from tracemill.formats import ran_cells
+
+    text = (
+        "Step.\n```python\na = 1\nprint(a)\n```\n```output\n1\n```\n"
+        "Then.\n```python\nb = a + 1\n```\n\n```output\n```\n"  # ran, printed nothing
+        "Unrun.\n```python\nc = 3\n```\nThe answer is 2."
+    )
+    assert ran_cells(text, FMT) == ("a = 1\nprint(a)", "b = a + 1")
+    assert ran_cells("No code at all.", FMT) == ()

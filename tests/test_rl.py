@@ -195,6 +195,42 @@ def test_tool_rollouts_run_the_policys_code_in_the_sandbox(tmp_path):
     assert any("41" in s for s in seen), seen
 
 
+def test_a_rollout_from_a_restart_state_finds_the_variables_its_steps_defined(tmp_path):
+    """The state's cells run again in the rollout's session first: the policy's `print(total)` prints
+    what the state's step computed, not a NameError."""
+    from tracemill.rl import state_prompt
+    from tracemill.sandbox import SandboxParams, open_sandbox
+
+    step = "Compute.\n```python\ntotal = 6*7\nprint(total)\n```\n```output\n42\n```\n"
+    demo = "Check.\n```python\nprint(total)\n```\n```output\n0\n```\nSo \\boxed{42}"
+    state = restart_state("s", prefix_steps=[step])
+    model, tok = tiny_policy([step + demo, PROBLEM["question"]] * 20)
+    prompt = state_prompt(state, PROBLEM, tok, FMT)
+    batch = tok([prompt + demo + tiny.IM_END], return_tensors="pt")
+    fit_lm(model, batch, batch.input_ids, 120)
+    src = tiny.save(model, tok, tmp_path / "policy")
+    seen = []
+
+    def grade(problem, response):
+        seen.append(response)
+        return exact(problem, response)
+
+    params = RLParams(
+        max_steps=1,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=40,
+        learning_rate=1e-3,
+        temperature=0.3,
+        reward=PLAIN,
+    )
+    with open_sandbox(SandboxParams()) as sandbox:
+        train_rl(src, [state], {"p1": PROBLEM}, grade, tmp_path / "rl", params, FMT, sandbox=sandbox)
+    assert len(seen) == 4
+    assert all(s.startswith(step) and s.count("```output\n42\n```") == 2 for s in seen), seen
+    assert not any("NameError" in s for s in seen), seen
+
+
 KILLED_RL = """
 import json, sys
 from tracemill.rl import RewardParams, RLParams, train_rl

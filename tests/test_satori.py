@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -117,11 +118,34 @@ def test_reflection_on_a_wrong_step_quotes_a_check_run_in_the_sandbox(check):
     assert json.loads(row["metadata"])["check_printed"] == "42"
 
 
-def test_confirmation_reruns_a_right_step_and_agrees(check):
-    [row] = [r for r in satori.build_coat(NODES, TRAJS, CP, FMT, check) if r["kind"] == "confirm"]
+def test_confirmation_after_the_answer_reruns_the_last_code_agrees_and_gives_the_answer_again(check):
+    cp = dataclasses.replace(CP, confirm_backup_steps=0)  # a restart state cut at its very end reflects here
+    [row] = [r for r in satori.build_coat(NODES, TRAJS, cp, FMT, check) if r["kind"] == "confirm"]
     actions, body = checked_step(row)
-    assert actions == [satori.CONTINUE, satori.REFLECT, satori.CONTINUE] and row["source_node_ids"] == ["a1", "a1t"]
-    assert body.endswith("CONFIRM 42.\n") and "```output\n42\n```" in body
+    assert actions == [satori.CONTINUE, satori.CONTINUE, satori.REFLECT, satori.CONTINUE]
+    assert row["source_node_ids"] == ["a1", "a1t"]
+    assert body == "```python\nprint(6*7)\n```\n```output\n42\n```\nCONFIRM 42.\n"
+    assert satori.parse(row["text"])[-1][1] == satori.step_body(BY_ID["a1t"], FMT)  # the answer again, last
+
+
+def test_confirmations_reflect_where_restart_states_are_cut_and_check_the_last_code_before(check):
+    # one path of three code steps and an answer, found by 30 trajectories: each draws its own cut
+    path = [node("root", None, "", depth=0)] + [
+        node(f"s{i}", "root" if i == 1 else f"s{i - 1}", f"Step {i}.", code=f"print({i}*10)", out=f"{i}0", depth=i)
+        for i in (1, 2, 3)
+    ]
+    path.append(node("t", "s3", "So \\boxed{30}.", q=1.0, terminal=True, correct=True, answer="30", depth=4))
+    tree = satori.TreeRows(path)
+    trajs = [traj(f"p{i}", [n["node_id"] for n in path], True, 1.0) for i in range(30)]
+    drafts = satori.confirm_drafts(tree, trajs, CP)  # confirm_backup_steps 2: rae_states' max_backup_steps
+    cuts = {len(d.before) for d in drafts}
+    assert cuts == {2, 3, 4}  # after s2, s3 or the answer: never further back
+    for d in drafts:
+        last_code = [n for _, n in d.before if n.get("code")][-1]
+        assert d.code == last_code["code"] and d.got == last_code["exec_output"]
+        assert [n["node_id"] for _, n in d.after] == ["s3", "t"][len(d.before) - 2 :] or (
+            len(d.before) == 4 and [n["node_id"] for _, n in d.after] == ["t"]
+        )
 
 
 def test_exploration_refutes_a_wrong_answer_then_takes_the_other_branch(check):

@@ -154,8 +154,10 @@ def test_coat_rows_come_from_both_rounds_nodes(project: dict[str, Any]) -> None:
         last = nodes[row["source_node_ids"][-1]]
         assert last["terminal"] and last["correct"]
         actions = [a for a, _ in satori.parse(row["text"])]
-        # one <|reflect|> step beyond the source nodes in every kind but plain, and its check ran in the sandbox
-        assert len(actions) == len(row["source_node_ids"]) + (row["kind"] != "plain")
+        # one <|reflect|> step beyond the source nodes in every kind but plain, and its check ran in the sandbox;
+        # a confirm of the answer itself gives the answer again after it
+        again = json.loads(row["metadata"] or "{}").get("reflect_after") == len(row["source_node_ids"])
+        assert len(actions) == len(row["source_node_ids"]) + (row["kind"] != "plain") + again
         if row["kind"] != "plain":
             printed = json.loads(row["metadata"])["check_printed"]
             assert f"{FMT.output_start}" in row["text"] and printed in row["text"].split(satori.REFLECT, 1)[1]

@@ -122,3 +122,47 @@ def test_a_code_hint_runs_the_models_code_on_the_examples_at_once(setup):
     assert "print(6 * 7 + 0)\nassert 6 * 7 == 42" in r.segments[at]["text"]  # the candidate, then the problem's example
     assert r.segments[at + 1]["text"] == "```output\n" and r.segments[at + 2]["text"] == "42\nexamples pass\n```\n"
     assert r.tool_calls == 2
+
+
+RESTART = "Let me compute.\n```python\ntotal = 6 * 7\nprint(total)\n```\n```output\n42\n```\n"
+GO_ON = "One more.\n```python\nprint(total + 1)\n```\n```output\n43\n```\nThe answer is \\boxed{43}."
+
+
+@pytest.fixture(scope="module")
+def restart(tmp_path_factory):
+    """A model that learned to go on from a prefix whose first cell defined `total`."""
+    import torch
+
+    prompt = render_prompt(QUESTION, None, FMT, "tir") + RESTART
+    tok = tiny.make_tokenizer([prompt + GO_ON] * 20, 300)
+    model = tiny.make_model(
+        tok, tiny.TinyConfig(hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=1)
+    )
+    ids = tok(prompt + GO_ON + tiny.IM_END, return_tensors="pt").input_ids
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(200):
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    path = tiny.save(model, tok, tmp_path_factory.mktemp("restart") / "model")
+    backend = load_backend(LLMParams(), path)
+    with open_sandbox(SandboxParams()) as sandbox:
+        yield backend, sandbox, render_prompt(QUESTION, backend.tokenizer, FMT, "tir") + RESTART
+
+
+def test_a_restart_prefix_is_rerun_first_so_its_variables_exist(restart):
+    """The cells a restart state ran are run again in the fresh session (their output unseen); without
+    them the same continuation meets a NameError."""
+    from tracemill.formats import ran_cells
+
+    backend, sandbox, prompt = restart
+
+    def go(cells):
+        job = TraceJob(key="k", prompt=prompt, sampling=Sampling(max_tokens=80), setup_cells=cells)
+        return run_traces(backend, sandbox, [job], FMT, LoopLimits())[0]
+
+    replayed = go(ran_cells(RESTART, FMT))
+    assert "```output\n43\n```" in replayed.response and replayed.tool_calls == 1
+    assert "42" not in "".join(s["text"] for s in replayed.segments if s["kind"] == "output")
+    assert "NameError" in go(()).response

@@ -145,6 +145,19 @@ def code_blocks(text: str, fmt: FormatParams) -> list[str]:
     return [m.group(1) for m in _block_re(fmt.code_start, fmt.code_end).finditer(text)]
 
 
+def ran_cells(text: str, fmt: FormatParams) -> tuple[str, ...]:
+    """The code of every ```python block in `text` that an output block follows (nothing but whitespace
+    between): the cells the interpreter ran, in order. A restart state's prefix is re-run from these, so
+    the code the model goes on to write finds the variables that prefix defined."""
+    outputs = {m.start() for m in _block_re(fmt.output_start, fmt.output_end).finditer(text)}
+    cells = []
+    for m in _block_re(fmt.code_start, fmt.code_end).finditer(text):
+        gap = len(text[m.end() :]) - len(text[m.end() :].lstrip())
+        if m.end() + gap in outputs:
+            cells.append(m.group(1))
+    return tuple(cells)
+
+
 def pending_code(text: str, fmt: FormatParams) -> str | None:
     """The code to execute when generation stopped at a tool stop: the last code block, if the text
     ends with it (optionally followed by the stop string itself); else None."""

@@ -35,6 +35,7 @@ from tracemill.rl import (
     make_reward,
     orm_scorer,
     prompt_rows,
+    restart_cells,
     run_fingerprint,
     tool_completions,
 )
@@ -358,7 +359,9 @@ def ppo_step(
     """Roll out the step's prompts, score them with Satori's reward (logged), and learn from them."""
     prompts = [r["prompt"] for r in rows]
     if sandbox is not None and params.tools:
-        made = tool_completions(models.policy, tokenizer, prompts, step, sandbox, fmt, params)
+        made = tool_completions(
+            models.policy, tokenizer, prompts, step, sandbox, fmt, params, setup=restart_cells(rows, fmt)
+        )
     else:
         made = sample(models.policy, tokenizer, prompts, step, params)
     texts = completion_texts(tokenizer, made["completion_ids"], _ends(models.policy, tokenizer))

@@ -25,7 +25,7 @@ import math
 import os
 import shutil
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -33,7 +33,7 @@ from typing import Any
 
 from tracemill import faults, records
 from tracemill.errors import ParamsError
-from tracemill.formats import META_ACTIONS, FormatParams, render_prompt
+from tracemill.formats import META_ACTIONS, FormatParams, ran_cells, render_prompt
 from tracemill.llm import LLMParams
 from tracemill.llm.hf import TransformersBackend
 from tracemill.params import above, at_least, bounded, choices
@@ -343,10 +343,13 @@ def tool_completions(
     fmt: FormatParams,
     params: RLParams,
     llm: LLMParams | None = None,
+    setup: Mapping[str, tuple[str, ...]] | None = None,
 ) -> dict[str, list[list[int]]]:
     """One tool-integrated completion per prompt, generated with `model`'s current weights through the
     transformers backend and the sandbox: prompt_ids, completion_ids and env_mask (output-block tokens 0),
-    seeded by the RL step so a resumed run samples what the killed one would have."""
+    seeded by the RL step so a resumed run samples what the killed one would have. `setup` maps a prompt
+    to the cells its session runs first (`restart_cells`: a restart state's code, so the rollout's code
+    finds the variables the state's steps defined)."""
     limits = LoopLimits(max_tool_calls=params.max_tool_calls)
     was_training = model.training
     model.eval()
@@ -362,6 +365,7 @@ def tool_completions(
                 max_tokens=params.max_completion_length,
                 seed=params.seed + 100_003 * step + i,
             ),
+            setup_cells=(setup or {}).get(p, ()),
         )
         for i, p in enumerate(prompts)
     ]
@@ -388,8 +392,17 @@ def tool_completions(
     return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "env_mask": env_mask}
 
 
+def restart_cells(rows: Sequence[dict[str, Any]], fmt: FormatParams) -> dict[str, tuple[str, ...]]:
+    """Each RL prompt's cells to re-run before its rollout: the code its restart state's prefix ran."""
+    return {r["prompt"]: ran_cells(r["prefix"], fmt) for r in rows if r["prefix"]}
+
+
 def tool_rollout(
-    sandbox: Sandbox, fmt: FormatParams, params: RLParams, llm: LLMParams | None = None
+    sandbox: Sandbox,
+    fmt: FormatParams,
+    params: RLParams,
+    llm: LLMParams | None = None,
+    setup: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Callable[[list[str], Any], dict[str, Any]]:
     """TRL rollout_func: `tool_completions` with the trainer's current weights."""
 
@@ -397,7 +410,7 @@ def tool_rollout(
         model = trainer.accelerator.unwrap_model(trainer.model)
         return {
             **tool_completions(
-                model, trainer.processing_class, prompts, trainer.state.global_step, sandbox, fmt, params, llm
+                model, trainer.processing_class, prompts, trainer.state.global_step, sandbox, fmt, params, llm, setup
             ),
             "logprobs": None,
         }
@@ -492,7 +505,9 @@ def train_rl(
         train_dataset=datasets.Dataset.from_list(rows),
         processing_class=tokenizer,
         callbacks=[Failpoint()],
-        rollout_func=tool_rollout(sandbox, fmt, params) if sandbox is not None and params.tools else None,
+        rollout_func=tool_rollout(sandbox, fmt, params, setup=restart_cells(rows, fmt))
+        if sandbox is not None and params.tools
+        else None,
     )
     checkpoint = resume_point(trainer, run_fingerprint(model_path, rows, params, orm if orm_score else None), resume)
     log.restart(step_of(checkpoint))

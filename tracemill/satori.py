@@ -23,7 +23,7 @@ from typing import Any
 
 from tracemill import records
 from tracemill.errors import ParamsError
-from tracemill.formats import META_ACTIONS, FormatParams, code_block, output_block, split_tir
+from tracemill.formats import META_ACTIONS, FormatParams, code_block, output_block, ran_cells, split_tir
 from tracemill.generate import GenParams, response_text, sample_shard
 from tracemill.params import above, at_least, bounded
 from tracemill.rl import RLParams
@@ -67,7 +67,7 @@ class CoatParams:
     max_per_problem: int = at_least(1, default=6)
     # Shares of the four kinds (the paper publishes no mix; its demonstrations hold every kind)
     mix: dict[str, float] = at_least(
-        0, default_factory=lambda: {"plain": 0.4, "reflect": 0.2, "confirm": 0.1, "explore": 0.3}
+        0, default_factory=lambda: {"plain": 0.3, "reflect": 0.2, "confirm": 0.3, "explore": 0.2}
     )
     # The one sentence after a check's code and output, per checked kind; one is picked by a hash of the node
     critique_templates: dict[str, list[str]] = field(default_factory=_default_templates)
@@ -80,6 +80,9 @@ class CoatParams:
     # set (every other weight frozen) for this many epochs; 0: no warm-up (paper)
     meta_warmup_epochs: int = at_least(0, default=0)
     meta_warmup_lr: float = above(0, default=3e-2)
+    # A confirm reflects after a step this many or fewer back from its trajectory's end, where the restart
+    # states reflect (rae_states.max_backup_steps); 0: after the answer only
+    confirm_backup_steps: int = at_least(0, default=2)
 
     def check(self) -> None:
         unknown = set(self.mix) - set(COAT_KINDS)
@@ -504,26 +507,29 @@ def reflect_drafts(tree: TreeRows, cp: CoatParams) -> list[Draft]:
     return out
 
 
-def confirm_drafts(tree: TreeRows, trajectories: Sequence[dict[str, Any]]) -> list[Draft]:
-    """A correct trajectory whose first code step is run again after it: <|reflect|>, the check agreeing,
-    then the rest of the path."""
+def confirm_drafts(tree: TreeRows, trajectories: Sequence[dict[str, Any]], cp: CoatParams) -> list[Draft]:
+    """A correct trajectory with <|reflect|> after one of its last steps (0..cp.confirm_backup_steps back
+    from its end, drawn per trajectory, as rae_states cuts its restart states), the last code at or before
+    that step run again and agreeing, then the rest of the path; after the answer step, the answer again."""
     out = []
     for traj in sorted(trajectories, key=lambda t: (-t["avg_q"], t["trajectory_id"])):
         steps = [tree.nodes[i] for i in traj["node_ids"] if tree.nodes[i]["parent_id"] is not None]
-        checked = _first_code(steps) if traj["correct"] else None
+        if not traj["correct"] or not steps:
+            continue
+        at = len(steps) - _backup(len(steps), cp.confirm_backup_steps, "confirm", traj["trajectory_id"])
+        checked = _first_code(steps[:at][::-1])
         if checked is None:
             continue
-        at = steps.index(checked) + 1
         out.append(
             Draft(
                 "confirm",
                 _continued(steps[:at]),
                 checked["code"],
                 _summary(checked),
-                _continued(steps[at:]),
+                _continued(steps[at:] or steps[-1:]),
                 [n["node_id"] for n in steps],
                 checked["node_id"],
-                {"trajectory_id": traj["trajectory_id"], "confirmed_node_id": checked["node_id"]},
+                {"trajectory_id": traj["trajectory_id"], "confirmed_node_id": checked["node_id"], "reflect_after": at},
             )
         )
     return out
@@ -611,7 +617,7 @@ def build_coat(
     drafts = {
         tree_id: {
             "reflect": reflect_drafts(tree, cp),
-            "confirm": confirm_drafts(tree, trajs[tree_id]),
+            "confirm": confirm_drafts(tree, trajs[tree_id], cp),
             "explore": explore_drafts(tree),
         }
         for tree_id, tree in trees.items()
@@ -748,6 +754,7 @@ def reflect_outcomes(
             prompt=state_prompt(st, problems[st["problem_id"]], rt.tokenizer, rt.fmt),
             sampling=greedy,
             max_turn_tokens_total=rp.max_completion_length,
+            setup_cells=ran_cells("".join(st["prefix_steps"]), rt.fmt),
         )
         for st in mine
     ]

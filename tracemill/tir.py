@@ -54,6 +54,7 @@ class TraceJob:
     max_turn_tokens_total: int = 2048  # all turns together, before any stop hint
     tokens_per_stop_hint: int = 0  # budget added by each stop hint: the thinking time a round of test-time scaling buys
     max_turns: int = 16  # generation calls per trace: tool calls, hints and continuations together
+    setup_cells: tuple[str, ...] = ()  # run in the session before generation (a restart state's cells)
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,9 @@ def run_traces(
     """Advance every job to completion in batched turns; returns one result per job, in order."""
     lives = [_Live(job=j, segments=[], session=sandbox.session().__enter__()) for j in jobs]
     try:
+        for lv in lives:
+            for cell in lv.job.setup_cells:  # the prompt already shows what these printed
+                lv.session.run(cell)
         while True:
             running = [lv for lv in lives if not lv.done]
             if not running:
