@@ -156,25 +156,23 @@ def test_one_rl_step_changes_the_policy_and_logs_a_reward(tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
-def test_tool_rollouts_run_the_policys_code_in_the_sandbox(tmp_path):
-    """The policy learned to write code and then a wrong output block itself; in a tool rollout the
-    sandbox writes the output, so the graded completion holds the real result."""
+def graded_tool_rollouts(tmp_path, state, demo, *, sandboxed=True, policy=None):
+    """One GRPO step (4 rollouts) of a tiny policy that learned `demo` after `state`'s prompt by heart;
+    returns every response the reward graded (the state's steps and the rollout) and the policy folder."""
     from tracemill.rl import state_prompt
     from tracemill.sandbox import SandboxParams, open_sandbox
 
-    demo = "```python\nprint(6*7)\n```\n```output\n41\n```\nSo \\boxed{42}"
-    model, tok = tiny_policy([demo, PROBLEM["question"]] * 20)
-    prompt = state_prompt({"prefix_steps": []}, PROBLEM, tok, FMT)
-    batch = tok([prompt + demo + tiny.IM_END], return_tensors="pt")
-    fit_lm(model, batch, batch.input_ids, 120)
-    src = tiny.save(model, tok, tmp_path / "policy")
+    if policy is None:
+        model, tok = tiny_policy(["".join(state["prefix_steps"]) + demo, PROBLEM["question"]] * 20)
+        batch = tok([state_prompt(state, PROBLEM, tok, FMT) + demo + tiny.IM_END], return_tensors="pt")
+        fit_lm(model, batch, batch.input_ids, 120)
+        policy = tiny.save(model, tok, tmp_path / "policy")
     seen = []
 
     def grade(problem, response):
         seen.append(response)
         return exact(problem, response)
 
-    states = [restart_state("s")]
     params = RLParams(
         max_steps=1,
         per_device_train_batch_size=4,
@@ -184,49 +182,32 @@ def test_tool_rollouts_run_the_policys_code_in_the_sandbox(tmp_path):
         temperature=0.3,
         reward=PLAIN,
     )
-    with open_sandbox(SandboxParams()) as sandbox:
-        train_rl(src, states, {"p1": PROBLEM}, grade, tmp_path / "rl", params, FMT, sandbox=sandbox)
+    out = tmp_path / ("rl" if sandboxed else "rl_plain")
+    if sandboxed:
+        with open_sandbox(SandboxParams()) as sandbox:
+            train_rl(policy, [state], {"p1": PROBLEM}, grade, out, params, FMT, sandbox=sandbox)
+    else:
+        train_rl(policy, [state], {"p1": PROBLEM}, grade, out, params, FMT)
     assert len(seen) == 4
+    return seen, policy
+
+
+def test_tool_rollouts_run_the_policys_code_in_the_sandbox(tmp_path):
+    """The policy learned to write code and then a wrong output block itself; in a tool rollout the
+    sandbox writes the output, so the graded completion holds the real result."""
+    demo = "```python\nprint(6*7)\n```\n```output\n41\n```\nSo \\boxed{42}"
+    seen, policy = graded_tool_rollouts(tmp_path, restart_state("s"), demo)
     assert all("```output\n42\n```" in s and "41" not in s for s in seen), seen
-    seen.clear()
-    train_rl(
-        src, states, {"p1": PROBLEM}, grade, tmp_path / "rl_plain", params, FMT
-    )  # no sandbox: the model's own output
-    assert any("41" in s for s in seen), seen
+    plain, _ = graded_tool_rollouts(tmp_path, restart_state("s"), demo, sandboxed=False, policy=policy)
+    assert any("41" in s for s in plain), plain  # no sandbox: the model's own output
 
 
 def test_a_rollout_from_a_restart_state_finds_the_variables_its_steps_defined(tmp_path):
     """The state's cells run again in the rollout's session first: the policy's `print(total)` prints
     what the state's step computed, not a NameError."""
-    from tracemill.rl import state_prompt
-    from tracemill.sandbox import SandboxParams, open_sandbox
-
     step = "Compute.\n```python\ntotal = 6*7\nprint(total)\n```\n```output\n42\n```\n"
     demo = "Check.\n```python\nprint(total)\n```\n```output\n0\n```\nSo \\boxed{42}"
-    state = restart_state("s", prefix_steps=[step])
-    model, tok = tiny_policy([step + demo, PROBLEM["question"]] * 20)
-    prompt = state_prompt(state, PROBLEM, tok, FMT)
-    batch = tok([prompt + demo + tiny.IM_END], return_tensors="pt")
-    fit_lm(model, batch, batch.input_ids, 120)
-    src = tiny.save(model, tok, tmp_path / "policy")
-    seen = []
-
-    def grade(problem, response):
-        seen.append(response)
-        return exact(problem, response)
-
-    params = RLParams(
-        max_steps=1,
-        per_device_train_batch_size=4,
-        num_generations=4,
-        max_completion_length=40,
-        learning_rate=1e-3,
-        temperature=0.3,
-        reward=PLAIN,
-    )
-    with open_sandbox(SandboxParams()) as sandbox:
-        train_rl(src, [state], {"p1": PROBLEM}, grade, tmp_path / "rl", params, FMT, sandbox=sandbox)
-    assert len(seen) == 4
+    seen, _ = graded_tool_rollouts(tmp_path, restart_state("s", prefix_steps=[step]), demo)
     assert all(s.startswith(step) and s.count("```output\n42\n```") == 2 for s in seen), seen
     assert not any("NameError" in s for s in seen), seen
 

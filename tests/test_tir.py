@@ -19,24 +19,28 @@ DEMO = (
 )
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def learned_by_heart(prompt: str, text: str, folder):
+    """A tiny model trained 200 steps on prompt + text alone, as a backend."""
     import torch
 
-    prompt = render_prompt(QUESTION, None, FMT, "tir")
-    tok = tiny.make_tokenizer([prompt + DEMO] * 20, 300)
+    tok = tiny.make_tokenizer([prompt + text] * 20, 300)
     model = tiny.make_model(
         tok, tiny.TinyConfig(hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=1)
     )
-    ids = tok(prompt + DEMO + tiny.IM_END, return_tensors="pt").input_ids
+    ids = tok(prompt + text + tiny.IM_END, return_tensors="pt").input_ids
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(200):
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         opt.step()
         opt.zero_grad()
-    path = tiny.save(model, tok, tmp_path_factory.mktemp("tir") / "model")
-    backend = load_backend(LLMParams(), path)
+    return load_backend(LLMParams(), tiny.save(model, tok, folder))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tir") / "model"
+    backend = learned_by_heart(render_prompt(QUESTION, None, FMT, "tir"), DEMO, folder)
     with open_sandbox(SandboxParams()) as sandbox:
         yield backend, sandbox, render_prompt(QUESTION, backend.tokenizer, FMT, "tir")
 
@@ -131,22 +135,8 @@ GO_ON = "One more.\n```python\nprint(total + 1)\n```\n```output\n43\n```\nThe an
 @pytest.fixture(scope="module")
 def restart(tmp_path_factory):
     """A model that learned to go on from a prefix whose first cell defined `total`."""
-    import torch
-
     prompt = render_prompt(QUESTION, None, FMT, "tir") + RESTART
-    tok = tiny.make_tokenizer([prompt + GO_ON] * 20, 300)
-    model = tiny.make_model(
-        tok, tiny.TinyConfig(hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=1)
-    )
-    ids = tok(prompt + GO_ON + tiny.IM_END, return_tensors="pt").input_ids
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(200):
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    path = tiny.save(model, tok, tmp_path_factory.mktemp("restart") / "model")
-    backend = load_backend(LLMParams(), path)
+    backend = learned_by_heart(prompt, GO_ON, tmp_path_factory.mktemp("restart") / "model")
     with open_sandbox(SandboxParams()) as sandbox:
         yield backend, sandbox, render_prompt(QUESTION, backend.tokenizer, FMT, "tir") + RESTART
 
