@@ -251,6 +251,10 @@ def test_rae_states_follow_algorithm_1_on_the_policys_own_samples():
     # a one-step trajectory is never backed up to nothing
     assert by[("p3", "failed")]["prefix_steps"] == [f"{C}step 0\n", R]
     assert satori.build_rae_states(SAMPLES, satori.RaeParams(), seed=0) == states  # same cut on a re-run
+    # the same samples from a model in another folder (other trace ids) are cut in the same places
+    renamed = [{**t, "trace_id": "elsewhere-" + t["trace_id"]} for t in SAMPLES]
+    again = satori.build_rae_states(renamed, satori.RaeParams(), seed=0)
+    assert [s["prefix_steps"] for s in again] == [s["prefix_steps"] for s in states]
 
 
 def test_rae_backup_depth_is_a_param_and_bare_problems_can_be_left_out():

@@ -700,7 +700,9 @@ def build_rae_states(traces: Sequence[dict[str, Any]], rp: RaeParams, seed: int)
             if picked is None:
                 continue
             trace, steps = picked
-            back = _backup(len(steps), rp.max_backup_steps, seed, trace["trace_id"])
+            # drawn from the sample's place, not its trace id (which names the model's folder): the same
+            # samples are cut in the same places wherever the model lies
+            back = _backup(len(steps), rp.max_backup_steps, seed, pid, trace["sample_index"])
             prefix = steps[: len(steps) - back] + [REFLECT]
             out.append(
                 _state(
