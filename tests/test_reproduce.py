@@ -119,3 +119,13 @@ def test_a_missing_metric_file_is_a_difference(tmp_path):
     (b / "metrics" / "coat.json").unlink()
     failures, _ = reproduce.compare_trees(a, b)
     assert [(d.kind, d.where) for d in failures] == [("missing", "metrics/coat.json")]
+
+
+def test_an_id_that_looks_like_a_huge_number_is_compared_as_text(tmp_path):
+    """Hex ids such as 123e4567 overflow float() to infinity: equal ones reproduce, different ones do not."""
+    a, b = _committed_copy(tmp_path, "a"), _committed_copy(tmp_path, "b")
+    for tree, ids in ((a, ["123e4567", "9e99999", "0.5"]), (b, ["123e4567", "8e99999", "0.5"])):
+        rows = "\n".join(f"{i},{v}" for i, v in enumerate(ids))
+        (tree / "plots" / "ids.csv").write_text("step,state_id\n" + rows + "\n")
+    failures, _ = reproduce.compare_trees(a, b)
+    assert [(d.where, d.committed, d.fresh) for d in failures] == [("plots/ids.csv [1].state_id", "9e99999", "8e99999")]

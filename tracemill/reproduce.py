@@ -84,8 +84,8 @@ def compare_locks(committed: dict[str, Any], fresh: dict[str, Any]) -> list[Diff
 def _close(a: Any, b: Any, tolerance: float) -> bool:
     if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
         return a == b
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
+    if a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)):
+        return True  # equal infinities too, whose difference is nan
     return abs(a - b) <= tolerance
 
 

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+_NON_FINITE = {"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity", "nan"}
+
 
 def number(text: Any) -> Any:
-    """A CSV cell as a float where it is one, else the text as it was."""
+    """A CSV cell as a float where it is one, else the text as it was. A cell that only overflows to
+    infinity stays text: a hex id such as 123e4567 is no number, and two such ids must not compare equal."""
     try:
-        return float(text)
+        value = float(text)
     except (TypeError, ValueError):
         return text
+    return value if math.isfinite(value) or str(text).strip().lower() in _NON_FINITE else text
 
 
 def read_plot(path: Path) -> list[dict[str, Any]]:
